@@ -1,0 +1,47 @@
+"""Shared fixtures. Area-specific fixtures live in tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never reach a model hub; code must cope with offline mode.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    """An empty projects root, also set as $LORADECK_ROOT."""
+    r = tmp_path / "projects"
+    r.mkdir()
+    monkeypatch.setenv("LORADECK_ROOT", str(r))
+    return r
+
+
+def run_cli(*args: str, root: Path | None = None, env: dict | None = None, timeout: float = 600,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run `loradeck ARGS` as a user would, in a fresh process (the code under test in this tree)."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    cmd = [sys.executable, "-m", "tui", *args]
+    if root is not None:
+        cmd += ["--root", str(root)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"loradeck {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,7 @@
+"""`python -m trainer ...`: the headless CLI (no TUI commands)."""
+
+import sys
+
+from trainer.cli import main
+
+sys.exit(main())

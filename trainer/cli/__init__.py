@@ -1,0 +1,93 @@
+"""The `loradeck` command line (headless part).
+
+Each area registers its subcommands from its own module (`register(subparsers)`), so areas can grow
+independently. A handler takes the parsed args and returns either an int exit code or a result
+object; `--json` prints the result as one JSON object, otherwise `human` text is printed.
+Failures raise LoradeckError, which becomes `error: <one line>` on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from trainer import __version__
+from trainer.errors import LoradeckError
+
+# Order is the order of `loradeck --help`.
+COMMAND_MODULES = (
+    "trainer.cli.cmd_projects",   # init, projects, config
+    "trainer.cli.cmd_dataset",    # import, prep, check
+    "trainer.cli.cmd_captions",   # captions (list/set/trigger/replace/tags/metadata)
+    "trainer.cli.cmd_caption",    # caption (BLIP)
+    "trainer.cli.cmd_train",      # train, runs, stop, resume
+    "trainer.cli.cmd_export",     # export, validate, convert, pack, shared
+)
+
+
+class CommandResult:
+    """What a handler returns: `data` for --json, `text` for people, `code` for the exit status."""
+
+    def __init__(self, data: dict, text: str = "", code: int = 0):
+        self.data, self.text, self.code = data, text, code
+
+
+def common_parent() -> argparse.ArgumentParser:
+    """Options every subcommand accepts (so they work before or after the subcommand name)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--root", default=argparse.SUPPRESS, help="projects root (default $LORADECK_ROOT or ./projects)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    return p
+
+
+def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="loradeck", description="Train Stable Diffusion LoRA adapters from the terminal.",
+        parents=[common_parent()])
+    parser.add_argument("--version", action="version", version=f"loradeck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parent = common_parent()
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, parent)
+    for register in extra:
+        register(sub, parent)
+    return parser
+
+
+def _emit(result, as_json: bool) -> int:
+    if isinstance(result, int) or result is None:
+        return result or 0
+    if as_json:
+        print(json.dumps(result.data, ensure_ascii=False, default=str))
+    elif result.text:
+        print(result.text)
+    return result.code
+
+
+def main(argv: Sequence[str] | None = None, *, extra: Sequence[Callable] = (),
+         default: Callable | None = None) -> int:
+    """Run the CLI. `extra` registers more subcommands; `default` runs when no command is given."""
+    parser = build_parser(extra)
+    args = parser.parse_args(argv)
+    args.root = getattr(args, "root", None)
+    args.json = getattr(args, "json", False)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        if default is not None:
+            return default(args) or 0
+        parser.print_help()
+        return 0
+    try:
+        return _emit(handler(args), args.json)
+    except LoradeckError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "error": e.one_line()}))
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,179 @@
+"""The event protocol: JSON lines that a run (or a prep / caption task) appends and readers tail.
+
+This module is the single definition of the schema; the trainer writes through `EventWriter`, the TUI
+and CLI read through `EventReader`. docs/events.md documents it for humans. Each line is one JSON
+object with at least `type` (a name below) and `time` (Unix seconds, float). Unknown types and fields
+must be ignored by readers, so the schema can grow without breaking old monitors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+# type -> fields a writer must provide (beyond `type` and `time`); others are optional.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    # training runs (runs/<id>/events.jsonl)
+    "run_started": ("run_id", "config", "environment"),
+    "step": ("step", "total_steps", "epoch", "loss", "lr"),
+    "checkpoint": ("step", "path"),
+    "sample": ("step", "path", "prompt"),
+    "warning": ("message",),
+    "error": ("kind", "message", "hint"),
+    "run_finished": ("status",),
+    "gpu": ("available",),
+    # background tasks (prep, captioning) run for the TUI with --events
+    "task_started": ("task", "total"),
+    "progress": ("task", "done", "total"),
+    "item_failed": ("task", "item", "reason"),
+    "task_finished": ("task", "status"),
+}
+
+# Optional fields, by type, for documentation and the TUI:
+#   step:         step_time (s), samples_per_sec, mem_allocated / mem_peak (bytes, torch), lr_te, grad_norm
+#   gpu:          index, name, mem_used, mem_total, proc_mem (bytes; None where NVML cannot see the
+#                 process, e.g. in a container), util (percent), temperature, reason (why unavailable)
+#   run_finished: output (path of the final .safetensors), steps_done, message
+#   error:        kinds are ERROR_KINDS
+#   progress:     item (file name), message
+ERROR_KINDS = ("oom", "nan", "config", "model", "data", "io", "internal")
+RUN_FINISHED_STATUS = ("completed", "stopped", "failed")
+TASK_STATUS = ("completed", "stopped", "failed")
+
+
+def make_event(type_: str, **fields: Any) -> dict[str, Any]:
+    """Build an event dict, checking the required fields are present."""
+    missing = [f for f in REQUIRED.get(type_, ()) if f not in fields]
+    if missing:
+        raise ValueError(f"event {type_!r} is missing {', '.join(missing)}")
+    event = {"type": type_, "time": time.time()}
+    event.update(fields)
+    return event
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    return str(obj)
+
+
+def dumps(event: dict[str, Any]) -> str:
+    # NaN/inf are legal floats in loss values; JSON has none, so they go out as strings.
+    def clean(v):
+        if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            return str(v)
+        return v
+    return json.dumps({k: clean(v) for k, v in event.items()}, default=_default, ensure_ascii=False)
+
+
+class EventWriter:
+    """Appends events to a JSON-lines file, one `write` per line so readers never see half a line
+    from two writers interleaving. Thread-safe (the NVML sampler shares it with the loop)."""
+
+    def __init__(self, path: str | os.PathLike | None, *, echo=None):
+        self.path = Path(path) if path else None
+        self._echo = echo  # optional callable(str) e.g. print to stdout for --events
+        self._lock = threading.Lock()
+        self._fh = open(self.path, "a", encoding="utf-8") if self.path else None
+
+    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        event = make_event(type_, **fields)
+        line = dumps(event) + "\n"
+        with self._lock:
+            if self._fh:
+                self._fh.write(line)
+                self._fh.flush()
+            if self._echo:
+                self._echo(line)
+        return event
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._fh:
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh:
+                self._fh.flush()
+                self._fh.close()
+                self._fh = None
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """One event from one line, or None for a blank or corrupt line (a crash can cut the last one)."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or "type" not in event:
+        return None
+    return event
+
+
+class EventReader:
+    """Tails an events file: each `read_new()` returns the complete lines added since the last call.
+
+    A partial last line (the writer is mid-write) is kept back until its newline arrives.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self._offset:  # file replaced or truncated: start over
+                    self._offset, self._partial = 0, b""
+                fh.seek(self._offset)
+                chunk = fh.read(max_bytes) if max_bytes else fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for raw in lines:
+            event = parse_line(raw.decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+        return events
+
+
+def read_all(path: str | os.PathLike) -> list[dict[str, Any]]:
+    return EventReader(path).read_new()
+
+
+def iter_file(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            event = parse_line(line)
+            if event is not None:
+                yield event
+
+
+@dataclass
+class ProgressEcho:
+    """Writes task events as JSON lines to a stream (stdout) for a parent process such as the TUI."""
+
+    stream: Any
+
+    def __call__(self, line: str) -> None:
+        self.stream.write(line)
+        self.stream.flush()

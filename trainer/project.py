@@ -1,0 +1,168 @@
+"""Projects on disk: where the root is, what a valid name is, and the layout of a project folder.
+
+This module is the one place that knows the on-disk layout (docs/layout.md describes it):
+
+    <root>/<name>/
+      project.toml     settings (trainer.settings)
+      originals/       imported files, byte-identical, never modified
+      dataset/         prepared images + caption sidecars; training reads only this
+      runs/<run-id>/   one training run (trainer.runs)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.errors import ProjectError
+
+ROOT_ENV = "LORADECK_ROOT"
+DEFAULT_ROOT = Path("projects")
+SETTINGS_FILE = "project.toml"
+ORIGINALS_DIR = "originals"
+DATASET_DIR = "dataset"
+RUNS_DIR = "runs"
+# Engine bookkeeping that is not user data (import index, prep manifest, latent cache).
+STATE_DIR = ".loradeck"
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """`--root DIR`, else `$LORADECK_ROOT`, else `./projects`."""
+    if root:
+        return Path(root).expanduser()
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_ROOT
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is one safe path component, else raise ProjectError saying why."""
+    if not isinstance(name, str) or not name:
+        raise ProjectError("project name is empty")
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ProjectError(f"project name {name!r} is not a single path component")
+    if name != name.strip() or name.endswith("."):
+        raise ProjectError(f"project name {name!r} may not start or end with spaces or end with a dot")
+    if not _NAME_RE.match(name):
+        raise ProjectError(
+            f"project name {name!r} is not allowed: use 1-64 letters, digits, '.', '_', '-' or spaces,"
+            " starting with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project folder. Paths only; reading settings is trainer.settings' job."""
+
+    root: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def settings_file(self) -> Path:
+        return self.path / SETTINGS_FILE
+
+    @property
+    def originals(self) -> Path:
+        return self.path / ORIGINALS_DIR
+
+    @property
+    def dataset(self) -> Path:
+        return self.path / DATASET_DIR
+
+    @property
+    def runs(self) -> Path:
+        return self.path / RUNS_DIR
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE_DIR
+
+    def run_dir(self, run_id: str) -> Path:
+        validate_name(run_id)
+        return self.runs / run_id
+
+    def exists(self) -> bool:
+        return self.settings_file.is_file()
+
+
+def open_project(name: str, root: str | os.PathLike | None = None) -> Project:
+    """The existing project `name` under the resolved root; ProjectError if there is none."""
+    project = Project(resolve_root(root), validate_name(name))
+    if not project.exists():
+        raise ProjectError(f"no project {name!r} in {project.root}",
+                           hint=f"create it with: loradeck init {name}")
+    return project
+
+
+def create_project(name: str, root: str | os.PathLike | None = None, **settings) -> Project:
+    """Create a new project folder with its settings file; refuses to touch an existing one.
+
+    Keyword arguments are [project] settings (trigger_word, base_model, caption_extension, ...).
+    """
+    from trainer import settings as settings_mod
+
+    project = Project(resolve_root(root), validate_name(name))
+    if project.path.exists():
+        raise ProjectError(f"{project.path} already exists")
+    project.root.mkdir(parents=True, exist_ok=True)
+    # Build in a hidden sibling, then rename: a half-made project never shows up in listings.
+    staging = project.root / f".{name}.creating"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        for sub in (ORIGINALS_DIR, DATASET_DIR, RUNS_DIR):
+            (staging / sub).mkdir()
+        settings_mod.write_new(staging / SETTINGS_FILE, name=name, **settings)
+        staging.rename(project.path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return project
+
+
+def list_projects(root: str | os.PathLike | None = None) -> list[Project]:
+    """Every project (a folder with a project.toml) under the root, sorted by name."""
+    base = resolve_root(root)
+    if not base.is_dir():
+        return []
+    found = []
+    for child in sorted(base.iterdir(), key=lambda p: p.name.lower()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        if (child / SETTINGS_FILE).is_file():
+            found.append(Project(base, child.name))
+    return found
+
+
+def delete_project(project: Project) -> None:
+    """Remove a whole project folder. Callers confirm with the user first."""
+    if not project.exists():
+        raise ProjectError(f"no project {project.name!r} in {project.root}")
+    trash = project.root / f".{project.name}.deleting"
+    project.path.rename(trash)  # atomic disappearance from listings, then the slow part
+    shutil.rmtree(trash)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def dataset_images(project: Project) -> list[Path]:
+    """The prepared training images in dataset/, sorted by name."""
+    if not project.dataset.is_dir():
+        return []
+    return sorted((p for p in project.dataset.iterdir() if p.is_file() and is_image_file(p)
+                   and not p.name.startswith(".")), key=lambda p: p.name)

@@ -1,0 +1,1 @@
+"""loradeck's Textual front end. Never imports torch, diffusers, transformers or peft."""
