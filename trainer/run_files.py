@@ -1,0 +1,79 @@
+"""The files of one training run (runs/<run-id>/), named in one place.
+
+    config.toml           the fully resolved TrainConfig (plus the project/dataset it trains on)
+    events.jsonl          append-only events (trainer.events)
+    train.log             the trainer process's stdout/stderr
+    status.json           pid, heartbeat, state; written atomically by the trainer process
+    state/step-<N>/       resumable training state (weights, optimizer, scheduler, step, RNG)
+    checkpoints/          kohya-format LoRA files saved during training
+    samples/              sample images (PNG)
+    <output_name>.safetensors   the final LoRA
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.atomic import atomic_write_text
+
+STATUS_STATES = ("starting", "running", "stopping", "completed", "stopped", "failed")
+HEARTBEAT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    dir: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.toml"
+
+    @property
+    def events(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "train.log"
+
+    @property
+    def status(self) -> Path:
+        return self.dir / "status.json"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def samples(self) -> Path:
+        return self.dir / "samples"
+
+    def output(self, output_name: str) -> Path:
+        return self.dir / f"{output_name}.safetensors"
+
+
+def write_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
+    """Replace status.json atomically; `heartbeat` is set to now."""
+    status = {"pid": os.getpid(), "heartbeat": time.time(), **fields}
+    atomic_write_text(files.status, json.dumps(status))
+    return status
+
+
+def read_status(files: RunFiles) -> dict[str, Any] | None:
+    try:
+        return json.loads(files.status.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
