@@ -52,9 +52,22 @@ def read_caption(image: Path, ext: str = ".txt") -> str | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    return decode_caption(data)
+
+
+def decode_caption(data: bytes) -> str:
+    """Caption bytes to text: utf-8 (a Windows BOM dropped), bad bytes replaced, whitespace stripped."""
     if data.startswith(b"\xef\xbb\xbf"):  # a BOM from Windows editors
         data = data[3:]
     return data.decode("utf-8", errors="replace").strip()
+
+
+def normalize(text: str) -> str:
+    """The text as write_caption stores it: stripped, several lines joined into one."""
+    text = text.strip()
+    if "\n" in text:
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text
 
 
 def has_caption(image: Path, ext: str = ".txt") -> bool:
@@ -74,8 +87,7 @@ def write_caption(image: Path, text: str, ext: str = ".txt", *,
     if if_unchanged_since is not False and Signature.of(path) != if_unchanged_since:
         raise CaptionConflict(f"{path.name} changed on disk since it was opened; not overwritten",
                               hint="reload it, or save your text explicitly over it")
-    text = " ".join(line.strip() for line in text.strip().splitlines() if line.strip()) \
-        if "\n" in text.strip() else text.strip()
+    text = normalize(text)
     if not text:
         try:
             os.unlink(path)

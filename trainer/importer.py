@@ -1,0 +1,301 @@
+"""Import: copy image files and folders into a project's originals/, byte-identical.
+
+- Each file is read once, validated through trainer.image_probe (refused files get a one-line
+  reason), hashed, and written atomically to originals/<stem><ext>; its modification time is kept.
+- Duplicates (same bytes as an original already in the project, or earlier in this import) are
+  imported once and reported. `.loradeck/import_index.json` maps content hashes to originals and is
+  rebuilt from originals/ when files were added or removed by hand.
+- A stem is unique per project (case-insensitively, across originals/ and dataset/), so
+  dataset/<stem>.<img> and dataset/<stem><caption ext> pair up. A clash gets `<stem>-2`, `-3`, ...
+- Sidecar captions (`photo.txt` or kohya's `photo.caption` next to `photo.jpg`) are written to
+  dataset/<stem><project caption extension>; an existing caption there is never overwritten (the
+  report says so).
+- kohya repeat folders (`10_cat`) are recognised and reported (repeats are a training setting).
+- One bad file never stops the others; Ctrl-C keeps what was imported (the index is saved).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from trainer import caption_store, image_probe
+from trainer.atomic import atomic_write_bytes, atomic_write_text
+from trainer.project import Project, is_image_file
+
+INDEX_NAME = "import_index.json"
+MAX_STEM_LENGTH = 120
+_REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
+# Characters that cannot or should not appear in a file name on any common file system.
+_BAD_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+
+ProgressFn = Callable[[int, int, str, "str | None"], None]
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)                  # names written to originals/
+    duplicates: list[tuple[str, str]] = field(default_factory=list)    # (source, existing original)
+    refused: list[tuple[str, str]] = field(default_factory=list)       # (source, one-line reason)
+    renamed: list[tuple[str, str]] = field(default_factory=list)       # (source, name in originals/)
+    captions_imported: list[str] = field(default_factory=list)         # caption names in dataset/
+    captions_skipped: list[tuple[str, str]] = field(default_factory=list)  # (source caption, why)
+    repeat_folders: dict[str, int] = field(default_factory=dict)       # kohya `N_name` folder -> N
+    stopped: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("duplicates", "refused", "renamed", "captions_skipped"):
+            d[key] = [list(x) for x in d[key]]
+        return d
+
+
+# ---------------------------------------------------------------- index of content hashes
+
+
+def index_path(project: Project) -> Path:
+    return project.state / INDEX_NAME
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_index(project: Project) -> dict[str, dict]:
+    """sha256 -> {"file": name in originals/, "source": where it came from}, matching originals/ now."""
+    try:
+        raw = json.loads(index_path(project).read_text(encoding="utf-8")).get("files", {})
+        entries = raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError, AttributeError):
+        entries = {}
+    present = {p.name for p in _files(project.originals)}
+    index = {sha: e for sha, e in entries.items() if isinstance(e, dict) and e.get("file") in present}
+    known = {e["file"] for e in index.values()}
+    for name in sorted(present - known):  # added by hand (or the index was lost): hash them now
+        path = project.originals / name
+        try:
+            index.setdefault(sha256_bytes(path.read_bytes()), {"file": name, "source": None})
+        except OSError:
+            continue
+    return index
+
+
+def save_index(project: Project, index: dict[str, dict]) -> None:
+    project.state.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(index_path(project), json.dumps({"version": 1, "files": index}, ensure_ascii=False,
+                                                      indent=0))
+
+
+def duplicate_groups(project: Project) -> list[list[str]]:
+    """Originals with identical content (only possible when files were copied in by hand)."""
+    groups: dict[str, list[str]] = {}
+    for path in _files(project.originals):
+        try:
+            groups.setdefault(sha256_bytes(path.read_bytes()), []).append(path.name)
+        except OSError:
+            continue
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+# ---------------------------------------------------------------- names
+
+
+def clean_stem(stem: str) -> str:
+    """A safe file stem that keeps the user's (unicode) name wherever possible."""
+    stem = unicodedata.normalize("NFC", stem)
+    stem = _BAD_CHARS.sub("_", stem).strip().lstrip(".").rstrip(". ")
+    if len(stem.encode("utf-8")) > MAX_STEM_LENGTH:
+        stem = stem.encode("utf-8")[:MAX_STEM_LENGTH].decode("utf-8", errors="ignore").rstrip(". ")
+    return stem or "image"
+
+
+def _taken_stems(project: Project) -> set[str]:
+    taken = set()
+    for folder in (project.originals, project.dataset):
+        for p in _files(folder):
+            taken.add(p.stem.casefold())
+    return taken
+
+
+def _unique_stem(base: str, taken: set[str]) -> str:
+    stem, n = base, 1
+    while stem.casefold() in taken:
+        n += 1
+        stem = f"{base}-{n}"
+    taken.add(stem.casefold())
+    return stem
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+
+
+# ---------------------------------------------------------------- gathering sources
+
+
+def _is_caption(path: Path) -> bool:
+    return path.suffix.lower() in caption_store.KNOWN_CAPTION_EXTENSIONS
+
+
+def gather(paths: Iterable[str | os.PathLike], report: ImportReport) -> list[Path]:
+    """Every candidate file under `paths` (folders recursively, hidden entries skipped), in order.
+
+    Missing paths and caption files with no image beside them go to `report.refused`; kohya
+    repeat folders go to `report.repeat_folders`.
+    """
+    found: list[Path] = []
+    captions: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            _note_repeat_folder(path, report)
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for d in dirnames:
+                    _note_repeat_folder(Path(dirpath) / d, report)
+                for name in sorted(filenames):
+                    if not name.startswith("."):
+                        p = Path(dirpath) / name
+                        (captions if _is_caption(p) else found).append(p)
+        elif path.is_file():
+            (captions if _is_caption(path) else found).append(path)
+        elif path.exists():
+            report.refused.append((str(path), "not a regular file"))
+        else:
+            report.refused.append((str(path), "no such file or folder"))
+    stems = {(p.parent, p.stem) for p in found}
+    for cap in captions:
+        if (cap.parent, cap.stem) not in stems:
+            report.refused.append((str(cap), "caption file without an image beside it"))
+    # The same file named twice (a folder and a file in it) is imported once.
+    unique, seen = [], set()
+    for p in found:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _note_repeat_folder(folder: Path, report: ImportReport) -> None:
+    m = _REPEAT_FOLDER.match(folder.name)
+    if m and int(m.group(1)) > 0:
+        report.repeat_folders[str(folder)] = int(m.group(1))
+
+
+def sidecar_caption(image: Path, preferred_ext: str) -> Path | None:
+    """The caption file next to a source image: the project's extension first, then .txt/.caption."""
+    order = [preferred_ext] + [e for e in caption_store.KNOWN_CAPTION_EXTENSIONS if e != preferred_ext]
+    for ext in order:
+        candidate = image.with_name(image.stem + ext)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------- import
+
+
+def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_progress: ProgressFn | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> ImportReport:
+    """Import files and folders into `project`; returns what happened to each file.
+
+    `on_progress(done, total, source_name, problem_or_None)` is called after each candidate file.
+    """
+    from trainer import settings as settings_mod
+
+    caption_ext = settings_mod.load(project.settings_file).caption_extension
+    report = ImportReport()
+    sources = gather(paths, report)
+    project.originals.mkdir(parents=True, exist_ok=True)
+    project.dataset.mkdir(parents=True, exist_ok=True)
+    index = load_index(project)
+    taken = _taken_stems(project)
+    try:
+        for done, src in enumerate(sources, 1):
+            if should_stop and should_stop():
+                report.stopped = True
+                break
+            problem = _import_one(project, src, caption_ext, index, taken, report)
+            if on_progress:
+                on_progress(done, len(sources), src.name, problem)
+    finally:
+        save_index(project, index)
+    return report
+
+
+def _import_one(project: Project, src: Path, caption_ext: str, index: dict, taken: set[str],
+                report: ImportReport) -> str | None:
+    """Import one file; returns the refusal reason, or None."""
+    try:
+        data = src.read_bytes()
+    except OSError as e:
+        reason = f"unreadable: {e.strerror or e}"
+        report.refused.append((str(src), reason))
+        return reason
+    try:
+        info = image_probe.probe(data)
+    except image_probe.ImageRefused as e:
+        reason = str(e)
+        report.refused.append((str(src), reason))
+        return reason
+    sha = sha256_bytes(data)
+    existing = index.get(sha)
+    if existing:
+        report.duplicates.append((str(src), existing["file"]))
+        _import_caption(project, src, Path(existing["file"]).stem, caption_ext, report)
+        return None
+    base = clean_stem(src.stem)
+    stem = _unique_stem(base, taken)
+    name = stem + info.suffix_for(src.name).lower()
+    target = project.originals / name
+    try:
+        atomic_write_bytes(target, data)
+        st = src.stat()
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # keep the photo's date
+    except OSError as e:
+        taken.discard(stem.casefold())
+        reason = f"could not copy into the project: {e.strerror or e}"
+        report.refused.append((str(src), reason))
+        return reason
+    index[sha] = {"file": name, "source": str(src),
+                  "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    report.imported.append(name)
+    if name != src.name:
+        report.renamed.append((str(src), name))
+    _import_caption(project, src, stem, caption_ext, report)
+    return None
+
+
+def _import_caption(project: Project, src: Path, stem: str, caption_ext: str, report: ImportReport) -> None:
+    sidecar = sidecar_caption(src, caption_ext)
+    if sidecar is None:
+        return
+    try:
+        raw = sidecar.read_bytes()
+    except OSError as e:
+        report.captions_skipped.append((str(sidecar), f"unreadable: {e.strerror or e}"))
+        return
+    text = caption_store.decode_caption(raw)
+    if not text:
+        report.captions_skipped.append((str(sidecar), "empty caption file"))
+        return
+    image = project.dataset / (stem + ".png")  # caption_store only uses the stem
+    current = caption_store.read_caption(image, caption_ext)
+    target_name = stem + caption_ext
+    if current is not None:
+        if current != caption_store.normalize(text):
+            report.captions_skipped.append((str(sidecar), f"{target_name} already exists with other text;"
+                                                          " kept the existing caption"))
+        return
+    caption_store.write_caption(image, text, caption_ext)
+    report.captions_imported.append(target_name)
