@@ -1,22 +1,286 @@
-"""The live monitor of one training run: loss and VRAM graphs, progress, log tail, alerts."""
+"""The live monitor of one training run: loss and VRAM graphs, progress, log tail, alerts, sample.
+
+Everything comes from the run's files (events.jsonl, train.log, status.json), followed by a
+`RunWatcher` in a worker thread, so the monitor shows the full history of a run opened at any
+time (re-attach) and then its live tail. Closing the monitor never touches the run.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.screen import Screen
-from textual.widgets import Footer, Static
+from pathlib import Path
 
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, Static
+
+from trainer.errors import LoradeckError
 from trainer.project import Project
+from trainer.run_files import RunFiles
+
+from tui import run_actions
+from tui.run_keys import bind
+from tui.run_watch import RunUpdated, RunView, RunWatcher
+from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
+
+STATE_STYLE = {
+    "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
+    "completed": "bold cyan", "stopped": "bold magenta", "failed": "bold red", "crashed": "bold red",
+}
+LOG_LINES_SMALL, LOG_LINES_LARGE = 4, 14
+
+
+def show_error(screen: Screen, error: BaseException, title: str = "Error") -> None:
+    """The TUI's one way of showing a failure: the error modal with the message and its hint."""
+    from tui.screens.error import ErrorScreen
+
+    if isinstance(error, LoradeckError):
+        screen.app.push_screen(ErrorScreen(title, " ".join(str(error).split()), error.hint))
+    else:
+        screen.app.push_screen(ErrorScreen(title, f"{type(error).__name__}: {error}"))
+
+
+def status_line(view: RunView) -> Text:
+    """`run-id ● state  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`."""
+    text = Text()
+    text.append(view.run_id, style="bold")
+    text.append("  ● " + view.state, style=STATE_STYLE.get(view.state, "bold"))
+    total = f"/{view.total_steps}" if view.total_steps else ""
+    text.append(f"  step {view.step}{total}")
+    if view.epoch is not None:
+        text.append(f"  epoch {view.epoch}")
+    if view.it_per_sec:
+        rate = f"{view.it_per_sec:.2f} it/s" if view.it_per_sec >= 1 else f"{1 / view.it_per_sec:.1f} s/it"
+        text.append(f"  {rate}")
+    if view.is_live:
+        text.append(f"  ETA {fmt_duration(view.eta_seconds)}", style="bold")
+    if view.lr is not None:
+        text.append(f"  lr {view.lr:.1e}")
+    if view.loss is not None:
+        text.append(f"  loss {view.loss:.4f}" if view.loss == view.loss else "  loss NaN",
+                    style=None if view.loss == view.loss else "bold red")
+    return text
+
+
+def device_line(view: RunView) -> Text:
+    """What the GPU side knows, said plainly when there is no GPU or no NVML."""
+    if view.gpu_available is False:
+        return Text(f"GPU: not monitored: {view.gpu_reason or 'no GPU visible'}", style="yellow")
+    if view.gpu_available and view.gpu_total:
+        used = view.gpu_used[1][-1] if view.gpu_used[1] else None
+        text = Text(f"GPU: {view.gpu_name or '?'}  ")
+        if used is not None:
+            text.append(f"{fmt_gib(used)} / {fmt_gib(view.gpu_total)} used")
+        if view.gpu_proc[1]:
+            text.append(f"  this run {fmt_gib(view.gpu_proc[1][-1])}")
+        elif view.gpu_proc_visible is False:
+            text.append("  (this run's share not visible to NVML)", style="dim")
+        if view.gpu_util is not None:
+            text.append(f"  util {view.gpu_util:.0f}%")
+        return text
+    if view.torch_peak[1]:
+        return Text(f"torch peak {fmt_gib(view.torch_peak[1][-1])} (no NVML samples yet)")
+    if view.device:
+        return Text(f"device: {view.device}")
+    return Text("GPU: no samples yet", style="dim")
+
+
+def alerts_text(view: RunView, limit: int = 3) -> Text:
+    """Errors first (with their hint, prominently), then the newest warnings."""
+    errors = [a for a in view.alerts if a.level == "error"]
+    warnings = [a for a in view.alerts if a.level != "error"]
+    shown = (errors[-limit:] + warnings[::-1])[:limit]
+    text = Text()
+    for alert in shown:
+        if text:
+            text.append("\n")
+        if alert.level == "error":
+            text.append(f"✖ {alert.kind.upper()}: ", style="bold red")
+            text.append(alert.message)
+            if alert.hint:
+                text.append("\n  → " + alert.hint, style="bold yellow")
+        else:
+            text.append("⚠ ", style="yellow")
+            text.append(alert.message)
+            if alert.hint:
+                text.append(f"  ({alert.hint})", style="dim")
+    if view.finished_status and view.finished_status != "completed" and view.finished_message:
+        text.append(("\n" if text else "") + f"run {view.finished_status}: {view.finished_message}",
+                    style="bold")
+    return text
+
+
+def finished_line(view: RunView) -> str:
+    if view.finished_status == "completed":
+        return f"completed: {view.output}" if view.output else "completed"
+    if view.state == "crashed":
+        return "the trainer process is gone without finishing (crashed): press r to resume from its last state"
+    if view.state in ("stopped", "failed"):
+        return f"{view.state}: press r to resume from the last saved state"
+    return ""
 
 
 class MonitorScreen(Screen):
-    """Watch run `run_id` of `project` (None = the latest run) (work in progress)."""
+    """Watch run `run_id` of `project` (None = the latest run): history, then the live tail."""
 
-    def __init__(self, project: Project, run_id: str | None = None) -> None:
+    DEFAULT_CSS = """
+    MonitorScreen { layout: vertical; }
+    MonitorScreen #status { height: 1; padding: 0 1; }
+    MonitorScreen #progress { height: 1; padding: 0 1; }
+    MonitorScreen #progress Bar { width: 1fr; }
+    MonitorScreen #device { height: 1; padding: 0 1; }
+    MonitorScreen #main { height: 1fr; }
+    MonitorScreen #charts { width: 1fr; }
+    MonitorScreen #side { width: 28; border-left: solid $panel; padding: 0 0 0 1; }
+    MonitorScreen #side.hidden { display: none; }
+    MonitorScreen #sample-caption { height: auto; max-height: 3; color: $text-muted; }
+    MonitorScreen #alerts { height: auto; max-height: 5; padding: 0 1; }
+    MonitorScreen #finished { height: auto; padding: 0 1; color: $text-muted; }
+    MonitorScreen #log { height: 4; padding: 0 1; color: $text-muted; border-top: solid $panel; }
+    MonitorScreen #log.large { height: 14; }
+    """
+
+    BINDINGS = [bind("monitor.stop"), bind("monitor.resume"), bind("monitor.log"), bind("monitor.runs"),
+                bind("app.back")]
+
+    def __init__(self, project: Project, run_id: str | None = None, *, poll_interval: float = 0.25) -> None:
         super().__init__()
         self.project = project
         self.run_id = run_id
+        self.files: RunFiles | None = None
+        self.watcher: RunWatcher | None = None
+        self.view: RunView | None = None
+        self.poll_interval = poll_interval
+        self.updates_applied = 0
+        self._sample_shown: str | None = None
+        self._log_lines = LOG_LINES_SMALL
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Monitor {self.project.name} {self.run_id or '(latest)'}")
+        yield Static("", id="status")
+        yield ProgressBar(id="progress", show_eta=False, total=None)
+        yield Static("", id="device")
+        with Horizontal(id="main"):
+            with Vertical(id="charts"):
+                yield LossChart(id="loss-chart")
+                yield VramChart(id="vram-chart")
+            with Vertical(id="side", classes="hidden"):
+                from tui.widgets.image_preview import ImagePreview
+
+                yield Static("latest sample", id="sample-caption", markup=False)
+                yield ImagePreview(id="sample")
+        yield Static("", id="alerts")
+        yield Static("", id="finished", markup=False)
+        yield Static("", id="log", markup=False)
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"{self.project.name} · monitor"
+        try:
+            self.files = run_actions.find_run(self.project, self.run_id)
+        except LoradeckError as e:
+            self.query_one("#status", Static).update(Text(str(e), style="bold red"))
+            return
+        if self.files is None:
+            self.query_one("#status", Static).update(Text(
+                f"{self.project.name} has no runs yet: start one from the train screen"
+                f" or with `loradeck train {self.project.name}`", style="bold"))
+            return
+        self.run_id = self.files.run_id
+        self.sub_title = self.run_id
+        self.query_one("#status", Static).update(Text(f"{self.run_id}  reading events…"))
+        self.watcher = RunWatcher(self.files, self.post_message, interval=self.poll_interval)
+        self.run_worker(self.watcher.run, thread=True, exclusive=True, group="run-watch",
+                        description=f"watch {self.run_id}", exit_on_error=False)
+
+    def on_unmount(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    @on(RunUpdated)
+    def _apply(self, message: RunUpdated) -> None:
+        view = self.view = message.view
+        self.updates_applied += 1
+        self.query_one("#status", Static).update(status_line(view))
+        bar = self.query_one("#progress", ProgressBar)
+        if view.total_steps:
+            bar.update(total=view.total_steps, progress=view.step)
+        self.query_one("#device", Static).update(device_line(view))
+        self.query_one(LossChart).show(view)
+        self.query_one(VramChart).show(view)
+        self.query_one("#alerts", Static).update(alerts_text(view))
+        self.query_one("#finished", Static).update(finished_line(view))
+        self.query_one("#log", Static).update("\n".join(view.log_tail[-self._log_lines:]))
+        self._show_sample(view)
+
+    def _show_sample(self, view: RunView) -> None:
+        if not view.sample_path or view.sample_path == self._sample_shown or self.files is None:
+            return
+        path = Path(view.sample_path)
+        if not path.is_absolute():
+            path = self.files.dir / path
+        self._sample_shown = view.sample_path
+        self.query_one("#side").remove_class("hidden")
+        caption = f"sample @ step {view.sample_step}" if view.sample_step is not None else "latest sample"
+        if view.sample_prompt:
+            caption += f": {view.sample_prompt}"
+        self.query_one("#sample-caption", Static).update(caption)
+        from tui.widgets.image_preview import ImagePreview
+
+        self.query_one(ImagePreview).show(path)
+
+    # -- actions ------------------------------------------------------------------------------
+    def action_toggle_log(self) -> None:
+        log = self.query_one("#log", Static)
+        log.toggle_class("large")
+        self._log_lines = LOG_LINES_LARGE if log.has_class("large") else LOG_LINES_SMALL
+        if self.view is not None:
+            log.update("\n".join(self.view.log_tail[-self._log_lines:]))
+
+    def action_stop_run(self) -> None:
+        if self.files is None:
+            return
+        if self.view is not None and not self.view.is_live:
+            self.notify(f"{self.run_id} is not running ({self.view.state})")
+            return
+        from tui.screens.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._run_engine("stop")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop {self.run_id}? It finishes the current step, saves its state and can be resumed.",
+            yes_label="Stop", danger=True), answered)
+
+    def action_resume_run(self) -> None:
+        if self.files is None:
+            return
+        if self.view is not None and self.view.is_live:
+            self.notify(f"{self.run_id} is already {self.view.state}")
+            return
+        self._run_engine("resume")
+
+    def action_runs(self) -> None:
+        from tui.screens.runs import RunsScreen
+
+        self.app.push_screen(RunsScreen(self.project))
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
+
+    @work(thread=True, exclusive=True, group="run-action", exit_on_error=False)
+    def _run_engine(self, what: str) -> None:
+        assert self.files is not None
+        try:
+            getattr(run_actions, what)(self.files)
+        except Exception as e:  # shown to the user; the monitor keeps running
+            self.app.call_from_thread(show_error, self, e, f"Could not {what} {self.run_id}")
+            return
+        self.app.call_from_thread(self.notify, f"{what} requested for {self.run_id}")
+        if self.watcher is not None:
+            self.watcher.poke()

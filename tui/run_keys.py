@@ -1,0 +1,39 @@
+"""Key bindings of the run screens (train form, monitor, runs), in tui.keys' format.
+
+Registered into `tui.keys.DEFAULTS` on import, so the command palette, the help screen and the
+user's keymap file (`[keys] "monitor.stop" = "ctrl+x"`) treat them like every other binding.
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+from tui import keys
+
+# id -> (default keys, action, description, shown in the footer)
+RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
+    # train form
+    "train.launch": ("ctrl+l,f5", "launch", "Launch", True),
+    "train.preset": ("ctrl+p,f2", "next_preset", "Next preset", True),
+    "train.runs": ("ctrl+r", "runs", "Runs", True),
+    # monitor
+    "monitor.stop": ("s", "stop_run", "Stop", True),
+    "monitor.resume": ("r", "resume_run", "Resume", True),
+    "monitor.log": ("l", "toggle_log", "Log", True),
+    "monitor.runs": ("u", "runs", "Runs", True),
+    # runs screen
+    "runs.open": ("enter,m", "open_monitor", "Monitor", True),
+    "runs.stop": ("s", "stop_run", "Stop", True),
+    "runs.resume": ("r", "resume_run", "Resume", True),
+    "runs.export": ("e", "export_run", "Export", True),
+    "runs.train": ("t", "train", "New run", True),
+    "runs.refresh": ("f5", "refresh", "Refresh", False),
+}
+
+for _id, _spec in RUN_BINDINGS.items():
+    keys.DEFAULTS.setdefault(_id, _spec)
+
+
+def bind(binding_id: str) -> Binding:
+    """The Textual Binding for one of the ids above (or any tui.keys id)."""
+    return keys.bind(binding_id)
