@@ -209,7 +209,8 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
                  should_stop: Callable[[], bool] | None = None) -> ImportReport:
     """Import files and folders into `project`; returns what happened to each file.
 
-    `on_progress(done, total, source_name, problem_or_None)` is called after each candidate file.
+    `on_progress(done, total, source_name, problem_or_None)` is called once with done=0 when the
+    files are known, then after each candidate file; `should_stop()` is polled between files.
     """
     from trainer import settings as settings_mod
 
@@ -220,6 +221,8 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
     project.dataset.mkdir(parents=True, exist_ok=True)
     index = load_index(project)
     taken = _taken_stems(project)
+    if on_progress:
+        on_progress(0, len(sources), "", None)
     try:
         for done, src in enumerate(sources, 1):
             if should_stop and should_stop():

@@ -287,8 +287,8 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
                  force: bool = False) -> PrepReport:
     """Prepare every original of `project` into dataset/; returns what was done.
 
-    `on_progress(done, total, name, problem)` is called in this process after each image (total =
-    images to process, skipped ones excluded). `should_stop()` is polled; when it turns true no new
+    `on_progress(done, total, name, problem)` is called in this process once with done=0 when the
+    work is known, then after each image (total = images to process, skipped ones excluded). `should_stop()` is polled; when it turns true no new
     image is started, the ones in flight finish, and the report says `stopped`. `force` redoes all.
     """
     started = time.perf_counter()
@@ -324,6 +324,8 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
                      "spec": asdict(prep.spec), "background": list(prep.background),
                      "size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
+    if on_progress:
+        on_progress(0, len(jobs), "", None)  # the start: how much work there is
     n_workers = max(1, min(workers or default_workers(), len(jobs) or 1))
     report.workers = n_workers
     done = 0
