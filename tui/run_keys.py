@@ -14,7 +14,7 @@ from tui import keys
 RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     # train form
     "train.launch": ("ctrl+l,f5", "launch", "Launch", True),
-    "train.preset": ("ctrl+p,f2", "next_preset", "Next preset", True),
+    "train.preset": ("f2", "next_preset", "Next preset", True),
     "train.runs": ("ctrl+r", "runs", "Runs", True),
     # monitor
     "monitor.stop": ("s", "stop_run", "Stop", True),

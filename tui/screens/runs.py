@@ -1,21 +1,274 @@
-"""The runs screen: every run of a project with its state; open, stop, resume, export."""
+"""The runs screen: every run of a project with its state; open in the monitor, stop, resume, export.
+
+The list refreshes itself (a poll that reschedules only after the previous one finished), so a
+run that finishes or crashes while the screen is open changes state in place.
+"""
 
 from __future__ import annotations
 
+import time
+
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
-from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Static
 
 from trainer.project import Project
 
+from tui import run_actions
+from tui.run_actions import RunRow
+from tui.run_keys import bind
 
-class RunsScreen(Screen):
-    """List the runs of `project` (work in progress)."""
+REFRESH_SECONDS = 2.0
+STATE_STYLE = {
+    "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
+    "stopped": "magenta", "failed": "bold red", "crashed": "bold red",
+}
+LIVE = ("starting", "running", "stopping")
 
-    def __init__(self, project: Project) -> None:
+
+def started_text(started: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "-"
+
+
+class ExportScreen(ModalScreen[str | None]):
+    """Asks where to export a run's LoRA; dismisses with the folder, or None."""
+
+    DEFAULT_CSS = """
+    ExportScreen { align: center middle; }
+    ExportScreen #export-box { width: 70; height: auto; border: round $accent; padding: 0 1; }
+    ExportScreen Input { margin: 1 0; }
+    ExportScreen Horizontal { height: auto; }
+    """
+    BINDINGS = [bind("app.back")]
+
+    def __init__(self, run_id: str, dest: str = "") -> None:
         super().__init__()
-        self.project = project
+        self.run_id, self.dest = run_id, dest
 
     def compose(self) -> ComposeResult:
-        yield Static(f"Runs of {self.project.name}")
+        with Vertical(id="export-box"):
+            yield Static(f"Export the LoRA of {self.run_id} to folder:", markup=False)
+            yield Input(self.dest, placeholder="/path/to/webui/models/Lora", id="export-dest")
+            with Horizontal():
+                yield Button("Export", id="export-ok", variant="primary")
+                yield Button("Cancel", id="export-cancel")
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self._finish(True)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self._finish(event.button.id == "export-ok")
+
+    def _finish(self, ok: bool) -> None:
+        dest = self.query_one(Input).value.strip()
+        self.dismiss(dest if ok and dest else None)
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+
+class RunsScreen(Screen):
+    """Every run of `project`, newest first, with its state and progress."""
+
+    DEFAULT_CSS = """
+    RunsScreen #runs-title { height: 1; padding: 0 1; text-style: bold; }
+    RunsScreen DataTable { height: 1fr; }
+    RunsScreen #runs-detail { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
+    """
+
+    BINDINGS = [bind("runs.open"), bind("runs.stop"), bind("runs.resume"), bind("runs.export"),
+                bind("runs.train"), bind("runs.refresh"), bind("app.back")]
+
+    COLUMNS = ("run", "state", "steps", "started", "output")
+
+    @staticmethod
+    def _cells(r: RunRow) -> tuple:
+        steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
+        return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, started_text(r.started),
+                r.output or "")
+
+    def __init__(self, project: Project, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        super().__init__()
+        self.project = project
+        self.rows: dict[str, RunRow] = {}
+        self.refresh_seconds = refresh_seconds
+        self.refreshes = 0
+        self._timer = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Runs of {self.project.name}", id="runs-title", markup=False)
+        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        for column in self.COLUMNS:
+            table.add_column(column.title(), key=column)
+        yield table
+        yield Static("", id="runs-detail", markup=False)
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"{self.project.name} · runs"
+        self.refresh_runs()
+
+    @work(thread=True, exclusive=True, group="runs-refresh", exit_on_error=False, description="list runs")
+    def refresh_runs(self) -> None:
+        try:
+            rows = run_actions.list_runs(self.project)
+        except Exception as e:
+            self.app.call_from_thread(self._show_problem, e)
+            rows = None
+        if rows is not None:
+            self.app.call_from_thread(self._apply, rows)
+        # The next refresh is scheduled only now that this one is done: polls never overlap.
+        if self.is_attached:
+            self.app.call_from_thread(self._schedule_refresh)
+
+    def _schedule_refresh(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(self.refresh_seconds, self.refresh_runs)
+
+    def _show_problem(self, error: BaseException) -> None:
+        self.query_one("#runs-detail", Static).update(f"could not list runs: {error}")
+
+    def _apply(self, rows: list[RunRow]) -> None:
+        self.refreshes += 1
+        table = self.query_one(DataTable)
+        selected = self.selected_run_id()
+        same_runs = list(self.rows) == [r.run_id for r in rows]
+        old = self.rows
+        self.rows = {r.run_id: r for r in rows}
+        if same_runs:
+            # Update changed cells in place: no flicker, the cursor stays put.
+            for r in rows:
+                if r != old[r.run_id]:
+                    for column, value in zip(self.COLUMNS, self._cells(r)):
+                        table.update_cell(r.run_id, column, value)
+        else:
+            table.clear()
+            for r in rows:
+                table.add_row(*self._cells(r), key=r.run_id)
+            if selected in self.rows:
+                table.move_cursor(row=table.get_row_index(selected))
+        if not rows:
+            self.query_one("#runs-detail", Static).update(
+                f"no runs yet: press t to set one up, or run `loradeck train {self.project.name}`")
+        else:
+            self._describe()
+
+    def selected_run_id(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    def selected(self) -> RunRow | None:
+        run_id = self.selected_run_id()
+        return self.rows.get(run_id) if run_id else None
+
+    @on(DataTable.RowHighlighted)
+    def _describe(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        hints = {"running": "m/enter: monitor  s: stop", "starting": "m/enter: monitor  s: stop",
+                 "completed": "e: export  m/enter: monitor",
+                 "stopped": "r: resume  m/enter: monitor", "failed": "r: resume  m/enter: monitor",
+                 "crashed": "the process is gone without finishing; r: resume from its last state"}
+        self.query_one("#runs-detail", Static).update(f"{row.run_id}: {row.state}. {hints.get(row.state, '')}")
+
+    # -- actions ------------------------------------------------------------------------------
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_open_monitor()
+
+    def action_open_monitor(self) -> None:
+        row = self.selected()
+        if row is not None:
+            from tui.screens.monitor import MonitorScreen
+
+            self.app.push_screen(MonitorScreen(self.project, row.run_id))
+
+    def action_stop_run(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        if row.state not in LIVE:
+            self.notify(f"{row.run_id} is not running ({row.state})")
+            return
+        from tui.screens.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._engine("stop", row)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop {row.run_id}? It finishes the current step, saves its state and can be resumed.",
+            yes_label="Stop", danger=True), answered)
+
+    def action_resume_run(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        if row.state in LIVE or row.state == "completed":
+            self.notify(f"{row.run_id} is {row.state}: nothing to resume")
+            return
+        self._engine("resume", row)
+
+    def action_export_run(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        if row.state != "completed":
+            self.notify(f"{row.run_id} is {row.state}: only a completed run has a final LoRA to export",
+                        severity="warning")
+            return
+        try:
+            from trainer import settings
+
+            dest = settings.load(self.project.settings_file).export.dest
+        except Exception:
+            dest = ""
+
+        def chosen(folder: str | None) -> None:
+            if folder:
+                self._engine("export", row, folder)
+
+        self.app.push_screen(ExportScreen(row.run_id, dest), chosen)
+
+    def action_train(self) -> None:
+        from tui.screens.train_form import TrainFormScreen
+
+        self.app.push_screen(TrainFormScreen(self.project))
+
+    def action_refresh(self) -> None:
+        self.refresh_runs()
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
+
+    @work(thread=True, group="run-action", exit_on_error=False)
+    def _engine(self, what: str, row: RunRow, *args) -> None:
+        try:
+            if what == "export":
+                result = run_actions.export(self.project, row.files, *args)
+            else:
+                result = getattr(run_actions, what)(row.files)
+        except Exception as e:
+            from tui.screens.monitor import show_error
+
+            self.app.call_from_thread(show_error, self, e, f"Could not {what} {row.run_id}")
+            return
+        done = f"exported {row.run_id} to {result}" if what == "export" else f"{what} requested for {row.run_id}"
+        self.app.call_from_thread(self.notify, done)
+        self.app.call_from_thread(self.refresh_runs)
