@@ -1,0 +1,168 @@
+"""Import: byte-identical originals, one-line refusals, duplicates, name clashes, sidecar captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from tests.dataset.conftest import BAD, GOOD, noise, sha
+from trainer import image_probe
+from trainer.importer import clean_stem, import_paths, load_index
+
+
+def _by_source(pairs, folder: Path) -> dict[str, str]:
+    return {Path(src).relative_to(folder).as_posix(): other for src, other in pairs}
+
+
+def test_mixed_folder_imports_good_files_and_refuses_bad_ones_with_reasons(project, mixed):
+    folder = mixed["portrait.jpg"].parent
+    before = {name: sha(p) for name, p in mixed.items()}
+    report = import_paths(project, [folder])
+
+    refused = _by_source(report.refused, folder)
+    assert set(refused) == BAD
+    assert "truncated" in refused["truncated.jpg"]
+    assert refused["empty.png"] == "empty file"
+    assert refused["notes.png"].startswith("not an image")
+    assert refused["readme.md"].startswith("not an image")
+    assert "absurd dimensions" in refused["bomb.png"]
+    assert all("\n" not in why for why in refused.values())
+
+    assert len(report.imported) == len(GOOD)
+    assert _by_source(report.duplicates, folder) == {"dup_two.png": "dup_one.png"}
+    # Every original is byte-identical to its source, and the sources are untouched.
+    index = load_index(project)
+    assert len(index) == len(GOOD)
+    for digest, entry in index.items():
+        assert sha(project.originals / entry["file"]) == digest
+    assert {name: sha(p) for name, p in mixed.items()} == before
+    assert {sha(project.originals / n) for n in report.imported} == {sha(mixed[n]) for n in GOOD}
+
+
+def test_same_stem_clashes_get_unique_stems_and_unicode_names_survive(project, mixed):
+    folder = mixed["portrait.jpg"].parent
+    report = import_paths(project, [folder])
+    names = set(report.imported)
+    assert {"café_猫.png", "фото.jpg", "portrait.jpg"} <= names
+    cats = sorted(n for n in names if n.startswith("cat"))
+    assert cats == ["cat-2.png", "cat-3.png", "cat.jpg"]
+    stems = [Path(n).stem.casefold() for n in names]
+    assert len(stems) == len(set(stems)), "stems must be unique per project"
+    renamed = _by_source(report.renamed, folder)
+    assert renamed == {"a/cat.png": "cat-2.png", "b/cat.png": "cat-3.png", "palette.png": "palette-2.png"}
+
+
+def test_sidecar_txt_and_kohya_caption_files_land_in_dataset_with_the_project_extension(project, mixed):
+    folder = mixed["portrait.jpg"].parent
+    report = import_paths(project, [folder])
+    renamed = _by_source(report.renamed, folder)
+    kohya_stem = Path(renamed["b/cat.png"]).stem
+    assert (project.dataset / "portrait.txt").read_text(encoding="utf-8") == "a red and blue card, studio\n"
+    assert (project.dataset / "фото.txt").read_text(encoding="utf-8") == "кошка, sitting\n"
+    assert (project.dataset / f"{kohya_stem}.txt").read_text() == "a cat, kohya caption\n"
+    assert sorted(report.captions_imported) == sorted(["portrait.txt", "фото.txt", f"{kohya_stem}.txt"])
+    assert not list(project.dataset.glob("*.caption"))
+
+
+def test_existing_caption_is_never_overwritten_and_the_report_says_so(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64).save(src / "x.png")
+    (src / "x.txt").write_text("first")
+    import_paths(project, [src])
+    (project.dataset / "x.txt").write_text("edited by the user\n")
+    (src / "x.txt").write_text("second")
+    report = import_paths(project, [src])
+    assert report.duplicates and not report.imported
+    assert (project.dataset / "x.txt").read_text() == "edited by the user\n"
+    assert report.captions_skipped and "kept the existing caption" in report.captions_skipped[0][1]
+
+
+def test_reimport_is_all_duplicates_and_a_new_caption_for_a_duplicate_is_picked_up(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64).save(src / "y.png")
+    assert import_paths(project, [src]).imported == ["y.png"]
+    (src / "y.txt").write_text("captioned later")
+    report = import_paths(project, [src])
+    assert report.imported == [] and report.duplicates == [(str(src / "y.png"), "y.png")]
+    assert report.captions_imported == ["y.txt"]
+
+
+def test_index_follows_originals_removed_or_added_by_hand(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64, seed=1).save(src / "a.png")
+    import_paths(project, [src])
+    (project.originals / "a.png").unlink()
+    assert import_paths(project, [src]).imported == ["a.png"]  # no stale "duplicate"
+    noise(64, 64, seed=2).save(project.originals / "manual.png")
+    (src / "again.png").write_bytes((project.originals / "manual.png").read_bytes())
+    assert import_paths(project, [src / "again.png"]).duplicates == [(str(src / "again.png"), "manual.png")]
+
+
+def test_kohya_repeat_folders_are_reported(project, mixed):
+    folder = mixed["portrait.jpg"].parent
+    report = import_paths(project, [folder])
+    assert report.repeat_folders == {str(folder / "10_mychar"): 10}
+
+
+def test_missing_paths_and_orphan_captions_are_refused_and_the_rest_imports(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64).save(src / "ok.png")
+    (src / "lonely.txt").write_text("no image")
+    report = import_paths(project, [tmp_path / "nope", src])
+    refused = dict(report.refused)
+    assert refused[str(tmp_path / "nope")] == "no such file or folder"
+    assert refused[str(src / "lonely.txt")] == "caption file without an image beside it"
+    assert report.imported == ["ok.png"]
+
+
+def test_a_file_with_the_wrong_extension_is_stored_under_its_real_format(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64).save(src / "looks_like.png", "JPEG")
+    report = import_paths(project, [src])
+    assert report.imported == ["looks_like.jpg"]
+    assert (project.originals / "looks_like.jpg").read_bytes() == (src / "looks_like.png").read_bytes()
+
+
+def test_progress_reports_start_each_file_and_failures(project, mixed):
+    calls = []
+    import_paths(project, [mixed["portrait.jpg"], mixed["empty.png"]], on_progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 2, "", None)
+    assert calls[1] == (1, 2, "portrait.jpg", None)
+    assert calls[2] == (2, 2, "empty.png", "empty file")
+
+
+def test_stop_request_keeps_what_was_imported(project, mixed):
+    seen = []
+    report = import_paths(project, [mixed["portrait.jpg"], mixed["pic.webp"]],
+                          on_progress=lambda d, *_: seen.append(d), should_stop=lambda: len(seen) > 1)
+    assert report.stopped and report.imported == ["portrait.jpg"]
+    assert load_index(project)  # saved despite the stop
+
+
+def test_probe_describes_upright_size_and_refuses_bad_data(mixed):
+    info = image_probe.probe(mixed["portrait.jpg"])
+    assert (info.width, info.height, info.orientation, info.format) == (80, 120, 6, "JPEG")
+    assert image_probe.probe(mixed["cmyk.jpg"]).mode == "CMYK"
+    assert image_probe.probe(mixed["deep16.png"]).mode.startswith("I")
+    for name, words in [("truncated.jpg", "truncated"), ("bomb.png", "absurd"), ("empty.png", "empty")]:
+        try:
+            image_probe.probe(mixed[name])
+        except image_probe.ImageRefused as e:
+            assert words in str(e)
+        else:
+            raise AssertionError(f"{name} was accepted")
+    assert Image.MAX_IMAGE_PIXELS == image_probe.MAX_PIXELS
+
+
+def test_clean_stem_keeps_unicode_and_removes_path_tricks():
+    assert clean_stem("café_猫") == "café_猫"
+    assert clean_stem("../../etc") == "_.._etc"
+    assert clean_stem("a:b*c?") == "a_b_c_"
+    assert clean_stem("...") == "image"
+    assert len(clean_stem("é" * 200).encode()) <= 120
