@@ -1,0 +1,145 @@
+"""The loradeck Textual app: the shell every screen lives in.
+
+- One error display: every worker runs with `exit_on_error=False`, and the single
+  `Worker.StateChanged` handler below turns a failed worker into the error modal. Screens call
+  `app.show_error()` for failures outside workers.
+- Keyboard first: every binding has an id (tui.keys), the user's keymap file is applied at start,
+  the command palette (Ctrl+P) offers the current screen's actions, F1 shows help.
+- Animations are off: redraws cost bandwidth over SSH.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+from textual import on
+from textual.app import App
+from textual.worker import Worker, WorkerState
+
+from trainer.errors import LoradeckError
+from trainer.project import Project, open_project, resolve_root
+from tui.commands import ScreenActions
+from tui.keys import bind, load_keymap
+from tui.widgets.image_preview import detect_mode, prepare_graphics
+
+
+class LoradeckApp(App):
+    """The TUI on a projects root; `start` picks the first screen above the projects list."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "loradeck"
+    COMMANDS = App.COMMANDS | {ScreenActions}
+    BINDINGS = [bind("app.quit"), bind("app.help")]
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, root: str | os.PathLike | None = None, *, open_name: str | None = None,
+                 monitor: tuple[str, str | None] | None = None, preview_mode: str | None = None,
+                 keymap_file: Path | None = None):
+        super().__init__()
+        self.animation_level = "none"
+        self.root = resolve_root(root)
+        self.open_name = open_name
+        self.monitor = monitor
+        self.preview_mode = preview_mode or "halfblock"
+        self.keymap_file = keymap_file
+        self.sub_title = str(self.root)
+
+    def on_mount(self) -> None:
+        keymap, problems = load_keymap(self.keymap_file)
+        if keymap:
+            self.set_keymap(keymap)
+        for problem in problems:
+            self.notify(problem, title="keymap", severity="warning", timeout=8)
+        from tui.screens.projects import ProjectsScreen
+
+        self.push_screen(ProjectsScreen(self.root))
+        if self.monitor:
+            name, run = self.monitor
+            from tui.screens.monitor import MonitorScreen
+
+            self.push_screen(MonitorScreen(Project(self.root, name), run))
+        elif self.open_name:
+            self.open_dataset(Project(self.root, self.open_name))
+
+    # navigation used by several screens
+    def open_dataset(self, project: Project) -> None:
+        from tui.screens.dataset import DatasetScreen
+
+        self.push_screen(DatasetScreen(project))
+
+    def open_train(self, project: Project) -> None:
+        from tui.screens.train_form import TrainFormScreen
+
+        self.push_screen(TrainFormScreen(project))
+
+    def open_runs(self, project: Project) -> None:
+        from tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen(project))
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    # the one error path
+    def show_error(self, error: BaseException | str, *, title: str = "Error") -> None:
+        """Show `error` in the error modal: a LoradeckError as its one line and hint, anything
+        else (a bug) with its traceback under the message."""
+        from tui.screens.error import ErrorScreen
+
+        if isinstance(error, LoradeckError):
+            screen = ErrorScreen(title, " ".join(str(error).split()), error.hint)
+        elif isinstance(error, BaseException):
+            details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            screen = ErrorScreen(f"{title} (unexpected)", f"{type(error).__name__}: {error}", None, details)
+        else:
+            screen = ErrorScreen(title, str(error))
+        self.push_screen(screen)
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            what = event.worker.description or event.worker.name or "background task"
+            self.show_error(event.worker.error, title=f"{what} failed")
+
+
+def run_app(root: str | os.PathLike | None = None, *, open_name: str | None = None) -> int:
+    """Open the TUI on the projects root (optionally straight into one project's dataset)."""
+    mode = prepare_graphics(detect_mode())
+    app = LoradeckApp(root, open_name=open_name, preview_mode=mode)
+    app.run()
+    return app.return_code or 0
+
+
+def run_demo(root: str | os.PathLike | None = None, open_tui: bool = True) -> int:
+    """Create (or reuse) the demo project, then open the TUI on it."""
+    from trainer.demo import DEMO_NAME, create_demo
+
+    try:
+        project = create_demo(root)
+    except LoradeckError as e:
+        print(f"error: {e.one_line()}")
+        return 1
+    print(f"demo project {project.name!r} ready in {project.path}")
+    if not open_tui:
+        return 0
+    return run_app(root, open_name=DEMO_NAME)
+
+
+def run_monitor(root: str | os.PathLike | None, project: str, run: str | None = None) -> int:
+    """Open the live monitor of `project`'s run `run` (default: its latest run)."""
+    try:
+        open_project(project, root)
+    except LoradeckError as e:
+        import sys
+
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        return 1
+    mode = prepare_graphics(detect_mode())
+    app = LoradeckApp(root, monitor=(project, run), preview_mode=mode)
+    app.run()
+    return app.return_code or 0

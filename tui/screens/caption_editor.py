@@ -1,0 +1,360 @@
+"""The caption editor: one image's caption beside its preview, saved as you type.
+
+Safety rule: a caption that changed on disk since the editor read it is never overwritten without
+asking. Every write goes through `caption_store.write_caption(..., if_unchanged_since=signature)`;
+a watchdog observer on dataset/ notices outside edits at once, reloads them when there is nothing
+unsaved here, and otherwise asks (reload theirs / keep mine). A reload replaces the text as one
+undoable edit, so Ctrl+Z brings the editor's own text back.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TextArea
+
+from trainer import caption_store
+from trainer.caption_store import CaptionConflict, Signature
+from trainer.dataset_view import DatasetEntry
+from trainer.project import Project
+from tui.keys import bind
+from tui.widgets.image_preview import ImagePreview
+
+AUTOSAVE_DELAY = 0.6  # seconds of quiet typing before the caption is written
+
+
+def current_fragment(text: str, cursor_offset: int) -> str:
+    """The tag being typed: the text between the last comma before the cursor and the cursor."""
+    before = text[:cursor_offset]
+    return before[before.rfind(",") + 1:].lstrip()
+
+
+def suggest_tags(fragment: str, frequencies: list[tuple[str, int]], present: set[str],
+                 limit: int = 3) -> list[tuple[str, int]]:
+    """Known tags that start with `fragment` (case-insensitive), most frequent first, not already used."""
+    if not fragment:
+        return []
+    low = fragment.lower()
+    return [(t, n) for t, n in frequencies
+            if t.lower().startswith(low) and t.lower() != low and t not in present][:limit]
+
+
+def editor_command() -> list[str]:
+    """$VISUAL, else $EDITOR, else vi, split like a shell would."""
+    return shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+
+
+class CaptionEditorScreen(Screen[str | None]):
+    """Edit the captions of `entries`, starting at `index`; dismisses with the last image's name."""
+
+    BINDINGS = [bind("app.back"), bind("editor.next"), bind("editor.prev"), bind("editor.undo"),
+                bind("editor.redo"), bind("editor.trigger"), bind("editor.replace"),
+                bind("editor.external"), bind("editor.save"), bind("editor.complete")]
+
+    def __init__(self, project: Project, entries: list[DatasetEntry], index: int = 0):
+        super().__init__()
+        self.project = project
+        self.entries = entries
+        self.index = max(0, min(index, len(entries) - 1))
+        self.ext = ".txt"
+        self.trigger = ""
+        self.saved_text = ""
+        self.signature: Signature | None = None
+        self.frequencies: list[tuple[str, int]] = []
+        self.suggestions: list[tuple[str, int]] = []
+        self.conflict_open = False
+        self._autosave_timer = None
+        self._observer = None
+
+    # layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="editor-body"):
+            yield ImagePreview(getattr(self.app, "preview_mode", "halfblock"), id="editor-preview")
+            with Vertical(id="editor-right"):
+                yield Static("", id="editor-name", markup=False)
+                yield TextArea("", id="editor-text", soft_wrap=True, show_line_numbers=False)
+                yield Static("", id="editor-suggest", markup=False)
+                yield Static("", id="editor-state", markup=False)
+                yield DataTable(id="editor-tags", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from trainer import settings as settings_mod
+
+        s = settings_mod.load(self.project.settings_file)
+        self.ext, self.trigger = s.caption_extension, s.project.trigger_word
+        self.sub_title = f"{self.project.name}: captions"
+        tags = self.query_one("#editor-tags", DataTable)
+        tags.add_columns("Tag", "Images")
+        self._load_frequencies()
+        self._start_watching()
+        self.load_entry(self.index)
+        self.query_one("#editor-text", TextArea).focus()
+
+    def on_unmount(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+
+    @property
+    def entry(self) -> DatasetEntry:
+        return self.entries[self.index]
+
+    @property
+    def caption_file(self) -> Path:
+        return caption_store.caption_path(self.entry.path, self.ext)
+
+    @property
+    def area(self) -> TextArea:
+        return self.query_one("#editor-text", TextArea)
+
+    def dirty(self) -> bool:
+        return caption_store.normalize(self.area.text) != caption_store.normalize(self.saved_text)
+
+    def load_entry(self, index: int) -> None:
+        """Show image `index` with its caption as on disk (a fresh undo history)."""
+        self.index = index
+        self.signature = Signature.of(self.caption_file)
+        self.saved_text = caption_store.read_caption(self.entry.path, self.ext) or ""
+        self.area.load_text(self.saved_text)
+        self.area.move_cursor(self.area.document.end)
+        self.query_one("#editor-name", Static).update(
+            f"{self.index + 1}/{len(self.entries)}  {self.entry.name}  →  {self.caption_file.name}")
+        self._set_state("saved" if self.signature else "no caption yet")
+        self.query_one(ImagePreview).show(self.entry.path)
+
+    def _set_state(self, text: str) -> None:
+        self.query_one("#editor-state", Static).update(text)
+
+    # typing, autosave, suggestions
+    @on(TextArea.Changed, "#editor-text")
+    def _changed(self) -> None:
+        self._update_suggestions()
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+        if self.dirty():
+            self._set_state("modified …")
+            self._autosave_timer = self.set_timer(AUTOSAVE_DELAY, self.save)
+
+    @on(TextArea.SelectionChanged, "#editor-text")
+    def _moved(self) -> None:
+        self._update_suggestions()
+
+    def _update_suggestions(self) -> None:
+        area = self.area
+        offset = area.document.get_index_from_location(area.cursor_location)
+        text = area.text
+        present = set(caption_store.split_tags(text))
+        self.suggestions = suggest_tags(current_fragment(text, offset), self.frequencies, present)
+        line = ""
+        if self.suggestions:
+            line = "Tab → " + " · ".join(f"{t} ({n})" for t, n in self.suggestions)
+        self.query_one("#editor-suggest", Static).update(line)
+
+    def action_complete_tag(self) -> None:
+        if not self.suggestions or self.focused is not self.area:
+            self.focus_next()
+            return
+        tag = self.suggestions[0][0]
+        area = self.area
+        offset = area.document.get_index_from_location(area.cursor_location)
+        fragment = current_fragment(area.text, offset)
+        start = area.document.get_location_from_index(offset - len(fragment))
+        area.replace(tag, start, area.cursor_location)
+
+    def save(self, *, force: bool = False) -> bool:
+        """Write the caption if it changed; False when a conflict stopped it (the user is asked)."""
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+            self._autosave_timer = None
+        if not self.dirty() and not force:
+            return True
+        text = self.area.text
+        expected = Signature.of(self.caption_file) if force else self.signature
+        try:
+            self.signature = caption_store.write_caption(self.entry.path, text, self.ext,
+                                                         if_unchanged_since=expected)
+        except CaptionConflict:
+            self._set_state("conflict: changed on disk")
+            self._ask_conflict()
+            return False
+        except OSError as e:
+            self.app.show_error(e, title=f"saving {self.caption_file.name}")
+            return False
+        self.saved_text = text
+        self._set_state("saved ✓" if self.signature else "saved (caption removed: blank)")
+        return True
+
+    def action_save(self) -> None:
+        self.save()
+
+    # outside changes
+    def _start_watching(self) -> None:
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            return
+        screen = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):
+                paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
+                if any(os.fsdecode(p).endswith(screen.ext) for p in paths if p):
+                    try:
+                        screen.app.call_from_thread(screen.check_disk)
+                    except RuntimeError:
+                        pass  # the app is shutting down
+
+        observer = Observer()
+        try:
+            observer.schedule(Handler(), str(self.project.dataset), recursive=False)
+            observer.daemon = True
+            observer.start()
+        except OSError:
+            return  # no watching (e.g. inotify limits): writes are still conflict-checked
+        self._observer = observer
+
+    def check_disk(self) -> None:
+        """Compare the open caption with the file on disk; reload or ask when someone else changed it."""
+        if not self.is_mounted or self.conflict_open:
+            return
+        now = Signature.of(self.caption_file)
+        if now == self.signature:
+            return
+        if not self.dirty():
+            self._take_disk_text()
+            self.notify(f"{self.caption_file.name} changed on disk: reloaded", timeout=4)
+        else:
+            self._ask_conflict()
+
+    def _take_disk_text(self) -> None:
+        text = caption_store.read_caption(self.entry.path, self.ext) or ""
+        self.signature = Signature.of(self.caption_file)
+        area = self.area
+        if area.text != text:
+            area.replace(text, (0, 0), area.document.end)  # undoable: Ctrl+Z brings ours back
+        self.saved_text = text
+        self._set_state("reloaded from disk")
+
+    def _ask_conflict(self) -> None:
+        if self.conflict_open:
+            return
+        from tui.screens.conflict import ConflictScreen
+
+        self.conflict_open = True
+
+        def answered(choice: str | None) -> None:
+            self.conflict_open = False
+            if choice == "reload":
+                self._take_disk_text()
+            elif choice == "keep":
+                self.save(force=True)
+            else:
+                self._set_state("conflict: not saved (Ctrl+S to decide)")
+
+        disk = caption_store.read_caption(self.entry.path, self.ext)
+        self.app.push_screen(ConflictScreen(self.caption_file.name, disk, self.area.text), answered)
+
+    # navigation
+    def _go(self, index: int) -> None:
+        if not 0 <= index < len(self.entries):
+            self.notify("first image" if index < 0 else "last image", timeout=1)
+            return
+        if self.save():
+            self.load_entry(index)
+
+    def action_next_image(self) -> None:
+        self._go(self.index + 1)
+
+    def action_prev_image(self) -> None:
+        self._go(self.index - 1)
+
+    def action_back(self) -> None:
+        if self.save():
+            self.dismiss(self.entry.name)
+
+    # editing helpers
+    def action_undo(self) -> None:
+        self.area.undo()
+
+    def action_redo(self) -> None:
+        self.area.redo()
+
+    def action_insert_trigger(self) -> None:
+        if not self.trigger:
+            self.notify("this project has no trigger word (set [project] trigger_word)", severity="warning")
+            return
+        from trainer.caption_ops import with_trigger
+
+        area = self.area
+        new = with_trigger(area.text.strip(), self.trigger)
+        if new != area.text:
+            area.replace(new, (0, 0), area.document.end)
+
+    @on(DataTable.RowSelected, "#editor-tags")
+    def _tag_chosen(self, event: DataTable.RowSelected) -> None:
+        tag = str(event.row_key.value)
+        area = self.area
+        tags = caption_store.split_tags(area.text)
+        if tag not in tags:
+            area.replace(caption_store.join_tags(tags + [tag]), (0, 0), area.document.end)
+        area.focus()
+
+    @work(thread=True, exclusive=True, group="tag-frequency", exit_on_error=False, description="tag frequencies")
+    def _load_frequencies(self) -> None:
+        from trainer.caption_ops import tag_frequency
+
+        frequencies = tag_frequency(self.project)
+        self.app.call_from_thread(self._show_frequencies, frequencies)
+
+    def _show_frequencies(self, frequencies: list[tuple[str, int]]) -> None:
+        self.frequencies = frequencies
+        table = self.query_one("#editor-tags", DataTable)
+        table.clear()
+        for tag, count in frequencies[:500]:
+            table.add_row(tag, str(count), key=tag)
+
+    def action_find_replace(self) -> None:
+        if not self.save():
+            return
+        from tui.screens.find_replace import FindReplaceScreen
+
+        def closed(changed: int | None) -> None:
+            if changed:
+                self._take_disk_text()
+                self._load_frequencies()
+
+        self.app.push_screen(FindReplaceScreen(self.project), closed)
+
+    def action_open_external(self) -> None:
+        if not self.save():
+            return
+        from textual.app import SuspendNotSupported
+
+        path = self.caption_file
+        try:
+            with self.app.suspend():
+                code = edit_externally(path)
+        except SuspendNotSupported:
+            self.notify("this terminal cannot hand over to $EDITOR", severity="error")
+            return
+        except OSError as e:
+            self.app.show_error(e, title="$EDITOR")
+            return
+        self.refresh()
+        if code != 0:
+            self.notify(f"{editor_command()[0]} exited with status {code}", severity="warning")
+        self._take_disk_text()
+
+
+def edit_externally(path: Path) -> int:
+    """Run the user's editor on `path` and wait; returns its exit status."""
+    return subprocess.call([*editor_command(), str(path)])

@@ -1,0 +1,324 @@
+"""The dataset screen: a project's prepared images with their caption status, a filter, a preview,
+and the dataset work (import, prep, BLIP captioning, preflight, find/replace)."""
+
+from __future__ import annotations
+
+import threading
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from trainer.caption_store import read_caption, split_tags
+from trainer.dataset_view import CAPTIONED, DatasetEntry, DatasetListing, list_dataset, load_captions
+from trainer.project import Project
+from tui.keys import bind
+from tui.messages import TaskDone, TaskEvent
+from tui.task_process import TaskProcess, run_task, task_argv
+from tui.widgets.image_list import ImageList
+from tui.widgets.image_preview import ImagePreview
+from tui.widgets.task_bar import TaskBar
+
+# The demo and test projects use the offline synthetic base model; their captioner is the offline
+# tiny BLIP too, so captioning never reaches for a download there.
+SYNTHETIC_CAPTION_MODEL = "synthetic:blip-tiny"
+
+TASK_TITLES = {"prep": "Prep", "caption": "Captioning"}
+
+
+def caption_args(settings) -> list[str]:
+    """Extra `loradeck caption` arguments for a project: the model for synthetic projects and the
+    trigger word as an (idempotent) prefix."""
+    args = []
+    if settings.project.base_model.startswith("synthetic:"):
+        args += ["--model", SYNTHETIC_CAPTION_MODEL]
+    if settings.project.trigger_word:
+        args += ["--prefix", settings.project.trigger_word]
+    return args
+
+
+def parse_filter(text: str) -> tuple[str, list[str], str | None]:
+    """`text` → (free text, tags, status). Tokens `tag:NAME` and `status:missing|captioned|ignored`;
+    everything else is searched for in names and captions."""
+    words, tags, status = [], [], None
+    for token in text.split():
+        low = token.lower()
+        if low.startswith("tag:") and len(token) > 4:
+            tags.append(token[4:].replace("_", " ").lower())
+        elif low.startswith("status:") and len(token) > 7:
+            status = low[7:]
+        else:
+            words.append(token)
+    return " ".join(words).lower(), tags, status
+
+
+def filter_entries(entries: list[DatasetEntry], captions: dict[str, str] | None, text: str,
+                   missing_only: bool) -> list[DatasetEntry]:
+    """The entries matching the filter text (see parse_filter) and the missing-only toggle."""
+    words, tags, status = parse_filter(text)
+    out = []
+    for e in entries:
+        if missing_only and e.status == CAPTIONED:
+            continue
+        if status and not e.status.startswith(status):
+            continue
+        caption = (captions or {}).get(e.name, "")
+        if tags:
+            have = {t.lower() for t in split_tags(caption)}
+            if not all(t in have for t in tags):
+                continue
+        if words and words not in e.name.lower() and words not in caption.lower():
+            continue
+        out.append(e)
+    return out
+
+
+class DatasetScreen(Screen):
+    BINDINGS = [bind("app.back"), bind("dataset.edit"), bind("dataset.filter"), bind("dataset.missing"),
+                bind("dataset.prep"), bind("dataset.caption"), bind("dataset.cancel"),
+                bind("dataset.check"), bind("dataset.replace"), bind("dataset.import"),
+                bind("dataset.preview"), bind("dataset.train"), bind("dataset.runs"),
+                bind("dataset.refresh")]
+
+    def __init__(self, project: Project):
+        super().__init__()
+        self.project = project
+        self.settings = None
+        self.listing = DatasetListing()
+        self.captions: dict[str, str] | None = None  # read on demand for text / tag filters
+        self.missing_only = False
+        self.job: TaskProcess | None = None
+        self.task_name: str | None = None
+        self._task_lock = threading.Lock()
+        self._failed = 0
+        self._preview_timer = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="dataset-body"):
+            with Vertical(id="dataset-left"):
+                yield Input(placeholder="/ filter (tag:x status:missing)", id="dataset-filter")
+                yield ImageList(id="dataset-list")
+            with Vertical(id="dataset-right"):
+                yield ImagePreview(getattr(self.app, "preview_mode", "halfblock"), id="dataset-preview")
+                yield Static("", id="dataset-caption", markup=False)
+        yield Static("", id="dataset-summary", markup=False)
+        yield TaskBar(id="dataset-task")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.project.name
+        self.query_one(ImageList).focus()
+        self.reload()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted and self.job is None:
+            self.reload()
+
+    # listing
+    def action_refresh(self) -> None:
+        self.reload()
+
+    @work(thread=True, exclusive=True, group="dataset-list", exit_on_error=False, description="reading dataset")
+    def reload(self, keep: str | None = None) -> None:
+        from trainer import settings as settings_mod
+
+        settings = settings_mod.load(self.project.settings_file)
+        listing = list_dataset(self.project, settings.caption_extension)
+        needs_text = bool(self.query_one("#dataset-filter", Input).value.strip())
+        captions = load_captions(listing.entries, listing.caption_extension) if needs_text else None
+        self.app.call_from_thread(self._show_listing, settings, listing, captions, keep)
+
+    def _show_listing(self, settings, listing: DatasetListing, captions, keep: str | None) -> None:
+        self.settings, self.listing, self.captions = settings, listing, captions
+        self._apply_filter(keep)
+
+    def _apply_filter(self, keep: str | None = None) -> None:
+        image_list = self.query_one(ImageList)
+        current = keep or (image_list.current.name if image_list.current else None)
+        text = self.query_one("#dataset-filter", Input).value
+        shown = filter_entries(self.listing.entries, self.captions, text, self.missing_only)
+        image_list.set_entries(shown, keep=current)
+        self._update_summary(len(shown))
+
+    def _update_summary(self, shown: int) -> None:
+        lst = self.listing
+        parts = [f"{lst.images} images", f"{lst.captioned} captioned", f"{lst.missing} missing"]
+        if lst.ignored:
+            parts.append(f"{lst.ignored} ignored ext")
+        if shown != lst.images:
+            parts.insert(0, f"showing {shown}")
+        if lst.images == 0 and lst.originals:
+            parts.append(f"{lst.originals} originals not prepared: press p")
+        elif lst.images == 0:
+            parts.append("import images with i")
+        if self.settings and self.settings.project.trigger_word:
+            parts.append(f"trigger: {self.settings.project.trigger_word}")
+        self.query_one("#dataset-summary", Static).update(" · ".join(parts))
+
+    @on(Input.Changed, "#dataset-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if event.value.strip() and self.captions is None:
+            self.reload()  # needs caption texts, read in the worker
+        else:
+            self._apply_filter()
+
+    @on(Input.Submitted, "#dataset-filter")
+    def _filter_done(self) -> None:
+        self.query_one(ImageList).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#dataset-filter", Input).focus()
+
+    def action_toggle_missing(self) -> None:
+        self.missing_only = not self.missing_only
+        self.notify("showing images without a caption" if self.missing_only else "showing all images",
+                    timeout=2)
+        self._apply_filter()
+
+    def action_back(self) -> None:
+        if self.focused is self.query_one("#dataset-filter", Input):
+            self.query_one(ImageList).focus()
+            return
+        self.app.pop_screen()
+
+    # selection → caption + preview
+    @on(ImageList.Highlighted)
+    def _highlighted(self, event: ImageList.Highlighted) -> None:
+        entry = event.entry
+        caption = ""
+        if entry is not None:
+            ext = self.listing.caption_extension
+            text = read_caption(entry.path, ext)
+            if text:
+                caption = text
+            elif entry.other_caption:
+                caption = f"(only {entry.other_caption}: training reads {ext} captions)"
+            else:
+                caption = "(no caption)"
+        self.query_one("#dataset-caption", Static).update(caption)
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+        # Wait for the cursor to settle: holding an arrow key must not decode every image passed.
+        self._preview_timer = self.set_timer(0.06, lambda: self.query_one(ImagePreview).show(
+            entry.path if entry else None))
+
+    @on(ImageList.Chosen)
+    def _chosen(self) -> None:
+        self.action_edit()
+
+    def action_cycle_preview(self) -> None:
+        mode = self.query_one(ImagePreview).cycle_mode()
+        self.notify(f"preview: {mode}", timeout=2)
+
+    def action_edit(self) -> None:
+        image_list = self.query_one(ImageList)
+        if image_list.current is None:
+            self.notify("no image selected", severity="warning")
+            return
+        from tui.screens.caption_editor import CaptionEditorScreen
+
+        def closed(last_name: str | None) -> None:
+            self.captions = None
+            self.reload(keep=last_name)
+
+        self.app.push_screen(CaptionEditorScreen(self.project, list(image_list.entries), image_list.cursor),
+                             closed)
+
+    # dataset work
+    def action_import_folder(self) -> None:
+        from tui.screens.import_files import ImportScreen
+
+        self.app.push_screen(ImportScreen(self.project), lambda _: self.reload())
+
+    def action_prep(self) -> None:
+        self._start_task("prep", [])
+
+    def action_caption(self) -> None:
+        if self.settings is None:
+            return
+        self._start_task("caption", caption_args(self.settings))
+
+    def _start_task(self, name: str, extra: list[str]) -> None:
+        if self.task_name is not None:
+            self.notify(f"{TASK_TITLES[self.task_name]} is running: wait, or cancel it with x",
+                        severity="warning")
+            return
+        self.task_name = name
+        self._failed = 0
+        self.query_one(TaskBar).begin(TASK_TITLES[name])
+        self._run_task(name, task_argv(name, self.project, *extra))
+
+    @work(thread=True, exclusive=True, group="dataset-task", exit_on_error=False, description="dataset task")
+    def _run_task(self, name: str, argv: list[str]) -> None:
+        def started(task: TaskProcess) -> None:
+            self.job = task
+
+        try:
+            status, failures, final = run_task(argv, lambda ev: self.post_message(TaskEvent(name, ev)), started)
+        except BaseException:
+            self.app.call_from_thread(self._task_ended)
+            raise
+        self.post_message(TaskDone(name, status, failures, final))
+
+    def on_task_event(self, message: TaskEvent) -> None:
+        event = message.event
+        kind = event.get("type")
+        title = TASK_TITLES.get(message.task, message.task)
+        if kind == "item_failed":
+            self._failed += 1
+        elif kind in ("progress", "task_started"):
+            self.query_one(TaskBar).progress(title, event.get("done", 0), event.get("total"),
+                                             str(event.get("item") or event.get("message") or ""), self._failed)
+
+    def on_task_done(self, message: TaskDone) -> None:
+        self._task_ended()
+        title = TASK_TITLES.get(message.task, message.task)
+        text = f"{title} {message.status}"
+        if message.failures:
+            reasons = "; ".join(f"{f.get('item')}: {f.get('reason')}" for f in message.failures[:3])
+            more = f" (+{len(message.failures) - 3} more)" if len(message.failures) > 3 else ""
+            text += f": {len(message.failures)} failed: {reasons}{more}"
+        self.notify(text, severity="warning" if message.failures or message.status != "completed"
+                    else "information", timeout=8)
+        self.captions = None
+        self.reload()
+
+    def _task_ended(self) -> None:
+        self.job, self.task_name = None, None
+        self.query_one(TaskBar).end()
+
+    def action_cancel_task(self) -> None:
+        if self.job is None:
+            self.notify("no task is running", timeout=2)
+            return
+        self.job.cancel()
+        self.query_one("#task-label", Static).update(
+            f"{TASK_TITLES.get(self.task_name, '')}: stopping after the current item …")
+
+    def action_preflight(self) -> None:
+        from tui.screens.preflight import PreflightScreen
+
+        self.app.push_screen(PreflightScreen(self.project))
+
+    def action_find_replace(self) -> None:
+        from tui.screens.find_replace import FindReplaceScreen
+
+        def closed(changed: int | None) -> None:
+            if changed:
+                self.captions = None
+                self.reload()
+
+        self.app.push_screen(FindReplaceScreen(self.project), closed)
+
+    def action_train(self) -> None:
+        self.app.open_train(self.project)
+
+    def action_runs(self) -> None:
+        self.app.open_runs(self.project)
+
+    def on_unmount(self) -> None:
+        if self.job is not None:
+            self.job.cancel()

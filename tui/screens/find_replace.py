@@ -1,0 +1,125 @@
+"""Batch find / replace over every caption of a project, with a preview of each change first.
+
+The preview is the engine's dry run (trainer.caption_ops.replace_text(dry_run=True)); Apply is only
+enabled once a preview is shown for the current inputs, and the engine re-checks every file's
+signature while writing, so a caption edited meanwhile is skipped and reported, never clobbered.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, DataTable, Input, Static
+
+from trainer.project import Project
+
+
+def change_cell(before: str | None, after: str) -> Text:
+    """Two lines: the old caption (red) and the new one (green)."""
+    text = Text()
+    text.append("- " + (before or ""), style="red")
+    text.append("\n+ " + after, style="green")
+    return text
+
+
+class FindReplaceScreen(ModalScreen[int]):
+    """Dismisses with the number of captions changed."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close", id="replace.close"),
+        Binding("ctrl+a", "apply", "Apply", id="replace.apply"),
+    ]
+
+    def __init__(self, project: Project, find: str = "", replace: str = ""):
+        super().__init__()
+        self.project = project
+        self.initial = (find, replace)
+        self.preview_for: tuple | None = None   # the inputs the shown preview belongs to
+        self.previewed = 0
+        self.changed = 0
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box", id="replace-box"):
+            yield Static(f"Find / replace in {self.project.name}'s captions", classes="modal-title")
+            with Horizontal(id="replace-inputs"):
+                yield Input(self.initial[0], placeholder="find", id="replace-find")
+                yield Input(self.initial[1], placeholder="replace with (empty removes)", id="replace-with")
+            with Horizontal(id="replace-options"):
+                yield Checkbox("regex", id="replace-regex")
+                yield Checkbox("ignore case", id="replace-case")
+            yield Static("Enter previews every change; then Apply (ctrl+a).", id="replace-status",
+                         markup=False)
+            yield DataTable(id="replace-preview", cursor_type="row")
+            with Horizontal(classes="buttons"):
+                yield Button("Preview", id="replace-preview-btn")
+                yield Button("Apply", id="replace-apply", variant="warning", disabled=True)
+                yield Button("Close", id="replace-close")
+
+    def on_mount(self) -> None:
+        self.query_one("#replace-preview", DataTable).add_columns("Image", "Change")
+        self.query_one("#replace-find", Input).focus()
+
+    def _inputs(self) -> tuple:
+        return (self.query_one("#replace-find", Input).value, self.query_one("#replace-with", Input).value,
+                self.query_one("#replace-regex", Checkbox).value, self.query_one("#replace-case", Checkbox).value)
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    def _inputs_changed(self) -> None:
+        # A preview is only good for the inputs it was made with.
+        self.query_one("#replace-apply", Button).disabled = self._inputs() != self.preview_for
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#replace-preview-btn")
+    def preview(self) -> None:
+        if not self._inputs()[0]:
+            self.query_one("#replace-status", Static).update("type what to find first")
+            return
+        self._run(self._inputs(), dry_run=True)
+
+    @on(Button.Pressed, "#replace-apply")
+    def action_apply(self) -> None:
+        if self._inputs() != self.preview_for:
+            self.query_one("#replace-status", Static).update("preview first (Enter)")
+            return
+        self._run(self.preview_for, dry_run=False)
+
+    @work(thread=True, exclusive=True, group="replace", exit_on_error=False, description="find/replace")
+    def _run(self, inputs: tuple, dry_run: bool) -> None:
+        from trainer.caption_ops import replace_text
+
+        find, replacement, regex, ignore_case = inputs
+        result = replace_text(self.project, find, replacement, regex=regex, ignore_case=ignore_case,
+                              dry_run=dry_run)
+        self.app.call_from_thread(self._show, inputs, result.to_dict(), dry_run)
+
+    def _show(self, inputs: tuple, result: dict, dry_run: bool) -> None:
+        table = self.query_one("#replace-preview", DataTable)
+        table.clear()
+        for change in result["changes"]:
+            table.add_row(change["image"], change_cell(change["before"], change["after"]), height=2)
+        for image, why in result["skipped"]:
+            table.add_row(image, Text(f"skipped: {why}", style="yellow"))
+        n, skipped = len(result["changes"]), len(result["skipped"])
+        status = self.query_one("#replace-status", Static)
+        apply_button = self.query_one("#replace-apply", Button)
+        if dry_run:
+            self.preview_for = inputs if n else None
+            self.previewed = n
+            status.update(f"{n} caption(s) would change, {result['unchanged']} unchanged"
+                          + (f", {skipped} skipped" if skipped else "") + (". Apply: ctrl+a" if n else "."))
+            apply_button.disabled = not n
+        else:
+            self.changed += n
+            self.preview_for = None
+            apply_button.disabled = True
+            status.update(f"applied: {n} caption(s) changed" + (f", {skipped} skipped" if skipped else ""))
+            self.notify(f"find/replace changed {n} caption(s)")
+
+    @on(Button.Pressed, "#replace-close")
+    def action_close(self) -> None:
+        self.dismiss(self.changed)

@@ -1,0 +1,42 @@
+"""Help: the keys of the screen underneath, their binding ids, and where to remap them."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Static
+
+from tui.keys import DEFAULTS, keymap_path
+
+INTRO = ("loradeck: train SD 1.x LoRA adapters. Projects → dataset (import, prep, captions) → train → "
+         "monitor. Ctrl+P opens the command palette. Remap keys in {path} ([keys] id = \"key\").")
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,f1", "close", "Close", id="help.close")]
+
+    def __init__(self, under: Screen):
+        super().__init__()
+        self.under = under
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="modal-box", id="help-box"):
+            yield Static("Help", classes="modal-title")
+            yield Static(INTRO.format(path=keymap_path()), id="help-intro", markup=False)
+            yield DataTable(id="help-keys", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("Key", "Does", "Binding id")
+        seen = set()
+        for key, active in self.under.active_bindings.items():
+            b = active.binding
+            if b.id in DEFAULTS and b.id not in seen:
+                seen.add(b.id)
+                table.add_row(self.app.get_key_display(b), b.description, b.id)
+        table.focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

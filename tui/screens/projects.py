@@ -1,0 +1,145 @@
+"""The projects screen: every project under the root with its counts and last run; create, import,
+delete, and the way into a project's dataset, training form and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from trainer.project import Project, delete_project, list_projects
+from tui.keys import bind
+
+EMPTY_HINT = "No projects yet. Press n to create one (or run `loradeck demo` for a ready-made one)."
+
+
+class ProjectsScreen(Screen):
+    BINDINGS = [bind("projects.open"), bind("projects.new"), bind("projects.import"),
+                bind("projects.delete"), bind("projects.train"), bind("projects.runs"),
+                bind("projects.refresh")]
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+        self.summaries: dict[str, dict] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="projects", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="projects-hint", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#projects", DataTable)
+        table.add_column("Project", key="name")
+        table.add_column("Images", key="images")
+        table.add_column("Captioned", key="captioned")
+        table.add_column("Last run", key="run")
+        table.add_column("Base model", key="base")
+        self.refresh_projects()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_projects()
+
+    def action_refresh(self) -> None:
+        self.refresh_projects()
+
+    @work(thread=True, exclusive=True, group="projects-list", exit_on_error=False,
+          description="reading projects")
+    def refresh_projects(self, select: str | None = None) -> None:
+        from trainer.project_summary import summarize
+
+        summaries = [summarize(p).to_dict() for p in list_projects(self.root)]
+        self.app.call_from_thread(self._fill, summaries, select)
+
+    def _fill(self, summaries: list[dict], select: str | None) -> None:
+        table = self.query_one("#projects", DataTable)
+        current = select or self.selected_name()
+        table.clear()
+        self.summaries = {s["name"]: s for s in summaries}
+        for s in summaries:
+            images = f"{s['images']}" if s["images"] or not s["originals"] else f"0 ({s['originals']} to prep)"
+            run = f"{s['last_run_status']}" if s["last_run"] else "–"
+            base = s["problem"] and f"! {s['problem']}" or s["base_model"]
+            table.add_row(s["name"], images, f"{s['captioned']}/{s['images']}", run, base, key=s["name"])
+        names = [s["name"] for s in summaries]
+        if current in names:
+            table.move_cursor(row=names.index(current))
+        self.query_one("#projects-hint", Static).update(
+            EMPTY_HINT if not summaries else f"{len(summaries)} project(s) in {self.root}")
+
+    def selected_name(self) -> str | None:
+        table = self.query_one("#projects", DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def selected(self) -> Project | None:
+        name = self.selected_name()
+        if name is None:
+            self.notify("no project selected: press n to create one", severity="warning")
+            return None
+        return Project(self.root, name)
+
+    @on(DataTable.RowSelected, "#projects")
+    def _row_chosen(self) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        project = self.selected()
+        if project:
+            self.app.open_dataset(project)
+
+    def action_new(self) -> None:
+        from tui.screens.new_project import NewProjectScreen
+
+        def created(name: str | None) -> None:
+            if name:
+                self.notify(f"created project {name}")
+                self.refresh_projects(select=name)
+
+        self.app.push_screen(NewProjectScreen(self.root), created)
+
+    def action_import_folder(self) -> None:
+        project = self.selected()
+        if project:
+            from tui.screens.import_files import ImportScreen
+
+            self.app.push_screen(ImportScreen(project), lambda _: self.refresh_projects())
+
+    def action_delete(self) -> None:
+        project = self.selected()
+        if not project:
+            return
+        from tui.screens.confirm import ConfirmScreen
+
+        s = self.summaries.get(project.name, {})
+        question = (f"Delete project {project.name!r}?\n\nThis removes {project.path} with its "
+                    f"{s.get('originals', 0)} original(s), {s.get('images', 0)} prepared image(s), "
+                    f"captions and runs. It cannot be undone.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._delete(project)
+
+        self.app.push_screen(ConfirmScreen(question, yes_label="Delete", danger=True), answered)
+
+    @work(thread=True, exclusive=True, group="projects-delete", exit_on_error=False,
+          description="deleting project")
+    def _delete(self, project: Project) -> None:
+        delete_project(project)
+        self.app.call_from_thread(self.notify, f"deleted project {project.name}")
+        self.app.call_from_thread(self.refresh_projects)
+
+    def action_train(self) -> None:
+        project = self.selected()
+        if project:
+            self.app.open_train(project)
+
+    def action_runs(self) -> None:
+        project = self.selected()
+        if project:
+            self.app.open_runs(project)
