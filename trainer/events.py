@@ -129,9 +129,9 @@ class EventReader:
     A partial last line (the writer is mid-write) is kept back until its newline arrives.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, offset: int = 0):
         self.path = Path(path)
-        self._offset = 0
+        self._offset = offset  # start here (e.g. the current size: only events written from now on)
         self._partial = b""
 
     def read_new(self, max_bytes: int | None = None) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@
     events.jsonl          append-only events (trainer.events)
     train.log             the trainer process's stdout/stderr
     status.json           pid, heartbeat, state; written atomically by the trainer process
+    launch.json           what the launcher started: pid/pgid, host, time, command (trainer.runs)
     state/step-<N>/       resumable training state (weights, optimizer, scheduler, step, RNG)
     checkpoints/          kohya-format LoRA files saved during training
     samples/              sample images (PNG)
@@ -48,6 +49,10 @@ class RunFiles:
     @property
     def status(self) -> Path:
         return self.dir / "status.json"
+
+    @property
+    def launch(self) -> Path:
+        return self.dir / "launch.json"
 
     @property
     def state(self) -> Path:

@@ -1,7 +1,296 @@
-"""CLI commands: train (see trainer/cli/__init__.py for the conventions)."""
+"""CLI commands: train, runs, stop, resume (see trainer/cli/__init__.py for the conventions).
+
+`train` flags are derived from trainer.config.TrainConfig in one place (`train_flags`): each field
+gets `--field-name` unless FLAG_NAMES gives it a shorter documented name, with its type, choices
+and help text (trainer.run_config.FIELD_HELP) taken from the schema.
+"""
 
 from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from dataclasses import fields
+from typing import Any
+
+from trainer import config as train_config
+from trainer import project as projects
+from trainer import run_config, runs
+from trainer.cli import CommandResult
+from trainer.config import TrainConfig
+
+# TrainConfig field -> its command-line flag, where the flag is not simply --field-name.
+FLAG_NAMES = {
+    "max_train_steps": "--steps",
+    "max_train_epochs": "--epochs",
+    "learning_rate": "--lr",
+    "target_modules": "--targets",
+    "gradient_accumulation_steps": "--grad-accum",
+    "caption_dropout_rate": "--caption-dropout",
+    "sample_prompts": "--sample-prompt",
+    "lr_warmup_steps": "--warmup-steps",
+}
+CHOICES: dict[str, tuple[str, ...]] = getattr(train_config, "_CHOICES", {})  # the schema's choice lists
+
+
+def flag_for(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def train_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per TrainConfig field; a flag not given leaves its field to the lower layers."""
+    group = parser.add_argument_group("run config (defaults < project.toml [train] < --config < flags)")
+    limits = group.add_mutually_exclusive_group()
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        kind = str(f.type)
+        help_text = run_config.FIELD_HELP.get(f.name, f.name.replace("_", " "))
+        default = getattr(defaults, f.name)
+        if default not in (None, [], ""):
+            help_text += f" (default {default})"
+        target = limits if f.name in ("max_train_steps", "max_train_epochs") else group
+        common = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind.startswith("bool"):
+            target.add_argument(flag_for(f.name), action=argparse.BooleanOptionalAction, **common)
+        elif kind.startswith("list"):
+            target.add_argument(flag_for(f.name), action="append", metavar="TEXT", **common)
+        elif kind.startswith("int"):
+            target.add_argument(flag_for(f.name), type=int, metavar="N", **common)
+        elif kind.startswith("float"):
+            target.add_argument(flag_for(f.name), type=float, metavar="X", **common)
+        else:
+            target.add_argument(flag_for(f.name), choices=CHOICES.get(f.name), metavar=_metavar(f.name),
+                                **common)
+
+
+def _metavar(name: str) -> str:
+    choices = CHOICES.get(name)
+    return "|".join(choices) if choices else name.split("_")[-1].upper()
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig values given on the command line (and only those)."""
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
 
 
 def register(sub, parent) -> None:
     """Add this area's subcommands to `sub` (argparse subparsers); `parent` has --root/--json."""
+    p = sub.add_parser("train", parents=[parent], help="train a LoRA on a project's dataset",
+                       description="Create a run and train it. Without --detach it runs in the foreground"
+                                   " with a progress bar (Ctrl-C stops it after the current step, saving"
+                                   " resumable state) and exits 0 completed, 2 stopped, 1 failed.")
+    p.add_argument("name", help="project name")
+    p.add_argument("--config", metavar="FILE", help="a loradeck run TOML or a kohya train_network.py TOML")
+    p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    train_flags(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("runs", parents=[parent], help="list a project's training runs")
+    p.add_argument("name", help="project name")
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("stop", parents=[parent], help="stop a running run (it saves state first)")
+    p.add_argument("name", help="project name")
+    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it to stop (default 120)")
+    p.add_argument("--force", action="store_true", help="kill it (SIGKILL) if it has not stopped by then")
+    p.set_defaults(handler=cmd_stop)
+
+    p = sub.add_parser("resume", parents=[parent], help="continue a stopped, failed or crashed run")
+    p.add_argument("name", help="project name")
+    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    p.set_defaults(handler=cmd_resume)
+
+
+# ------------------------------------------------------------------------------------------ handlers
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def cmd_train(args) -> CommandResult:
+    project = projects.open_project(args.name, args.root)
+    resolved = run_config.resolve(project, overrides_from(args), args.config)
+    if not args.json:
+        for note in resolved.notes:
+            _say(f"note: {note}")
+    files = runs.create_run_from(project, resolved)
+    if args.detach:
+        return _detached(project, files, runs.start(files), notes=resolved.notes)
+    return _foreground(project, files, runs.launch(files), quiet=args.json, notes=resolved.notes)
+
+
+def cmd_resume(args) -> CommandResult:
+    project = projects.open_project(args.name, args.root)
+    files = runs.find_run(project, args.run)
+    if args.detach:
+        return _detached(project, files, runs.resume(files, detach=True), resumed=True)
+    return _foreground(project, files, runs.resume(files, detach=False), quiet=args.json)
+
+
+def cmd_stop(args) -> CommandResult:
+    project = projects.open_project(args.name, args.root)
+    files = runs.find_run(project, args.run)
+    report = runs.stop(files, timeout=args.timeout, force=args.force)
+    if report["ok"]:
+        text = f"run {files.run_id} {report['state']} after {report['waited_s']:.1f} s"
+        if report["forced"]:
+            text += f" (killed; resume with: loradeck resume {project.name} {files.run_id})"
+        return CommandResult(report, text)
+    return CommandResult(report, f"run {files.run_id} is still stopping after {report['waited_s']:.0f} s"
+                                 " (it finishes its step and saves first); --force kills it", code=1)
+
+
+def cmd_runs(args) -> CommandResult:
+    project = projects.open_project(args.name, args.root)
+    infos = runs.list_runs(project)
+    rows = [info.to_dict() for info in infos]
+    if not infos:
+        return CommandResult({"ok": True, "project": project.name, "runs": []},
+                             f"no runs in {project.name} (start one with: loradeck train {project.name})")
+    lines = [f"{'RUN':<24} {'STATE':<10} {'STEP':>11} {'LOSS':>8}  {'STARTED':<16}  BASE MODEL"]
+    for info in infos:
+        step = f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)
+        loss = f"{info.loss:.4f}" if info.loss is not None else "-"
+        lines.append(f"{info.run_id:<24} {info.state:<10} {step:>11} {loss:>8}  {_when(info.started):<16}"
+                     f"  {info.base_model or '?'}")
+        if info.message:
+            lines.append(f"{'':<24} {info.message}")
+    return CommandResult({"ok": True, "project": project.name, "runs": rows}, "\n".join(lines))
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def _detached(project, files, pid: int, *, notes=(), resumed=False) -> CommandResult:
+    data = {"ok": True, "project": project.name, "run_id": files.run_id, "run_dir": str(files.dir),
+            "pid": pid, "state": "starting", "resumed": resumed, "notes": list(notes)}
+    text = (f"{'resumed' if resumed else 'started'} run {files.run_id} (pid {pid}) in the background\n"
+            f"  watch: loradeck monitor {project.name} {files.run_id}\n"
+            f"  stop:  loradeck stop {project.name} {files.run_id}\n"
+            f"  log:   {files.log}")
+    return CommandResult(data, text)
+
+
+# ------------------------------------------------------------------------------ the foreground view
+
+class _ProgressView:
+    """Draws a run's events: a Rich progress bar (step/total, loss, it/s, ETA) plus its messages."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = self.task = None
+        self._last: tuple[float, int] | None = None
+        if quiet:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False)
+        self.task = self.progress.add_task("starting", total=None, loss="-", rate="- it/s")
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
+
+    def say(self, text: str, style: str = "") -> None:
+        if self.quiet:
+            return
+        self.console.print(text, style=style, markup=False, highlight=False)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "warning":
+            hint = f" ({event['hint']})" if event.get("hint") else ""
+            self.say(f"warning: {event.get('message')}{hint}", "yellow")
+        elif kind == "error":
+            self.say(f"error [{event.get('kind')}]: {event.get('message')}", "bold red")
+            if event.get("hint"):
+                self.say(f"  hint: {event['hint']}", "red")
+        elif self.quiet:
+            return
+        elif kind == "run_started":
+            total = event.get("total_steps")
+            self.progress.update(self.task, description="training", total=total if isinstance(total, int) else None)
+        elif kind == "step":
+            self._step(event)
+        elif kind == "checkpoint":
+            self.say(f"checkpoint at step {event.get('step')}: {event.get('path')}", "dim")
+        elif kind == "sample":
+            self.say(f"sample at step {event.get('step')}: {event.get('path')}", "dim")
+
+    def _step(self, event: dict[str, Any]) -> None:
+        step, total = event.get("step"), event.get("total_steps")
+        if not isinstance(step, int):
+            return
+        rate = None
+        if isinstance(event.get("step_time"), (int, float)) and event["step_time"] > 0:
+            rate = 1.0 / event["step_time"]
+        elif self._last and step > self._last[1] and event.get("time", 0) > self._last[0]:
+            rate = (step - self._last[1]) / (event["time"] - self._last[0])
+        if isinstance(event.get("time"), (int, float)):
+            self._last = (event["time"], step)
+        loss = event.get("loss")
+        self.progress.update(
+            self.task, description="training", completed=step,
+            total=total if isinstance(total, int) else None,
+            loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else str(loss),
+            rate=f"{rate:.2f} it/s" if rate else "- it/s")
+
+
+def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult:
+    """Watch the launched trainer until it exits; Ctrl-C asks it to stop (SIGINT to its group)."""
+    import os
+
+    interrupts = 0
+    view = _ProgressView(quiet)
+
+    def on_sigint(signum, frame):
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
+        try:
+            os.killpg(proc.pid, signal.SIGINT)  # the run is its own session: pgid == pid
+        except OSError:
+            pass
+        view.say("stopping: the trainer finishes this step and saves its state"
+                 " (Ctrl-C again stops watching; the run still stops)", "yellow")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with view:
+            view.say(f"run {files.run_id} (log: {files.log})", "dim")
+            state = runs.follow(files, proc, view.on_event)
+    except KeyboardInterrupt:
+        data = {"ok": False, "run_id": files.run_id, "state": runs.run_state(files), "detached": True}
+        return CommandResult(data, f"stopped watching; run {files.run_id} is stopping on its own"
+                                   f" (see: loradeck runs {project.name})", code=130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    info = runs.run_info(files)
+    code = runs.exit_code(state)
+    data = {"ok": code == 0, "project": project.name, **info.to_dict(), "exit_code": code,
+            "notes": list(notes)}
+    text = f"run {files.run_id} {state} at step {info.step}" + (f"/{info.total_steps}" if info.total_steps else "")
+    if info.output and state == "completed":
+        text += f"\n  LoRA: {info.output}"
+    if state in ("stopped", "crashed", "failed"):
+        if info.message:
+            text += f"\n  {info.message}"
+        if state != "failed" or info.message:
+            text += f"\n  resume with: loradeck resume {project.name} {files.run_id}"
+        text += f"\n  log: {files.log}"
+    return CommandResult(data, text, code=code)

@@ -1,0 +1,547 @@
+"""Training runs from the outside: create, launch, watch, stop, resume and list them.
+
+The trainer (`python -m trainer.train_process RUN_DIR [--resume]`, or `accelerate launch ... -m
+trainer.train_process RUN_DIR` for several GPUs) runs as its own process in a new session, with
+stdout/stderr appended to train.log, so closing the TUI or dropping SSH never stops it. Everything
+here reads the run's files and signals its process group; it never imports torch, so the TUI and CLI
+use it freely.
+
+A run's state comes from three files: events.jsonl (run_started / run_finished), status.json (the
+trainer's pid and heartbeat, every <= 2 s) and launch.json (what this module started, when). A run
+whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from trainer import run_config
+from trainer.atomic import atomic_write_text
+from trainer.errors import LoradeckError
+from trainer.events import EventReader, EventWriter, parse_line
+from trainer.project import Project, dataset_images
+from trainer.run_files import RunFiles, read_status
+
+TRAIN_MODULE = "trainer.train_process"
+STATES = ("starting", "running", "completed", "stopped", "failed", "crashed")
+ACTIVE = ("starting", "running")
+FINISHED = ("completed", "stopped", "failed")
+# The trainer beats every <= 2 s from a thread; this much silence means it is dead or hung.
+STALE_SECONDS = 30.0
+# A run folder that was created but never launched reads as `starting` this long, then `crashed`.
+UNLAUNCHED_GRACE = 120.0
+
+
+# ---------------------------------------------------------------------------------------- creating
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable, path-safe id: 20261126-081500-042c (local time, milliseconds, a random hex digit)."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{stamp}-{int(now * 1000) % 1000:03d}{secrets.token_hex(1)[0]}"
+
+
+def check_dataset(project: Project) -> None:
+    """Refuse to start a run on an empty dataset, before any process starts."""
+    try:
+        from trainer import preflight
+    except ImportError:
+        preflight = None
+    if preflight is not None and hasattr(preflight, "require_trainable"):
+        preflight.require_trainable(project)
+        return
+    if not dataset_images(project):
+        raise LoradeckError(f"project {project.name!r} has no prepared images in {project.dataset}",
+                            hint=f"add images with `loradeck import {project.name} PATH`, then"
+                                 f" `loradeck prep {project.name}`")
+
+
+def create_run_from(project: Project, resolved: run_config.ResolvedConfig) -> RunFiles:
+    """Make runs/<new id>/ with the resolved config.toml; the run is not started."""
+    check_dataset(project)
+    project.runs.mkdir(parents=True, exist_ok=True)
+    newest = max((d.name for d in project.runs.iterdir() if not d.name.startswith(".")), default="")
+    for _ in range(50):
+        run_id = new_run_id()
+        if run_id <= newest and run_id[:15] == newest[:15]:  # same second: keep creation order
+            time.sleep(0.002)
+            continue
+        run_dir = project.run_dir(run_id)
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise LoradeckError(f"could not create a new run folder in {project.runs}")
+    files = RunFiles(run_dir)
+    try:
+        run_config.write_run_config(files.config, resolved)
+    except BaseException:
+        # An empty folder would list as a broken run; nothing of the user's is in it yet.
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
+        raise
+    return files
+
+
+def create_run(project: Project, overrides: dict[str, Any] | None = None,
+               config_file: str | os.PathLike | None = None) -> RunFiles:
+    """Resolve the config (defaults < project.toml < config_file < overrides) into a new run folder."""
+    return create_run_from(project, run_config.resolve(project, overrides or {}, config_file))
+
+
+# --------------------------------------------------------------------------------------- launching
+
+def _package_root() -> str:
+    import trainer
+
+    return str(Path(trainer.__file__).resolve().parents[1])
+
+
+def build_command(run_dir: Path, *, resume: bool = False, gpus: int = 1,
+                  mixed_precision: str = "no", python: str | None = None) -> list[str]:
+    """The trainer's command line: one process, or `accelerate launch` for several GPUs."""
+    python = python or sys.executable
+    tail = ["-m", TRAIN_MODULE, str(run_dir)] + (["--resume"] if resume else [])
+    if gpus <= 1:
+        return [python, *tail]
+    # `python -m accelerate.commands.launch` is `accelerate launch` from this interpreter's env.
+    return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
+            "--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no", *tail]
+
+
+def read_launch(files: RunFiles) -> dict[str, Any] | None:
+    try:
+        data = json.loads(files.launch.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def launch(files: RunFiles, *, resume: bool = False, gpus: int | None = None,
+           command: list[str] | None = None) -> subprocess.Popen:
+    """Start the trainer for `files` in a new session and return its Popen (the caller may watch it).
+
+    stdout+stderr are appended to train.log, stdin is /dev/null; launch.json records the pid.
+    """
+    cfg, _ = run_config.read_run_config(files.config)
+    gpus = cfg.gpus if gpus is None else gpus
+    cmd = command or build_command(files.dir, resume=resume, gpus=gpus, mixed_precision=cfg.mixed_precision)
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # train.log is live
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+    launched_at = time.time()
+    with open(files.log, "ab") as log:
+        log.write(f"\n=== loradeck {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=files.dir, env=env, start_new_session=True, close_fds=True)
+    record = {"pid": proc.pid, "pgid": proc.pid, "host": socket.gethostname(), "time": launched_at,
+              "proc_start": _proc_start(proc.pid), "command": cmd, "resume": resume, "gpus": gpus}
+    atomic_write_text(files.launch, json.dumps(record))
+    return proc
+
+
+def start(files: RunFiles, *, resume: bool = False, gpus: int | None = None) -> int:
+    """Start the run detached (it outlives this process) and return its pid."""
+    proc = launch(files, resume=resume, gpus=gpus)
+    # Reap it when it ends so a long-lived caller (the TUI) never collects zombies.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc.pid
+
+
+# ------------------------------------------------------------------------------------ process checks
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _proc_start(pid: int) -> float | None:
+    """When process `pid` started (Unix seconds), from /proc; None where that is unknown."""
+    fields, boot = _proc_stat(pid), _boot_time()
+    if not fields or boot is None:
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def process_alive(pid: Any, *, started: float | None = None, started_before: float | None = None,
+                  cmd_contains: Iterable[str] = ()) -> bool:
+    """Is `pid` a live (not zombie) process, and the same process we mean?
+
+    Guards against pid reuse where /proc lets us: its start time must equal `started` (within a
+    second) or be no later than `started_before`, and its command line must hold one of
+    `cmd_contains`.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    fields = _proc_stat(pid)
+    if fields is None:
+        return not Path("/proc/self").exists()  # no /proc (macOS): kill(0) is all we have
+    if fields[0] in ("Z", "X"):
+        return False
+    begun = _proc_start(pid)
+    if begun is not None:
+        if started is not None and abs(begun - started) > 1.0:
+            return False
+        if started_before is not None and begun > started_before + 1.0:
+            return False
+    needles = list(cmd_contains)
+    if needles:
+        cmdline = _proc_cmdline(pid)
+        if cmdline is not None and not any(n in cmdline for n in needles):
+            return False
+    return True
+
+
+def _same_host(record: dict[str, Any]) -> bool:
+    return record.get("host") in (None, socket.gethostname())
+
+
+def _status_alive(files: RunFiles, status: dict[str, Any], now: float) -> bool:
+    beat = status.get("heartbeat")
+    if not isinstance(beat, (int, float)) or now - beat > STALE_SECONDS:
+        return False
+    if not _same_host(status):
+        return True  # on another machine (shared disk): the heartbeat is all we can see
+    return process_alive(status.get("pid"), started_before=beat, cmd_contains=(TRAIN_MODULE, str(files.dir)))
+
+
+def _launch_alive(files: RunFiles, launch_rec: dict[str, Any], now: float) -> bool:
+    if not _same_host(launch_rec):
+        return now - float(launch_rec.get("time") or 0) < STALE_SECONDS * 10
+    return process_alive(launch_rec.get("pid"), started=launch_rec.get("proc_start"),
+                         cmd_contains=(TRAIN_MODULE, str(files.dir)))
+
+
+# -------------------------------------------------------------------------------------- reading events
+
+def last_events(path: Path, types: Iterable[str], chunk: int = 64 * 1024) -> dict[str, dict[str, Any]]:
+    """The last event of each of `types` in an events file, read backwards (cheap on long runs)."""
+    wanted = set(types)
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return found
+    with fh:
+        pos = fh.seek(0, os.SEEK_END)
+        carry = b""
+        while pos > 0 and len(found) < len(wanted):
+            size = min(chunk, pos)
+            pos -= size
+            fh.seek(pos)
+            data = fh.read(size) + carry
+            lines = data.split(b"\n")
+            carry = lines.pop(0) if pos > 0 else b""  # maybe cut in half: joined with the next chunk
+            for raw in reversed(lines):
+                event = parse_line(raw.decode("utf-8", errors="replace"))
+                if event is not None and event["type"] in wanted and event["type"] not in found:
+                    found[event["type"]] = event
+    return found
+
+
+def first_event(path: Path, type_: str, max_bytes: int = 256 * 1024) -> dict[str, Any] | None:
+    """The first event of `type_` within the first `max_bytes` of the file (run_started is near the top)."""
+    for event in EventReader(path).read_new(max_bytes):
+        if event["type"] == type_:
+            return event
+    return None
+
+
+def _time(event: dict[str, Any] | None) -> float:
+    value = event.get("time") if event else None
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None) -> str:
+    """starting | running | completed | stopped | failed | crashed, as every reader sees it."""
+    events = _events if _events is not None else last_events(files.events, ("run_started", "run_finished"))
+    started, finished = events.get("run_started"), events.get("run_finished")
+    launch_rec, status = read_launch(files), read_status(files)
+    now = time.time()
+    t_launch = float(launch_rec.get("time") or 0) if launch_rec else float("-inf")
+    t_latest = max(_time(started), t_launch)
+    if finished is not None and _time(finished) >= t_latest:
+        return finished.get("status") if finished.get("status") in FINISHED else "failed"
+    # A trainer that could not write events may still have left its final state in status.json.
+    if status and status.get("state") in FINISHED and float(status.get("heartbeat") or 0) >= t_latest:
+        return status["state"]
+    if status and float(status.get("heartbeat") or 0) >= t_launch - 1.0:
+        alive = _status_alive(files, status, now)
+    elif launch_rec:
+        alive = _launch_alive(files, launch_rec, now)
+    else:  # created, never launched
+        try:
+            alive = started is None and now - files.dir.stat().st_mtime < UNLAUNCHED_GRACE
+        except OSError:
+            alive = False
+    if not alive:
+        return "crashed"
+    return "running" if started is not None and _time(started) >= t_launch - 1.0 else "starting"
+
+
+# ------------------------------------------------------------------------------------------ listing
+
+@dataclass
+class RunInfo:
+    """One run as the runs table shows it."""
+
+    run_id: str
+    files: RunFiles
+    state: str
+    step: int
+    total_steps: int | None
+    epoch: int | None
+    started: float | None       # Unix seconds: first run_started (else the launch)
+    finished: float | None      # Unix seconds of run_finished, for finished runs
+    output: str | None          # the final LoRA, once it exists
+    loss: float | None          # the last step's loss
+    base_model: str | None
+    output_name: str | None
+    message: str | None         # why it failed / stopped, when the run said
+
+    @property
+    def dir(self) -> Path:
+        return self.files.dir
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "files"}
+        data["dir"] = str(self.dir)
+        return data
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def run_info(files: RunFiles) -> RunInfo:
+    """Summarise one run from its files."""
+    events = last_events(files.events, ("run_started", "run_finished", "step"))
+    state = run_state(files, _events=events)
+    step_ev, finished_ev = events.get("step") or {}, events.get("run_finished")
+    status = read_status(files) or {}
+    launch_rec = read_launch(files) or {}
+    try:
+        cfg, _ = run_config.read_run_config(files.config)
+        base_model, output_name = cfg.base_model, cfg.output_name
+    except LoradeckError:
+        cfg, base_model, output_name = None, None, None
+    first = first_event(files.events, "run_started")
+    started = _number(first.get("time")) if first else _number(launch_rec.get("time"))
+    total = step_ev.get("total_steps") or status.get("total_steps") or (
+        (events.get("run_started") or {}).get("total_steps"))
+    output = finished_ev.get("output") if finished_ev else None
+    if not output and output_name and files.output(output_name).is_file():
+        output = str(files.output(output_name))
+    message = finished_ev.get("message") if finished_ev and state in FINISHED else None
+    if state == "failed" and not message:
+        err = last_events(files.events, ("error",)).get("error")
+        message = err.get("message") if err else None
+    loss = _number(step_ev.get("loss"))
+    return RunInfo(
+        run_id=files.run_id, files=files, state=state,
+        step=int(step_ev.get("step") or status.get("step") or 0),
+        total_steps=int(total) if isinstance(total, int) else None,
+        epoch=step_ev.get("epoch"), started=started,
+        finished=_time(finished_ev) if finished_ev and state in FINISHED else None,
+        output=output, loss=loss, base_model=base_model, output_name=output_name, message=message)
+
+
+def run_folders(project: Project) -> list[RunFiles]:
+    """The project's run folders, oldest first (run ids sort by creation time)."""
+    if not project.runs.is_dir():
+        return []
+    return [RunFiles(d) for d in sorted(project.runs.iterdir(), key=lambda d: d.name)
+            if d.is_dir() and not d.name.startswith(".") and (d / "config.toml").is_file()]
+
+
+def list_runs(project: Project) -> list[RunInfo]:
+    """Every run of the project, oldest first."""
+    return [run_info(files) for files in run_folders(project)]
+
+
+def latest_run(project: Project) -> RunFiles | None:
+    folders = run_folders(project)
+    return folders[-1] if folders else None
+
+
+def find_run(project: Project, run_id_or_prefix: str) -> RunFiles:
+    """A run by its id, a unique prefix of it, or `latest`."""
+    folders = run_folders(project)
+    if run_id_or_prefix in ("latest", "last"):
+        if not folders:
+            raise LoradeckError(f"project {project.name!r} has no runs",
+                                hint=f"start one with: loradeck train {project.name}")
+        return folders[-1]
+    exact = [f for f in folders if f.run_id == run_id_or_prefix]
+    matches = exact or [f for f in folders if f.run_id.startswith(run_id_or_prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LoradeckError(f"no run {run_id_or_prefix!r} in project {project.name!r}",
+                            hint=f"list them with: loradeck runs {project.name}")
+    raise LoradeckError(f"run {run_id_or_prefix!r} is ambiguous: {', '.join(f.run_id for f in matches)}")
+
+
+# --------------------------------------------------------------------------------- stopping, resuming
+
+def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
+    """(process group, pid) to signal: the launched session, else the trainer's own group."""
+    now = time.time()
+    launch_rec = read_launch(files)
+    if launch_rec and _same_host(launch_rec) and _launch_alive(files, launch_rec, now):
+        return launch_rec.get("pgid") or launch_rec["pid"], launch_rec["pid"]
+    status = read_status(files)
+    if status and _same_host(status) and _status_alive(files, status, now):
+        try:
+            return os.getpgid(status["pid"]), status["pid"]
+        except OSError:
+            return None, status["pid"]
+    return None, None
+
+
+def signal_run(files: RunFiles, sig: int) -> int:
+    """Send `sig` to the run's process group (all ranks of a multi-GPU run); returns the pid."""
+    pgid, pid = _target_pgid(files)
+    if pid is None:
+        raise LoradeckError(f"run {files.run_id} has no live process on this machine")
+    if pgid is not None and pgid != os.getpgrp():
+        os.killpg(pgid, sig)
+    else:  # never signal our own group (a trainer started by hand from this shell)
+        os.kill(pid, sig)
+    return pid
+
+
+def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict[str, Any]:
+    """SIGTERM the run (it finishes the step, saves state, reports `stopped`) and wait up to `timeout`.
+
+    With `force`, a run still alive after the timeout gets SIGKILL (it then reads as crashed and
+    can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
+    """
+    state = run_state(files)
+    if state not in ACTIVE:
+        raise LoradeckError(f"run {files.run_id} is not running (it is {state})")
+    was_started = state == "running"
+    pid = signal_run(files, signal.SIGTERM)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        state = run_state(files)
+        if state not in ACTIVE:
+            break
+        time.sleep(0.2)
+    forced = False
+    if state in ACTIVE and force:
+        try:
+            signal_run(files, signal.SIGKILL)
+            forced = True
+        except LoradeckError:
+            pass
+        time.sleep(0.5)
+        state = run_state(files)
+    if state == "crashed" and not was_started and not forced:
+        # Stopped while it was still loading: nothing was trained, so this is a stop, not a crash.
+        writer = EventWriter(files.events)
+        try:
+            writer.emit("run_finished", status="stopped", steps_done=0,
+                        message="stopped before training started")
+        finally:
+            writer.close()
+        state = "stopped"
+    return {"ok": state not in ACTIVE, "run_id": files.run_id, "pid": pid, "state": state,
+            "waited_s": round(time.monotonic() - t0, 2), "forced": forced}
+
+
+def check_resumable(files: RunFiles) -> str:
+    """The run's state if it may be resumed; a clear LoradeckError if not."""
+    if not files.config.is_file():
+        raise LoradeckError(f"{files.dir} is not a run (config.toml is missing)")
+    state = run_state(files)
+    if state in ACTIVE:
+        raise LoradeckError(f"run {files.run_id} is still {state}",
+                            hint="stop it first, or watch it with `loradeck monitor`")
+    if state == "completed":
+        raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
+                            hint="start a new run with `loradeck train`")
+    return state
+
+
+def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
+    """Continue a stopped, failed or crashed run from its last saved state.
+
+    Returns the pid when `detach` (the run outlives the caller), else the Popen for the caller to
+    watch (`follow`).
+    """
+    check_resumable(files)
+    if detach:
+        return start(files, resume=True, gpus=gpus)
+    return launch(files, resume=True, gpus=gpus)
+
+
+def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str, Any]], None],
+           *, poll: float = 0.25, from_start: bool = False) -> str:
+    """Feed the run's new events to `on_event` until `proc` exits; returns the final state."""
+    offset = 0
+    if not from_start:
+        try:
+            offset = files.events.stat().st_size  # only what this launch writes
+        except OSError:
+            pass
+    reader = EventReader(files.events, offset=offset)
+    while True:
+        done = proc.poll() is not None
+        for event in reader.read_new():
+            on_event(event)
+        if done:
+            break
+        time.sleep(poll)
+    return run_state(files)
+
+
+EXIT_CODES = {"completed": 0, "failed": 1, "crashed": 1, "stopped": 2}
+
+
+def exit_code(state: str) -> int:
+    """The foreground CLI's exit status for a run's final state."""
+    return EXIT_CODES.get(state, 1)
