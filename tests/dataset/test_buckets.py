@@ -51,3 +51,17 @@ def test_square_crop_mode_has_one_bucket():
     assert buckets.fit(3000, 2000, spec).size == (512, 512)
     small = buckets.fit(300, 200, spec)
     assert small.small and small.size == (192, 192)
+
+
+def test_dataset_modules_stay_light_for_the_tui():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys, trainer.importer, trainer.prep, trainer.caption_ops, trainer.preflight, trainer.buckets,"
+            " trainer.image_probe, trainer.cli.cmd_dataset, trainer.cli.cmd_captions;"
+            " print('\\n'.join(sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                            check=True).stdout.split()
+    assert not {m for m in loaded if m.split(".")[0] in {"torch", "textual", "diffusers", "transformers"}}
