@@ -149,7 +149,7 @@ def apply_affixes(text: str, prefix: str = "", suffix: str = "") -> str:
     """`prefix, text, suffix`, idempotently: an affix already at its end of `text` is not added again.
 
     Affixes join with ", " (kohya tag style) unless they bring their own punctuation
-    ("ohwx," or ", by artist" join with a space).
+    ("ohwx," or ", by artist" are used as given).
     """
     text = " ".join(text.split())
     prefix, suffix = " ".join((prefix or "").split()), " ".join((suffix or "").split())
@@ -157,7 +157,7 @@ def apply_affixes(text: str, prefix: str = "", suffix: str = "") -> str:
         joint = " " if prefix[-1] in _JOIN_PUNCT else ", "
         text = prefix + joint + text if text else prefix.rstrip(_JOIN_PUNCT)
     if suffix and not _has_affix_at(text, suffix, start=False):
-        joint = " " if suffix[0] in _JOIN_PUNCT else ", "
+        joint = "" if suffix[0] in _JOIN_PUNCT else ", "
         text = text + joint + suffix if text else suffix.lstrip(_JOIN_PUNCT + " ")
     return text
 
@@ -290,10 +290,12 @@ def plan(project: Project, overwrite: bool = False, ext: str | None = None):
 
 def caption_project(project: Project, options: CaptionOptions | None = None, *,
                     on_event: EventSink | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> CaptionReport:
+                    should_stop: Callable[[], bool] | None = None, captioner=None) -> CaptionReport:
     """Caption the dataset images of `project` (see the module docstring). Returns what was done.
 
     `on_event(type, **fields)` receives task events; `should_stop()` is asked between batches.
+    `captioner`: a model from trainer.blip_model.load_captioner to reuse across calls (else
+    `options.model` is loaded, only if some image needs a caption).
     Raises LoradeckError (ModelError, ConfigError, ...) when the run cannot go on; captions written
     before that stay written.
     """
@@ -321,7 +323,8 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
     if not todo:
         return finish("completed", message="nothing to caption")
     try:
-        captioner = _load(options, emit, len(todo))
+        captioner = captioner or _load(options, emit, len(todo))
+        report.model = captioner.name
         report.device = str(captioner.device)
         report.batch_size = options.batch_size or default_batch_size(captioner.device)
         if options.seed is not None:

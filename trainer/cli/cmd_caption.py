@@ -82,6 +82,9 @@ def _caption(args: argparse.Namespace) -> CommandResult:
     with StopOnSignal() as stopper, _event_sink(args) as sink:
         report = caption_project(project, options, on_event=sink, should_stop=stopper.is_set)
     code = 128 + stopper.signum if report.stopped and stopper.signum else 0
+    if args.events:  # stdout carries events only; the summary is for the person watching stderr
+        print(_summary(report), file=sys.stderr)
+        return CommandResult(report.to_dict(), "", code)
     return CommandResult(report.to_dict(), _summary(report), code)
 
 
@@ -178,5 +181,8 @@ class _RichProgress:
         elif type_ == "item_failed":
             self.console.print(f"[yellow]skipped {self.escape(fields['item'])}[/]: {self.escape(fields['reason'])}",
                                highlight=False)
+        elif type_ == "task_finished" and fields["status"] == "failed" and self.task is not None:
+            self.progress.remove_task(self.task)  # the error line says it all; no stale bar above it
+            self.task = None
         elif type_ == "warning":
             self.console.print(f"[yellow]warning[/]: {self.escape(fields['message'])}", highlight=False)

@@ -1,0 +1,45 @@
+"""Fixtures for the captioning tests: the tiny random BLIP (built once per session) and projects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .helpers import TINY, write_images
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """A private loradeck cache for the session (subprocesses inherit it), so tests never share
+    or reuse a user's cached build."""
+    cache = tmp_path_factory.mktemp("loradeck-cache")
+    old = os.environ.get("LORADECK_CACHE")
+    os.environ["LORADECK_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("LORADECK_CACHE", None)
+    else:
+        os.environ["LORADECK_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(model_cache):
+    """The synthetic tiny BLIP, loaded once on the CPU."""
+    from trainer.blip_model import load_captioner
+
+    return load_captioner(TINY, device="cpu")
+
+
+@pytest.fixture
+def make_project(root):
+    """make_project(n_images, name=..., **settings) -> Project with `n_images` in dataset/."""
+    from trainer.project import create_project
+
+    def make(n: int, name: str = "cap", **settings):
+        project = create_project(name, root, **settings)
+        write_images(project.dataset, n)
+        return project
+
+    return make
