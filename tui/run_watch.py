@@ -370,7 +370,7 @@ class LogTail:
             fh.seek(max(0, st.st_size - LOG_TAIL_BYTES))
             text = fh.read().decode("utf-8", errors="replace")
         # Progress bars rewrite one line with \r: keep what the line finally shows.
-        lines = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines()]
+        lines = [ln.rsplit("\r", 1)[-1] for ln in text.rstrip("\n").split("\n")]
         if st.st_size > LOG_TAIL_BYTES and lines:
             lines = lines[1:]  # the first line was probably cut
         self._tail = lines[-self.lines:]
