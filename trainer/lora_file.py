@@ -58,6 +58,50 @@ def kohya_key(prefix: str, module_path: str) -> str:
     return f"{prefix}_{module_path.replace('.', '_')}"
 
 
+# Names in SD 1.x UNet / CLIP module paths that contain "_" themselves, so a kohya key (where every
+# "." became "_") can be turned back into the module path. Longest match wins.
+_COMPOUND_NAMES = frozenset({
+    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "proj_in", "proj_out", "to_q", "to_k", "to_v",
+    "to_out", "time_emb_proj", "conv_shortcut", "conv_in", "conv_out", "conv_norm_out", "conv_act",
+    "time_embedding", "time_proj", "linear_1", "linear_2", "text_model", "self_attn", "q_proj", "k_proj", "v_proj",
+    "out_proj", "final_layer_norm", "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
+    "activation_fn", "add_embedding", "encoder_hid_proj", "add_k_proj", "add_v_proj", "to_add_out",
+    "text_projection",
+})
+_MAX_COMPOUND_PARTS = max(len(n.split("_")) for n in _COMPOUND_NAMES)
+
+
+def module_path_from_kohya(module_key: str) -> tuple[str, str]:
+    """Invert `kohya_key`: `"lora_unet_mid_block_attentions_0_proj_in"` -> (`"lora_unet"`, `"mid_block.attentions.0.proj_in"`).
+
+    Raises LoraFileError for a key that is not lora_unet_/lora_te_ (lora_te1_/lora_te2_ are SDXL).
+    """
+    for prefix in (UNET_PREFIX, TE_PREFIX):
+        if module_key.startswith(prefix + "_"):
+            rest = module_key[len(prefix) + 1:]
+            break
+    else:
+        raise LoraFileError(f"{module_key}: not a lora_unet_ or lora_te_ key")
+    parts = rest.split("_")
+    out, i = [], 0
+    while i < len(parts):
+        for n in range(min(_MAX_COMPOUND_PARTS, len(parts) - i), 0, -1):
+            candidate = "_".join(parts[i:i + n])
+            if n == 1 or candidate in _COMPOUND_NAMES:
+                out.append(candidate)
+                i += n
+                break
+    return prefix, ".".join(out)
+
+
+def split_kohya_key(key: str) -> tuple[str, str] | None:
+    """`"lora_unet_x.lora_down.weight"` -> (`"lora_unet_x"`, `".lora_down.weight"`); None if no known suffix."""
+    for suffix in (DOWN, UP, ALPHA):
+        if key.endswith(suffix):
+            return key[: -len(suffix)], suffix
+    return None
+
+
 def _split_peft_key(key: str) -> tuple[str, str]:
     """`"...to_q.lora_A.default.weight"` -> (`"...to_q"`, `"A"`); other keys raise LoraFileError."""
     for prefix in _PEFT_PREFIXES:
@@ -325,6 +369,55 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
     if 8 + n + end > size:
         raise LoraFileError(f"{path.name}: truncated ({size} bytes, the header needs {8 + n + end})")
     return header, metadata
+
+
+def header_bytes(tensor_info: Mapping[str, dict], metadata: Mapping[str, str] | None) -> bytes:
+    """A safetensors header as the safetensors library writes it: 8-byte little-endian length, then
+    compact JSON (`__metadata__` first, tensors in the given order) padded with spaces to 8 bytes."""
+    doc: dict[str, Any] = {}
+    if metadata:
+        doc["__metadata__"] = dict(metadata)
+    for key, info in tensor_info.items():
+        doc[key] = {"dtype": info["dtype"], "shape": list(info["shape"]), "data_offsets": list(info["data_offsets"])}
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def data_offset(path: str | os.PathLike) -> int:
+    """Where the tensor bytes of a safetensors file start (8 + header length)."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+    return 8 + n
+
+
+def copy_with_metadata(src: str | os.PathLike, out: Any, metadata: Mapping[str, str], *,
+                       chunk: int = 1 << 20) -> None:
+    """Write `src` to the binary file object `out` with its header metadata replaced by `metadata`.
+
+    The tensor bytes are copied unchanged (streamed, so large files do not sit in memory), so the
+    model hash stays the same. Pure Python: no torch.
+    """
+    info, _ = read_header(src)
+    out.write(header_bytes(info, metadata))
+    with open(src, "rb") as fh:
+        fh.seek(data_offset(src))
+        for block in iter(lambda: fh.read(chunk), b""):
+            out.write(block)
+
+
+def legacy_hash(src: str | os.PathLike, metadata: Mapping[str, str]) -> str:
+    """`sshs_legacy_hash` by kohya's rule for the tensors of `src`: the first 8 hex digits of the
+    sha256 of the 64 KiB at offset 1 MiB of the file serialized with only the `ss_*` metadata."""
+    info, _ = read_header(src)
+    head = header_bytes(info, {k: v for k, v in metadata.items() if k.startswith("ss_")})
+    start, length = 0x100000, 0x10000
+    piece = head[start:start + length]
+    if len(piece) < length:
+        with open(src, "rb") as fh:
+            fh.seek(data_offset(src) + max(0, start - len(head)))
+            piece += fh.read(length - len(piece))
+    return hashlib.sha256(piece).hexdigest()[:8]
 
 
 def read_lora(path) -> tuple[dict, dict[str, str]]:
