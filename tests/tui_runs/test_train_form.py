@@ -1,0 +1,113 @@
+"""The train form: inline validation, presets, the step count, launch."""
+
+from __future__ import annotations
+
+from textual.widgets import Button, Input, Select, Static
+
+from trainer import settings
+from tui.screens.monitor import MonitorScreen
+from tui.screens.train_form import TrainFormScreen
+from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+
+def form_app(project):
+    return ScreenApp(lambda: TrainFormScreen(project))
+
+
+async def set_input(pilot, screen, field: str, text: str) -> None:
+    screen.query_one(f"#f-{field}", Input).value = text
+    await pilot.pause()
+
+
+async def test_the_form_starts_from_the_project_defaults_and_counts_the_steps(trainable):
+    settings.update(trainable.settings_file, "train", {"rank": 32, "max_train_epochs": 5})
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        assert screen.query_one("#f-rank", Input).value == "32"
+        assert screen.query_one("#f-base_model", Input).value == "synthetic:tiny"
+        assert text_of(screen.query_one("#steps", Static)) == (
+            "20 steps: 4 images × 1 repeats ÷ batch 1 = 4 steps/epoch × 5 epochs")
+        await set_input(pilot, screen, "batch_size", "2")
+        await set_input(pilot, screen, "repeats", "3")
+        assert text_of(screen.query_one("#steps", Static)).startswith("30 steps: 4 images × 3 repeats ÷ batch 2")
+        screen.query_one("#f-length-unit", Select).value = "steps"
+        await set_input(pilot, screen, "length", "250")
+        assert text_of(screen.query_one("#steps", Static)).startswith("250 steps (fixed)")
+
+
+async def test_bad_values_are_shown_under_their_field_and_block_launch(trainable):
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await set_input(pilot, screen, "rank", "sixteen")
+        await set_input(pilot, screen, "resolution", "500")
+        await set_input(pilot, screen, "learning_rate", "-1")
+        errors = {name: text_of(screen.query_one(f"#err-{name}", Static))
+                  for name in ("rank", "resolution", "learning_rate")}
+        assert errors == {"rank": "enter a whole number", "resolution": "must be a multiple of 8",
+                          "learning_rate": "must be positive"}
+        assert all(screen.query_one(f"#err-{n}").has_class("shown") for n in errors)
+        assert not screen.query_one("#err-alpha").has_class("shown")
+        assert "3 problems" in text_of(screen.query_one("#steps", Static))
+        assert screen.query_one("#launch", Button).disabled
+        await pilot.press("ctrl+l")
+        assert isinstance(app.screen, TrainFormScreen) and not list(trainable.runs.iterdir())
+        await set_input(pilot, screen, "rank", "16")
+        await set_input(pilot, screen, "resolution", "512")
+        await set_input(pilot, screen, "learning_rate", "1e-4")
+        assert not screen.errors and not screen.query_one("#launch", Button).disabled
+
+
+async def test_an_empty_dataset_is_refused_unless_the_run_has_a_fixed_step_count(project):
+    app = form_app(project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        assert "no prepared images" in text_of(screen.query_one("#problems", Static))
+        assert screen.query_one("#launch", Button).disabled
+
+
+async def test_presets_set_their_knobs_and_leave_the_rest(trainable):
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await set_input(pilot, screen, "output_name", "mycat")
+        screen.query_one("#preset", Select).value = "6 GB"
+        await pilot.pause()
+        assert screen.query_one("#f-gradient_checkpointing").value is True
+        assert screen.query_one("#f-cache_latents").value is True
+        assert screen.query_one("#f-optimizer", Select).value == "adamw8bit"
+        assert screen.query_one("#f-rank", Input).value == "8"
+        assert screen.query_one("#f-output_name", Input).value == "mycat"
+        await pilot.press("f2")  # next preset: CPU demo
+        await pilot.pause()
+        assert screen.query_one("#preset", Select).value == "CPU demo"
+        assert screen.query_one("#f-resolution", Input).value == "64"
+        assert screen.query_one("#f-mixed_precision", Select).value == "no"
+        assert text_of(screen.query_one("#steps", Static)).startswith("6 steps (fixed)")
+        assert screen.config is not None and screen.config.max_train_epochs is None
+
+
+async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor(trainable, fake_trainer):
+    from trainer import run_config, runs
+
+    fake_trainer["steps"] = 3
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        screen.query_one("#preset", Select).value = "CPU demo"
+        await pilot.pause()
+        await set_input(pilot, screen, "rank", "2")
+        screen.query_one("#f-sample_prompts").text = "a cat\na dog"
+        await pilot.pause()
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, what="the monitor")
+        monitor = app.screen
+        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.state == "completed", timeout=30,
+                       what="the run to finish")
+    [files] = runs.run_folders(trainable)
+    cfg, _ = run_config.read_run_config(files.config)
+    assert (cfg.rank, cfg.resolution, cfg.max_train_steps, cfg.base_model) == (2, 64, 6, "synthetic:tiny")
+    assert cfg.sample_prompts == ["a cat", "a dog"]
