@@ -1,7 +1,7 @@
 """Preflight: what is wrong with a project's dataset before a run is started (`loradeck check`).
 
 `check(project, config)` returns a JSON-ready dict: counts, the bucket histogram, the steps a run
-will take, and `problems`, each {"level": "error"|"warning", "code", "message", "items"}. Errors
+will take, and `problems`, each {"level": "error"|"warning"|"info", "code", "message", "count", "items"}. Errors
 are what would make training fail or silently train the wrong thing (no images, captions in an
 extension training ignores, image sides the VAE cannot take); warnings are worth a look. Reads
 headers only (no full decode) and hashes only the small prepared images, so it is quick enough
@@ -11,7 +11,6 @@ for the TUI to call from a worker thread.
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 from trainer import buckets, caption_ops, prep
@@ -134,12 +133,14 @@ def check(project: Project, config=None) -> dict:
                                  orphans))
     trigger = proj_settings.project.trigger_word.strip()
     if trigger:
-        word = re.compile(r"(?<!\w)" + re.escape(trigger) + r"(?!\w)", re.IGNORECASE)
-        lacking = [s.image for s in statuses if s.text and not word.search(s.text)]
+        from trainer.train_data import add_trigger  # the trainer's own rule, so the two agree
+
+        lacking = [s.image for s in statuses if s.text and add_trigger(s.text, trigger) != s.text]
         if lacking:
-            problems.append(_problem("warning", "trigger_missing",
-                                     f"{len(lacking)} caption(s) lack the trigger word {trigger!r}"
-                                     f" (fix: loradeck captions trigger {project.name} '{trigger}')", lacking))
+            problems.append(_problem("info", "trigger_missing",
+                                     f"{len(lacking)} caption(s) lack the trigger word {trigger!r}; training"
+                                     f" prepends it (to write it into the files: loradeck captions trigger"
+                                     f" {project.name})", lacking))
 
     bad_sides = [{"image": n, "width": w, "height": h} for n, (w, h) in sizes.items() if w % 8 or h % 8]
     if bad_sides:
@@ -185,12 +186,13 @@ def check(project: Project, config=None) -> dict:
              "effective_batch": cfg.effective_batch(), "steps_per_epoch": cfg.steps_per_epoch(n),
              "total_steps": cfg.total_steps(n) if n else 0}
     errors = sum(p["level"] == "error" for p in problems)
+    warnings = sum(p["level"] == "warning" for p in problems)
     return {
         "ok": errors == 0, "project": project.name, "resolution": res,
         "originals": len(originals), "images": n,
         "captioned": sum(s.status == caption_ops.CAPTIONED for s in statuses),
         "caption_extension": ext, "buckets": histogram, "steps": steps,
-        "errors": errors, "warnings": len(problems) - errors, "problems": problems,
+        "errors": errors, "warnings": warnings, "problems": problems,
     }
 
 
