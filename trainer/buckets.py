@@ -11,7 +11,8 @@ Rules (docs/layout.md repeats them for users):
 - Downscale only. An image goes to the standard bucket whose aspect ratio is closest to its own;
   if that bucket is larger than the image in either direction (it would need upscaling), the image
   gets its own smaller bucket instead: its size scaled to area <= resolution² and rounded down to
-  the step (kohya's `bucket_no_upscale`). Such images are flagged `small` and preflight warns.
+  the step (kohya's `bucket_no_upscale`; below one step, to a multiple of 8). Such images are
+  flagged `small` and preflight warns; one with a side under 8 px cannot be trained on at all.
 - square_crop: one bucket, resolution x resolution (or the largest square the image fills).
 """
 
@@ -20,6 +21,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+
+
+class ImageTooSmall(ValueError):
+    """An image with a side under 8 px: no bucket can hold it without upscaling."""
 
 
 @dataclass(frozen=True)
@@ -102,23 +107,20 @@ def fit(width: int, height: int, spec: BucketSpec) -> Fit:
         return Fit(bw, bh, _resize_for(width, height, bw, bh), small=False)
     # Would need upscaling: the image's own bucket, scaled down to the area limit if needed.
     if spec.square:
-        side = max(spec.step, min(width, height) // spec.step * spec.step)
-        side = min(side, width, height) if min(width, height) < spec.step else side
+        side = _floor_side(min(width, height), spec.step)
         return Fit(side, side, _resize_for(width, height, side, side), small=True)
     scale = min(1.0, math.sqrt(spec.resolution * spec.resolution / (width * height)))
-    bw = _floor_step(width * scale, spec.step, spec.max_side)
-    bh = _floor_step(height * scale, spec.step, spec.max_side)
-    # An image narrower than one step keeps its own size (rounded to 8 where possible) rather than
-    # being upscaled; the trainer's VAE needs multiples of 8, so preflight flags anything below.
-    bw, bh = min(bw, width), min(bh, height)
+    bw = min(_floor_side(width * scale, spec.step), spec.max_side)
+    bh = min(_floor_side(height * scale, spec.step), spec.max_side)
     return Fit(bw, bh, _resize_for(width, height, bw, bh), small=True)
 
 
-def _floor_step(value: float, step: int, max_side: int) -> int:
-    side = int(value) // step * step
-    if side < step:
-        side = max(8, int(value) // 8 * 8) if value >= 8 else max(1, int(value))
-    return min(side, max_side)
+def _floor_side(value: float, step: int) -> int:
+    """Round a side down to the step; below one step, down to a multiple of 8 (what the VAE needs)."""
+    side = int(value) // step * step or int(value) // 8 * 8
+    if side < 8:
+        raise ImageTooSmall(f"too small to train on: a side of {int(value)} px (at least 8 needed)")
+    return side
 
 
 def label(size: tuple[int, int]) -> str:

@@ -188,7 +188,10 @@ def prepare_image(data: bytes, spec: buckets.BucketSpec, background: tuple[int, 
     orientation = image_probe.orientation_of(im)
     fmt = im.format
     upright = im.size[::-1] if orientation in (5, 6, 7, 8) else im.size
-    fitted = buckets.fit(*upright, spec)
+    try:
+        fitted = buckets.fit(*upright, spec)
+    except buckets.ImageTooSmall as e:
+        raise image_probe.ImageRefused(str(e)) from None
     if fmt in _JPEG_FORMATS:
         want = fitted.resize_to[::-1] if orientation in (5, 6, 7, 8) else fitted.resize_to
         im.draft(None, want)  # DCT-domain downscale; the result still covers `want`

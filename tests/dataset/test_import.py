@@ -124,8 +124,9 @@ def test_a_file_with_the_wrong_extension_is_stored_under_its_real_format(project
     src = tmp_path / "in"
     src.mkdir()
     noise(64, 64).save(src / "looks_like.png", "JPEG")
+    noise(64, 64, seed=3).save(src / "old.JFIF", "JPEG")
     report = import_paths(project, [src])
-    assert report.imported == ["looks_like.jpg"]
+    assert report.imported == ["looks_like.jpg", "old.jpg"]  # names prep and training list
     assert (project.originals / "looks_like.jpg").read_bytes() == (src / "looks_like.png").read_bytes()
 
 

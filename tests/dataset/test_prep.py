@@ -166,6 +166,19 @@ def test_small_images_are_not_upscaled_and_are_reported(small_project, tmp_path)
         assert im.size == (40, 24)
 
 
+def test_an_image_under_8_px_is_refused_not_upscaled(small_project, tmp_path):
+    src = tmp_path / "specks"
+    src.mkdir()
+    noise(5, 40).save(src / "sliver.png")
+    noise(40, 12).save(src / "strip.png")
+    import_paths(small_project, [src])
+    report = prep.prep_project(small_project)
+    assert [name for name, _ in report.failed] == ["sliver.png"]
+    assert "too small" in report.failed[0][1]
+    with Image.open(small_project.dataset / "strip.png") as im:
+        assert im.size == (40, 8)
+
+
 def test_background_colour_comes_from_project_settings(small_project, tmp_path):
     src = tmp_path / "a"
     src.mkdir()
