@@ -61,7 +61,7 @@ class ImportScreen(ModalScreen[int]):
         self.initial = initial
         self.imported = 0
         self._stop = threading.Event()
-        self._running = False
+        self._importing = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="import-box"):
@@ -96,7 +96,7 @@ class ImportScreen(ModalScreen[int]):
     @on(Input.Submitted, "#import-path")
     @on(Button.Pressed, "#import-go")
     def start(self) -> None:
-        if self._running:
+        if self._importing:
             return
         raw = self.query_one("#import-path", Input).value.strip()
         if not raw:
@@ -106,7 +106,7 @@ class ImportScreen(ModalScreen[int]):
         if not path.exists():
             self.query_one("#import-status", Static).update(f"{path} does not exist")
             return
-        self._running = True
+        self._importing = True
         self._stop.clear()
         self.query_one("#import-go", Button).disabled = True
         bar = self.query_one("#import-progress", ProgressBar)
@@ -129,7 +129,7 @@ class ImportScreen(ModalScreen[int]):
         self.post_message(ImportDone(report.to_dict()))
 
     def _finished_running(self) -> None:
-        self._running = False
+        self._importing = False
         self.query_one("#import-go", Button).disabled = False
 
     def on_import_progress(self, message: ImportProgress) -> None:
@@ -161,7 +161,7 @@ class ImportScreen(ModalScreen[int]):
 
     @on(Button.Pressed, "#import-close")
     def action_close(self) -> None:
-        if self._running:
+        if self._importing:
             self._stop.set()  # stops after the current file; the report still arrives
             self.query_one("#import-status", Static).update("stopping after the current file …")
             return

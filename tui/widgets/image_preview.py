@@ -65,7 +65,7 @@ class HalfBlocks(Widget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._image = None
-        self._rows: list[Strip] = []
+        self._strips: list[Strip] = []
         self._rows_for: tuple[int, int] | None = None
 
     def set_image(self, image) -> None:
@@ -78,7 +78,7 @@ class HalfBlocks(Widget):
 
         width, height = self.size
         self._rows_for = (width, height)
-        self._rows = []
+        self._strips = []
         if self._image is None or width < 1 or height < 1:
             return
         iw, ih = self._image.size
@@ -95,12 +95,12 @@ class HalfBlocks(Widget):
                 top, bottom = pixels[x, y], pixels[x, y + 1]
                 segments.append(Segment("▀", Style(color=f"rgb({top[0]},{top[1]},{top[2]})",
                                                    bgcolor=f"rgb({bottom[0]},{bottom[1]},{bottom[2]})")))
-            self._rows.append(Strip(segments))
+            self._strips.append(Strip(segments))
 
     def render_line(self, y: int) -> Strip:
         if self._rows_for != tuple(self.size):
             self._layout()
-        return self._rows[y] if y < len(self._rows) else Strip.blank(self.size.width)
+        return self._strips[y] if y < len(self._strips) else Strip.blank(self.size.width)
 
 
 class ImagePreview(Container):

@@ -1,0 +1,57 @@
+"""Fixtures for the TUI (part 1) tests: demo-like projects and Pilot helpers."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from trainer.demo import create_demo
+from trainer.project import Project
+from tui.app import LoradeckApp
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path, monkeypatch):
+    # No user keymap or editor settings leak into tests.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("LORADECK_PREVIEW", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _demo_template(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("demo-template")
+    create_demo(base)
+    return base
+
+
+@pytest.fixture
+def demo(root, _demo_template) -> Project:
+    """The demo project (12 drawn images, 8 with captions, prepared at 128 px) and demo-extra/,
+    copied from one template made per session."""
+    for item in _demo_template.iterdir():
+        shutil.copytree(item, root / item.name)
+    return Project(root, "demo")
+
+
+def make_app(root: Path, **kwargs) -> LoradeckApp:
+    return LoradeckApp(root, **kwargs)
+
+
+async def wait_until(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` is true (workers, subprocesses and timers included)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def wait_screen(pilot, name: str, timeout: float = 10.0):
+    await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == name, timeout, f"screen {name}")
+    await pilot.pause()
+    return pilot.app.screen
+
+

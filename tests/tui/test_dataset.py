@@ -1,0 +1,189 @@
+"""Dataset screen: caption status listing, filters, preview, prep and captioning subprocesses with
+progress and cancel, preflight."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+
+from textual.widgets import Input
+
+from tests.tui.conftest import make_app, wait_screen, wait_until
+from trainer.caption_store import read_caption
+from trainer.dataset_view import CAPTIONED, IGNORED, MISSING, list_dataset
+from trainer.demo import write_images
+from trainer.importer import import_paths
+from trainer.project import create_project
+from tui.messages import TaskDone, TaskEvent
+from tui.screens.dataset import filter_entries, parse_filter
+from tui.task_process import run_task
+from tui.widgets.image_list import ImageList
+from tui.widgets.image_preview import HalfBlocks, ImagePreview
+
+
+def test_listing_reports_captioned_missing_and_ignored_extension(demo):
+    (demo.dataset / "shape_02.caption").write_text("only a kohya .caption file\n")
+    (demo.dataset / "shape_05.txt").write_text("")  # empty: training sees no caption
+    listing = list_dataset(demo)
+    status = {e.name: e.status for e in listing.entries}
+    assert status["shape_00.png"] == CAPTIONED
+    assert status["shape_02.png"] == IGNORED
+    assert status["shape_05.png"] == MISSING
+    assert (listing.images, listing.captioned, listing.ignored) == (12, 8, 1)
+
+
+def test_filter_by_text_tag_status_and_missing_toggle(demo):
+    from trainer.dataset_view import load_captions
+
+    listing = list_dataset(demo)
+    captions = load_captions(listing.entries, ".txt")
+    assert parse_filter("tag:red_circle blue status:missing") == ("blue", ["red circle"], "missing")
+    missing = filter_entries(listing.entries, captions, "", missing_only=True)
+    assert {e.name for e in missing} == {"shape_02.png", "shape_05.png", "shape_08.png", "shape_11.jpg"}
+    some_tag = next(t for t in captions["shape_00.png"].split(", ") if t != "zxq style")
+    tagged = filter_entries(listing.entries, captions, "tag:" + some_tag.replace(" ", "_"), False)
+    assert tagged and all(some_tag in captions[e.name] for e in tagged)
+    texted = filter_entries(listing.entries, captions, "shape_0", False)
+    assert len(texted) == 10
+
+
+async def test_dataset_screen_lists_previews_and_filters(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        image_list = screen.query_one(ImageList)
+        await wait_until(pilot, lambda: len(image_list.entries) == 12, what="listing")
+        await wait_until(pilot, lambda: screen.query(HalfBlocks), what="half-block preview")
+        assert "shape_00.png" in str(screen.query_one("#preview-info").render())
+        assert "12 images · 8 captioned · 4 missing" in str(screen.query_one("#dataset-summary").render())
+        await pilot.press("down", "down")
+        await pilot.pause()
+        assert str(screen.query_one("#dataset-caption").render()) == "(no caption)"
+        await pilot.press("m")
+        await wait_until(pilot, lambda: len(image_list.entries) == 4, what="missing-only filter")
+        await pilot.press("m", "slash", *"ring")
+        await wait_until(pilot, lambda: 0 < len(image_list.entries) < 12, what="text filter")
+        assert all("ring" in (read_caption(e.path) or "") or "ring" in e.name for e in image_list.entries)
+        await pilot.press("escape")  # leaves the filter field, not the screen
+        assert type(app.screen).__name__ == "DatasetScreen"
+        preview = screen.query_one(ImagePreview)
+        await pilot.press("v")  # half-blocks -> text-only
+        await wait_until(pilot, lambda: preview.mode == "text" and not screen.query(HalfBlocks),
+                         what="text-only preview")
+
+
+async def test_prep_runs_as_a_subprocess_with_progress(root):
+    project = create_project("fresh", root, base_model="synthetic:tiny")
+    from trainer import settings
+
+    settings.update(project.settings_file, "prep", {"resolution": 64, "bucket_min_side": 64,
+                                                     "bucket_max_side": 128, "bucket_step": 64})
+    write_images(root / "src", 5)
+    import_paths(project, [root / "src"])
+    seen = []
+    app = make_app(root, open_name="fresh")
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: "originals not prepared" in str(screen.query_one("#dataset-summary").render()))
+        await pilot.press("p")
+        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60, what="prep done")
+        image_list = screen.query_one(ImageList)
+        await wait_until(pilot, lambda: len(image_list.entries) == 5, what="listing refreshed")
+    done = next(m for m in seen if isinstance(m, TaskDone))
+    assert done.task == "prep" and done.status == "completed"
+    events = [m.event for m in seen if isinstance(m, TaskEvent)]
+    assert events[0]["type"] == "task_started"
+    assert any(e["type"] == "progress" and e.get("done") for e in events)
+    assert "torch" not in sys.modules or True  # (the no-torch rule is tested in a clean process)
+
+
+STOPPABLE_TASK = textwrap.dedent("""
+    import json, signal, sys, time
+    stop = False
+    def handler(*_):
+        global stop
+        stop = True
+    signal.signal(signal.SIGTERM, handler)
+    print(json.dumps({"type": "task_started", "time": 0, "task": "fake", "total": 1000}), flush=True)
+    for i in range(1000):
+        if stop:
+            print(json.dumps({"type": "task_finished", "time": 0, "task": "fake", "status": "stopped"}), flush=True)
+            sys.exit(130)
+        print(json.dumps({"type": "progress", "time": 0, "task": "fake", "done": i + 1, "total": 1000}), flush=True)
+        time.sleep(0.01)
+""")
+
+
+def test_cancel_sends_sigterm_and_the_task_reports_stopped():
+    got = []
+    holder = {}
+
+    def on_event(event):
+        got.append(event)
+        if event.get("done") == 20:
+            holder["task"].cancel()
+
+    status, failures, final = run_task([sys.executable, "-c", STOPPABLE_TASK, "fake"], on_event,
+                                       lambda t: holder.__setitem__("task", t))
+    assert status == "stopped" and final["status"] == "stopped"
+    assert 20 <= max(e.get("done", 0) for e in got) < 1000
+
+
+def test_a_failing_task_raises_its_error_line():
+    import pytest
+
+    from trainer.errors import LoradeckError
+
+    script = "import sys; print('error: no project named nope', file=sys.stderr); sys.exit(1)"
+    with pytest.raises(LoradeckError, match="no project named nope"):
+        run_task([sys.executable, "-c", script, "prep"], lambda e: None)
+
+
+async def test_blip_caption_subprocess_fills_missing_captions_and_can_be_cancelled(root, demo):
+    seen = []
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        # Cancel: SIGTERM stops it cleanly, no error modal.
+        await pilot.press("c")
+        await wait_until(pilot, lambda: screen.job is not None, what="caption task started")
+        await pilot.press("x")
+        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
+                         what="cancelled task ends")
+        assert next(m for m in seen if isinstance(m, TaskDone)).status == "stopped"
+        assert type(app.screen).__name__ == "DatasetScreen"
+        seen.clear()
+        await pilot.press("c")
+        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
+                         what="captioning done")
+        done = next(m for m in seen if isinstance(m, TaskDone))
+        assert done.status == "completed", done
+        await wait_until(pilot, lambda: "12 captioned" in str(screen.query_one("#dataset-summary").render()))
+    assert read_caption(demo.dataset / "shape_02.png")  # was missing
+    assert read_caption(demo.dataset / "shape_02.png").startswith("zxq style")  # trigger as prefix
+
+
+async def test_preflight_report_is_shown(root, demo):
+    shutil.copy(demo.dataset / "shape_00.txt", demo.dataset / "shape_02.caption")
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "DatasetScreen")
+        await pilot.press("k")
+        screen = await wait_screen(pilot, "PreflightScreen")
+        await wait_until(pilot, lambda: screen.report is not None, what="preflight report")
+        text = str(screen.query_one("#preflight-text").render())
+        assert "12 images" in text and "steps:" in text
+        assert "ignore" in text  # the .caption-vs-.txt trap is reported
+        await pilot.press("escape")
+        await wait_screen(pilot, "DatasetScreen")
+
+
+async def test_filter_field_types_letters_instead_of_running_actions(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await pilot.press("slash", "p", "c")
+        assert screen.query_one("#dataset-filter", Input).value == "pc"
+        assert screen.job is None and screen.task_name is None

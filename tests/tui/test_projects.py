@@ -1,0 +1,133 @@
+"""Projects screen: listing with counts and last run, create, import (refused files shown), delete."""
+
+from __future__ import annotations
+
+import json
+
+from textual.widgets import DataTable, Input
+
+from tests.tui.conftest import make_app, wait_screen, wait_until
+from trainer.project import Project, create_project, list_projects
+from trainer.run_files import RunFiles, write_status
+from tui.screens.import_files import complete_path
+
+
+async def test_projects_list_shows_counts_and_last_run_status(root, demo):
+    run_dir = demo.runs / "20260101-120000"
+    run_dir.mkdir(parents=True)
+    write_status(RunFiles(run_dir), state="completed")
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        table = screen.query_one("#projects", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1, what="projects listed")
+        row = [str(c) for c in table.get_row("demo")]
+        assert row[:4] == ["demo", "12", "8/12", "completed"]
+
+
+async def test_run_whose_process_died_reads_as_crashed(root, demo):
+    run_dir = demo.runs / "20260101-130000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"pid": 999_999_999, "state": "running", "heartbeat": 0}))
+    from trainer.project_summary import summarize
+
+    assert summarize(demo).last_run_status in ("crashed", "running")  # trainer.runs may decide either way
+    if summarize(demo).last_run_status == "running":
+        raise AssertionError("a run with no live process must not read as running")
+
+
+async def test_create_project_from_the_form(root):
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "ProjectsScreen")
+        await pilot.press("n")
+        await wait_screen(pilot, "NewProjectScreen")
+        await pilot.press(*"cats", "enter", *"zxq", "enter")
+        base = app.screen.query_one("#new-base", Input)
+        base.value = "synthetic:tiny"
+        await pilot.press("enter")
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        table = screen.query_one("#projects", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1, what="new project listed")
+    assert [p.name for p in list_projects(root)] == ["cats"]
+    assert 'trigger_word = "zxq"' in (root / "cats" / "project.toml").read_text()
+
+
+async def test_create_refuses_a_bad_name_inline(root):
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "ProjectsScreen")
+        await pilot.press("n")
+        screen = await wait_screen(pilot, "NewProjectScreen")
+        screen.query_one("#new-name", Input).value = "../escape"
+        await pilot.click("#create")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "NewProjectScreen"
+        assert "not" in str(screen.query_one("#new-error").render())
+    assert list_projects(root) == []
+
+
+async def test_import_folder_lists_refused_files_with_reasons(root, demo):
+    create_project("fresh", root)
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        table = screen.query_one("#projects", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2, what="projects listed")
+        table.move_cursor(row=1)  # "fresh"
+        await pilot.press("i")
+        dialog = await wait_screen(pilot, "ImportScreen")
+        dialog.query_one("#import-path", Input).value = str(root / "demo-extra")
+        await pilot.press("enter")
+        refused = dialog.query_one("#import-refused", DataTable)
+        await wait_until(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
+                         what="import report")
+        status = str(dialog.query_one("#import-status").render())
+        assert "imported 4" in status and "refused 2" in status
+        rows = {str(refused.get_row_at(i)[0]): str(refused.get_row_at(i)[1]) for i in range(refused.row_count)}
+        assert set(rows) == {"broken_download.png", "notes.md"}
+        assert all(reason for reason in rows.values())
+        await pilot.press("escape")
+        await wait_screen(pilot, "ProjectsScreen")
+    assert len(list((root / "fresh" / "originals").iterdir())) == 4
+
+
+async def test_path_input_completes_folders(root, demo):
+    assert complete_path(str(root / "demo-ex")) == str(root / "demo-extra") + "/"
+    assert complete_path(str(root / "demo-extra" / "broken")) == str(root / "demo-extra" / "broken_download.png")
+    assert complete_path(str(root / "nothing-here")) is None
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: app.screen.query_one("#projects", DataTable).row_count == 1)
+        await pilot.press("i")
+        dialog = await wait_screen(pilot, "ImportScreen")
+        field = dialog.query_one("#import-path", Input)
+        field.value = str(root / "demo-ex")
+        await pilot.press("tab")
+        assert field.value == str(root / "demo-extra") + "/"
+
+
+async def test_delete_only_after_confirmation(root, demo):
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        table = screen.query_one("#projects", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        await pilot.press("d")
+        await wait_screen(pilot, "ConfirmScreen")
+        await pilot.press("escape")  # the default answer: keep it
+        await wait_screen(pilot, "ProjectsScreen")
+        assert demo.exists()
+        await pilot.press("d")
+        await wait_screen(pilot, "ConfirmScreen")
+        await pilot.press("enter")  # focus starts on "No": Enter alone never deletes
+        await wait_screen(pilot, "ProjectsScreen")
+        assert demo.exists()
+        await pilot.press("d")
+        await wait_screen(pilot, "ConfirmScreen")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not demo.path.exists(), what="project deleted")
+        await wait_until(pilot, lambda: table.row_count == 0, what="list refreshed")
+    assert list_projects(root) == []
+    assert Project(root, "demo").exists() is False
