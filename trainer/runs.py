@@ -52,24 +52,32 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{int(now * 1000) % 1000:03d}{secrets.token_hex(1)[0]}"
 
 
-def check_dataset(project: Project) -> None:
-    """Refuse to start a run on an empty dataset, before any process starts."""
+def check_dataset(project: Project, cfg=None) -> list[str]:
+    """Refuse to start a run the dataset cannot feed (before any process starts); returns the
+    preflight warnings worth showing. Uses trainer.preflight's report (`loradeck check`)."""
     try:
         from trainer import preflight
-    except ImportError:
-        preflight = None
-    if preflight is not None and hasattr(preflight, "require_trainable"):
-        preflight.require_trainable(project)
-        return
-    if not dataset_images(project):
-        raise LoradeckError(f"project {project.name!r} has no prepared images in {project.dataset}",
-                            hint=f"add images with `loradeck import {project.name} PATH`, then"
-                                 f" `loradeck prep {project.name}`")
+        report = preflight.check(project, cfg)
+    except LoradeckError:
+        raise
+    except Exception as e:  # preflight itself broke: still refuse the one thing that surely fails
+        report = {"problems": [{"level": "warning", "message": f"preflight could not run ({e})"}]}
+    errors = [p["message"] for p in report["problems"] if p["level"] == "error"]
+    if not dataset_images(project) and not errors:
+        errors = [f"the dataset has no images (run: loradeck import {project.name} FOLDER,"
+                  f" then loradeck prep {project.name})"]
+    if errors:
+        raise LoradeckError(f"cannot train {project.name!r}: " + "; ".join(errors),
+                            hint=f"details: loradeck check {project.name}")
+    return [p["message"] for p in report["problems"] if p["level"] != "error"]
 
 
 def create_run_from(project: Project, resolved: run_config.ResolvedConfig) -> RunFiles:
-    """Make runs/<new id>/ with the resolved config.toml; the run is not started."""
-    check_dataset(project)
+    """Make runs/<new id>/ with the resolved config.toml; the run is not started.
+
+    Preflight warnings are added to `resolved.notes`; preflight errors refuse the run.
+    """
+    resolved.notes.extend(f"dataset: {w}" for w in check_dataset(project, resolved.config))
     project.runs.mkdir(parents=True, exist_ok=True)
     newest = max((d.name for d in project.runs.iterdir() if not d.name.startswith(".")), default="")
     for _ in range(50):
@@ -308,7 +316,7 @@ def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = No
     # A trainer that could not write events may still have left its final state in status.json.
     if status and status.get("state") in FINISHED and float(status.get("heartbeat") or 0) >= t_latest:
         return status["state"]
-    if status and float(status.get("heartbeat") or 0) >= t_launch - 1.0:
+    if status and float(status.get("heartbeat") or 0) >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:
         alive = _launch_alive(files, launch_rec, now)
@@ -319,7 +327,7 @@ def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = No
             alive = False
     if not alive:
         return "crashed"
-    return "running" if started is not None and _time(started) >= t_launch - 1.0 else "starting"
+    return "running" if started is not None and _time(started) >= t_launch else "starting"
 
 
 # ------------------------------------------------------------------------------------------ listing

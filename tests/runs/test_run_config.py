@@ -101,7 +101,7 @@ def test_empty_dataset_is_refused_before_any_run_folder_exists(root):
     from trainer.project import create_project
 
     empty = create_project("empty", root, base_model="synthetic:tiny")
-    with pytest.raises(LoradeckError, match="no prepared images"):
+    with pytest.raises(LoradeckError, match="dataset has no images"):
         runs.create_run(empty, {"max_train_steps": 1})
     assert list(empty.runs.iterdir()) == []
 

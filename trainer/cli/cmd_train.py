@@ -113,10 +113,10 @@ def _say(text: str) -> None:
 def cmd_train(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     resolved = run_config.resolve(project, overrides_from(args), args.config)
+    files = runs.create_run_from(project, resolved)
     if not args.json:
         for note in resolved.notes:
             _say(f"note: {note}")
-    files = runs.create_run_from(project, resolved)
     if args.detach:
         return _detached(project, files, runs.start(files), notes=resolved.notes)
     return _foreground(project, files, runs.launch(files), quiet=args.json, notes=resolved.notes)
@@ -208,7 +208,7 @@ class _ProgressView:
     def say(self, text: str, style: str = "") -> None:
         if self.quiet:
             return
-        self.console.print(text, style=style, markup=False, highlight=False)
+        self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -290,7 +290,5 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     if state in ("stopped", "crashed", "failed"):
         if info.message:
             text += f"\n  {info.message}"
-        if state != "failed" or info.message:
-            text += f"\n  resume with: loradeck resume {project.name} {files.run_id}"
-        text += f"\n  log: {files.log}"
+        text += f"\n  resume with: loradeck resume {project.name} {files.run_id}\n  log: {files.log}"
     return CommandResult(data, text, code=code)

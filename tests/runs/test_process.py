@@ -1,0 +1,128 @@
+"""Launching, stopping, killing and resuming real trainer processes (the fake trainer: same contract)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from trainer import runs
+from trainer.cli import main as cli_main
+from trainer.errors import LoradeckError
+from trainer.events import read_all
+
+
+def wait_for(predicate, timeout=20.0, poll=0.05):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+def steps_of(files):
+    return [e["step"] for e in read_all(files.events) if e["type"] == "step"]
+
+
+def test_detached_start_runs_in_its_own_session_and_logs_to_train_log(project, fake_trainer, reap):
+    files = runs.create_run(project, {"max_train_steps": 5, "resolution": 64})
+    pid = runs.start(files)
+    reap(pid)
+    assert os.getsid(pid) == pid != os.getsid(0)      # a new session: SIGHUP of our terminal never reaches it
+    assert os.getpgid(pid) == pid
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    launch = json.loads(files.launch.read_text())
+    assert launch["pid"] == pid and launch["command"][-3:] == ["-m", "tests.runs.fake_trainer", str(files.dir)]
+    assert wait_for(lambda: runs.run_state(files) == "completed")
+    assert "fake trainer pid" in files.log.read_text()
+    [info] = runs.list_runs(project)
+    assert (info.state, info.step, info.total_steps) == ("completed", 5, 5)
+    assert info.output == str(files.output("lora"))
+
+
+def test_stop_sends_sigterm_and_waits_for_the_saved_stop(project, fake_trainer, reap, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.3")
+    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
+    reap(runs.start(files))
+    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    report = runs.stop(files, timeout=20)
+    assert report["ok"] and report["state"] == "stopped" and not report["forced"]
+    finished = [e for e in read_all(files.events) if e["type"] == "run_finished"]
+    assert finished[-1]["status"] == "stopped" and finished[-1]["steps_done"] < 200
+    with pytest.raises(LoradeckError, match="not running"):
+        runs.stop(files)
+
+
+def test_kill_9_reads_as_crashed_and_resume_ends_at_the_same_total(project, fake_trainer, reap, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+    files = runs.create_run(project, {"max_train_steps": 12, "resolution": 64})
+    pid = runs.start(files)
+    reap(pid)
+    wait_for(lambda: len(steps_of(files)) >= 3)
+    os.killpg(pid, signal.SIGKILL)
+    assert wait_for(lambda: runs.run_state(files) == "crashed", timeout=10)
+    killed_at = steps_of(files)[-1]
+    assert killed_at < 12
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.02")
+    reap(runs.resume(files, detach=True))
+    assert wait_for(lambda: runs.run_state(files) == "completed")
+    steps = steps_of(files)
+    assert steps[-1] == 12 and steps[len(steps) - (12 - killed_at):] == list(range(killed_at + 1, 13))
+    with pytest.raises(LoradeckError, match="already completed"):
+        runs.resume(files)
+
+
+def test_resume_refuses_a_running_run(project, fake_trainer, reap, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.3")
+    files = runs.create_run(project, {"max_train_steps": 100, "resolution": 64})
+    reap(runs.start(files))
+    wait_for(lambda: runs.run_state(files) in runs.ACTIVE)
+    with pytest.raises(LoradeckError, match="still (starting|running)"):
+        runs.resume(files)
+    runs.stop(files, timeout=20, force=True)
+
+
+def test_stop_while_starting_is_a_stop_not_a_crash(project, reap, monkeypatch):
+    # A "trainer" that is still importing when the stop arrives: no handler installed yet.
+    monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.slow_import")
+    files = runs.create_run(project, {"max_train_steps": 3, "resolution": 64})
+    reap(runs.start(files))
+    assert runs.run_state(files) == "starting"
+    report = runs.stop(files, timeout=10)
+    assert report["state"] == "stopped"
+    assert runs.run_state(files) == "stopped"
+
+
+def test_foreground_train_forwards_ctrl_c_and_exits_with_the_runs_status(project, fake_trainer, monkeypatch,
+                                                                         capsys):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
+    timer = threading.Timer(2.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = cli_main(["train", "toy", "--steps", "100", "--resolution", "64", "--json"])
+    finally:
+        timer.cancel()
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and out["state"] == "stopped" and 0 < out["step"] < 100
+    assert out["exit_code"] == 2 and out["ok"] is False
+
+
+def test_foreground_train_completes_with_exit_0(project, fake_trainer, capsys):
+    code = cli_main(["train", "toy", "--steps", "3", "--resolution", "64"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "completed at step 3/3" in captured.out and "lora.safetensors" in captured.out
+
+
+def test_foreground_failure_exits_1_and_shows_error_with_hint(project, fake_trainer, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    code = cli_main(["train", "toy", "--steps", "2", "--resolution", "64"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "loss is nan" in captured.err and "lower the learning rate" in captured.err

@@ -1,0 +1,65 @@
+"""End to end with the real trainer (trainer.train_process) on synthetic:tiny, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from trainer import runs
+from trainer.events import read_all
+from trainer.run_files import RunFiles
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--base-model", "synthetic:tiny", "--resolution", "64", "--mixed-precision", "no"]
+
+
+def wait_for(predicate, timeout, poll=0.1):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+def test_loradeck_train_foreground_completes_and_lists(project, cli, root):
+    proc = cli("train", "toy", *TINY, "--steps", "4", "--json", root=root, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["state"], summary["step"], summary["total_steps"]) == ("completed", 4, 4)
+    assert os.path.getsize(summary["output"]) > 0
+    listed = json.loads(cli("runs", "toy", "--json", root=root, check=True).stdout)
+    assert [(r["run_id"], r["state"]) for r in listed["runs"]] == [(summary["run_id"], "completed")]
+
+
+def test_kill_9_then_loradeck_resume_reaches_the_same_total(project, cli, root):
+    started = cli("train", "toy", *TINY, "--steps", "8", "--save-every-steps", "2", "--detach", "--json",
+                  root=root, check=True)
+    info = json.loads(started.stdout)
+    pid, files = info["pid"], RunFiles(__import__("pathlib").Path(info["run_dir"]))
+    try:
+        checkpoint = wait_for(lambda: next((e for e in read_all(files.events) if e["type"] == "checkpoint"), None),
+                              timeout=180)
+    finally:
+        os.killpg(pid, signal.SIGKILL)  # kill -9 the whole run, wherever it is
+    assert wait_for(lambda: runs.run_state(files) == "crashed", timeout=15)
+    listed = json.loads(cli("runs", "toy", "--json", root=root, check=True).stdout)
+    assert listed["runs"][0]["state"] == "crashed"
+
+    resumed = cli("resume", "toy", files.run_id[:13], "--json", root=root, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert (summary["state"], summary["step"], summary["total_steps"]) == ("completed", 8, 8)
+    events = read_all(files.events)
+    starts = [e for e in events if e["type"] == "run_started"]
+    assert len(starts) == 2 and starts[1]["start_step"] >= checkpoint["step"] >= 2
+    after_resume = [e["step"] for e in events[events.index(starts[1]):] if e["type"] == "step"]
+    assert after_resume == list(range(starts[1]["start_step"] + 1, 9))
+    again = cli("resume", "toy", files.run_id, root=root)
+    assert again.returncode == 1 and "already completed" in again.stderr

@@ -1,0 +1,143 @@
+"""How a run's state is read from its files: finished events, live process, heartbeat, pid reuse."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from trainer import runs
+from trainer.events import EventWriter
+from trainer.run_files import write_status
+
+
+@pytest.fixture
+def run(project):
+    return runs.create_run(project, {"max_train_steps": 4, "resolution": 64})
+
+
+def emit(files, type_, **fields):
+    writer = EventWriter(files.events)
+    writer.emit(type_, **fields)
+    writer.close()
+
+
+def started(files):
+    emit(files, "run_started", run_id=files.run_id, config={}, environment={})
+
+
+def trainer_like_process(files, reap):
+    """A live process whose command line looks like this run's trainer (what pid checks look for)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", runs.TRAIN_MODULE,
+                             str(files.dir)], start_new_session=True)
+    reap(proc.pid)
+    return proc
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("status", ["completed", "stopped", "failed"])
+def test_run_finished_decides_a_finished_run(run, status):
+    started(run)
+    emit(run, "run_finished", status=status)
+    assert runs.run_state(run) == status
+
+
+def test_running_while_the_process_lives_and_beats(run, reap):
+    proc = trainer_like_process(run, reap)
+    started(run)
+    write_status(run, pid=proc.pid, state="running")
+    assert runs.run_state(run) == "running"
+
+
+def test_crashed_when_the_pid_is_dead(run):
+    started(run)
+    write_status(run, pid=dead_pid(), state="running")
+    assert runs.run_state(run) == "crashed"
+
+
+def test_crashed_when_the_heartbeat_is_stale_even_if_the_pid_lives(run, reap):
+    proc = trainer_like_process(run, reap)
+    started(run)
+    write_status(run, pid=proc.pid, state="running", heartbeat=time.time() - runs.STALE_SECONDS - 5)
+    assert runs.run_state(run) == "crashed"
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_trainer(run, reap):
+    # A live process that is not this run's trainer (wrong command line) holds the pid.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    reap(other.pid)
+    started(run)
+    write_status(run, pid=other.pid, state="running")
+    assert runs.run_state(run) == "crashed"
+    # A trainer-like process that started after the last heartbeat cannot have written it.
+    proc = trainer_like_process(run, reap)
+    time.sleep(0.05)
+    write_status(run, pid=proc.pid, state="running", heartbeat=time.time() - 3)
+    assert runs.process_alive(proc.pid)
+    assert runs.run_state(run) == "crashed"
+
+
+def test_starting_after_launch_until_run_started(run, reap):
+    proc = trainer_like_process(run, reap)
+    (run.dir / "launch.json").write_text(
+        f'{{"pid": {proc.pid}, "pgid": {proc.pid}, "time": {time.time()}, '
+        f'"proc_start": {runs._proc_start(proc.pid)}}}')
+    assert runs.run_state(run) == "starting"
+    started(run)
+    write_status(run, pid=proc.pid, state="running")
+    assert runs.run_state(run) == "running"
+
+
+def test_a_resumed_run_is_not_read_as_its_previous_stop(run, reap):
+    started(run)
+    emit(run, "run_finished", status="stopped")
+    assert runs.run_state(run) == "stopped"
+    time.sleep(0.01)
+    proc = trainer_like_process(run, reap)  # the resumed trainer, still loading
+    (run.dir / "launch.json").write_text(
+        f'{{"pid": {proc.pid}, "pgid": {proc.pid}, "time": {time.time()}, '
+        f'"proc_start": {runs._proc_start(proc.pid)}}}')
+    assert runs.run_state(run) == "starting"
+    proc.kill()
+    proc.wait()
+    assert runs.run_state(run) == "crashed"  # died while loading, without a word
+
+
+def test_zombie_is_dead(run):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(0.5)  # exited, not yet reaped: a zombie
+    assert not runs.process_alive(proc.pid)
+    proc.wait()
+
+
+def test_list_runs_summarises_each_run(project, run):
+    started(run)
+    emit(run, "step", step=3, total_steps=4, epoch=1, loss=0.25, lr=1e-4)
+    out = run.output("lora")
+    out.write_bytes(b"x")
+    emit(run, "run_finished", status="completed", output=str(out))
+    [info] = runs.list_runs(project)
+    assert (info.run_id, info.state, info.step, info.total_steps, info.loss) == (run.run_id, "completed", 3, 4, 0.25)
+    assert info.output == str(out) and info.base_model == "synthetic:tiny" and info.started and info.finished
+    data = info.to_dict()
+    assert data["dir"] == str(run.dir) and "files" not in data
+
+
+def test_last_events_reads_backwards_across_chunks(run):
+    writer = EventWriter(run.events)
+    writer.emit("run_started", run_id="x", config={}, environment={})
+    for i in range(2000):
+        writer.emit("gpu", available=True, index=0, mem_used=i)
+    writer.emit("step", step=7, total_steps=9, epoch=1, loss=0.5, lr=1e-4)
+    for i in range(50):
+        writer.emit("gpu", available=True, index=0, mem_used=i)
+    writer.close()
+    found = runs.last_events(run.events, ("step", "run_started", "run_finished"), chunk=1000)
+    assert found["step"]["step"] == 7 and found["run_started"]["run_id"] == "x" and "run_finished" not in found
