@@ -33,7 +33,7 @@ PRESETS: tuple[Preset, ...] = (
         "base_model": "synthetic:tiny", "mixed_precision": "no", "attention": "sdpa",
         "gradient_checkpointing": False, "cache_latents": False, "optimizer": "adamw",
         "batch_size": 1, "resolution": 64, "rank": 4, "alpha": 4.0,
-        "max_train_steps": 6, "max_train_epochs": None}),
+        "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4}),
 )
 
 BY_NAME = {p.name: p for p in PRESETS}

@@ -148,10 +148,11 @@ def resume(files: RunFiles) -> None:
     _engine("runs", "resuming runs").resume(files, detach=True)
 
 
-def export(project: Project, files: RunFiles, dest: str) -> Any:
-    """Export the run's LoRA to `dest` through the export engine (trainer.publish)."""
+def export(project: Project, files: RunFiles, dest: str | None) -> Any:
+    """Validate and publish the run's final LoRA through the export engine (trainer.publish).
+
+    `dest` None uses the project's / user's configured destination. The diffusers load check runs
+    in a subprocess (isolate), so the TUI process never imports torch.
+    """
     publish = _engine("publish", "export")
-    fn = getattr(publish, "export_run", None) or getattr(publish, "export", None)
-    if fn is None:
-        raise LoradeckError("export is not available yet (trainer.publish has no export_run)")
-    return fn(project, files.run_id, dest)
+    return publish.export_run(project.name, files.run_id, root=project.root, to=dest or None, isolate=True)

@@ -101,7 +101,8 @@ class RunView:
     gpu_reason: str | None = None
     gpu_proc_visible: bool | None = None
     gpu_util: float | None = None
-    device: str | None = None  # from run_started's environment
+    device: str | None = None  # from run_started ("cuda:0", "cpu")
+    rss_peak: float | None = None  # the trainer's peak resident memory (bytes), CPU runs say this
     alerts: list[Alert] = field(default_factory=list)
     sample_path: str | None = None
     sample_prompt: str | None = None
@@ -164,6 +165,7 @@ class RunTracker:
         self.gpu_proc_visible: bool | None = None
         self.gpu_util: float | None = None
         self.device: str | None = None
+        self.rss_peak: float | None = None
         self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
         self.sample: tuple[str, str, int | None] | None = None
         self.checkpoints = 0
@@ -192,9 +194,8 @@ class RunTracker:
             self.started = _number(e.get("time"))
         if isinstance(e.get("config"), dict):
             self.config = e["config"]
-        env = e.get("environment") or {}
-        if isinstance(env, dict):
-            self.device = env.get("device") or env.get("gpu") or env.get("gpu_name") or self.device
+        env = e.get("environment") if isinstance(e.get("environment"), dict) else {}
+        self.device = e.get("device") or env.get("device") or env.get("gpu") or self.device
         # A resumed run starts again: its previous run_finished no longer holds.
         self.finished_status = self.finished_message = None
         self._recent.clear()
@@ -225,6 +226,9 @@ class RunTracker:
         if self._recent and step <= self._recent[-1][0]:
             self._recent.clear()  # resumed from an earlier state
         self._recent.append((step, t))
+        rss = _number(e.get("rss_peak"))
+        if rss is not None:
+            self.rss_peak = rss
         alloc, peak = _number(e.get("mem_allocated")), _number(e.get("mem_peak"))
         # Memory shares the VRAM graph's time axis (seconds since the start) with the gpu samples.
         if alloc is not None:
@@ -306,7 +310,7 @@ class RunTracker:
             torch_allocated=self.torch_allocated.copy(), torch_peak=self.torch_peak.copy(),
             gpu_used=self.gpu_used.copy(), gpu_proc=self.gpu_proc.copy(), gpu_total=self.gpu_total,
             gpu_name=self.gpu_name, gpu_available=self.gpu_available, gpu_reason=self.gpu_reason,
-            gpu_proc_visible=self.gpu_proc_visible, gpu_util=self.gpu_util, device=self.device,
+            gpu_proc_visible=self.gpu_proc_visible, gpu_util=self.gpu_util, device=self.device, rss_peak=self.rss_peak,
             alerts=list(self.alerts),
             sample_path=sample[0] if sample else None, sample_prompt=sample[1] if sample else None,
             sample_step=sample[2] if sample else None,

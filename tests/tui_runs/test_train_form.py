@@ -111,3 +111,31 @@ async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor
     cfg, _ = run_config.read_run_config(files.config)
     assert (cfg.rank, cfg.resolution, cfg.max_train_steps, cfg.base_model) == (2, 64, 6, "synthetic:tiny")
     assert cfg.sample_prompts == ["a cat", "a dog"]
+
+
+async def test_a_run_launched_from_the_form_really_trains_and_the_monitor_follows_it(trainable):
+    """End to end with the real trainer: synthetic:tiny at 64 px, 6 steps, a sample at step 3."""
+    from trainer import runs
+
+    app = form_app(trainable)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        screen.query_one("#preset", Select).value = "CPU demo"
+        await pilot.pause()
+        screen.query_one("#f-sample_prompts").text = "a red cat"
+        await set_input(pilot, screen, "sample_every_steps", "3")
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, what="the monitor")
+        monitor = app.screen
+        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.step >= 1, timeout=150,
+                       what="the first real step")
+        assert monitor.view.state == "running" and monitor.view.loss is not None
+        await wait_for(pilot, lambda: monitor.view.state in ("completed", "failed", "crashed"), timeout=150,
+                       what="the run to end")
+        view = monitor.view
+        assert view.state == "completed", view.alerts
+        assert view.step == 6 and len(view.loss_raw[0]) == 6
+        assert view.sample_path and not monitor.query_one("#side").has_class("hidden")
+        assert "completed" in text_of(monitor.query_one("#finished", Static))
+    [files] = runs.run_folders(trainable)
+    assert runs.run_info(files).output and files.output("lora").is_file()

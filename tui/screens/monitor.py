@@ -34,6 +34,9 @@ LOG_LINES_SMALL, LOG_LINES_LARGE = 4, 14
 
 def show_error(screen: Screen, error: BaseException, title: str = "Error") -> None:
     """The TUI's one way of showing a failure: the error modal with the message and its hint."""
+    if hasattr(screen.app, "show_error"):  # the loradeck app: its single error path
+        screen.app.show_error(error, title=title)
+        return
     from tui.screens.error import ErrorScreen
 
     if isinstance(error, LoradeckError):
@@ -67,7 +70,12 @@ def status_line(view: RunView) -> Text:
 def device_line(view: RunView) -> Text:
     """What the GPU side knows, said plainly when there is no GPU or no NVML."""
     if view.gpu_available is False:
-        return Text(f"GPU: not monitored: {view.gpu_reason or 'no GPU visible'}", style="yellow")
+        text = Text(f"GPU: not monitored: {view.gpu_reason or 'no GPU visible'}", style="yellow")
+        if view.device:
+            text.append(f"  device {view.device}", style="none")
+        if view.rss_peak:
+            text.append(f"  RAM peak {fmt_gib(view.rss_peak)}", style="none")
+        return text
     if view.gpu_available and view.gpu_total:
         used = view.gpu_used[1][-1] if view.gpu_used[1] else None
         text = Text(f"GPU: {view.gpu_name or '?'}  ")
@@ -83,7 +91,8 @@ def device_line(view: RunView) -> Text:
     if view.torch_peak[1]:
         return Text(f"torch peak {fmt_gib(view.torch_peak[1][-1])} (no NVML samples yet)")
     if view.device:
-        return Text(f"device: {view.device}")
+        ram = f"  RAM peak {fmt_gib(view.rss_peak)}" if view.rss_peak else ""
+        return Text(f"device: {view.device}{ram}")
     return Text("GPU: no samples yet", style="dim")
 
 
@@ -169,7 +178,7 @@ class MonitorScreen(Screen):
                 from tui.widgets.image_preview import ImagePreview
 
                 yield Static("latest sample", id="sample-caption", markup=False)
-                yield ImagePreview(id="sample")
+                yield ImagePreview(getattr(self.app, "preview_mode", "halfblock"), id="sample")
         yield Static("", id="alerts")
         yield Static("", id="finished", markup=False)
         yield Static("", id="log", markup=False)

@@ -34,7 +34,7 @@ def started_text(started: float | None) -> str:
 
 
 class ExportScreen(ModalScreen[str | None]):
-    """Asks where to export a run's LoRA; dismisses with the folder, or None."""
+    """Asks where to export a run's LoRA; dismisses with the folder ("" = the configured one), or None."""
 
     DEFAULT_CSS = """
     ExportScreen { align: center middle; }
@@ -50,8 +50,9 @@ class ExportScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
-            yield Static(f"Export the LoRA of {self.run_id} to folder:", markup=False)
-            yield Input(self.dest, placeholder="/path/to/webui/models/Lora", id="export-dest")
+            yield Static(f"Export the LoRA of {self.run_id} to folder (validated first):", markup=False)
+            yield Input(self.dest, placeholder="empty: the [export] dest of project.toml or your user config",
+                        id="export-dest")
             with Horizontal():
                 yield Button("Export", id="export-ok", variant="primary")
                 yield Button("Cancel", id="export-cancel")
@@ -65,8 +66,7 @@ class ExportScreen(ModalScreen[str | None]):
         self._finish(event.button.id == "export-ok")
 
     def _finish(self, ok: bool) -> None:
-        dest = self.query_one(Input).value.strip()
-        self.dismiss(dest if ok and dest else None)
+        self.dismiss(self.query_one(Input).value.strip() if ok else None)
 
     def action_back(self) -> None:
         self.dismiss(None)
@@ -238,7 +238,8 @@ class RunsScreen(Screen):
             dest = ""
 
         def chosen(folder: str | None) -> None:
-            if folder:
+            if folder is not None:
+                self.notify(f"validating and exporting {row.run_id}…")
                 self._engine("export", row, folder)
 
         self.app.push_screen(ExportScreen(row.run_id, dest), chosen)
@@ -269,6 +270,7 @@ class RunsScreen(Screen):
 
             self.app.call_from_thread(show_error, self, e, f"Could not {what} {row.run_id}")
             return
-        done = f"exported {row.run_id} to {result}" if what == "export" else f"{what} requested for {row.run_id}"
+        done = (f"exported {row.run_id} to {getattr(result, 'adapter', result)}" if what == "export"
+                else f"{what} requested for {row.run_id}")
         self.app.call_from_thread(self.notify, done)
         self.app.call_from_thread(self.refresh_runs)

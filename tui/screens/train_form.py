@@ -61,6 +61,7 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "int", "Seed"),
 )
 LIMIT_FIELDS = ("max_train_steps", "max_train_epochs")
+FORM_KEYS = frozenset(f.name for f in FIELDS) | set(LIMIT_FIELDS)
 PRESET_NONE = "custom"
 
 
@@ -141,6 +142,7 @@ class TrainFormScreen(Screen):
         self.config: TrainConfig | None = None  # the valid config the form shows, else None
         self.errors: dict[str, str] = {}
         self.launched_run: str | None = None
+        self.extra: dict[str, Any] = {}  # preset values for knobs the form has no field for
         self._loading = False
 
     # -- building -----------------------------------------------------------------------------
@@ -256,7 +258,7 @@ class TrainFormScreen(Screen):
         values, errors = self.read_form()
         other: list[str] = []
         cfg = None
-        merged = {k: v for k, v in values.items() if k not in errors}
+        merged = {**self.extra, **{k: v for k, v in values.items() if k not in errors}}
         # The limit the form names is THE limit: the other one is cleared (as the CLI does).
         for limit in LIMIT_FIELDS:
             if limit not in merged and "length" not in errors:
@@ -295,7 +297,7 @@ class TrainFormScreen(Screen):
     def overrides(self) -> dict[str, Any]:
         """What launch hands the engine: every value on the form (the limit the form names)."""
         values, _ = self.read_form()
-        return values
+        return {**self.extra, **values}
 
     @on(Input.Changed)
     @on(Select.Changed)
@@ -318,16 +320,18 @@ class TrainFormScreen(Screen):
         current = {k: v for k, v in values.items() if k not in errors}
         for limit in LIMIT_FIELDS:
             current.setdefault(limit, None)
-        cfg = presets.applied(dataclasses.replace(self.base, **current), name)
+        preset = presets.get(name)
+        self.extra.update({k: v for k, v in preset.overrides.items() if k not in FORM_KEYS})
+        cfg = presets.applied(dataclasses.replace(self.base, **self.extra, **current), name)
         if not cfg.max_train_steps and not cfg.max_train_epochs:
             cfg = dataclasses.replace(cfg, max_train_epochs=self.base.max_train_epochs or 10)
         self.fill(cfg)
-        preset = self.query_one("#preset", Select)
-        if preset.value != name:
+        select = self.query_one("#preset", Select)
+        if select.value != name:
             self._loading = True
-            preset.value = name
+            select.value = name
             self._loading = False
-        self.notify(f"preset {name}: {presets.get(name).description}", timeout=3)
+        self.notify(f"preset {name}: {preset.description}", timeout=3)
 
     def action_next_preset(self) -> None:
         names = [p.name for p in presets.PRESETS]
