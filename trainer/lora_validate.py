@@ -270,11 +270,14 @@ def _base_available(base: str) -> bool:
         return True
     if os.path.exists(os.path.expanduser(base)):
         return True  # a single-file checkpoint
+    if base.startswith(("/", ".", "~")) or base.count("/") > 1:
+        return False  # a path that is not there (not a hub id)
     try:
         from huggingface_hub import try_to_load_from_cache
-    except ImportError:
+
+        found = try_to_load_from_cache(base, "model_index.json")
+    except Exception:  # noqa: BLE001 - an invalid id or a broken cache both mean "not available"
         return False
-    found = try_to_load_from_cache(base, "model_index.json")
     return isinstance(found, str)
 
 
