@@ -1,0 +1,63 @@
+"""How the run screens look at 80×24 (pytest-textual-snapshot; update with --snapshot-update)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tui.screens.monitor import MonitorScreen
+from tui.screens.runs import RunsScreen
+from tui.screens.train_form import TrainFormScreen
+from tui_runs_helpers import T0, ScreenApp, gpu_events, make_run, run_started, step_events, wait_for
+
+SIZE = (80, 24)
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_monitor_of_a_failed_run(project, snap_compare):
+    make_run(project, "20260101-120000-abcd", [run_started("r")] + step_events(1, 120, 300) + gpu_events(60) + [
+        {"type": "error", "time": T0 + 61, "kind": "oom", "message": "CUDA out of memory. Tried to allocate 1.5 GiB",
+         "hint": "turn on gradient checkpointing or lower the batch size"},
+        {"type": "run_finished", "time": T0 + 61, "status": "failed"}],
+        state="failed", log="step 119/300 loss 0.12\nstep 120/300 loss 0.11\nCUDA out of memory\n")
+    app = ScreenApp(lambda: MonitorScreen(project, None, poll_interval=0.05))
+
+    async def ready(pilot):
+        await wait_for(pilot, lambda: app.screen.view is not None and app.screen.view.state == "failed")
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_train_form_with_an_error(trainable, snap_compare):
+    app = ScreenApp(lambda: TrainFormScreen(trainable))
+
+    async def edit(pilot):
+        app.screen.query_one("#f-rank").value = "0"
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=edit)
+
+
+def test_runs_list(project, snap_compare, utc):
+    make_run(project, "20260101-120000-aaaa", [run_started("a")] + step_events(1, 10, 10) + [
+        {"type": "run_finished", "time": T0 + 10, "status": "completed", "output": "lora.safetensors"}],
+        state="completed")
+    make_run(project, "20260102-120000-bbbb", [run_started("b", t=T0 + 100)] + step_events(1, 4, 10, t0=T0 + 100),
+             state="running")
+    app = ScreenApp(lambda: RunsScreen(project))
+
+    async def ready(pilot):
+        await wait_for(pilot, lambda: len(app.screen.rows) == 2)
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
