@@ -1,0 +1,90 @@
+"""Turning training failures into `error` events that name the knob to turn.
+
+One place knows which knobs lower memory and which tame a diverging loss, so the hint always points
+at something this run has not already done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.config import TrainConfig
+
+
+class TrainingFailed(Exception):
+    """The loop stopped on a diagnosed failure; `kind`/`message`/`hint` become the error event."""
+
+    def __init__(self, kind: str, message: str, hint: str):
+        super().__init__(message)
+        self.kind, self.message, self.hint = kind, message, hint
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or \
+            isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def oom_hint(cfg: TrainConfig) -> str:
+    """The memory knobs not yet used by this config, cheapest-to-quality first."""
+    knobs = []
+    if not cfg.gradient_checkpointing:
+        knobs.append("enable gradient checkpointing (--gradient-checkpointing)")
+    if cfg.mixed_precision == "no":
+        knobs.append("use mixed precision (--mixed-precision fp16 or bf16)")
+    if not cfg.cache_latents:
+        knobs.append("cache latents (--cache-latents)")
+    if not cfg.cache_text_embeddings and not cfg.train_text_encoder and not cfg.shuffle_caption \
+            and not cfg.caption_dropout_rate:
+        knobs.append("cache text embeddings (cache_text_embeddings = true)")
+    if cfg.attention == "eager":
+        knobs.append("use --attention sdpa")
+    if cfg.batch_size > 1:
+        knobs.append(f"lower --batch-size (now {cfg.batch_size}; raise gradient_accumulation_steps instead)")
+    if cfg.resolution > 512:
+        knobs.append(f"lower --resolution (now {cfg.resolution})")
+    if cfg.optimizer == "adamw":
+        knobs.append("use --optimizer adamw8bit")
+    if cfg.train_text_encoder:
+        knobs.append("train the UNet only (train_text_encoder = false)")
+    if cfg.rank > 32:
+        knobs.append(f"lower --rank (now {cfg.rank})")
+    if not knobs:
+        knobs.append("lower --resolution or use a GPU with more memory")
+    return "; ".join(knobs[:4])
+
+
+def nan_hint(cfg: TrainConfig) -> str:
+    knobs = [f"lower the learning rate (now {cfg.learning_rate:g})"]
+    if cfg.mixed_precision == "fp16":
+        if not cfg.vae_fp32:
+            knobs.append("keep the VAE in fp32 (vae_fp32 = true)")
+        knobs.append("try --mixed-precision bf16 (wider range than fp16)")
+    if not cfg.max_grad_norm:
+        knobs.append("clip gradients (max_grad_norm = 1.0)")
+    if cfg.lr_warmup_steps == 0:
+        knobs.append("add warmup (lr_warmup_steps)")
+    return "; ".join(knobs)
+
+
+def oom_failure(cfg: TrainConfig, exc: BaseException, step: int) -> TrainingFailed:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "CUDA out of memory"
+    return TrainingFailed("oom", f"out of GPU memory at step {step}: {text}", oom_hint(cfg))
+
+
+def nan_failure(cfg: TrainConfig, loss: Any, step: int) -> TrainingFailed:
+    return TrainingFailed("nan", f"the loss became {loss} at step {step}; training diverged", nan_hint(cfg))
+
+
+def free_accelerator_memory() -> None:
+    """Release cached blocks after an OOM so that saving state has room to run."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
