@@ -1,8 +1,8 @@
 """The loradeck Textual app: the shell every screen lives in.
 
-- One error display: every worker runs with `exit_on_error=False`, and the single
-  `Worker.StateChanged` handler below turns a failed worker into the error modal. Screens call
-  `app.show_error()` for failures outside workers.
+- One error display: every worker runs with `exit_on_error=False`; a failed worker reaches
+  `show_error()` through tui.worker_errors.ShowsWorkerErrors (mixed into every screen and widget
+  that starts workers), and screens call `show_error()` for failures outside workers.
 - Keyboard first: every binding has an id (tui.keys), the user's keymap file is applied at start,
   the command palette (Ctrl+P) offers the current screen's actions, F1 shows help.
 - Animations are off: redraws cost bandwidth over SSH.
@@ -14,18 +14,17 @@ import os
 import traceback
 from pathlib import Path
 
-from textual import on
 from textual.app import App
-from textual.worker import Worker, WorkerState
 
 from trainer.errors import LoradeckError
 from trainer.project import Project, open_project, resolve_root
 from tui.commands import ScreenActions
 from tui.keys import bind, load_keymap
 from tui.widgets.image_preview import detect_mode, prepare_graphics
+from tui.worker_errors import ShowsWorkerErrors
 
 
-class LoradeckApp(App):
+class LoradeckApp(ShowsWorkerErrors, App):
     """The TUI on a projects root; `start` picks the first screen above the projects list."""
 
     CSS_PATH = "app.tcss"
@@ -63,21 +62,21 @@ class LoradeckApp(App):
         elif self.open_name:
             self.open_dataset(Project(self.root, self.open_name))
 
-    # navigation used by several screens
-    def open_dataset(self, project: Project) -> None:
+    # navigation used by several screens; `on_close` runs when that screen is dismissed or popped
+    def open_dataset(self, project: Project, on_close=None) -> None:
         from tui.screens.dataset import DatasetScreen
 
-        self.push_screen(DatasetScreen(project))
+        self.push_screen(DatasetScreen(project), on_close)
 
-    def open_train(self, project: Project) -> None:
+    def open_train(self, project: Project, on_close=None) -> None:
         from tui.screens.train_form import TrainFormScreen
 
-        self.push_screen(TrainFormScreen(project))
+        self.push_screen(TrainFormScreen(project), on_close)
 
-    def open_runs(self, project: Project) -> None:
+    def open_runs(self, project: Project, on_close=None) -> None:
         from tui.screens.runs import RunsScreen
 
-        self.push_screen(RunsScreen(project))
+        self.push_screen(RunsScreen(project), on_close)
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
@@ -99,12 +98,6 @@ class LoradeckApp(App):
         else:
             screen = ErrorScreen(title, str(error))
         self.push_screen(screen)
-
-    @on(Worker.StateChanged)
-    def _worker_failed(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR and event.worker.error is not None:
-            what = event.worker.description or event.worker.name or "background task"
-            self.show_error(event.worker.error, title=f"{what} failed")
 
 
 def run_app(root: str | os.PathLike | None = None, *, open_name: str | None = None) -> int:

@@ -26,6 +26,7 @@ from trainer.dataset_view import DatasetEntry
 from trainer.project import Project
 from tui.keys import bind
 from tui.widgets.image_preview import ImagePreview
+from tui.worker_errors import ShowsWorkerErrors
 
 AUTOSAVE_DELAY = 0.6  # seconds of quiet typing before the caption is written
 
@@ -51,7 +52,7 @@ def editor_command() -> list[str]:
     return shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
 
 
-class CaptionEditorScreen(Screen[str | None]):
+class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     """Edit the captions of `entries`, starting at `index`; dismisses with the last image's name."""
 
     BINDINGS = [bind("app.back"), bind("editor.next"), bind("editor.prev"), bind("editor.undo"),

@@ -20,6 +20,7 @@ from tui.task_process import TaskProcess, run_task, task_argv
 from tui.widgets.image_list import ImageList
 from tui.widgets.image_preview import ImagePreview
 from tui.widgets.task_bar import TaskBar
+from tui.worker_errors import ShowsWorkerErrors
 
 # The demo and test projects use the offline synthetic base model; their captioner is the offline
 # tiny BLIP too, so captioning never reaches for a download there.
@@ -75,7 +76,7 @@ def filter_entries(entries: list[DatasetEntry], captions: dict[str, str] | None,
     return out
 
 
-class DatasetScreen(Screen):
+class DatasetScreen(ShowsWorkerErrors, Screen):
     BINDINGS = [bind("app.back"), bind("dataset.edit"), bind("dataset.filter"), bind("dataset.missing"),
                 bind("dataset.prep"), bind("dataset.caption"), bind("dataset.cancel"),
                 bind("dataset.check"), bind("dataset.replace"), bind("dataset.import"),
@@ -94,6 +95,7 @@ class DatasetScreen(Screen):
         self._task_lock = threading.Lock()
         self._failed = 0
         self._preview_timer = None
+        self._listing_failed = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -114,17 +116,21 @@ class DatasetScreen(Screen):
         self.reload()
 
     def on_screen_resume(self) -> None:
-        if self.is_mounted and self.job is None:
+        # Back from another screen: files may have changed. Not after a failed read, or closing
+        # its error modal would read (and fail) again, forever; F5 retries.
+        if self.job is None and not self._listing_failed:
             self.reload()
 
     # listing
     def action_refresh(self) -> None:
+        self._listing_failed = False
         self.reload()
 
     @work(thread=True, exclusive=True, group="dataset-list", exit_on_error=False, description="reading dataset")
     def reload(self, keep: str | None = None) -> None:
         from trainer import settings as settings_mod
 
+        self._listing_failed = True
         settings = settings_mod.load(self.project.settings_file)
         listing = list_dataset(self.project, settings.caption_extension)
         needs_text = bool(self.query_one("#dataset-filter", Input).value.strip())
@@ -133,6 +139,7 @@ class DatasetScreen(Screen):
 
     def _show_listing(self, settings, listing: DatasetListing, captions, keep: str | None) -> None:
         self.settings, self.listing, self.captions = settings, listing, captions
+        self._listing_failed = False
         self._apply_filter(keep)
 
     def _apply_filter(self, keep: str | None = None) -> None:

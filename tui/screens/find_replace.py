@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Static
 
 from trainer.project import Project
+from tui.worker_errors import ShowsWorkerErrors
 
 
 def change_cell(before: str | None, after: str) -> Text:
@@ -26,7 +27,7 @@ def change_cell(before: str | None, after: str) -> Text:
     return text
 
 
-class FindReplaceScreen(ModalScreen[int]):
+class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
     """Dismisses with the number of captions changed."""
 
     BINDINGS = [

@@ -17,6 +17,7 @@ from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
 
 from trainer.project import Project
 from tui.messages import ImportDone, ImportProgress
+from tui.worker_errors import ShowsWorkerErrors
 
 
 class PathSuggester(Suggester):
@@ -47,7 +48,7 @@ def complete_path(value: str) -> str | None:
     return None
 
 
-class ImportScreen(ModalScreen[int]):
+class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
     """Dismisses with the number of files imported."""
 
     BINDINGS = [

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import LoadingIndicator, Static
 
 from trainer.project import Project
+from tui.worker_errors import ShowsWorkerErrors
 
 _STYLE = {"error": "bold red", "warning": "yellow", "ok": "bold green"}
 
@@ -27,7 +28,7 @@ def report_text(report: dict) -> Text:
     return text
 
 
-class PreflightScreen(ModalScreen[None]):
+class PreflightScreen(ShowsWorkerErrors, ModalScreen[None]):
     BINDINGS = [Binding("escape,enter,q", "close", "Close", id="preflight.close")]
 
     def __init__(self, project: Project):

@@ -12,11 +12,12 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from trainer.project import Project, delete_project, list_projects
 from tui.keys import bind
+from tui.worker_errors import ShowsWorkerErrors
 
 EMPTY_HINT = "No projects yet. Press n to create one (or run `loradeck demo` for a ready-made one)."
 
 
-class ProjectsScreen(Screen):
+class ProjectsScreen(ShowsWorkerErrors, Screen):
     BINDINGS = [bind("projects.open"), bind("projects.new"), bind("projects.import"),
                 bind("projects.delete"), bind("projects.train"), bind("projects.runs"),
                 bind("projects.refresh")]
@@ -42,7 +43,7 @@ class ProjectsScreen(Screen):
         self.refresh_projects()
 
     def on_screen_resume(self) -> None:
-        self.refresh_projects()
+        self.refresh_projects()  # summaries never raise, so this cannot loop on an error
 
     def action_refresh(self) -> None:
         self.refresh_projects()
@@ -52,7 +53,12 @@ class ProjectsScreen(Screen):
     def refresh_projects(self, select: str | None = None) -> None:
         from trainer.project_summary import summarize
 
-        summaries = [summarize(p).to_dict() for p in list_projects(self.root)]
+        try:
+            summaries = [summarize(p).to_dict() for p in list_projects(self.root)]
+        except OSError as e:  # shown in place: a modal would come back on every refresh
+            self.app.call_from_thread(self.query_one("#projects-hint", Static).update,
+                                      f"cannot read {self.root}: {e.strerror or e}")
+            return
         self.app.call_from_thread(self._fill, summaries, select)
 
     def _fill(self, summaries: list[dict], select: str | None) -> None:

@@ -24,6 +24,7 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
+from tui.worker_errors import ShowsWorkerErrors
 
 MODES = ("kitty", "sixel", "halfblock", "text")
 _graphics_ready: set[str] = set()
@@ -103,7 +104,7 @@ class HalfBlocks(Widget):
         return self._strips[y] if y < len(self._strips) else Strip.blank(self.size.width)
 
 
-class ImagePreview(Container):
+class ImagePreview(ShowsWorkerErrors, Container):
     """Shows the image at `path` in the current `mode`; loading happens in a worker thread."""
 
     DEFAULT_CSS = """
