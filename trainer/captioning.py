@@ -390,17 +390,19 @@ def _generate_adaptive(captioner, good, options, batch_size, report, emit):
         try:
             texts += _generate(captioner, torch.cat([px for _, px in chunk]), options)
             i += len(chunk)
-        except (RuntimeError, torch.OutOfMemoryError) as e:
+            continue
+        except RuntimeError as e:  # torch.OutOfMemoryError is a RuntimeError
             if not _is_oom(e):
                 raise
-            if captioner.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if batch_size == 1:
-                raise LoradeckError(f"out of memory captioning {chunk[0][0].name} on {captioner.device}",
-                                    hint="use fewer --beams, a smaller --max-length, or --device cpu") from None
-            batch_size = max(1, batch_size // 2)
-            report.batch_size = batch_size
-            emit("warning", message=f"out of memory: batch size lowered to {batch_size}")
+        # Out of memory. Outside the except block, so the failed attempt's tensors are already freed.
+        if captioner.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if batch_size == 1:
+            raise LoradeckError(f"out of memory captioning {chunk[0][0].name} on {captioner.device}",
+                                hint="use fewer --beams, a smaller --max-length, or --device cpu")
+        batch_size //= 2
+        report.batch_size = batch_size
+        emit("warning", message=f"out of memory: batch size lowered to {batch_size}")
     return texts, batch_size
 
 

@@ -76,9 +76,11 @@ def test_events_are_json_lines_the_tui_can_parse(make_project, root, cli):
     project = make_project(5)
     (project.dataset / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     proc = cli("caption", project.name, "--model", TINY, "--batch-size", "2", "--max-length", "8",
-               "--events", root=root)
+               "--events", "--json", root=root)
     assert proc.returncode == 0, proc.stderr
-    events = [parse_line(line) for line in proc.stdout.splitlines()]
+    *lines, last = proc.stdout.splitlines()
+    assert parse_line(last) is None and json.loads(last)["captioned"] == 5  # --json summary, not an event
+    events = [parse_line(line) for line in lines]
     assert all(e is not None for e in events)  # nothing but events on stdout
     types = [e["type"] for e in events]
     assert types[0] == "task_started" and types[-1] == "task_finished"

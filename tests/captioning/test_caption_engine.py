@@ -201,3 +201,26 @@ def test_missing_model_fails_with_a_finished_event(make_project):
         caption_project(project, CaptionOptions(model="synthetic:nope"), on_event=lambda t, **f: events.append((t, f)))
     assert events[-1][0] == "task_finished" and events[-1][1]["status"] == "failed"
     assert "synthetic:nope" in events[-1][1]["message"]
+
+
+def test_out_of_memory_on_a_single_image_is_a_clear_error_keeping_earlier_captions(make_project, tiny_captioner,
+                                                                                     monkeypatch):
+    import torch
+
+    import trainer.captioning as engine
+    from trainer.errors import LoradeckError
+
+    real, calls = engine._generate, []
+
+    def fails_after_first_batch(captioner, pixels, options):
+        calls.append(pixels.shape[0])
+        if len(calls) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(captioner, pixels, options)
+
+    monkeypatch.setattr(engine, "_generate", fails_after_first_batch)
+    project = make_project(4)
+    with pytest.raises(LoradeckError, match="out of memory captioning"):
+        caption_project(project, CaptionOptions(**SHORT, batch_size=2), captioner=tiny_captioner)
+    assert calls == [2, 2, 1]
+    assert sum(1 for text in captions(project).values() if text) == 2
