@@ -170,13 +170,18 @@ def resolve_pack(folder: str | os.PathLike, name_or_path: str) -> Path:
 def apply_pack(pipe, pack: str | os.PathLike) -> list[tuple[str, float]]:
     """Load every adapter of `pack` into the diffusers `pipe` and activate them with the pack's weights
     (`set_adapters`). Returns [(adapter name, weight)]. Imports nothing heavy itself: `pipe` brings it."""
+    import warnings
+
     path = Path(pack)
     doc = read_pack(path)
     loaded = []
-    for entry in doc["adapters"]:
-        # peft adapter names become module keys: keep them to letters, digits and "_".
-        adapter = re.sub(r"\W", "_", entry.get("name") or entry["file"].removesuffix(ADAPTER_SUFFIX))
-        pipe.load_lora_weights(str(path.parent / entry["file"]), adapter_name=adapter)
-        loaded.append((adapter, float(entry["weight"])))
+    with warnings.catch_warnings():
+        # peft warns when a model gets a second adapter; several adapters is the point of a pack.
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        for entry in doc["adapters"]:
+            # peft adapter names become module keys: keep them to letters, digits and "_".
+            adapter = re.sub(r"\W", "_", entry.get("name") or entry["file"].removesuffix(ADAPTER_SUFFIX))
+            pipe.load_lora_weights(str(path.parent / entry["file"]), adapter_name=adapter)
+            loaded.append((adapter, float(entry["weight"])))
     pipe.set_adapters([a for a, _ in loaded], adapter_weights=[w for _, w in loaded])
     return loaded

@@ -334,7 +334,8 @@ def import_into_project(project, folder: str | os.PathLike, name: str, *, dry_ru
     settings = settings_mod.load(project.settings_file)
     wanted = train_settings_of(metadata)
     defaults = train_config.TrainConfig().to_dict()
-    base_model = wanted.pop("base_model", None) or metadata.get("loradeck_base_model")
+    config_base = wanted.pop("base_model", None)
+    base_model = metadata.get("loradeck_base_model") or metadata.get("ss_sd_model_name") or config_base
     train = {k: v for k, v in wanted.items() if k != "output_name" and defaults.get(k) != v}
     try:
         train_config.from_mapping({**settings.train, **train}, source=f"adapter {name}")

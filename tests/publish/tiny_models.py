@@ -153,7 +153,7 @@ def write_lora(path: Path, *, precision: str = "fp16", output_name: str = "mylor
 
     tensors, _, _ = make_lora_tensors(**kwargs)
     cfg = TrainConfig(rank=kwargs.get("rank", 4), alpha=kwargs.get("alpha", 2.0), output_name=output_name,
-                      max_train_steps=100).to_dict()
+                      max_train_steps=100, base_model="tiny-base").to_dict()
     meta = kohya_metadata(config=cfg, base_model="tiny-base", base_model_version="sd_v1", resolution=64,
                           tag_frequency={"1_dataset": {trigger: 5, "red hat": 3, "smiling": 2}},
                           num_train_images=5, steps=100, epochs=20, output_name=output_name,
