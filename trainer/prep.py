@@ -291,8 +291,9 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
     """Prepare every original of `project` into dataset/; returns what was done.
 
     `on_progress(done, total, name, problem)` is called in this process once with done=0 when the
-    work is known, then after each image (total = images to process, skipped ones excluded). `should_stop()` is polled; when it turns true no new
-    image is started, the ones in flight finish, and the report says `stopped`. `force` redoes all.
+    work is known, then after each image (total = images to process, skipped ones excluded).
+    `should_stop()` is polled; when it turns true no new image is started, the ones in flight
+    finish, and the report says `stopped`. `force` redoes all.
     """
     started = time.perf_counter()
     prep = load_settings(project, resolution)
@@ -312,8 +313,12 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
             out.unlink()
             report.removed.append(out.name)
 
-    jobs = []
+    jobs, seen_stems = [], set()
     for src in originals:
+        if src.stem in seen_stems:  # only possible for files put into originals/ by hand
+            report.failed.append((src.name, f"another original has the stem {src.stem!r}; rename one"))
+            continue
+        seen_stems.add(src.stem)
         st = src.stat()
         entry = manifest.get(src.stem)
         verdict = False if force else _up_to_date(entry, src, st, key, project.dataset)

@@ -138,6 +138,14 @@ def test_a_broken_original_fails_alone(small_project, tmp_path):
     assert len(report.prepared) == 3
 
 
+def test_two_originals_with_one_stem_are_not_mixed_up(small_project, tmp_path):
+    _three(small_project, tmp_path)
+    noise(50, 50, seed=7).save(small_project.originals / "img0.jpg", "JPEG")  # copied in by hand
+    report = prep.prep_project(small_project)
+    assert report.failed == [("img0.png", "another original has the stem 'img0'; rename one")]
+    assert len(report.prepared) == 3
+
+
 def test_stop_request_keeps_finished_images_and_the_next_run_completes(small_project, tmp_path):
     _three(small_project, tmp_path)
     done = []
