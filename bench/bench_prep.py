@@ -1,6 +1,7 @@
 """Benchmark: `loradeck prep` against a naive single-process Pillow loop, back to back.
 
     python bench/bench_prep.py [--images 200] [--size 3000x2000] [--resolution 512] [--rounds 2]
+                               [--workers N] [--only naive|loradeck]
 
 Photo-like JPEGs (smooth colour fields, soft edges, sensor-like noise; some with EXIF orientation
 6) are generated once into bench/cache/prep-photos-<N>-<WxH>/ and reused. Each round times the naive
@@ -141,9 +142,16 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--only", choices=("naive", "loradeck"),
+                    help="run one pipeline only (to time whole processes from outside)")
     args = ap.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
     paths = photo_set(args.images, width, height)
+    if args.only:
+        run = timed_naive if args.only == "naive" else lambda p, r: timed_loradeck(p, r, args.workers)
+        seconds = [run(paths, args.resolution)[0] for _ in range(args.rounds)]
+        print(json.dumps({"pipeline": args.only, "images": len(paths), "seconds": [round(x, 2) for x in seconds]}))
+        return
     naive_times, ours_times = [], []
     for r in range(args.rounds):
         t_naive, sizes_naive = timed_naive(paths, args.resolution)
