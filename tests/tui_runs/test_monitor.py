@@ -103,7 +103,7 @@ async def test_no_gpu_and_no_nvml_are_said_plainly(project):
     app = monitor_app(project, "nonvml")
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
-        assert "not monitored: NVML library not found" in text_of(app.screen.query_one("#device", Static))
+        assert "GPU: not monitored: NVML library not found" in text_of(app.screen.query_one("#device", Static))
         # torch's own numbers from the step events are still drawn
         assert {t.label for t in app.screen.query_one(VramChart).traces} == {"torch peak", "torch alloc"}
     app = monitor_app(project, "cpu")

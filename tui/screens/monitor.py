@@ -46,10 +46,9 @@ def show_error(screen: Screen, error: BaseException, title: str = "Error") -> No
 
 
 def status_line(view: RunView) -> Text:
-    """`run-id ● state  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`."""
+    """`● running  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`."""
     text = Text()
-    text.append(view.run_id, style="bold")
-    text.append("  ● " + view.state, style=STATE_STYLE.get(view.state, "bold"))
+    text.append("● " + view.state, style=STATE_STYLE.get(view.state, "bold"))
     total = f"/{view.total_steps}" if view.total_steps else ""
     text.append(f"  step {view.step}{total}")
     if view.epoch is not None:
@@ -137,17 +136,21 @@ class MonitorScreen(Screen):
     DEFAULT_CSS = """
     MonitorScreen { layout: vertical; }
     MonitorScreen #status { height: 1; padding: 0 1; }
-    MonitorScreen #progress { height: 1; padding: 0 1; }
+    MonitorScreen #progress-row { height: 1; padding: 0 1; }
+    MonitorScreen #run-id { width: auto; padding: 0 1 0 0; text-style: bold; }
+    MonitorScreen #progress { width: 1fr; }
     MonitorScreen #progress Bar { width: 1fr; }
-    MonitorScreen #device { height: 1; padding: 0 1; }
+    MonitorScreen #device { height: auto; max-height: 2; padding: 0 1; }
     MonitorScreen #main { height: 1fr; }
     MonitorScreen #charts { width: 1fr; }
+    MonitorScreen VramChart.empty { height: auto; min-height: 2; max-height: 4; }
     MonitorScreen #side { width: 28; border-left: solid $panel; padding: 0 0 0 1; }
     MonitorScreen #side.hidden { display: none; }
     MonitorScreen #sample-caption { height: auto; max-height: 3; color: $text-muted; }
     MonitorScreen #alerts { height: auto; max-height: 5; padding: 0 1; }
     MonitorScreen #finished { height: auto; padding: 0 1; color: $text-muted; }
-    MonitorScreen #log { height: 4; padding: 0 1; color: $text-muted; border-top: solid $panel; }
+    MonitorScreen #log { height: 4; padding: 0 1; color: $text-muted; border-top: solid $panel;
+                         text-wrap: nowrap; text-overflow: ellipsis; }
     MonitorScreen #log.large { height: 14; }
     """
 
@@ -168,7 +171,9 @@ class MonitorScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="status")
-        yield ProgressBar(id="progress", show_eta=False, total=None)
+        with Horizontal(id="progress-row"):
+            yield Static("", id="run-id", markup=False)
+            yield ProgressBar(id="progress", show_eta=False, total=None)
         yield Static("", id="device")
         with Horizontal(id="main"):
             with Vertical(id="charts"):
@@ -198,6 +203,7 @@ class MonitorScreen(Screen):
             return
         self.run_id = self.files.run_id
         self.sub_title = self.run_id
+        self.query_one("#run-id", Static).update(self.run_id)
         self.query_one("#status", Static).update(Text(f"{self.run_id}  reading events…"))
         self.watcher = RunWatcher(self.files, self.post_message, interval=self.poll_interval)
         self.run_worker(self.watcher.run, thread=True, exclusive=True, group="run-watch",
@@ -217,7 +223,9 @@ class MonitorScreen(Screen):
             bar.update(total=view.total_steps, progress=view.step)
         self.query_one("#device", Static).update(device_line(view))
         self.query_one(LossChart).show(view)
-        self.query_one(VramChart).show(view)
+        vram = self.query_one(VramChart)
+        vram.show(view)
+        vram.set_class(not vram.traces, "empty")  # a message only: give the room to the loss graph
         self.query_one("#alerts", Static).update(alerts_text(view))
         self.query_one("#finished", Static).update(finished_line(view))
         self.query_one("#log", Static).update("\n".join(view.log_tail[-self._log_lines:]))

@@ -235,8 +235,7 @@ class VramChart(LineChart):
 def vram_message(view: RunView) -> str:
     """What to say when there is no memory to draw (no GPU, no NVML, not started yet)."""
     if view.gpu_available is False:
-        return (f"No GPU memory to show: {view.gpu_reason or 'no GPU visible'}."
-                " Loss, speed and logs still update.")
+        return "No GPU memory to show: no GPU is visible to NVML. Loss, speed and logs still update."
     if view.device and "cuda" not in view.device.lower() and view.gpu_available is None:
         return f"No GPU: this run trains on {view.device}; there is no VRAM to graph."
     return "no memory samples yet"
