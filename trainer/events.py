@@ -36,13 +36,26 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "task_finished": ("task", "status"),
 }
 
-# Optional fields, by type, for documentation and the TUI:
-#   step:         step_time (s), samples_per_sec, mem_allocated / mem_peak (bytes, torch), lr_te, grad_norm
-#   gpu:          index, name, mem_used, mem_total, proc_mem (bytes; None where NVML cannot see the
-#                 process, e.g. in a container), util (percent), temperature, reason (why unavailable)
-#   run_finished: output (path of the final .safetensors), steps_done, message
-#   error:        kinds are ERROR_KINDS
-#   progress:     item (file name), message
+# Optional fields, by type (docs/events.md says what each means; a test keeps the two in step).
+# Writers may leave any of them out or set them to null; readers must cope with both.
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "run_started": ("device", "mixed_precision", "prediction_type", "total_steps", "start_step",
+                    "resumed_from", "images", "buckets", "batches_per_epoch", "trainable_params",
+                    "lora_modules", "attention_processor", "gradient_checkpointing", "latent_cache",
+                    "text_embeddings_cached", "weight_dtype", "vae_dtype"),
+    "step": ("lr_te", "grad_norm", "step_time", "samples_per_sec", "rss_peak", "mem_allocated", "mem_peak"),
+    "checkpoint": ("state", "epoch"),
+    "sample": ("index",),
+    "warning": ("hint",),
+    "error": ("state", "step"),
+    "run_finished": ("output", "steps_done", "message"),
+    "gpu": ("index", "name", "uuid", "mem_used", "mem_total", "proc_mem", "proc_mem_note", "util",
+            "mem_util", "temperature", "reason"),
+    "task_started": ("skipped", "model"),
+    "progress": ("item", "message", "images_per_sec"),
+    "item_failed": (),
+    "task_finished": ("report", "captioned", "skipped", "failed", "message"),
+}
 ERROR_KINDS = ("oom", "nan", "config", "model", "data", "io", "internal")
 RUN_FINISHED_STATUS = ("completed", "stopped", "failed")
 TASK_STATUS = ("completed", "stopped", "failed")

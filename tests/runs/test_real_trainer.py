@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from trainer import runs
+from pathlib import Path
+
+from trainer import events, runs
 from trainer.events import read_all
 from trainer.run_files import RunFiles
 
@@ -36,13 +38,19 @@ def test_loradeck_train_foreground_completes_and_lists(project, cli, root):
     assert os.path.getsize(summary["output"]) > 0
     listed = json.loads(cli("runs", "toy", "--json", root=root, check=True).stdout)
     assert [(r["run_id"], r["state"]) for r in listed["runs"]] == [(summary["run_id"], "completed")]
+    # Everything the trainer wrote is in the one schema (trainer/events.py, docs/events.md).
+    written = read_all(RunFiles(Path(summary["dir"])).events)
+    assert {"run_started", "step", "run_finished", "gpu"} <= {e["type"] for e in written}
+    for event in written:
+        known = {"type", "time", *events.REQUIRED[event["type"]], *events.OPTIONAL[event["type"]]}
+        assert set(event) <= known, f"{event['type']}: undocumented {sorted(set(event) - known)}"
 
 
 def test_kill_9_then_loradeck_resume_reaches_the_same_total(project, cli, root):
     started = cli("train", "toy", *TINY, "--steps", "8", "--save-every-steps", "2", "--detach", "--json",
                   root=root, check=True)
     info = json.loads(started.stdout)
-    pid, files = info["pid"], RunFiles(__import__("pathlib").Path(info["run_dir"]))
+    pid, files = info["pid"], RunFiles(Path(info["run_dir"]))
     try:
         checkpoint = wait_for(lambda: next((e for e in read_all(files.events) if e["type"] == "checkpoint"), None),
                               timeout=180)

@@ -1,0 +1,59 @@
+"""`--gpus N`: the accelerate launch command line, and a real `accelerate launch --cpu` run."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from trainer import runs
+from trainer.events import read_all
+
+
+def test_one_gpu_is_a_plain_python_process(tmp_path):
+    assert runs.build_command(tmp_path, gpus=1, python="py") == ["py", "-m", "trainer.train_process", str(tmp_path)]
+    assert runs.build_command(tmp_path, resume=True, python="py")[-1] == "--resume"
+
+
+def test_several_gpus_go_through_accelerate_launch(tmp_path):
+    cmd = runs.build_command(tmp_path, gpus=4, mixed_precision="bf16", resume=True, python="py")
+    assert cmd[:3] == ["py", "-m", "accelerate.commands.launch"]
+    args = cmd[3:]
+    assert args[args.index("--num_processes") + 1] == "4" and "--multi_gpu" in args
+    assert args[args.index("--mixed_precision") + 1] == "bf16"
+    assert args[args.index("-m"):] == ["-m", "trainer.train_process", str(tmp_path), "--resume"]
+
+
+def test_launch_uses_the_runs_gpus_setting(project, monkeypatch):
+    seen = {}
+
+    class Popen:
+        pid = 4242
+
+        def __init__(self, cmd, **kw):
+            seen["cmd"], seen["kw"] = cmd, kw
+
+    monkeypatch.setattr(runs.subprocess, "Popen", Popen)
+    files = runs.create_run(project, {"max_train_steps": 2, "gpus": 2, "mixed_precision": "fp16"})
+    runs.launch(files)
+    assert "accelerate.commands.launch" in seen["cmd"] and seen["cmd"][seen["cmd"].index("--num_processes") + 1] == "2"
+    assert seen["kw"]["start_new_session"] is True and seen["kw"]["cwd"] == files.dir
+
+
+def test_accelerate_launch_on_cpu_runs_the_trainer_and_stops_through_the_group(project, fake_trainer, reap,
+                                                                              monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
+    files = runs.create_run(project, {"max_train_steps": 300, "resolution": 64})
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", fake_trainer, str(files.dir)]
+    proc = runs.launch(files, command=cmd)
+    reap(proc.pid)
+    t0 = time.monotonic()
+    while runs.run_state(files) != "running" or not any(e["type"] == "step" for e in read_all(files.events)):
+        assert time.monotonic() - t0 < 60, files.log.read_text()
+        assert proc.poll() is None, files.log.read_text()
+        time.sleep(0.1)
+    # The trainer is accelerate's child: the stop reaches it through the run's process group.
+    report = runs.stop(files, timeout=30)
+    assert report["state"] == "stopped", files.log.read_text()
+    proc.wait(timeout=30)
