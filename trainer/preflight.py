@@ -29,13 +29,10 @@ def _problem(level: str, code: str, message: str, items: list | None = None) -> 
 
 
 def _load_config(project: Project, config):
-    from trainer import config as train_config
-    from trainer import settings
+    """The config a run of this project would get (trainer.run_config: defaults < project.toml)."""
+    from trainer import run_config
 
-    if config is not None:
-        return config
-    return train_config.from_mapping(settings.load(project.settings_file).train,
-                                     source=f"{project.settings_file} [train]")
+    return config if config is not None else run_config.resolve(project).config
 
 
 def _image_sizes(images: list[Path]) -> tuple[dict[str, tuple[int, int]], list[dict]]:

@@ -167,3 +167,23 @@ def test_clean_stem_keeps_unicode_and_removes_path_tricks():
     assert clean_stem("a:b*c?") == "a_b_c_"
     assert clean_stem("...") == "image"
     assert len(clean_stem("é" * 200).encode()) <= 120
+
+
+def test_an_unreadable_file_is_refused_and_the_rest_imports(project, tmp_path, monkeypatch):
+    import errno
+
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64, seed=1).save(src / "locked.png")
+    noise(64, 64, seed=2).save(src / "open.png")
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.png":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    report = import_paths(project, [src])
+    assert report.refused == [(str(src / "locked.png"), "unreadable: Permission denied")]
+    assert report.imported == ["open.png"]

@@ -67,3 +67,13 @@ def test_fixed_step_count_wins_and_text_render_mentions_it(small_project, tmp_pa
     report = preflight.check(small_project, TrainConfig(resolution=64, max_train_steps=123))
     assert report["steps"]["total_steps"] == 123
     assert "123 steps (fixed)" in preflight.render(report)
+
+
+def test_default_config_comes_from_project_toml_train_table(small_project):
+    for i in range(3):
+        noise(64, 64, seed=i).save(small_project.dataset / f"x{i}.png")
+    settings.update(small_project.settings_file, "train", {"repeats": 4, "max_train_epochs": 5,
+                                                           "batch_size": 2, "resolution": 64})
+    steps = preflight.check(small_project)["steps"]
+    assert (steps["repeats"], steps["epochs"], steps["batch_size"]) == (4, 5, 2)
+    assert steps["total_steps"] == 6 * 5  # ceil(3 x 4 / 2) = 6 steps an epoch

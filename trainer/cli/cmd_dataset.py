@@ -203,10 +203,8 @@ def cmd_check(args) -> CommandResult:
     project = open_project(args.name, args.root)
     config = None
     if args.resolution:
-        from trainer import config as train_config
-        from trainer import settings
+        from trainer import run_config
 
-        base = settings.load(project.settings_file).train
-        config = train_config.from_mapping({**base, "resolution": args.resolution})
+        config = run_config.resolve(project, {"resolution": args.resolution}).config
     report = preflight.check(project, config)
     return CommandResult(report, preflight.render(report), 0 if report["ok"] else 1)
