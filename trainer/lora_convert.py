@@ -177,8 +177,6 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | No
     The destination is written atomically and never replaced unless `overwrite`. Returns a summary
     (layouts, module count, output path).
     """
-    from safetensors.torch import load_file, save
-
     src, dst = Path(src), Path(dst)
     source_layout = detect_layout(src)
     if source_layout == "unknown":
@@ -195,6 +193,8 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | No
         raise ConvertError(f"{dst} already exists", hint="choose another name or pass --overwrite")
     if not dst.parent.is_dir():
         raise ConvertError(f"{dst.parent} is not a folder")
+    from safetensors.torch import load_file, save  # after the checks: a refusal stays fast
+
     _, metadata = read_header(src)
     metadata = {str(k): v for k, v in metadata.items() if isinstance(v, str)}
     tensors = load_file(str(src), device="cpu")

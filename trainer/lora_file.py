@@ -68,6 +68,7 @@ _COMPOUND_NAMES = frozenset({
     "activation_fn", "add_embedding", "encoder_hid_proj", "add_k_proj", "add_v_proj", "to_add_out",
     "text_projection",
 })
+_LDM_BLOCKS = ("input_blocks_", "middle_block_", "output_blocks_")
 _MAX_COMPOUND_PARTS = max(len(n.split("_")) for n in _COMPOUND_NAMES)
 
 
@@ -82,6 +83,9 @@ def module_path_from_kohya(module_key: str) -> tuple[str, str]:
             break
     else:
         raise LoraFileError(f"{module_key}: not a lora_unet_ or lora_te_ key")
+    if rest.startswith(_LDM_BLOCKS):
+        raise LoraFileError(f"{module_key}: original-SD (LDM) module name; diffusers drops these keys,"
+                            " only diffusers module names (down_blocks/mid_block/up_blocks) load everywhere")
     parts = rest.split("_")
     out, i = [], 0
     while i < len(parts):
