@@ -38,6 +38,12 @@ _SUFFIXES_OF = {
     "JPEG": {".jpg", ".jpeg"}, "MPO": {".jpg", ".jpeg"}, "PNG": {".png"},
     "WEBP": {".webp"}, "GIF": {".gif"}, "BMP": {".bmp"}, "TIFF": {".tif", ".tiff"},
 }
+# Formats people drop into photo folders that Pillow cannot read: say what they are.
+_KNOWN_UNSUPPORTED = {
+    ".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".psd": "Photoshop", ".svg": "SVG", ".jxl": "JPEG XL",
+    ".cr2": "camera raw", ".cr3": "camera raw", ".nef": "camera raw", ".arw": "camera raw",
+    ".dng": "camera raw", ".raf": "camera raw", ".orf": "camera raw", ".rw2": "camera raw",
+}
 # EXIF orientations 5-8 swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 EXIF_ORIENTATION_TAG = 0x0112
@@ -82,8 +88,13 @@ def check_dimensions(width: int, height: int) -> None:
                            f" limit {MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} px a side)")
 
 
-def open_image(source: Path | bytes) -> Image.Image:
-    """Open (lazily) an image file or bytes, refusing bombs; raises ImageRefused with the reason."""
+def open_image(source: Path | bytes, name: str | None = None) -> Image.Image:
+    """Open (lazily) an image file or bytes, refusing bombs; raises ImageRefused with the reason.
+
+    `name` (the file name, when `source` is bytes) only improves the message for known formats
+    Pillow cannot read.
+    """
+    name = name or (source.name if isinstance(source, Path) else "")
     if isinstance(source, bytes):
         if not source:
             raise ImageRefused("empty file")
@@ -102,6 +113,9 @@ def open_image(source: Path | bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRefused("absurd dimensions (decompression bomb)") from None
     except UnidentifiedImageError:
+        kind = _KNOWN_UNSUPPORTED.get(Path(name).suffix.lower())
+        if kind:
+            raise ImageRefused(f"unsupported format {kind} (convert it to JPEG or PNG first)") from None
         raise ImageRefused("not an image (or a format Pillow cannot read)") from None
     except OSError as e:
         raise ImageRefused(f"unreadable: {e.strerror or e}") from None
@@ -110,8 +124,8 @@ def open_image(source: Path | bytes) -> Image.Image:
     if im.format not in FORMAT_EXTENSIONS:
         fmt = im.format
         im.close()
-        raise ImageRefused(f"unsupported format {fmt}"
-                           f" (supported: {', '.join(sorted(set(FORMAT_EXTENSIONS) - {'MPO'}))})")
+        raise ImageRefused(f"unsupported format {fmt} (convert it to JPEG or PNG first;"
+                           f" supported: {', '.join(sorted(set(FORMAT_EXTENSIONS) - {'MPO'}))})")
     try:
         check_dimensions(*im.size)
     except ImageRefused:
@@ -120,13 +134,13 @@ def open_image(source: Path | bytes) -> Image.Image:
     return im
 
 
-def probe(source: Path | bytes, *, verify: bool = True) -> ImageInfo:
+def probe(source: Path | bytes, *, verify: bool = True, name: str | None = None) -> ImageInfo:
     """Describe an image; with `verify` decode it fully so truncated or corrupt data is refused.
 
     JPEGs are decoded in draft mode (1/8 scale): every byte of the stream is still read, so
     truncation is caught, at a fraction of the cost.
     """
-    im = open_image(source)
+    im = open_image(source, name)
     try:
         width, height = im.size
         orientation = orientation_of(im)

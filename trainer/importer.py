@@ -246,7 +246,7 @@ def _import_one(project: Project, src: Path, caption_ext: str, index: dict, take
         report.refused.append((str(src), reason))
         return reason
     try:
-        info = image_probe.probe(data)
+        info = image_probe.probe(data, name=src.name)
     except image_probe.ImageRefused as e:
         reason = str(e)
         report.refused.append((str(src), reason))

@@ -161,6 +161,19 @@ def test_probe_describes_upright_size_and_refuses_bad_data(mixed):
     assert Image.MAX_IMAGE_PIXELS == image_probe.MAX_PIXELS
 
 
+def test_known_formats_pillow_cannot_read_are_named(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    (src / "scan.tga").write_bytes(b"")
+    Image.new("RGB", (16, 16)).save(src / "odd.pcx")
+    report = import_paths(project, [src])
+    refused = {Path(p).name: why for p, why in report.refused}
+    assert refused["IMG_0001.HEIC"].startswith("unsupported format HEIC")
+    assert refused["odd.pcx"].startswith("unsupported format PCX")
+    assert refused["scan.tga"] == "empty file"
+
+
 def test_clean_stem_keeps_unicode_and_removes_path_tricks():
     assert clean_stem("café_猫") == "café_猫"
     assert clean_stem("../../etc") == "_.._etc"
