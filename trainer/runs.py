@@ -160,7 +160,13 @@ def launch(files: RunFiles, *, resume: bool = False, gpus: int | None = None,
                                 cwd=files.dir, env=env, start_new_session=True, close_fds=True)
     record = {"pid": proc.pid, "pgid": proc.pid, "host": socket.gethostname(), "time": launched_at,
               "proc_start": _proc_start(proc.pid), "command": cmd, "resume": resume, "gpus": gpus}
-    atomic_write_text(files.launch, json.dumps(record))
+    try:
+        atomic_write_text(files.launch, json.dumps(record))
+    except BaseException:
+        # Without its launch record nobody could tell this run is alive: do not leave it running.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     return proc
 
 

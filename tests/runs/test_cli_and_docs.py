@@ -107,3 +107,13 @@ def test_events_doc_describes_every_type_and_field():
             assert re.search(rf"`{name}`", text), f"{type_}.{name}"
     for kind in events.ERROR_KINDS:
         assert f"`{kind}`" in text
+
+
+def test_run_management_modules_import_without_torch_or_textual():
+    import subprocess
+    import sys
+
+    code = ("import sys, trainer.runs, trainer.run_config, trainer.kohya_config, trainer.gpu_monitor,"
+            " trainer.cli.cmd_train; heavy = {'torch', 'textual', 'diffusers', 'pynvml'} & set(sys.modules);"
+            " assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

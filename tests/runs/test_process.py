@@ -102,12 +102,23 @@ def test_stop_while_starting_is_a_stop_not_a_crash(project, reap, monkeypatch):
 def test_foreground_train_forwards_ctrl_c_and_exits_with_the_runs_status(project, fake_trainer, monkeypatch,
                                                                          capsys):
     monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
-    timer = threading.Timer(2.5, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    done = threading.Event()
+
+    def ctrl_c_after_the_first_step():  # what a user pressing Ctrl-C in the terminal does to the CLI
+        while not done.is_set():
+            folders = runs.run_folders(project)
+            if folders and steps_of(folders[0]):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    presser = threading.Thread(target=ctrl_c_after_the_first_step, daemon=True)
+    presser.start()
     try:
         code = cli_main(["train", "toy", "--steps", "100", "--resolution", "64", "--json"])
     finally:
-        timer.cancel()
+        done.set()
+        presser.join()
     out = json.loads(capsys.readouterr().out)
     assert code == 2 and out["state"] == "stopped" and 0 < out["step"] < 100
     assert out["exit_code"] == 2 and out["ok"] is False
