@@ -240,13 +240,13 @@ def _import_one(project: Project, src: Path, caption_ext: str, index: dict, take
                 report: ImportReport) -> str | None:
     """Import one file; returns the refusal reason, or None."""
     try:
+        image_probe.open_image(src).close()  # the header first: a stray 2 GB video is never read
         data = src.read_bytes()
+        info = image_probe.probe(data, name=src.name)
     except OSError as e:
         reason = f"unreadable: {e.strerror or e}"
         report.refused.append((str(src), reason))
         return reason
-    try:
-        info = image_probe.probe(data, name=src.name)
     except image_probe.ImageRefused as e:
         reason = str(e)
         report.refused.append((str(src), reason))
