@@ -12,6 +12,8 @@
   report says so).
 - kohya repeat folders (`10_cat`) are recognised and reported (repeats are a training setting).
 - One bad file never stops the others; Ctrl-C keeps what was imported (the index is saved).
+- Reading and validating run a few files ahead in threads; naming and writing stay in order, so
+  the result does not depend on timing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from trainer.project import Project, is_image_file
 
 INDEX_NAME = "import_index.json"
 MAX_STEM_LENGTH = 120
+# Files are read and validated a few ahead of the (sequential) naming and copying, in threads.
+READ_THREADS = 3
+READ_AHEAD = 6
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 # Characters that cannot or should not appear in a file name on any common file system.
 _BAD_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
@@ -224,45 +229,85 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
     if on_progress:
         on_progress(0, len(sources), "", None)
     try:
-        for done, src in enumerate(sources, 1):
-            if should_stop and should_stop():
+        for done, loaded in enumerate(_read_ahead(sources, should_stop), 1):
+            if loaded is None:
                 report.stopped = True
                 break
-            problem = _import_one(project, src, caption_ext, index, taken, report)
+            problem = _import_one(project, loaded, caption_ext, index, taken, report)
             if on_progress:
-                on_progress(done, len(sources), src.name, problem)
+                on_progress(done, len(sources), loaded.src.name, problem)
     finally:
         save_index(project, index)
     return report
 
 
-def _import_one(project: Project, src: Path, caption_ext: str, index: dict, taken: set[str],
-                report: ImportReport) -> str | None:
-    """Import one file; returns the refusal reason, or None."""
+@dataclass
+class _Loaded:
+    """One source file read and validated (off the main thread)."""
+
+    src: Path
+    data: bytes = b""
+    info: image_probe.ImageInfo | None = None
+    sha256: str = ""
+    problem: str | None = None
+
+
+def _load(src: Path) -> _Loaded:
     try:
         image_probe.open_image(src).close()  # the header first: a stray 2 GB video is never read
         data = src.read_bytes()
         info = image_probe.probe(data, name=src.name)
     except OSError as e:
-        reason = f"unreadable: {e.strerror or e}"
-        report.refused.append((str(src), reason))
-        return reason
+        return _Loaded(src, problem=f"unreadable: {e.strerror or e}")
     except image_probe.ImageRefused as e:
-        reason = str(e)
-        report.refused.append((str(src), reason))
-        return reason
-    sha = sha256_bytes(data)
-    existing = index.get(sha)
+        return _Loaded(src, problem=str(e))
+    return _Loaded(src, data, info, sha256_bytes(data))
+
+
+def _read_ahead(sources: list[Path], should_stop: Callable[[], bool] | None):
+    """Yield each source loaded, in order, decoding a few ahead in threads (Pillow and hashlib
+    release the GIL); yields None when a stop is requested. At most READ_AHEAD files in memory."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="import-read") as pool:
+        queue: deque = deque()
+        pending = iter(sources)
+        try:
+            while True:
+                while len(queue) < READ_AHEAD:
+                    src = next(pending, None)
+                    if src is None:
+                        break
+                    queue.append(pool.submit(_load, src))
+                if not queue:
+                    return
+                if should_stop and should_stop():
+                    yield None
+                    return
+                yield queue.popleft().result()
+        finally:
+            for future in queue:
+                future.cancel()
+
+
+def _import_one(project: Project, loaded: _Loaded, caption_ext: str, index: dict, taken: set[str],
+                report: ImportReport) -> str | None:
+    """Import one loaded file; returns the refusal reason, or None."""
+    src = loaded.src
+    if loaded.problem:
+        report.refused.append((str(src), loaded.problem))
+        return loaded.problem
+    existing = index.get(loaded.sha256)
     if existing:
         report.duplicates.append((str(src), existing["file"]))
         _import_caption(project, src, Path(existing["file"]).stem, caption_ext, report)
         return None
-    base = clean_stem(src.stem)
-    stem = _unique_stem(base, taken)
-    name = stem + info.suffix_for(src.name).lower()
+    stem = _unique_stem(clean_stem(src.stem), taken)
+    name = stem + loaded.info.suffix_for(src.name).lower()
     target = project.originals / name
     try:
-        atomic_write_bytes(target, data)
+        atomic_write_bytes(target, loaded.data)
         st = src.stat()
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # keep the photo's date
     except OSError as e:
@@ -270,8 +315,8 @@ def _import_one(project: Project, src: Path, caption_ext: str, index: dict, take
         reason = f"could not copy into the project: {e.strerror or e}"
         report.refused.append((str(src), reason))
         return reason
-    index[sha] = {"file": name, "source": str(src),
-                  "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    index[loaded.sha256] = {"file": name, "source": str(src),
+                            "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     report.imported.append(name)
     if name != src.name:
         report.renamed.append((str(src), name))
