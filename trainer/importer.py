@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 
 from trainer import caption_store, image_probe
 from trainer.atomic import atomic_write_bytes, atomic_write_text
-from trainer.project import Project, is_image_file
+from trainer.project import Project
 
 INDEX_NAME = "import_index.json"
 MAX_STEM_LENGTH = 120

@@ -73,7 +73,7 @@ def _unprepared(project: Project, resolution: int) -> tuple[list[str], list[str]
     except LoradeckError:
         key = None
     missing, stale = [], []
-    for src in prep._originals(project):
+    for src in prep.list_originals(project):
         entry = manifest.get(src.stem)
         if not entry or not (project.dataset / entry.get("output", "")).is_file():
             missing.append(src.name)
@@ -102,7 +102,7 @@ def check(project: Project, config=None) -> dict:
     statuses = caption_ops.list_captions(project, proj_settings.caption_extension)
     ext = proj_settings.caption_extension
 
-    originals = prep._originals(project)
+    originals = prep.list_originals(project)
     if not images:
         hint = "run: loradeck prep " + project.name if originals else "run: loradeck import " + project.name + " FOLDER"
         problems.append(_problem("error", "no_images", f"the dataset has no images ({hint})"))

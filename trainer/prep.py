@@ -267,7 +267,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _originals(project: Project) -> list[Path]:
+def list_originals(project: Project) -> list[Path]:
+    """The image files in originals/ (hidden files skipped), sorted by name."""
     if not project.originals.is_dir():
         return []
     return sorted((p for p in project.originals.iterdir()
@@ -301,7 +302,7 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
     project.dataset.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(project)
     report = PrepReport(resolution=prep.spec.resolution)
-    originals = _originals(project)
+    originals = list_originals(project)
     report.total = len(originals)
     stems = {p.stem for p in originals}
 
