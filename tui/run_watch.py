@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 from textual.message import Message
 
+from trainer import runs as engine_runs
 from trainer.events import EventReader
-from trainer.run_files import RunFiles, read_status
+from trainer.run_files import RunFiles
 
 # Series longer than this are thinned (every other point dropped) so memory and the cost of a
 # snapshot stay bounded on very long runs; a chart is a few hundred columns wide anyway.
@@ -28,7 +29,11 @@ MAX_POINTS = 8192
 SMOOTHING = 0.9  # EMA weight, as TensorBoard's default smoothing slider
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 32 * 1024
-READ_CHUNK = 512 * 1024  # bytes of events.jsonl folded per pass, so the UI gets updates while catching up
+# Catching up on a long file is done in small bites with a pause between them: parsing JSON holds
+# the GIL, and the UI thread must get it often enough to answer keys promptly.
+READ_CHUNK = 64 * 1024
+CATCH_UP_PAUSE = 0.002  # seconds between bites
+CATCH_UP_POST_EVERY = 0.1  # seconds between intermediate views while catching up
 ALERTS_KEPT = 50
 ETA_WINDOW = 50  # steps used for the recent rate
 
@@ -174,6 +179,8 @@ class RunTracker:
         self.finished_message: str | None = None
         self.output: str | None = None
         self.config: dict[str, Any] = {}
+        self.last_started: dict[str, Any] | None = None  # for trainer.runs.run_state
+        self.last_finished: dict[str, Any] | None = None
         # (step, time) of recent steps and their step_time, for it/s and ETA
         self._recent: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
         self._step_times: deque[float] = deque(maxlen=ETA_WINDOW)
@@ -190,6 +197,7 @@ class RunTracker:
             self.events_seen += 1
 
     def _on_run_started(self, e: dict) -> None:
+        self.last_started = e
         if self.started is None:
             self.started = _number(e.get("time"))
         if isinstance(e.get("config"), dict):
@@ -274,6 +282,7 @@ class RunTracker:
                                  str(e.get("hint") or ""), self.step or None))
 
     def _on_run_finished(self, e: dict) -> None:
+        self.last_finished = e
         self.finished_status = str(e.get("status"))
         self.finished_message = e.get("message")
         self.output = e.get("output") or self.output
@@ -322,34 +331,18 @@ class RunTracker:
 
 # -- reading the other run files --------------------------------------------------------------
 
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def run_state(files: RunFiles, tracker: "RunTracker | None" = None) -> str:
+    """The run's state as every reader sees it (trainer.runs.run_state).
 
-
-def run_state(files: RunFiles) -> str:
-    """The run's state as every reader sees it (trainer.runs.run_state when the engine has it)."""
-    try:
-        from trainer import runs as engine_runs
-    except ImportError:
-        engine_runs = None
-    if engine_runs is not None and hasattr(engine_runs, "run_state"):
-        state = engine_runs.run_state(files)
-        return getattr(state, "value", state) if not isinstance(state, str) else state
-    status = read_status(files)
-    if status is None:
-        return "starting" if files.dir.is_dir() else "unknown"
-    state = status.get("state", "unknown")
-    if state in ("starting", "running", "stopping") and not pid_alive(status.get("pid")):
-        return "crashed"
-    return state
+    With a `tracker` that has read the whole events file, its last run_started / run_finished are
+    handed to the engine, which then need not scan the file backwards on every poll (on a long
+    running run that scan reads everything, as there is no run_finished to stop at).
+    """
+    if tracker is None:
+        return engine_runs.run_state(files)
+    known = {k: v for k, v in (("run_started", tracker.last_started), ("run_finished", tracker.last_finished))
+             if v is not None}
+    return engine_runs.run_state(files, _events=known)
 
 
 class LogTail:
@@ -426,19 +419,20 @@ class RunWatcher:
     def poll_once(self) -> RunView | None:
         """Fold what is new; return a view if anything the UI shows changed, else None."""
         changed = False
-        pending: RunView | None = None
+        last_post = time.monotonic()
         while not self._stopped.is_set():
             events = self.reader.read_new(READ_CHUNK)
             if not events:
                 break
-            if pending is not None:
-                # Catching up on a long file: show each chunk's progress so the screen fills in.
-                self._post(RunUpdated(pending))
+            if changed:
+                time.sleep(CATCH_UP_PAUSE)  # a long backlog: let the UI thread in between bites
+                if time.monotonic() - last_post > CATCH_UP_POST_EVERY:
+                    # show the progress so far, so a long history fills in rather than pops in
+                    self._post(RunUpdated(self.tracker.view(self.state, self.log.read())))
+                    last_post = time.monotonic()
             self.tracker.feed(events)
             changed = True
-            pending = self.tracker.view(self.state, self.log.read())
-            time.sleep(0)  # hand the GIL to the UI thread between chunks
-        self.state = run_state(self.files)
+        self.state = run_state(self.files, self.tracker)
         tail = self.log.read()
         sig = (self.state, len(tail), tail[-1] if tail else None)
         self.polls += 1

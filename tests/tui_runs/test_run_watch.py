@@ -89,15 +89,17 @@ def test_malformed_events_are_skipped_not_fatal():
     assert tracker.view("running", []).step == 2 and tracker.events_seen == 6
 
 
-def test_watcher_catches_up_on_ten_thousand_events_with_few_ui_messages(project):
+def test_watcher_catches_up_on_ten_thousand_events_with_few_ui_messages(project, monkeypatch):
+    monkeypatch.setattr(run_watch, "CATCH_UP_POST_EVERY", 0.0)  # post at every bite
     events = [run_started("r1")] + step_events(1, 10_000, 10_000, mem=False)
     files = make_run(project, "r1", events, state="running")
     posted = []
     watcher = RunWatcher(files, posted.append)
     view = watcher.poll_once()
     assert view is not None and view.step == 10_000 and view.events_seen == 10_001
-    # Intermediate views while catching up, but nowhere near one per event.
-    assert 0 < len(posted) < 20 and all(isinstance(m, RunUpdated) for m in posted)
+    # Intermediate views while catching up, one per bite of the file: nowhere near one per event.
+    assert 5 < len(posted) < 100 and all(isinstance(m, RunUpdated) for m in posted)
+    assert [m.view.step for m in posted] == sorted(m.view.step for m in posted)
     assert watcher.poll_once() is None  # nothing new: nothing to redraw
 
 

@@ -16,9 +16,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
 from trainer.project import Project
+from trainer.runs import RunInfo
 
 from tui import run_actions
-from tui.run_actions import RunRow
 from tui.run_keys import bind
 
 REFRESH_SECONDS = 2.0
@@ -84,18 +84,19 @@ class RunsScreen(Screen):
     BINDINGS = [bind("runs.open"), bind("runs.stop"), bind("runs.resume"), bind("runs.export"),
                 bind("runs.train"), bind("runs.refresh"), bind("app.back")]
 
-    COLUMNS = ("run", "state", "steps", "started", "output")
+    COLUMNS = ("run", "state", "steps", "loss", "started", "output")
 
     @staticmethod
-    def _cells(r: RunRow) -> tuple:
+    def _cells(r: RunInfo) -> tuple:
         steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
-        return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, started_text(r.started),
+        loss = f"{r.loss:.4f}" if r.loss is not None else ""
+        return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, loss, started_text(r.started),
                 r.output or "")
 
     def __init__(self, project: Project, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
         super().__init__()
         self.project = project
-        self.rows: dict[str, RunRow] = {}
+        self.rows: dict[str, RunInfo] = {}
         self.refresh_seconds = refresh_seconds
         self.refreshes = 0
         self._timer = None
@@ -134,7 +135,7 @@ class RunsScreen(Screen):
     def _show_problem(self, error: BaseException) -> None:
         self.query_one("#runs-detail", Static).update(f"could not list runs: {error}")
 
-    def _apply(self, rows: list[RunRow]) -> None:
+    def _apply(self, rows: list[RunInfo]) -> None:
         self.refreshes += 1
         table = self.query_one(DataTable)
         selected = self.selected_run_id()
@@ -169,7 +170,7 @@ class RunsScreen(Screen):
             return None
         return key.value
 
-    def selected(self) -> RunRow | None:
+    def selected(self) -> RunInfo | None:
         run_id = self.selected_run_id()
         return self.rows.get(run_id) if run_id else None
 
@@ -182,7 +183,9 @@ class RunsScreen(Screen):
                  "completed": "e: export  m/enter: monitor",
                  "stopped": "r: resume  m/enter: monitor", "failed": "r: resume  m/enter: monitor",
                  "crashed": "the process is gone without finishing; r: resume from its last state"}
-        self.query_one("#runs-detail", Static).update(f"{row.run_id}: {row.state}. {hints.get(row.state, '')}")
+        why = f" ({row.message})" if row.message else ""
+        self.query_one("#runs-detail", Static).update(
+            f"{row.run_id}: {row.state}{why}. {hints.get(row.state, '')}")
 
     # -- actions ------------------------------------------------------------------------------
     @on(DataTable.RowSelected)
@@ -259,7 +262,7 @@ class RunsScreen(Screen):
             self.app.exit()
 
     @work(thread=True, group="run-action", exit_on_error=False)
-    def _engine(self, what: str, row: RunRow, *args) -> None:
+    def _engine(self, what: str, row: RunInfo, *args) -> None:
         try:
             if what == "export":
                 result = run_actions.export(self.project, row.files, *args)

@@ -93,12 +93,19 @@ def braille_lines(traces: Sequence[Trace], width: int, height: int, *, x_range: 
                 lo, hi = min(lo, int(round(edge))), max(hi, int(round(edge)))
             dot(c, lo, hi, trace.color)
             prev = (c, mid)
+    styles = {t.color: Style(color=t.color) for t in traces}
     lines = []
     for r in range(height):
         text = Text()
-        for cc in range(width):
-            b = bits[r][cc]
-            text.append(chr(0x2800 + b) if b else " ", Style(color=colors[r][cc]) if b else None)
+        row_bits, row_colors = bits[r], colors[r]
+        run_start = 0
+        # one span per run of same-coloured cells, not one per cell
+        for cc in range(1, width + 1):
+            if cc == width or row_colors[cc] != row_colors[run_start]:
+                chars = "".join(chr(0x2800 + b) if b else " " for b in row_bits[run_start:cc])
+                color = row_colors[run_start]
+                text.append(chars, styles[color] if color else None)
+                run_start = cc
         lines.append(text)
     return lines
 
