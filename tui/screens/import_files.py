@@ -159,6 +159,10 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
         for source, why in report.get("captions_skipped", []):
             table.add_row(Path(source).name, f"caption skipped: {why}")
         table.display = table.row_count > 0
+        if table.row_count:
+            table.focus()  # the reasons are what to read next
+        else:
+            self.query_one("#import-close", Button).focus()
 
     @on(Button.Pressed, "#import-close")
     def action_close(self) -> None:

@@ -35,11 +35,12 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#projects", DataTable)
-        table.add_column("Project", key="name")
-        table.add_column("Images", key="images")
-        table.add_column("Captioned", key="captioned")
-        table.add_column("Last run", key="run")
-        table.add_column("Base model", key="base")
+        # Fixed widths: the table fits 80 columns and does not jump as rows arrive.
+        table.add_column("Project", key="name", width=16)
+        table.add_column("Images", key="images", width=11)
+        table.add_column("Captioned", key="captioned", width=9)
+        table.add_column("Last run", key="run", width=10)
+        table.add_column("Base model", key="base", width=20)
         self.refresh_projects()
 
     def on_screen_resume(self) -> None:
@@ -64,18 +65,25 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     def _fill(self, summaries: list[dict], select: str | None) -> None:
         table = self.query_one("#projects", DataTable)
         current = select or self.selected_name()
+        if summaries == list(self.summaries.values()) and table.row_count == len(summaries):
+            if select in self.summaries:
+                table.move_cursor(row=list(self.summaries).index(select))
+            return  # nothing changed: no redraw (and no flicker)
         table.clear()
         self.summaries = {s["name"]: s for s in summaries}
         for s in summaries:
-            images = f"{s['images']}" if s["images"] or not s["originals"] else f"0 ({s['originals']} to prep)"
+            unprepared = s["originals"] - s["images"]
+            images = f"{s['images']} (+{unprepared})" if unprepared > 0 else f"{s['images']}"
             run = f"{s['last_run_status']}" if s["last_run"] else "–"
             base = s["problem"] and f"! {s['problem']}" or s["base_model"]
             table.add_row(s["name"], images, f"{s['captioned']}/{s['images']}", run, base, key=s["name"])
         names = [s["name"] for s in summaries]
         if current in names:
             table.move_cursor(row=names.index(current))
-        self.query_one("#projects-hint", Static).update(
-            EMPTY_HINT if not summaries else f"{len(summaries)} project(s) in {self.root}")
+        hint = EMPTY_HINT if not summaries else f"{len(summaries)} project(s) in {self.root}"
+        if any(s["originals"] > s["images"] for s in summaries):
+            hint += "  ·  (+N): imported, not prepared yet"
+        self.query_one("#projects-hint", Static).update(hint)
 
     def selected_name(self) -> str | None:
         table = self.query_one("#projects", DataTable)
