@@ -534,8 +534,10 @@ def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
 
 
 def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str, Any]], None],
-           *, poll: float = 0.25, from_start: bool = False) -> str:
-    """Feed the run's new events to `on_event` until `proc` exits; returns the final state."""
+           *, poll: float = 0.25, from_start: bool = False,
+           on_status: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Feed the run's new events to `on_event` (and each poll's status.json to `on_status`) until
+    `proc` exits; returns the final state."""
     offset = 0
     if not from_start:
         try:
@@ -547,6 +549,10 @@ def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str
         done = proc.poll() is not None
         for event in reader.read_new():
             on_event(event)
+        if on_status is not None:
+            status = read_status(files)
+            if status:
+                on_status(status)
         if done:
             break
         time.sleep(poll)

@@ -25,7 +25,7 @@ def write_images(dataset: Path, n: int = 3, size: int = 64) -> None:
             for y in range(size // 4, size // 2 + i * 4):
                 image.putpixel((x, y), (255, 255, 255))
         image.save(dataset / f"img_{i}.png")
-        (dataset / f"img_{i}.txt").write_text(f"sks toy, shape {i}, plain background")
+        (dataset / f"img_{i}.txt").write_text(f"sks, a toy, shape {i}, plain background")
 
 
 @pytest.fixture

@@ -223,13 +223,19 @@ class _ProgressView:
             return
         elif kind == "run_started":
             total = event.get("total_steps")
-            self.progress.update(self.task, description="training", total=total if isinstance(total, int) else None)
+            self.progress.update(self.task, total=total if isinstance(total, int) else None)
         elif kind == "step":
             self._step(event)
         elif kind == "checkpoint":
             self.say(f"checkpoint at step {event.get('step')}: {event.get('path')}", "dim")
         elif kind == "sample":
             self.say(f"sample at step {event.get('step')}: {event.get('path')}", "dim")
+
+    def on_status(self, status: dict[str, Any]) -> None:
+        """The trainer's current phase (loading model, caching latents, training, sampling, ...)."""
+        phase = status.get("phase")
+        if not self.quiet and isinstance(phase, str) and phase:
+            self.progress.update(self.task, description=phase)
 
     def _step(self, event: dict[str, Any]) -> None:
         step, total = event.get("step"), event.get("total_steps")
@@ -244,7 +250,7 @@ class _ProgressView:
             self._last = (event["time"], step)
         loss = event.get("loss")
         self.progress.update(
-            self.task, description="training", completed=step,
+            self.task, completed=step,
             total=total if isinstance(total, int) else None,
             loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else str(loss),
             rate=f"{rate:.2f} it/s" if rate else "- it/s")
@@ -273,7 +279,7 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     try:
         with view:
             view.say(f"run {files.run_id} (log: {files.log})", "dim")
-            state = runs.follow(files, proc, view.on_event)
+            state = runs.follow(files, proc, view.on_event, on_status=view.on_status)
     except KeyboardInterrupt:
         data = {"ok": False, "run_id": files.run_id, "state": runs.run_state(files), "detached": True}
         return CommandResult(data, f"stopped watching; run {files.run_id} is stopping on its own"
