@@ -266,12 +266,16 @@ def base_model_of(metadata: dict[str, str]) -> str | None:
 
 
 def _base_available(base: str) -> bool:
-    if os.path.isdir(os.path.expanduser(base)):
+    """Whether `base` can be loaded without a download: synthetic, a local folder or file, or a hub id
+    already in the local cache (trainer.models decides what a name is)."""
+    from trainer.models import kind_of
+
+    try:
+        kind = kind_of(base)
+    except LoradeckError:
+        return False
+    if kind != "hub":
         return True
-    if os.path.exists(os.path.expanduser(base)):
-        return True  # a single-file checkpoint
-    if base.startswith(("/", ".", "~")) or base.count("/") > 1:
-        return False  # a path that is not there (not a hub id)
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -282,15 +286,15 @@ def _base_available(base: str) -> bool:
 
 
 def _load_pipeline(base: str):
-    import torch
+    """A diffusers pipeline of the base model (through trainer.models, the one place that loads them)."""
     from diffusers import StableDiffusionPipeline
 
-    base_path = os.path.expanduser(base)
-    kwargs = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False, vae=None,
-                  dtype=torch.float32)
-    if os.path.isfile(base_path):
-        return StableDiffusionPipeline.from_single_file(base_path, **kwargs)
-    return StableDiffusionPipeline.from_pretrained(base_path, local_files_only=True, **kwargs)
+    from trainer.models import load_base_model
+
+    model = load_base_model(base)
+    return StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                   unet=model.unet, scheduler=model.noise_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
 
 
 def _lora_layer_names(model, adapter: str) -> set[str]:

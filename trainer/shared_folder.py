@@ -80,6 +80,11 @@ def _value(text: str | None) -> Any:
         return None
     if text in ("True", "False"):
         return text == "True"
+    if text[:1] in "{[":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
     for kind in (int, float):
         try:
             return kind(text)

@@ -27,21 +27,57 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_export_from_a_run_publishes_a_valid_adapter_that_loads(project, lora_bytes, tiny_base, shared):
+def test_export_of_a_real_training_run_passes_validation_and_loads(root, shared, tmp_path):
+    """The trainer's own output (synthetic:tiny, two steps, one sample) exports, validates and loads."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (80, 80), (40 * i, 120, 200)).save(images / f"{i}.png")
+        (images / f"{i}.txt").write_text(f"sks, red hat, pose {i}")
+    for args in (("init", "hero", "--trigger", "sks"), ("import", "hero", str(images)),
+                 ("prep", "hero", "--resolution", "64")):
+        proc = run_cli(*args, root=root)
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "hero", "--base-model", "synthetic:tiny", "--steps", "2", "--resolution", "64",
+                   "--mixed-precision", "no", "--targets", "kohya", "--sample-prompt", "sks",
+                   "--sample-every-steps", "2", "--sample-steps", "2", "--json", root=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_id = json.loads(proc.stdout)["run_id"]
+    result = export_run("hero", root=root, to=shared, name="hero-style")
+    assert result.run == run_id and result.load_check == "passed on synthetic:tiny", result
+    assert sorted(p.name for p in shared.iterdir()) == ["hero-style.json", "hero-style.preview.png",
+                                                        "hero-style.safetensors"]
+    report = validate(result.adapter, base_model="synthetic:tiny")
+    assert report.ok and report.load_check.startswith("passed"), report.summary()
+    assert not [p for p in report.problems if p.severity == "warning"], report.summary()
+    run_dir = root / "hero" / "runs" / run_id
+    assert file_model_hash(result.adapter) == file_model_hash(run_dir / "lora.safetensors")
+    assert (shared / "hero-style.preview.png").read_bytes() == latest_sample(run_dir).read_bytes()
+
+
+def test_cli_export_publishes_adapter_sidecar_and_latest_sample(project, lora_bytes, tiny_base, shared):
     run_dir = make_run(project, lora_bytes, base_model=str(tiny_base))
-    proc = run_cli("export", "heroes", "--to", str(shared), "--json", root=project.root)
+    proc = run_cli("export", "heroes", "--to", str(shared), "--no-load-check", "--json", root=project.root)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["ok"] and data["name"] == "mylora" and data["run"] == run_dir.name
-    assert data["load_check"] == f"passed on {tiny_base}"
+    assert data["load_check"] == "skipped: disabled"
     published = shared / "mylora.safetensors"
     assert sorted(p.name for p in shared.iterdir()) == ["mylora.json", "mylora.preview.png", "mylora.safetensors"]
-    report = validate(published, base_model=str(tiny_base))
-    assert report.ok and report.load_check.startswith("passed"), report.summary()
+    assert check_rules(published).ok
     # same tensors as the run's file, and the hash the header claims
     assert file_model_hash(published) == file_model_hash(run_dir / "mylora.safetensors") == data["sshs_model_hash"]
     # the preview is the run's latest sample
     assert (shared / "mylora.preview.png").read_bytes() == (run_dir / "samples" / "step-000100-0.png").read_bytes()
+
+
+def test_export_load_checks_against_the_runs_base_model(project, lora_bytes, tiny_base, shared):
+    make_run(project, lora_bytes, base_model=str(tiny_base))
+    result = export_run("heroes", root=project.root, to=shared)
+    assert result.load_check == f"passed on {tiny_base}"
+    assert validate(result.adapter, base_model=str(tiny_base)).ok
 
 
 def test_sidecar_agrees_with_the_adapter_metadata(project, lora_bytes, tiny_base, shared):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
+import struct
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from trainer.lora_file import DOWN, UP, header_bytes, read_header, read_lora, save_kohya_lora
 from trainer.lora_validate import check_rules, validate
 
@@ -72,7 +74,7 @@ def test_each_malformed_module_is_caught(tmp_path, lora_path, mutate, rule, word
 def test_non_string_metadata_is_caught(tmp_path, lora_path):
     info, meta = read_header(lora_path)
     data = lora_path.read_bytes()
-    (n,) = __import__("struct").unpack("<Q", data[:8])
+    (n,) = struct.unpack("<Q", data[:8])
     path = tmp_path / "intmeta.safetensors"
     path.write_bytes(header_bytes(info, {**meta, "ss_network_dim": 4}) + data[8 + n:])
     report = check_rules(path)
@@ -161,12 +163,7 @@ def test_isolated_load_check_matches_in_process(lora_path, tiny_base):
 
 
 def test_rules_never_import_torch(lora_path):
-    import subprocess
-    import sys
-
     code = ("import sys; from trainer.lora_validate import check_rules; r = check_rules(sys.argv[1]);"
             "assert r.ok, r.summary(); assert 'torch' not in sys.modules; print('ok')")
-    proc = subprocess.run([sys.executable, "-c", code, str(lora_path)], capture_output=True, text=True,
-                          cwd=str(__import__("tests.conftest").conftest.REPO))
+    proc = subprocess.run([sys.executable, "-c", code, str(lora_path)], capture_output=True, text=True, cwd=REPO)
     assert proc.stdout.strip() == "ok", proc.stderr
-    assert math.isfinite(1.0)
