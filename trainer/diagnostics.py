@@ -35,17 +35,17 @@ def oom_hint(cfg: TrainConfig) -> str:
         knobs.append("enable gradient checkpointing (--gradient-checkpointing)")
     if cfg.mixed_precision == "no":
         knobs.append("use mixed precision (--mixed-precision fp16 or bf16)")
+    if cfg.batch_size > 1:
+        knobs.append(f"lower --batch-size (now {cfg.batch_size}; raise gradient_accumulation_steps instead)")
     if not cfg.cache_latents:
         knobs.append("cache latents (--cache-latents)")
+    if cfg.resolution > 512:
+        knobs.append(f"lower --resolution (now {cfg.resolution})")
+    if cfg.attention == "eager":
+        knobs.append("use --attention sdpa")
     if not cfg.cache_text_embeddings and not cfg.train_text_encoder and not cfg.shuffle_caption \
             and not cfg.caption_dropout_rate:
         knobs.append("cache text embeddings (cache_text_embeddings = true)")
-    if cfg.attention == "eager":
-        knobs.append("use --attention sdpa")
-    if cfg.batch_size > 1:
-        knobs.append(f"lower --batch-size (now {cfg.batch_size}; raise gradient_accumulation_steps instead)")
-    if cfg.resolution > 512:
-        knobs.append(f"lower --resolution (now {cfg.resolution})")
     if cfg.optimizer == "adamw":
         knobs.append("use --optimizer adamw8bit")
     if cfg.train_text_encoder:
@@ -54,7 +54,7 @@ def oom_hint(cfg: TrainConfig) -> str:
         knobs.append(f"lower --rank (now {cfg.rank})")
     if not knobs:
         knobs.append("lower --resolution or use a GPU with more memory")
-    return "; ".join(knobs[:4])
+    return "; ".join(knobs[:5])
 
 
 def nan_hint(cfg: TrainConfig) -> str:

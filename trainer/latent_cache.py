@@ -125,5 +125,8 @@ class TextEmbeddingCache:
 
         return torch.stack([self._memory[c] for c in captions])
 
+    def __len__(self) -> int:
+        return len(self._memory)
+
     def __contains__(self, caption: str) -> bool:
         return caption in self._memory

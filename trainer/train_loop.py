@@ -85,6 +85,7 @@ def train(ctx: RunContext) -> Outcome:
     unet.to(device, dtype=weight_dtype)
     vae.to(device, dtype=vae_dtype)
     text_encoder.to(device, dtype=weight_dtype)
+    torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
     unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
     te_params = []
     if cfg.train_text_encoder:
@@ -193,7 +194,10 @@ def train(ctx: RunContext) -> Outcome:
         batches_per_epoch=plan.batches_per_epoch, trainable_params=sum(p.numel() for p in params),
         lora_modules=lora_network.count_modules(accelerator.unwrap_model(unet)),
         attention_processor=type(next(iter(accelerator.unwrap_model(unet).attn_processors.values()))).__name__,
-        gradient_checkpointing=accelerator.unwrap_model(unet).is_gradient_checkpointing)
+        gradient_checkpointing=accelerator.unwrap_model(unet).is_gradient_checkpointing,
+        latent_cache=dict(latent_cache.stats) if latent_cache else None,
+        text_embeddings_cached=len(text_cache) if text_cache else None,
+        weight_dtype=str(weight_dtype).replace("torch.", ""), vae_dtype=str(vae_dtype).replace("torch.", ""))
     ctx.progress.update(state="running", phase="training", step=start_step, total_steps=total_steps)
     fault = injected_fault()
 

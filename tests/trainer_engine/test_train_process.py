@@ -1,0 +1,50 @@
+"""The trainer as a process, started the way trainer.runs starts it: signals, heartbeat, resume, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import PYTHON, REPO, events_of, run_trainer
+
+
+def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(make_run):
+    run = make_run(max_train_steps=6, batch_size=1, save_precision="fp32")
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    with open(run / "train.log", "ab") as log:
+        proc = subprocess.Popen([PYTHON, "-m", "trainer.train_process", str(run)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not events_of(run, "step") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = json.loads((run / "status.json").read_text())
+        assert status["pid"] == proc.pid and status["state"] == "running"
+        beat = status["heartbeat"]
+        time.sleep(2.2)
+        assert json.loads((run / "status.json").read_text())["heartbeat"] > beat  # alive and beating
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [done] = events_of(run, "run_finished")
+    stopped_at = done["steps_done"]
+    assert done["status"] == "stopped" and 1 <= stopped_at < 6
+    assert (run / "state" / f"step-{stopped_at}" / "meta.json").is_file()
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+    assert "stopping after the current step" in (run / "train.log").read_text()
+
+    resumed = run_trainer(run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [s["step"] for s in events_of(run, "step")] == list(range(1, 7))
+    last = events_of(run, "run_finished")[-1]
+    assert last["status"] == "completed" and last["steps_done"] == 6 and (run / "out.safetensors").is_file()
+
+
+def test_unreadable_run_folder_exits_2(tmp_path):
+    proc = run_trainer(tmp_path / "no-such-run")
+    assert proc.returncode == 2 and "config.toml" in proc.stderr
