@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from bisect import bisect_left
 import threading
 import time
 from collections import deque
@@ -39,7 +40,9 @@ ETA_WINDOW = 50  # steps used for the recent rate
 
 
 class Series:
-    """x/y points that thin themselves to at most MAX_POINTS (keeping every `stride`-th point)."""
+    """x/y points with ascending x that thin themselves to at most MAX_POINTS (keeping every
+    `stride`-th point). A point at or before the last x (a run resumed from an earlier saved
+    state) first drops the points it replaces, so the graph shows the steps that count."""
 
     __slots__ = ("xs", "ys", "stride", "_skip")
 
@@ -50,6 +53,10 @@ class Series:
         self._skip = 0
 
     def add(self, x: float, y: float) -> None:
+        if self.xs and x <= self.xs[-1]:
+            keep = bisect_left(self.xs, x)
+            del self.xs[keep:], self.ys[keep:]
+            self._skip = 0
         if self._skip:
             self._skip -= 1
             return

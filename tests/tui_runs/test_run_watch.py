@@ -126,3 +126,19 @@ def test_log_tail_keeps_the_last_lines_and_the_end_of_carriage_return_progress(p
     tail = run_watch.LogTail(files.log).read()
     assert tail[-1] == "100%" and tail[-2] == "line 299" and len(tail) == run_watch.LOG_TAIL_LINES
     write_events(files, step_events(1, 1, 1))
+
+
+def test_a_run_resumed_from_an_earlier_state_replaces_the_steps_it_redoes():
+    tracker = RunTracker("r")
+    tracker.feed(step_events(1, 10, 20))
+    tracker.feed(step_events(8, 12, 20, t0=T0 + 100))  # state saved at step 7; steps 8-10 were lost
+    xs, _ = tracker.view("running", []).loss_raw
+    assert xs == list(range(1, 13))
+
+
+def test_chart_columns_take_min_and_max_of_the_points_they_cover():
+    from tui.widgets.charts import _columns
+
+    cols = _columns([0, 1, 2, 3, 4, 5], [5, 1, 7, 2, 2, 9], 0, 5, 3)
+    assert cols == [(1, 5), (2, 7), (2, 9)]
+    assert _columns([], [], 0, 1, 4) == [None] * 4

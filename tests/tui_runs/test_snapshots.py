@@ -42,7 +42,10 @@ def test_train_form_with_an_error(trainable, snap_compare):
     app = ScreenApp(lambda: TrainFormScreen(trainable))
 
     async def edit(pilot):
+        await wait_for(pilot, lambda: app.screen.query("#f-rank") and app.screen.query_one("#f-rank").value)
         app.screen.query_one("#f-rank").value = "0"
+        await wait_for(pilot, lambda: "rank" in app.screen.errors)
+        app.screen.set_focus(None)  # no blinking cursor in the picture
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=edit)

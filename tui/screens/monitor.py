@@ -168,6 +168,7 @@ class MonitorScreen(Screen):
         self.updates_applied = 0
         self._sample_shown: str | None = None
         self._log_lines = LOG_LINES_SMALL
+        self._shown: dict[str, str] = {}  # selector -> the text a Static shows now
 
     def compose(self) -> ComposeResult:
         yield Static("", id="status")
@@ -217,19 +218,27 @@ class MonitorScreen(Screen):
     def _apply(self, message: RunUpdated) -> None:
         view = self.view = message.view
         self.updates_applied += 1
-        self.query_one("#status", Static).update(status_line(view))
-        bar = self.query_one("#progress", ProgressBar)
+        self._set("#status", status_line(view), fixed=True)
         if view.total_steps:
-            bar.update(total=view.total_steps, progress=view.step)
-        self.query_one("#device", Static).update(device_line(view))
+            self.query_one("#progress", ProgressBar).update(total=view.total_steps, progress=view.step)
+        self._set("#device", device_line(view))
         self.query_one(LossChart).show(view)
         vram = self.query_one(VramChart)
         vram.show(view)
         vram.set_class(not vram.traces, "empty")  # a message only: give the room to the loss graph
-        self.query_one("#alerts", Static).update(alerts_text(view))
-        self.query_one("#finished", Static).update(finished_line(view))
-        self.query_one("#log", Static).update("\n".join(view.log_tail[-self._log_lines:]))
+        self._set("#alerts", alerts_text(view))
+        self._set("#finished", finished_line(view))
+        self._set("#log", "\n".join(view.log_tail[-self._log_lines:]), fixed=True)
         self._show_sample(view)
+
+    def _set(self, selector: str, content: Text | str, *, fixed: bool = False) -> None:
+        """Update a Static only when its text changed; a fixed-height one without a relayout (a
+        relayout of the whole screen on every event burst is what would make the monitor sluggish)."""
+        plain = content.plain if isinstance(content, Text) else content
+        if self._shown.get(selector) == plain:
+            return
+        self._shown[selector] = plain
+        self.query_one(selector, Static).update(content, layout=not fixed)
 
     def _show_sample(self, view: RunView) -> None:
         if not view.sample_path or view.sample_path == self._sample_shown or self.files is None:
@@ -253,7 +262,7 @@ class MonitorScreen(Screen):
         log.toggle_class("large")
         self._log_lines = LOG_LINES_LARGE if log.has_class("large") else LOG_LINES_SMALL
         if self.view is not None:
-            log.update("\n".join(self.view.log_tail[-self._log_lines:]))
+            self._set("#log", "\n".join(self.view.log_tail[-self._log_lines:]), fixed=True)
 
     def action_stop_run(self) -> None:
         if self.files is None:
