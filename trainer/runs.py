@@ -72,12 +72,29 @@ def check_dataset(project: Project, cfg=None) -> list[str]:
     return [p["message"] for p in report["problems"] if p["level"] != "error"]
 
 
+def check_gpus(gpus: int) -> list[str]:
+    """Refuse `gpus` > 1 when NVML sees fewer GPUs; a note when NVML cannot tell."""
+    if gpus <= 1:
+        return []
+    from trainer import gpu_monitor
+
+    seen = len(gpu_monitor.query_devices())
+    if seen == 0:
+        reason = gpu_monitor.unavailable_reason()
+        return [f"gpus = {gpus}, but NVML cannot count the GPUs here ({reason}); accelerate will try"]
+    if seen < gpus:
+        raise LoradeckError(f"gpus = {gpus}, but only {seen} GPU(s) are visible",
+                            hint="lower --gpus, or check CUDA_VISIBLE_DEVICES")
+    return []
+
+
 def create_run_from(project: Project, resolved: run_config.ResolvedConfig) -> RunFiles:
     """Make runs/<new id>/ with the resolved config.toml; the run is not started.
 
     Preflight warnings are added to `resolved.notes`; preflight errors refuse the run.
     """
     resolved.notes.extend(f"dataset: {w}" for w in check_dataset(project, resolved.config))
+    resolved.notes.extend(check_gpus(resolved.config.gpus))
     project.runs.mkdir(parents=True, exist_ok=True)
     newest = max((d.name for d in project.runs.iterdir() if not d.name.startswith(".")), default="")
     for _ in range(50):
@@ -244,7 +261,8 @@ def process_alive(pid: Any, *, started: float | None = None, started_before: flo
     needles = list(cmd_contains)
     if needles:
         cmdline = _proc_cmdline(pid)
-        if cmdline is not None and not any(n in cmdline for n in needles):
+        # Empty while the process is still inside execve (the launcher can get here that early).
+        if cmdline and not any(n in cmdline for n in needles):
             return False
     return True
 

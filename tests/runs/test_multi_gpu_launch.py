@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
+import pytest
+
+from tests.runs.test_gpu_monitor import device, fake_pynvml
 from trainer import runs
+from trainer.errors import LoradeckError
 from trainer.events import read_all
 
 
@@ -57,3 +61,13 @@ def test_accelerate_launch_on_cpu_runs_the_trainer_and_stops_through_the_group(p
     report = runs.stop(files, timeout=30)
     assert report["state"] == "stopped", files.log.read_text()
     proc.wait(timeout=30)
+
+
+def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([device()]))
+    with pytest.raises(LoradeckError, match="only 1 GPU"):
+        runs.create_run(project, {"max_train_steps": 2, "gpus": 2})
+    assert runs.run_folders(project) == []
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([device(), device(uuid="GPU-b")]))
+    runs.create_run(project, {"max_train_steps": 2, "gpus": 2})
