@@ -38,7 +38,28 @@ def _run_monitor(args) -> int:
     return run_monitor(root=args.root, project=args.name, run=args.run)
 
 
+def _bare_tui_root(argv: Sequence[str]) -> str | None | bool:
+    """The --root of a bare `loradeck [--root DIR]`, or False for anything else.
+
+    A bare call opens the TUI without building the CLI parser, which imports every command module:
+    that is most of the TUI's start-up time budget on a slow machine.
+    """
+    if not argv:
+        return None
+    if len(argv) == 2 and argv[0] == "--root" and not argv[1].startswith("-"):
+        return argv[1]
+    if len(argv) == 1 and argv[0].startswith("--root=") and len(argv[0]) > 7:
+        return argv[0][7:]
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    root = _bare_tui_root(args)
+    if root is not False:
+        import argparse
+
+        return _run_tui(argparse.Namespace(root=root)) or 0
     from trainer.cli import main as cli_main
 
-    return cli_main(sys.argv[1:] if argv is None else argv, extra=[_register_tui_commands], default=_run_tui)
+    return cli_main(args, extra=[_register_tui_commands], default=_run_tui)

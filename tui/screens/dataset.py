@@ -163,7 +163,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             parts.append("import images with i")
         if self.settings and self.settings.project.trigger_word:
             parts.append(f"trigger: {self.settings.project.trigger_word}")
-        self.query_one("#dataset-summary", Static).update(" · ".join(parts))
+        self.query_one("#dataset-summary", Static).update(" · ".join(parts), layout=False)
 
     @on(Input.Changed, "#dataset-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -205,7 +205,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                 caption = f"(only {entry.other_caption}: training reads {ext} captions)"
             else:
                 caption = "(no caption)"
-        self.query_one("#dataset-caption", Static).update(caption)
+        self.query_one("#dataset-caption", Static).update(caption, layout=False)  # fixed height
         if self._preview_timer is not None:
             self._preview_timer.stop()
         # Wait for the cursor to settle: holding an arrow key must not decode every image passed.

@@ -52,6 +52,8 @@ class ImageList(ScrollView, can_focus=True):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.entries: list[DatasetEntry] = []
+        self._styles: dict = {}
+        self._base_style = None
 
     def set_entries(self, entries: list[DatasetEntry], keep: str | None = None) -> None:
         """Show `entries`; the cursor stays on the image named `keep` when it is still listed."""
@@ -102,17 +104,24 @@ class ImageList(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         self.virtual_size = Size(self.size.width, len(self.entries))
 
+    def render_lines(self, crop):
+        # Component styles are looked up once per paint, not once per line.
+        self._styles = {name: self.get_component_rich_style(name, partial=name != "image-list--cursor")
+                        for name in self.COMPONENT_CLASSES}
+        self._base_style = self.rich_style
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = int(self.scroll_offset.y) + y
+        base = self._base_style
         if row >= len(self.entries):
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, base)
         entry = self.entries[row]
         mark, label = _MARK.get(entry.status, ("?", entry.status))
-        status_style = self.get_component_rich_style(f"image-list--{entry.status}", partial=True)
-        base = self.rich_style
+        status_style = self._styles.get(f"image-list--{entry.status}") or base
         if row == self.cursor:
-            base = base + self.get_component_rich_style("image-list--cursor")
+            base = base + self._styles["image-list--cursor"]
         name_width = max(1, width - 15)
         name = entry.name if len(entry.name) <= name_width else entry.name[: name_width - 1] + "…"
         segments = [

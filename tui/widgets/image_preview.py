@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
 from textual import work
@@ -94,8 +95,8 @@ class HalfBlocks(Widget):
             segments = [blank] if blank else []
             for x in range(w):
                 top, bottom = pixels[x, y], pixels[x, y + 1]
-                segments.append(Segment("▀", Style(color=f"rgb({top[0]},{top[1]},{top[2]})",
-                                                   bgcolor=f"rgb({bottom[0]},{bottom[1]},{bottom[2]})")))
+                segments.append(Segment("▀", Style.from_color(Color.from_rgb(*top[:3]),
+                                                              Color.from_rgb(*bottom[:3]))))
             self._strips.append(Strip(segments))
 
     def render_line(self, y: int) -> Strip:
@@ -109,7 +110,7 @@ class ImagePreview(ShowsWorkerErrors, Container):
 
     DEFAULT_CSS = """
     ImagePreview { height: 1fr; }
-    ImagePreview > #preview-info { height: auto; color: $text-muted; }
+    ImagePreview > #preview-info { height: 1; color: $text-muted; }
     """
 
     mode: reactive[str] = reactive("halfblock")
@@ -160,8 +161,14 @@ class ImagePreview(ShowsWorkerErrors, Container):
         if path != self.path or mode != self.mode:
             return  # a newer request is under way
         self.info = info
-        self.query_one("#preview-info", Static).update(info)
+        self.query_one("#preview-info", Static).update(info, layout=False)
         canvas = self.query_one("#preview-canvas", Container)
+        if mode == "halfblock" and image is not None:
+            # Reuse the drawing widget: mounting a new one per image re-lays out the whole screen.
+            existing = canvas.query(HalfBlocks)
+            if existing:
+                existing.first().set_image(image)
+                return
         canvas.remove_children()
         if image is None:
             return
