@@ -188,8 +188,6 @@ def check_rules(path: str | os.PathLike) -> Report:
 
 
 def _check_module(report: Report, fh, base: int, module: str, parts: dict[str, dict]) -> None:
-    import numpy as np
-
     missing = [s.strip(".").split(".")[0] for s in (DOWN, UP, ALPHA) if s not in parts]
     if missing:
         report.error("triples", f"{module}: missing {', '.join(missing)}")
@@ -223,13 +221,37 @@ def _check_module(report: Report, fh, base: int, module: str, parts: dict[str, d
     for suffix, info in ((DOWN, down), (UP, up)):
         if info is None:
             continue
-        arr = _read_array(fh, base, info)
-        if arr is None:
+        bits = _read_bits(fh, base, info)
+        if bits is None:
             report.error("shapes", f"{module}{suffix}: data size does not match shape {info['shape']}")
-        elif not bool(np.isfinite(arr).all()):
+            continue
+        raw, exponent = bits
+        if bool(((raw & exponent) == exponent).any()):
             report.error("values", f"{module}{suffix} contains NaN or infinite values (training diverged)")
-        elif suffix == UP and not arr.any():
+        elif suffix == UP and not bool((raw & raw.dtype.type(_MAGNITUDE[info["dtype"]])).any()):
             report.error("values", f"{module}: lora_up is all zeros, so the module has no effect (untrained?)")
+
+
+# Bit masks of the IEEE formats: a value is NaN/inf when all exponent bits are set, and zero (either
+# sign) when everything but the sign bit is clear. Integer tests on the raw bits are several times
+# faster than float ops on a 100 MB file (numpy emulates f16).
+_UINT = {"F16": "<u2", "BF16": "<u2", "F32": "<u4"}
+_EXPONENT = {"F16": 0x7C00, "BF16": 0x7F80, "F32": 0x7F800000}
+_MAGNITUDE = {"F16": 0x7FFF, "BF16": 0x7FFF, "F32": 0x7FFFFFFF}
+
+
+def _read_bits(fh, base: int, info: dict):
+    """(raw bits as unsigned ints, the exponent mask) of a float tensor, or None if the size is wrong."""
+    import numpy as np
+
+    dtype = info["dtype"]
+    start, end = (int(x) for x in info["data_offsets"])
+    width = np.dtype(_UINT[dtype]).itemsize
+    if end - start != math.prod(info["shape"]) * width:
+        return None
+    fh.seek(base + start)
+    raw = np.frombuffer(fh.read(end - start), dtype=_UINT[dtype])
+    return raw, raw.dtype.type(_EXPONENT[dtype])
 
 
 def _check_metadata(report: Report, metadata: dict, *, kohya: bool) -> None:

@@ -167,3 +167,19 @@ def test_rules_never_import_torch(lora_path):
             "assert r.ok, r.summary(); assert 'torch' not in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code, str(lora_path)], capture_output=True, text=True, cwd=REPO)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_nan_inf_and_zero_weights_are_caught_in_every_precision(tmp_path, lora_path, precision):
+    tensors, _ = read_lora(lora_path)
+    tensors = {k: v.float().clone() for k, v in tensors.items()}
+    good = tmp_path / "good.safetensors"
+    save_kohya_lora(good, tensors, {}, precision=precision)
+    assert check_rules(good).ok
+    tensors[Q + DOWN][1, 2] = float("inf")
+    tensors[Q.replace("attn1", "attn2") + UP].zero_()
+    tensors[Q.replace("attn1", "attn2") + UP][0, 0] = -0.0  # negative zero is still no effect
+    bad = tmp_path / "bad.safetensors"
+    save_kohya_lora(bad, tensors, {}, precision=precision)
+    messages = " ".join(p.message for p in check_rules(bad).errors)
+    assert "NaN or infinite" in messages and "all zeros" in messages
