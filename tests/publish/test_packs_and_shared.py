@@ -115,6 +115,10 @@ def test_shared_list_shows_name_base_trigger_size_date_who(two_published, tmp_pa
     assert "NAME" in proc.stdout and "WHO" in proc.stdout and "maya" in proc.stdout and "char-b" in proc.stdout
     data = json.loads(run_cli("shared", "list", "--dir", str(two_published), "--json").stdout)
     assert {a["name"] for a in data["adapters"]} == {"style-a", "char-b", "foreign"}
+    shown = json.loads(run_cli("shared", "show", "char-b", "--dir", str(two_published), "--json").stdout)
+    assert shown["adapter"]["who"] == "li" and shown["sidecar"]["activation text"] == "bbb"
+    proc = run_cli("shared", "show", "ghost", "--dir", str(two_published))
+    assert proc.returncode == 1 and "no adapter 'ghost'" in proc.stderr
 
 
 def test_import_brings_an_adapters_settings_into_a_project(two_published, root):
