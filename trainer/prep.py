@@ -19,6 +19,7 @@ processed in a process pool, one worker per core.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import io
 import json
@@ -296,6 +297,26 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
     `should_stop()` is polled; when it turns true no new image is started, the ones in flight
     finish, and the report says `stopped`. `force` redoes all.
     """
+    with _exclusive(project):
+        return _prep_locked(project, resolution, workers, on_progress, should_stop, force)
+
+
+@contextlib.contextmanager
+def _exclusive(project: Project):
+    """One prep at a time per project (the TUI and a CLI run would fight over the manifest)."""
+    import fcntl
+
+    project.state.mkdir(parents=True, exist_ok=True)
+    with open(project.state / "prep.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise LoradeckError(f"prep is already running for {project.name}",
+                                hint="wait for it to finish, or stop it") from None
+        yield
+
+
+def _prep_locked(project, resolution, workers, on_progress, should_stop, force) -> PrepReport:
     started = time.perf_counter()
     prep = load_settings(project, resolution)
     key = prep.key()

@@ -187,6 +187,22 @@ def test_an_image_under_8_px_is_refused_not_upscaled(small_project, tmp_path):
         assert im.size == (40, 8)
 
 
+def test_a_second_prep_of_the_same_project_is_refused_while_one_runs(small_project, tmp_path):
+    from trainer.errors import LoradeckError
+
+    _three(small_project, tmp_path)
+    inner = []
+
+    def during(done, *_):
+        if done == 1 and not inner:
+            with pytest.raises(LoradeckError, match="already running"):
+                prep.prep_project(small_project)
+            inner.append(True)
+
+    assert len(prep.prep_project(small_project, workers=1, on_progress=during).prepared) == 3
+    assert inner and prep.prep_project(small_project).skipped == 3  # the lock is released
+
+
 def test_background_colour_comes_from_project_settings(small_project, tmp_path):
     src = tmp_path / "a"
     src.mkdir()
