@@ -474,11 +474,53 @@ def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _trainer_ranks(pgid: int) -> list[int]:
+    """The trainer processes (not the accelerate launcher) in process group `pgid`, from /proc."""
+    ranks = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields_ = _proc_stat(int(entry.name))
+        if not fields_ or fields_[2] != str(pgid) or fields_[0] in ("Z", "X"):
+            continue
+        if _is_rank(_proc_argv(int(entry.name))):
+            ranks.append(int(entry.name))
+    return ranks
+
+
+def _proc_argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")
+
+
+def _is_rank(argv: list[str]) -> bool:
+    """`... -m trainer.train_process RUN_DIR` not preceded by an accelerate launcher."""
+    if TRAIN_MODULE not in argv:
+        return False
+    before = argv[:argv.index(TRAIN_MODULE)]
+    return not any(a == "accelerate.commands.launch" or Path(a).name.startswith("accelerate") for a in before)
+
+
 def signal_run(files: RunFiles, sig: int) -> int:
-    """Send `sig` to the run's process group (all ranks of a multi-GPU run); returns the pid."""
+    """Send `sig` to the run's processes; returns the pid signalled (the launched one).
+
+    One process: its whole process group. An accelerate launch: SIGTERM/SIGINT go to the trainer
+    ranks only, because the launcher answers SIGTERM by killing the ranks 30 s later, which could
+    cut a final save short; the launcher exits by itself when they have. SIGKILL hits the group.
+    """
     pgid, pid = _target_pgid(files)
     if pid is None:
         raise LoradeckError(f"run {files.run_id} has no live process on this machine")
+    launch_rec = read_launch(files) or {}
+    if sig != signal.SIGKILL and pgid is not None and int(launch_rec.get("gpus") or 1) > 1:
+        ranks = _trainer_ranks(pgid)
+        if ranks:
+            for rank_pid in ranks:
+                os.kill(rank_pid, sig)
+            return pid
     if pgid is not None and pgid != os.getpgrp():
         os.killpg(pgid, sig)
     else:  # never signal our own group (a trainer started by hand from this shell)

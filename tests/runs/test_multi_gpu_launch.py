@@ -43,24 +43,27 @@ def test_launch_uses_the_runs_gpus_setting(project, monkeypatch):
     assert seen["kw"]["start_new_session"] is True and seen["kw"]["cwd"] == files.dir
 
 
-def test_accelerate_launch_on_cpu_runs_the_trainer_and_stops_through_the_group(project, fake_trainer, reap,
+def test_accelerate_launch_on_cpu_runs_the_trainer_and_stop_signals_the_ranks(project, fake_trainer, reap,
                                                                               monkeypatch):
     monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
     files = runs.create_run(project, {"max_train_steps": 300, "resolution": 64})
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", fake_trainer, str(files.dir)]
-    proc = runs.launch(files, command=cmd)
+    proc = runs.launch(files, command=cmd, gpus=2)  # recorded as a multi-GPU launch
     reap(proc.pid)
     t0 = time.monotonic()
     while runs.run_state(files) != "running" or not any(e["type"] == "step" for e in read_all(files.events)):
         assert time.monotonic() - t0 < 60, files.log.read_text()
         assert proc.poll() is None, files.log.read_text()
         time.sleep(0.1)
-    # The trainer is accelerate's child: the stop reaches it through the run's process group.
+    # The trainer is accelerate's child: the stop goes to it (the rank), not to the launcher,
+    # which exits cleanly once its rank has saved and stopped.
+    [rank] = runs._trainer_ranks(proc.pid)
+    assert rank != proc.pid
     report = runs.stop(files, timeout=30)
     assert report["state"] == "stopped", files.log.read_text()
-    proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == 0
 
 
 def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypatch):
@@ -71,3 +74,15 @@ def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypa
     assert runs.run_folders(project) == []
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([device(), device(uuid="GPU-b")]))
     runs.create_run(project, {"max_train_steps": 2, "gpus": 2})
+
+
+@pytest.mark.parametrize("argv, is_rank", [
+    (["/venv/bin/python", "-u", "-m", "trainer.train_process", "/p/runs/x"], True),
+    (["/venv/bin/python", "-m", "accelerate.commands.launch", "--multi_gpu", "-m", "trainer.train_process", "/p"],
+     False),
+    (["/venv/bin/accelerate", "launch", "-m", "trainer.train_process", "/p"], False),
+    (["/venv/bin/python", "-m", "trainer.train_process", "/home/me/accelerate-tests/runs/x"], True),
+    (["/venv/bin/python", "-m", "trainer.cli"], False),
+])
+def test_rank_processes_are_told_from_the_launcher(argv, is_rank):
+    assert runs._is_rank(argv) is is_rank

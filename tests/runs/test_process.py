@@ -137,3 +137,11 @@ def test_foreground_failure_exits_1_and_shows_error_with_hint(project, fake_trai
     captured = capsys.readouterr()
     assert code == 1
     assert "loss is nan" in captured.err and "lower the learning rate" in captured.err
+
+
+def test_foreground_crash_shows_the_end_of_train_log(project, monkeypatch, capsys):
+    monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.no_such_trainer_module")
+    code = cli_main(["train", "toy", "--steps", "2", "--resolution", "64"])
+    captured = capsys.readouterr()
+    assert code == 1 and "crashed" in captured.out and "resume with" in captured.out
+    assert "No module named tests.runs.no_such_trainer_module" in captured.err

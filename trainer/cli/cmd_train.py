@@ -19,6 +19,7 @@ from trainer import project as projects
 from trainer import run_config, runs
 from trainer.cli import CommandResult
 from trainer.config import TrainConfig
+from trainer.errors import LoradeckError
 
 # TrainConfig field -> its command-line flag, where the flag is not simply --field-name.
 FLAG_NAMES = {
@@ -256,6 +257,15 @@ class _ProgressView:
             rate=f"{rate:.2f} it/s" if rate else "- it/s")
 
 
+def _log_tail(path, lines: int = 15, max_bytes: int = 16384) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - max_bytes))
+            return fh.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult:
     """Watch the launched trainer until it exits; Ctrl-C asks it to stop (SIGINT to its group)."""
     import os
@@ -269,9 +279,12 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
         if interrupts > 1:
             raise KeyboardInterrupt
         try:
-            os.killpg(proc.pid, signal.SIGINT)  # the run is its own session: pgid == pid
-        except OSError:
-            pass
+            runs.signal_run(files, signal.SIGINT)
+        except (LoradeckError, OSError):
+            try:
+                os.killpg(proc.pid, signal.SIGINT)  # the run is its own session: pgid == pid
+            except OSError:
+                pass
         view.say("stopping: the trainer finishes this step and saves its state"
                  " (Ctrl-C again stops watching; the run still stops)", "yellow")
 
@@ -293,6 +306,10 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     text = f"run {files.run_id} {state} at step {info.step}" + (f"/{info.total_steps}" if info.total_steps else "")
     if info.output and state == "completed":
         text += f"\n  LoRA: {info.output}"
+    if state == "crashed" and not quiet:
+        view.say(f"the trainer exited without finishing; the end of {files.log.name}:", "red")
+        for line in _log_tail(files.log):
+            view.say("  " + line, "dim")
     if state in ("stopped", "crashed", "failed"):
         if info.message:
             text += f"\n  {info.message}"
