@@ -64,6 +64,19 @@ def test_prep_events_are_json_lines_the_tui_can_follow(cli, root, tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip() == "error: 1 image(s) could not be prepared"
 
 
+def test_import_events_report_refusals_as_item_failed(cli, root, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    noise(32, 32).save(src / "ok.png")
+    (src / "bad.jpg").write_bytes(b"")
+    cli("init", "imp", root=root, check=True)
+    proc = cli("import", "imp", str(src), "--events", root=root, check=True)
+    events = [parse_line(line) for line in proc.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["task_started", "item_failed", "progress", "progress", "task_finished"]
+    assert events[1]["item"] == "bad.jpg" and events[1]["reason"] == "empty file"
+    assert events[-1]["report"]["imported"] == ["ok.png"]
+
+
 def test_captions_commands_with_json(cli, root, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -91,6 +104,8 @@ def test_captions_commands_with_json(cli, root, tmp_path):
     exported = _json(cli("captions", "export", "cap", "--to", str(tmp_path / "meta.jsonl"), "--json",
                          root=root, check=True))
     assert exported["rows"] == 2 and exported["missing"] == 0
+    back = _json(cli("captions", "import", "cap", str(tmp_path / "meta.jsonl"), "--json", root=root, check=True))
+    assert back["unchanged"] == 2 and back["changes"] == []
     bad = cli("captions", "replace", "cap", "(", "x", "--regex", root=root)
     assert bad.returncode == 1 and bad.stderr.startswith("error: invalid regular expression")
     assert len(bad.stderr.strip().splitlines()) == 1
