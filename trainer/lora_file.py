@@ -336,6 +336,11 @@ def save_kohya_lora(path, tensors: dict, metadata: dict[str, str], *, precision:
     return model_hash
 
 
+def _int_list(value: Any, length: int | None = None) -> bool:
+    return (isinstance(value, list) and (length is None or len(value) == length)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str]]:
     """The safetensors header without loading tensors (pure Python): ({key: {dtype, shape, data_offsets}},
     metadata). Raises LoraFileError with the reason on a missing, empty, truncated or garbled file."""
@@ -367,9 +372,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str
         raise LoraFileError(f"{path.name}: header metadata is not a JSON object")
     end = 0
     for key, info in header.items():
-        if not (isinstance(info, dict) and {"dtype", "shape", "data_offsets"} <= set(info)):
+        if not (isinstance(info, dict) and isinstance(info.get("dtype"), str) and _int_list(info.get("shape"))
+                and _int_list(info.get("data_offsets"), 2)
+                and 0 <= info["data_offsets"][0] <= info["data_offsets"][1]):
             raise LoraFileError(f"{path.name}: header entry {key!r} is malformed")
-        end = max(end, int(info["data_offsets"][1]))
+        end = max(end, info["data_offsets"][1])
     if 8 + n + end > size:
         raise LoraFileError(f"{path.name}: truncated ({size} bytes, the header needs {8 + n + end})")
     return header, metadata

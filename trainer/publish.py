@@ -139,11 +139,24 @@ def candidate_names(name: str, on_conflict: str):
 
 # ---------------------------------------------------------------------------------- atomic files
 
-def publish_mode() -> int:
-    """File mode for published files: the user's umask, but always readable by the group."""
-    umask = os.umask(0)
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (the TUI publishes from a worker
+    thread: briefly setting umask 0 would race with files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return (0o666 & ~umask) | 0o440
+    return umask
+
+
+def publish_mode() -> int:
+    """File mode for published files: the user's umask, but always readable by owner and group."""
+    return (0o666 & ~current_umask()) | 0o440
 
 
 class _Temp:

@@ -189,6 +189,18 @@ def test_read_lora_explains_a_bad_file(tmp_path, content, message):
         read_lora(path)
 
 
+@pytest.mark.parametrize("entry", [{"dtype": "F16", "shape": "x", "data_offsets": [0, 2]},
+                                   {"dtype": "F16", "shape": [1], "data_offsets": [4, 2]},
+                                   {"dtype": "F16", "shape": [1]}, [1, 2]])
+def test_read_lora_explains_a_malformed_header_entry(tmp_path, entry):
+    raw = json.dumps({"a.alpha": entry}).encode()
+    raw += b" " * (-len(raw) % 8)
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8)
+    with pytest.raises(LoradeckError, match="malformed"):
+        read_lora(path)
+
+
 def test_read_lora_explains_a_truncated_file(tmp_path, trained):
     path = tmp_path / "a.safetensors"
     save_kohya_lora(path, trained[0], {})
