@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import events_of, train_in_process, write_images
-from lora_eval import denoising_loss
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from lora_eval import denoising_loss  # noqa: E402
 
 KOHYA_KEY = re.compile(r"^lora_(unet|te)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
 
