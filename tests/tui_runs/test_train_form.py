@@ -113,8 +113,9 @@ async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor
     assert cfg.sample_prompts == ["a cat", "a dog"]
 
 
-async def test_a_run_launched_from_the_form_really_trains_and_the_monitor_follows_it(trainable):
-    """End to end with the real trainer: synthetic:tiny at 64 px, 6 steps, a sample at step 3."""
+async def test_a_run_launched_from_the_form_trains_for_real_stops_resumes_and_completes(trainable):
+    """End to end with the real trainer (synthetic:tiny, 64 px, 8 steps, samples every 4): launch
+    from the form, follow it in the monitor, stop it there, resume it there, see it complete."""
     from trainer import runs
 
     app = form_app(trainable)
@@ -122,19 +123,28 @@ async def test_a_run_launched_from_the_form_really_trains_and_the_monitor_follow
         screen = app.screen
         screen.query_one("#preset", Select).value = "CPU demo"
         await pilot.pause()
+        await set_input(pilot, screen, "length", "8")
+        await set_input(pilot, screen, "sample_every_steps", "4")
         screen.query_one("#f-sample_prompts").text = "a red cat"
-        await set_input(pilot, screen, "sample_every_steps", "3")
+        await pilot.pause()
         await pilot.press("ctrl+l")
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, what="the monitor")
         monitor = app.screen
-        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.step >= 1, timeout=150,
-                       what="the first real step")
+        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.step >= 2, timeout=150,
+                       what="two real steps")
         assert monitor.view.state == "running" and monitor.view.loss is not None
+        await pilot.press("s", "y")
+        await wait_for(pilot, lambda: monitor.view.state == "stopped", timeout=120, what="the stop")
+        stopped_at = monitor.view.step
+        assert stopped_at < 8
+        await pilot.press("r")
+        await wait_for(pilot, lambda: monitor.view.state == "running" and monitor.view.step > stopped_at,
+                       timeout=150, what="the resumed run stepping")
         await wait_for(pilot, lambda: monitor.view.state in ("completed", "failed", "crashed"), timeout=150,
                        what="the run to end")
         view = monitor.view
         assert view.state == "completed", view.alerts
-        assert view.step == 6 and len(view.loss_raw[0]) == 6
+        assert view.step == 8 and view.loss_raw[0] == list(range(1, 9))  # one history across the resume
         assert view.sample_path and not monitor.query_one("#side").has_class("hidden")
         assert "completed" in text_of(monitor.query_one("#finished", Static))
     [files] = runs.run_folders(trainable)

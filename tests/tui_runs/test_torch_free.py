@@ -1,0 +1,19 @@
+"""The run screens never bring torch (or its friends) into the TUI process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_screens_and_their_engine_calls_import_no_torch():
+    code = ("import sys\n"
+            "import tui.screens.train_form, tui.screens.monitor, tui.screens.runs, tui.run_actions\n"
+            "import trainer.publish, trainer.runs\n"
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
+            "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == ""
