@@ -146,3 +146,12 @@ def test_sigterm_stops_prep_cleanly_and_keeps_finished_images(cli, root, tmp_pat
     assert not [p for p in (root / "stop" / "dataset").iterdir() if p.name.startswith(".")]
     follow_up = json.loads(cli("prep", "stop", "--resolution", "64", "--json", root=root, check=True).stdout)
     assert follow_up["skipped"] == done and len(follow_up["prepared"]) == 40 - done
+
+
+def test_a_failing_task_ends_its_event_stream_with_failed(cli, root):
+    cli("init", "bad", root=root, check=True)
+    proc = cli("prep", "bad", "--resolution", "60", "--events", root=root)
+    events = [parse_line(line) for line in proc.stdout.splitlines()]
+    assert events[-1]["type"] == "task_finished" and events[-1]["status"] == "failed"
+    assert "multiple of 8" in events[-1]["message"]
+    assert proc.returncode == 1 and proc.stderr.startswith("error: resolution must be a multiple of 8")

@@ -86,10 +86,6 @@ class TaskOutput:
             self.progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.progress:
-            self.progress.stop()
-
     def _emit(self, type_: str, **fields: Any) -> None:
         try:
             self.writer.emit(type_, **fields)
@@ -123,10 +119,21 @@ class TaskOutput:
         if self.progress and self.bar is not None:
             self.progress.update(self.bar, completed=done, total=total, item=item[:40])
 
-    def finish(self, status: str, report: dict) -> None:
+    def finish(self, status: str, report: dict, message: str | None = None) -> None:
         self.start(0)
         if self.writer:
-            self._emit("task_finished", task=self.task, status=status, report=report)
+            extra = {"message": message} if message else {}
+            self._emit("task_finished", task=self.task, status=status, report=report, **extra)
+
+    def __exit__(self, exc_type, exc, _tb) -> None:
+        if self.progress:
+            self.progress.stop()
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            # The task itself failed (bad settings, disk full): tell the reader before the CLI's error line.
+            from trainer.errors import LoradeckError
+
+            text = exc.one_line() if isinstance(exc, LoradeckError) else f"{type(exc).__name__}: {exc}"
+            self.finish("failed", {"ok": False, "error": text}, text)
 
 
 def _status(stopped: bool) -> str:
