@@ -179,7 +179,7 @@ def kohya_metadata(*, config: dict, base_model: str, base_model_version: str, re
 
     `config` is a TrainConfig dict (trainer.config); `tag_frequency` maps a dataset folder name to
     tag counts (kohya's `ss_tag_frequency`); `extra` adds loradeck keys (`{"trigger": "x"}` is written
-    as `loradeck_trigger`). Every value is a string.
+    as `loradeck_trigger`; `{"training_started_at": t}` sets ss_training_started_at). Every value is a string.
     """
     from trainer import __version__
 
@@ -189,8 +189,10 @@ def kohya_metadata(*, config: dict, base_model: str, base_model_version: str, re
     lr = c.get("learning_rate", 1e-4)
     te_lr = c.get("text_encoder_lr") if c.get("text_encoder_lr") is not None else lr
     train_te = bool(c.get("train_text_encoder", False))
+    extra = dict(extra or {})
     now = time.time()
-    started = c.get("started_at", now)
+    # extra["training_started_at"] (Unix seconds) is when the run began; without it, now.
+    started = float(extra.pop("training_started_at", None) or c.get("started_at") or now)
     # Image counts per folder are only known when there is one folder (loradeck trains on one).
     single = len(tag_frequency) == 1
     dataset_dirs = {name: {"n_repeats": c.get("repeats", 1), "img_count": num_train_images if single else None}
@@ -257,7 +259,7 @@ def kohya_metadata(*, config: dict, base_model: str, base_model_version: str, re
     }
     if c.get("prediction_type") in ("epsilon", "v_prediction"):
         meta["modelspec.prediction_type"] = c["prediction_type"]
-    for key, value in (extra or {}).items():
+    for key, value in extra.items():
         name = key if key.startswith(LORADECK_KEY_PREFIX) or key.startswith("modelspec.") else LORADECK_KEY_PREFIX + key
         meta[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         if key == "trigger" and value:

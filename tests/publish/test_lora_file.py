@@ -91,6 +91,8 @@ def test_kohya_metadata_has_kohya_keys_as_strings():
         assert key in meta
     assert json.loads(meta["ss_tag_frequency"]) == {"10_mychar": {"mychar": 20, "red hat": 4}}
     assert json.loads(meta["loradeck_config"])["rank"] == 8
+    started = _metadata(training_started_at=1700000000.5)
+    assert started["ss_training_started_at"] == "1700000000.5" and "loradeck_training_started_at" not in started
 
 
 def _kohya_rule_hashes(tensors, metadata, precision_dtype):
