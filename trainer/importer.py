@@ -221,7 +221,13 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
 
     caption_ext = settings_mod.load(project.settings_file).caption_extension
     report = ImportReport()
-    sources = gather(paths, report)
+    sources = []
+    inside = project.path.resolve()
+    for src in gather(paths, report):
+        if inside in src.resolve().parents:
+            report.refused.append((str(src), "already inside the project"))
+        else:
+            sources.append(src)
     project.originals.mkdir(parents=True, exist_ok=True)
     project.dataset.mkdir(parents=True, exist_ok=True)
     index = load_index(project)

@@ -174,6 +174,16 @@ def test_known_formats_pillow_cannot_read_are_named(project, tmp_path):
     assert refused["scan.tga"] == "empty file"
 
 
+def test_files_already_inside_the_project_are_not_imported_again(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64).save(src / "a.png")
+    import_paths(project, [src])
+    report = import_paths(project, [project.path])
+    assert report.imported == [] and report.refused
+    assert all(why == "already inside the project" for _, why in report.refused)
+
+
 def test_clean_stem_keeps_unicode_and_removes_path_tricks():
     assert clean_stem("café_猫") == "café_猫"
     assert clean_stem("../../etc") == "_.._etc"
