@@ -21,6 +21,7 @@ from typing import Any, Callable
 from textual.message import Message
 
 from trainer import runs as engine_runs
+from trainer.errors import LoradeckError
 from trainer.events import EventReader
 from trainer.run_files import RunFiles
 
@@ -451,7 +452,10 @@ class RunWatcher:
     def run(self) -> None:
         """The worker body: poll, post, wait; until `stop()`."""
         while not self._stopped.is_set():
-            view = self.poll_once()
+            try:
+                view = self.poll_once()
+            except (OSError, LoradeckError):
+                view = None  # a file mid-replace, a disk hiccup: the next poll tries again
             if view is not None and not self._stopped.is_set():
                 self._post(RunUpdated(view))
             live = self.state in ("starting", "running", "stopping")

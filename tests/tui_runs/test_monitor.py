@@ -160,3 +160,27 @@ async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
     time.sleep(0.5)
     assert runs.run_state(files) == "running"
     assert runs.stop(files)["state"] == "stopped"
+
+
+async def test_a_covered_monitor_catches_up_when_it_is_shown_again(project, live_process):
+    from tui.screens.runs import RunsScreen
+
+    files = make_run(project, "live", [run_started("live")] + step_events(1, 5, 100), state="running",
+                     pid=live_process)
+    live_status(files, live_process)
+    app = monitor_app(project, "live")
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = app.screen
+        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.step == 5, what="first view")
+        await pilot.press("u")
+        assert isinstance(app.screen, RunsScreen)
+        write_events(files, step_events(6, 40, 100), mode="a")
+        await wait_for(pilot, lambda: monitor.view.step == 40, what="the watcher to read on")
+        drawn = monitor.updates_applied
+        await pilot.pause(0.3)
+        assert monitor.updates_applied == drawn  # nothing is drawn while covered
+        assert "step 5/100" in text_of(monitor.query_one("#status", Static))
+        await pilot.press("escape")
+        assert app.screen is monitor
+        await wait_for(pilot, lambda: "step 40/100" in text_of(monitor.query_one("#status", Static)),
+                       what="the newest view drawn")

@@ -32,6 +32,12 @@ STATE_STYLE = {
 LOG_LINES_SMALL, LOG_LINES_LARGE = 4, 14
 
 
+def visible(screen: Screen) -> bool:
+    """On top, or right under a modal dialog (Screen.is_current also counts any screen below)."""
+    top = screen.app.screen
+    return top is screen or (top.is_modal and screen.app.screen_stack[-2:-1] == [screen])
+
+
 def show_error(screen: Screen, error: BaseException, title: str = "Error") -> None:
     """The TUI's one way of showing a failure: the error modal with the message and its hint."""
     if hasattr(screen.app, "show_error"):  # the loradeck app: its single error path
@@ -215,8 +221,17 @@ class MonitorScreen(Screen):
             self.watcher.stop()
 
     @on(RunUpdated)
-    def _apply(self, message: RunUpdated) -> None:
-        view = self.view = message.view
+    def _updated(self, message: RunUpdated) -> None:
+        self.view = message.view
+        if visible(self):
+            self._apply(message.view)
+        # else: covered by another screen; on_screen_resume draws the newest view
+
+    def on_screen_resume(self) -> None:
+        if self.view is not None:
+            self._apply(self.view)
+
+    def _apply(self, view: RunView) -> None:
         self.updates_applied += 1
         self._set("#status", status_line(view), fixed=True)
         if view.total_steps:

@@ -20,6 +20,7 @@ from trainer.runs import RunInfo
 
 from tui import run_actions
 from tui.run_keys import bind
+from tui.screens.monitor import visible
 
 REFRESH_SECONDS = 2.0
 STATE_STYLE = {
@@ -112,10 +113,16 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = f"{self.project.name} · runs"
-        self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()  # back from the monitor or the form: show what changed meanwhile
 
     @work(thread=True, exclusive=True, group="runs-refresh", exit_on_error=False, description="list runs")
     def refresh_runs(self) -> None:
+        if not visible(self) and self.refreshes:
+            # covered by another screen: skip the work, look again later (and on resume)
+            self.app.call_from_thread(self._schedule_refresh)
+            return
         try:
             rows = run_actions.list_runs(self.project)
         except Exception as e:
