@@ -253,9 +253,10 @@ def _prepare_job(job: dict) -> dict:
 
 
 def _worker_init() -> None:
-    # The parent decides when to stop (Ctrl-C / SIGTERM set its flag); workers finish their image.
+    # The parent decides when to stop (Ctrl-C / SIGTERM, also when sent to the whole process group,
+    # set its flag); workers finish their image. If the parent dies, their queue closes and they exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------- the project
