@@ -120,7 +120,7 @@ def open_image(source: Path | bytes, name: str | None = None) -> Image.Image:
     except OSError as e:
         raise ImageRefused(f"unreadable: {e.strerror or e}") from None
     except Exception as e:  # a malformed header can raise almost anything inside a plugin
-        raise ImageRefused(f"corrupt image header: {_short(e)}") from None
+        raise ImageRefused(f"corrupt image header: {short_reason(e)}") from None
     if im.format not in FORMAT_EXTENSIONS:
         fmt = im.format
         im.close()
@@ -159,10 +159,10 @@ def probe(source: Path | bytes, *, verify: bool = True, name: str | None = None)
     except OSError as e:
         text = str(e)
         if "truncated" in text or "broken data stream" in text or "image file is" in text:
-            raise ImageRefused(f"truncated or corrupt image data ({_short(e)})") from None
-        raise ImageRefused(f"cannot decode: {_short(e)}") from None
+            raise ImageRefused(f"truncated or corrupt image data ({short_reason(e)})") from None
+        raise ImageRefused(f"cannot decode: {short_reason(e)}") from None
     except Exception as e:
-        raise ImageRefused(f"cannot decode: {_short(e)}") from None
+        raise ImageRefused(f"cannot decode: {short_reason(e)}") from None
     finally:
         im.close()
     if orientation in _TRANSPOSED_ORIENTATIONS:
@@ -170,6 +170,7 @@ def probe(source: Path | bytes, *, verify: bool = True, name: str | None = None)
     return ImageInfo(fmt, mode, width, height, orientation, frames)
 
 
-def _short(e: BaseException) -> str:
+def short_reason(e: BaseException) -> str:
+    """An exception as one short line for a refusal reason."""
     text = " ".join(str(e).split()) or type(e).__name__
     return text[:160]

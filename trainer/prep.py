@@ -199,7 +199,7 @@ def prepare_image(data: bytes, spec: buckets.BucketSpec, background: tuple[int, 
     try:
         im.load()
     except OSError as e:
-        raise image_probe.ImageRefused(f"truncated or corrupt image data ({image_probe._short(e)})") from None
+        raise image_probe.ImageRefused(f"truncated or corrupt image data ({image_probe.short_reason(e)})") from None
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)  # animated GIF/WebP: the first frame
     if orientation != 1:
