@@ -35,22 +35,26 @@ async def test_edit_autosaves_undo_redo_and_next_prev(root, demo):
         await wait_until(pilot, lambda: caption(demo, "shape_02.png") == "a blue ring", timeout=5,
                          what="autosave")
         assert str(editor.query_one("#editor-state").render()) == "saved ✓"
-        await pilot.press("ctrl+z")
-        await wait_until(pilot, lambda: caption(demo, "shape_02.png") != "a blue ring", timeout=5,
-                         what="autosave after undo")
-        assert editor.area.text != "a blue ring"
-        await pilot.press("ctrl+y")
-        await wait_until(pilot, lambda: caption(demo, "shape_02.png") == "a blue ring", timeout=5,
-                         what="autosave after redo")
         await pilot.press("pagedown")
         await pilot.pause()
         assert editor.entry.name == "shape_03.jpg"
-        assert editor.area.text == caption(demo, "shape_03.jpg")
-        await pilot.press("end", *" extra")  # typed, then left at once: saved on the way out
+        original = caption(demo, "shape_03.jpg")
+        assert editor.area.text == original
+        await pilot.press("end", *", more")
+        await wait_until(pilot, lambda: caption(demo, "shape_03.jpg") == original + ", more", timeout=5,
+                         what="autosave of an edit")
+        await pilot.press("ctrl+z")
+        await wait_until(pilot, lambda: caption(demo, "shape_03.jpg") == original, timeout=5,
+                         what="autosave after undo")
+        assert editor.area.text == original
+        await pilot.press("ctrl+y")
+        await wait_until(pilot, lambda: caption(demo, "shape_03.jpg") == original + ", more", timeout=5,
+                         what="autosave after redo")
+        await pilot.press(*" extra")  # typed, then left at once: saved on the way out
         await pilot.press("pageup")
         await pilot.pause()
         assert editor.entry.name == "shape_02.png" and editor.area.text == "a blue ring"
-        assert caption(demo, "shape_03.jpg").endswith(" extra")
+        assert caption(demo, "shape_03.jpg") == original + ", more extra"
         await pilot.press("escape")
         dataset = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: dataset.query_one("#dataset-list").current is not None
@@ -151,16 +155,22 @@ async def test_find_replace_previews_every_change_before_applying(root, demo):
         await wait_until(pilot, lambda: table.row_count == len(expected), what="preview rows")
         assert sorted(str(table.get_row_at(i)[0]).rsplit(".", 1)[0] for i in range(table.row_count)) == \
             [n.rsplit(".", 1)[0] for n in expected]
-        cell = str(table.get_row_at(0)[1])
-        assert "- " in cell and "gradient" in cell and "+ " in cell and "blend" in cell
+        cell = table.get_row_at(0)[1]
+        minus, plus = str(cell).split("\n")
+        assert minus.startswith("- ") and "gradient" in minus and plus.startswith("+ ") and "blend" in plus
+        assert len(minus) < 50  # starts near the change, so the change is on screen at 80 columns
+        assert any("reverse" in str(span.style) and str(cell)[span.start:span.end] == "blend"
+                   for span in cell.spans)
         assert {p.name: p.read_text() for p in demo.dataset.glob("*.txt")} == before  # preview wrote nothing
         # Changing the inputs invalidates the preview: Apply is refused until a new preview.
         dialog.query_one("#replace-with", Input).value = "fade"
         await pilot.press("ctrl+a")
         await pilot.pause()
         assert {p.name: p.read_text() for p in demo.dataset.glob("*.txt")} == before
-        await pilot.click("#replace-preview-btn")
+        dialog.query_one("#replace-with", Input).focus()
+        await pilot.press("enter")  # preview again, from the field; ctrl+a must work from there too
         await wait_until(pilot, lambda: not dialog.query_one("#replace-apply").disabled, what="new preview")
+        assert isinstance(app.focused, Input)
         await pilot.press("ctrl+a")
         await wait_until(pilot, lambda: dialog.changed == len(expected), what="applied")
         await pilot.press("escape")
@@ -179,3 +189,30 @@ def test_external_editor_edits_the_caption_file(tmp_path, monkeypatch):
     monkeypatch.setenv("VISUAL", f"{sys.executable} -c 'import sys; sys.exit(3)'")
     assert edit_externally(target) == 3
     assert os.path.exists(target)
+
+
+async def test_autosave_never_removes_a_caption_file_on_its_own(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        editor = await open_editor(pilot, 0)
+        editor.area.select_all()
+        await pilot.press("backspace")
+        await pilot.pause(AUTOSAVE_DELAY + 0.4)
+        assert (demo.dataset / "shape_00.txt").exists()
+        assert "Ctrl+S" in str(editor.query_one("#editor-state").render())
+        await pilot.press("ctrl+s")  # explicit: blank removes it, as the caption store defines
+        assert not (demo.dataset / "shape_00.txt").exists()
+
+
+async def test_a_truncate_then_write_outside_is_read_once_complete(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        editor = await open_editor(pilot, 0)
+        path = demo.dataset / "shape_00.txt"
+        with open(path, "w") as fh:  # what `echo text > file` does: truncate, then write
+            fh.flush()
+            editor.schedule_disk_check()
+            await pilot.pause(0.05)
+            fh.write("written in two steps\n")
+        await wait_until(pilot, lambda: editor.area.text == "written in two steps", timeout=5)
+        assert type(app.screen).__name__ == "CaptionEditorScreen"

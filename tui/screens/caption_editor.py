@@ -29,6 +29,7 @@ from tui.widgets.image_preview import ImagePreview
 from tui.worker_errors import ShowsWorkerErrors
 
 AUTOSAVE_DELAY = 0.6  # seconds of quiet typing before the caption is written
+DISK_SETTLE = 0.25    # seconds without file events before an outside change is looked at
 
 
 def current_fragment(text: str, cursor_offset: int) -> str:
@@ -72,6 +73,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         self.suggestions: list[tuple[str, int]] = []
         self.conflict_open = False
         self._autosave_timer = None
+        self._disk_timer = None
         self._observer = None
 
     # layout
@@ -94,7 +96,8 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         self.ext, self.trigger = s.caption_extension, s.project.trigger_word
         self.sub_title = f"{self.project.name}: captions"
         tags = self.query_one("#editor-tags", DataTable)
-        tags.add_columns("Tag", "Images")
+        tags.add_column("Images", width=6)
+        tags.add_column("Tag")
         self._load_frequencies()
         self._start_watching()
         self.load_entry(self.index)
@@ -142,7 +145,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
             self._autosave_timer.stop()
         if self.dirty():
             self._set_state("modified …")
-            self._autosave_timer = self.set_timer(AUTOSAVE_DELAY, self.save)
+            self._autosave_timer = self.set_timer(AUTOSAVE_DELAY, self._autosave)
 
     @on(TextArea.SelectionChanged, "#editor-text")
     def _moved(self) -> None:
@@ -169,6 +172,14 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         fragment = current_fragment(area.text, offset)
         start = area.document.get_location_from_index(offset - len(fragment))
         area.replace(tag, start, area.cursor_location)
+
+    def _autosave(self) -> None:
+        # Emptying a caption removes its file; autosave leaves that to an explicit save or a move,
+        # so an undo that passes through the empty text never deletes anything on its own.
+        if not self.area.text.strip() and self.signature is not None:
+            self._set_state("empty: Ctrl+S (or moving on) removes the caption file")
+            return
+        self.save()
 
     def save(self, *, force: bool = False) -> bool:
         """Write the caption if it changed; False when a conflict stopped it (the user is asked)."""
@@ -210,7 +221,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
                 paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
                 if any(os.fsdecode(p).endswith(screen.ext) for p in paths if p):
                     try:
-                        screen.app.call_from_thread(screen.check_disk)
+                        screen.app.call_from_thread(screen.schedule_disk_check)
                     except RuntimeError:
                         pass  # the app is shutting down
 
@@ -222,6 +233,13 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         except OSError:
             return  # no watching (e.g. inotify limits): writes are still conflict-checked
         self._observer = observer
+
+    def schedule_disk_check(self) -> None:
+        """Check the file once its writer is done: a shell `>` or a plain editor truncates, then
+        writes, and the empty file in between must not be taken for the new caption."""
+        if self._disk_timer is not None:
+            self._disk_timer.stop()
+        self._disk_timer = self.set_timer(DISK_SETTLE, self.check_disk)
 
     def check_disk(self) -> None:
         """Compare the open caption with the file on disk; reload or ask when someone else changed it."""
@@ -321,7 +339,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         table = self.query_one("#editor-tags", DataTable)
         table.clear()
         for tag, count in frequencies[:500]:
-            table.add_row(tag, str(count), key=tag)
+            table.add_row(str(count).rjust(6), tag, key=tag)
 
     def action_find_replace(self) -> None:
         if not self.save():

@@ -159,6 +159,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             parts.insert(0, f"showing {shown}")
         if lst.images == 0 and lst.originals:
             parts.append(f"{lst.originals} originals not prepared: press p")
+        elif lst.originals > lst.images:
+            parts.append(f"+{lst.originals - lst.images} to prep (p)")
         elif lst.images == 0:
             parts.append("import images with i")
         if self.settings and self.settings.project.trigger_word:

@@ -19,11 +19,28 @@ from trainer.project import Project
 from tui.worker_errors import ShowsWorkerErrors
 
 
+CONTEXT = 16  # characters shown before the first change
+
+
 def change_cell(before: str | None, after: str) -> Text:
-    """Two lines: the old caption (red) and the new one (green)."""
+    """Two lines: the old caption (red) and the new one (green), starting a little before the first
+    difference (long captions would otherwise hide it off screen), the changed part in bold."""
+    before = before or ""
+    start = 0
+    while start < min(len(before), len(after)) and before[start] == after[start]:
+        start += 1
+    end = 0
+    while end < min(len(before), len(after)) - start and before[-1 - end] == after[-1 - end]:
+        end += 1
+    cut = max(0, start - CONTEXT)
     text = Text()
-    text.append("- " + (before or ""), style="red")
-    text.append("\n+ " + after, style="green")
+    for sign, line, style in (("- ", before, "red"), ("+ ", after, "green")):
+        if text:
+            text.append("\n")
+        text.append(sign + ("…" if cut else ""), style=style)
+        text.append(line[cut:start], style=style)
+        text.append(line[start:len(line) - end], style=f"bold {style} reverse")
+        text.append(line[len(line) - end:], style=style)
     return text
 
 
@@ -32,7 +49,8 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     BINDINGS = [
         Binding("escape", "close", "Close", id="replace.close"),
-        Binding("ctrl+a", "apply", "Apply", id="replace.apply"),
+        # priority: an Input would take ctrl+a as "home"
+        Binding("ctrl+a", "apply", "Apply", id="replace.apply", priority=True),
     ]
 
     def __init__(self, project: Project, find: str = "", replace: str = ""):
@@ -56,8 +74,8 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
                          markup=False)
             yield DataTable(id="replace-preview", cursor_type="row")
             with Horizontal(classes="buttons"):
-                yield Button("Preview", id="replace-preview-btn")
-                yield Button("Apply", id="replace-apply", variant="warning", disabled=True)
+                yield Button("Preview ⏎", id="replace-preview-btn")
+                yield Button("Apply ^a", id="replace-apply", variant="warning", disabled=True)
                 yield Button("Close", id="replace-close")
 
     def on_mount(self) -> None:

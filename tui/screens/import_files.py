@@ -67,7 +67,7 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="import-box"):
             yield Static(f"Import into {self.project.name}", classes="modal-title")
-            yield Label("Folder or file (Tab completes; Enter imports; sidecar .txt/.caption come along)")
+            yield Label("Folder or file: Tab completes, Enter imports (with .txt/.caption sidecars)")
             yield Input(self.initial, placeholder="~/pictures/my-style/", id="import-path",
                         suggester=PathSuggester())
             yield ProgressBar(id="import-progress", show_eta=False)
