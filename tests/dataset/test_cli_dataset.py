@@ -121,7 +121,7 @@ def test_unknown_project_fails_with_one_line(cli, root):
 def test_sigterm_stops_prep_cleanly_and_keeps_finished_images(cli, root, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(40):
+    for i in range(60):
         noise(512, 512, seed=i).save(src / f"n{i:02d}.png", compress_level=0)
     cli("init", "stop", root=root, check=True)
     cli("import", "stop", str(src), root=root, check=True)
@@ -140,12 +140,12 @@ def test_sigterm_stops_prep_cleanly_and_keeps_finished_images(cli, root, tmp_pat
     assert proc.returncode == 130, err
     assert events[-1]["type"] == "task_finished" and events[-1]["status"] == "stopped"
     done = len(events[-1]["report"]["prepared"])
-    assert 1 <= done < 40
+    assert 1 <= done < 60
     kept = [p for p in (root / "stop" / "dataset").iterdir() if p.suffix == ".png"]
     assert len(kept) == done
     assert not [p for p in (root / "stop" / "dataset").iterdir() if p.name.startswith(".")]
     follow_up = json.loads(cli("prep", "stop", "--resolution", "64", "--json", root=root, check=True).stdout)
-    assert follow_up["skipped"] == done and len(follow_up["prepared"]) == 40 - done
+    assert follow_up["skipped"] == done and len(follow_up["prepared"]) == 60 - done
 
 
 def test_a_failing_task_ends_its_event_stream_with_failed(cli, root):
