@@ -2,7 +2,8 @@
 
 `import` and `prep` are long tasks. With `--events` they print task events (trainer.events:
 task_started, progress, item_failed, task_finished) as JSON lines on stdout, for the TUI that runs
-them as subprocesses; otherwise a progress bar goes to stderr when it is a terminal. Ctrl-C or
+them as subprocesses (the summary is then the `report` of task_finished, and nothing else is
+printed on stdout); otherwise a progress bar goes to stderr when it is a terminal. Ctrl-C or
 SIGTERM stops cleanly: no new file is started, finished work is kept, the exit status is 130.
 """
 
