@@ -210,3 +210,18 @@ def test_an_unreadable_file_is_refused_and_the_rest_imports(project, tmp_path, m
     report = import_paths(project, [src])
     assert report.refused == [(str(src / "locked.png"), "unreadable: Permission denied")]
     assert report.imported == ["open.png"]
+
+
+def test_sidecars_are_written_with_the_projects_own_caption_extension(root, tmp_path):
+    from trainer.project import create_project
+
+    kohya = create_project("kohya", root, caption_extension=".caption")
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64, seed=1).save(src / "p.png")
+    (src / "p.txt").write_text("from txt")
+    (src / "p.caption").write_text("from caption")
+    report = import_paths(kohya, [src])
+    assert report.captions_imported == ["p.caption"]
+    assert (kohya.dataset / "p.caption").read_text() == "from caption\n"
+    assert not (kohya.dataset / "p.txt").exists()
