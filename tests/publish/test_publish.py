@@ -27,6 +27,7 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_export_of_a_real_training_run_passes_validation_and_loads(root, shared, tmp_path):
     """The trainer's own output (synthetic:tiny, two steps, one sample) exports, validates and loads."""
     from PIL import Image

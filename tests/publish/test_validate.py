@@ -155,6 +155,7 @@ def test_cli_validate_rejects_diffusers_layout_and_suggests_convert(tmp_path):
     assert "diffusers" in proc.stdout and "loradeck convert" in proc.stdout
 
 
+@pytest.mark.slow
 def test_isolated_load_check_runs_without_torch_in_the_caller(lora_path, tiny_base):
     """The TUI's path: the load check runs in a child process (`python -m trainer validate --base B --json`,
     the CLI) and reports its verdict, while the calling process never imports torch."""
