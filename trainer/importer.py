@@ -346,10 +346,14 @@ def _import_caption(project: Project, src: Path, stem: str, caption_ext: str, re
     image = project.dataset / (stem + ".png")  # caption_store only uses the stem
     current = caption_store.read_caption(image, caption_ext)
     target_name = stem + caption_ext
-    if current is not None:
+    if current:  # an empty caption file is no caption: it is filled
         if current != caption_store.normalize(text):
             report.captions_skipped.append((str(sidecar), f"{target_name} already exists with other text;"
                                                           " kept the existing caption"))
         return
-    caption_store.write_caption(image, text, caption_ext)
+    try:
+        caption_store.write_caption(image, text, caption_ext)
+    except OSError as e:
+        report.captions_skipped.append((str(sidecar), f"could not write {target_name}: {e.strerror or e}"))
+        return
     report.captions_imported.append(target_name)
