@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -289,37 +290,76 @@ def _launch_alive(files: RunFiles, launch_rec: dict[str, Any], now: float) -> bo
 
 # -------------------------------------------------------------------------------------- reading events
 
-def last_events(path: Path, types: Iterable[str], chunk: int = 64 * 1024) -> dict[str, dict[str, Any]]:
-    """The last event of each of `types` in an events file, read backwards (cheap on long runs)."""
-    wanted = set(types)
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        fh = open(path, "rb")
-    except OSError:
-        return found
-    with fh:
-        pos = fh.seek(0, os.SEEK_END)
-        carry = b""
-        while pos > 0 and len(found) < len(wanted):
-            size = min(chunk, pos)
-            pos -= size
-            fh.seek(pos)
-            data = fh.read(size) + carry
-            lines = data.split(b"\n")
-            carry = lines.pop(0) if pos > 0 else b""  # maybe cut in half: joined with the next chunk
-            for raw in reversed(lines):
-                event = parse_line(raw.decode("utf-8", errors="replace"))
-                if event is not None and event["type"] in wanted and event["type"] not in found:
-                    found[event["type"]] = event
-    return found
+_TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
+SUMMARY_TYPES = ("run_started", "run_finished", "step", "error")
+_READ_CHUNK = 4 * 1024 * 1024
 
 
-def first_event(path: Path, type_: str, max_bytes: int = 256 * 1024) -> dict[str, Any] | None:
-    """The first event of `type_` within the first `max_bytes` of the file (run_started is near the top)."""
-    for event in EventReader(path).read_new(max_bytes):
-        if event["type"] == type_:
-            return event
-    return None
+class _EventSummary:
+    """What run_state and list_runs need from an events file, kept up to date incrementally: later
+    calls read only the bytes appended since (a long run's file is read once, not on every poll)."""
+
+    __slots__ = ("ino", "offset", "partial", "first_started", "last")
+
+    def __init__(self, ino: int):
+        self.ino, self.offset, self.partial = ino, 0, b""
+        self.first_started: bytes | None = None
+        self.last: dict[str, bytes] = {}  # type -> its newest raw line, parsed only when asked for
+
+    def feed(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # a line still being written waits for its newline
+        for raw in lines:
+            # Only the type is looked at here (gpu and step events are most of the file).
+            match = _TYPE_RE.search(raw, 0, 64) or _TYPE_RE.search(raw)
+            if match is None:
+                continue
+            kind = match.group(1).decode()
+            if kind in SUMMARY_TYPES:
+                if kind == "run_started" and self.first_started is None and parse_line(raw.decode(errors="replace")):
+                    self.first_started = raw
+                self.last[kind] = raw
+
+    def events(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for kind, raw in self.last.items():
+            event = parse_line(raw.decode("utf-8", errors="replace"))
+            if event is not None and event.get("type") == kind:
+                out[kind] = event
+        if self.first_started is not None:
+            event = parse_line(self.first_started.decode("utf-8", errors="replace"))
+            if event is not None:
+                out["first_run_started"] = event
+        return out
+
+
+_summaries: dict[str, _EventSummary] = {}
+_summaries_lock = threading.Lock()
+
+
+def event_summary(path: Path) -> dict[str, dict[str, Any]]:
+    """The newest run_started, run_finished, step and error events of a run (and the first
+    run_started, as `first_run_started`); {} when there is no events file yet."""
+    key = str(path)
+    with _summaries_lock:
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            _summaries.pop(key, None)
+            return {}
+        with fh:
+            st = os.fstat(fh.fileno())
+            summary = _summaries.get(key)
+            if summary is None or summary.ino != st.st_ino or st.st_size < summary.offset:
+                summary = _summaries[key] = _EventSummary(st.st_ino)  # new or replaced file
+            fh.seek(summary.offset)
+            while summary.offset < st.st_size:
+                data = fh.read(min(_READ_CHUNK, st.st_size - summary.offset))
+                if not data:
+                    break
+                summary.offset += len(data)
+                summary.feed(data)
+        return summary.events()
 
 
 def _time(event: dict[str, Any] | None) -> float:
@@ -329,7 +369,7 @@ def _time(event: dict[str, Any] | None) -> float:
 
 def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None) -> str:
     """starting | running | completed | stopped | failed | crashed, as every reader sees it."""
-    events = _events if _events is not None else last_events(files.events, ("run_started", "run_finished"))
+    events = _events if _events is not None else event_summary(files.events)
     started, finished = events.get("run_started"), events.get("run_finished")
     launch_rec, status = read_launch(files), read_status(files)
     now = time.time()
@@ -390,7 +430,7 @@ def _number(value: Any) -> float | None:
 
 def run_info(files: RunFiles) -> RunInfo:
     """Summarise one run from its files."""
-    events = last_events(files.events, ("run_started", "run_finished", "step"))
+    events = event_summary(files.events)
     state = run_state(files, _events=events)
     step_ev, finished_ev = events.get("step") or {}, events.get("run_finished")
     status = read_status(files) or {}
@@ -400,7 +440,7 @@ def run_info(files: RunFiles) -> RunInfo:
         base_model, output_name = cfg.base_model, cfg.output_name
     except LoradeckError:
         cfg, base_model, output_name = None, None, None
-    first = first_event(files.events, "run_started")
+    first = events.get("first_run_started")
     started = _number(first.get("time")) if first else _number(launch_rec.get("time"))
     total = step_ev.get("total_steps") or status.get("total_steps") or (
         (events.get("run_started") or {}).get("total_steps"))
@@ -409,7 +449,7 @@ def run_info(files: RunFiles) -> RunInfo:
         output = str(files.output(output_name))
     message = finished_ev.get("message") if finished_ev and state in FINISHED else None
     if state == "failed" and not message:
-        err = last_events(files.events, ("error",)).get("error")
+        err = events.get("error")
         message = err.get("message") if err else None
     loss = _number(step_ev.get("loss"))
     return RunInfo(

@@ -130,14 +130,31 @@ def test_list_runs_summarises_each_run(project, run):
     assert data["dir"] == str(run.dir) and "files" not in data
 
 
-def test_last_events_reads_backwards_across_chunks(run):
+def test_event_summary_reads_only_what_was_appended(run, monkeypatch):
     writer = EventWriter(run.events)
-    writer.emit("run_started", run_id="x", config={}, environment={})
+    writer.emit("run_started", run_id="first", config={}, environment={})
     for i in range(2000):
         writer.emit("gpu", available=True, index=0, mem_used=i)
     writer.emit("step", step=7, total_steps=9, epoch=1, loss=0.5, lr=1e-4)
-    for i in range(50):
-        writer.emit("gpu", available=True, index=0, mem_used=i)
     writer.close()
-    found = runs.last_events(run.events, ("step", "run_started", "run_finished"), chunk=1000)
-    assert found["step"]["step"] == 7 and found["run_started"]["run_id"] == "x" and "run_finished" not in found
+    summary = runs.event_summary(run.events)
+    assert summary["step"]["step"] == 7 and summary["run_started"]["run_id"] == "first"
+    assert "run_finished" not in summary
+    size = run.events.stat().st_size
+    # Appending: only the new bytes are read, and a half-written line waits for its newline.
+    reads = []
+    monkeypatch.setattr(runs._EventSummary, "feed", lambda self, data, _f=runs._EventSummary.feed:
+                        (reads.append(len(data)), _f(self, data)))
+    with open(run.events, "a") as fh:
+        fh.write('{"type": "step", "time": 1, "step": 8, "total_steps": 9, "epoch": 1, "loss": 0.4, "lr": 1}\n')
+        fh.write('{"type": "run_started", "time": 2, "run_id": "sec')
+    summary = runs.event_summary(run.events)
+    assert summary["step"]["step"] == 8 and summary["run_started"]["run_id"] == "first"
+    assert sum(reads) == run.events.stat().st_size - size
+    with open(run.events, "a") as fh:
+        fh.write('ond", "config": {}, "environment": {}}\n')
+    summary = runs.event_summary(run.events)
+    assert summary["run_started"]["run_id"] == "second" and summary["first_run_started"]["run_id"] == "first"
+    # A replaced (shorter) file is read afresh.
+    run.events.write_text('{"type": "run_finished", "time": 3, "status": "failed"}\n')
+    assert runs.event_summary(run.events) == {"run_finished": {"type": "run_finished", "time": 3, "status": "failed"}}
