@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 from trainer import caption_store, image_probe
 from trainer.atomic import atomic_write_bytes, atomic_write_text
+from trainer.errors import LoradeckError
 from trainer.project import Project
 
 INDEX_NAME = "import_index.json"
@@ -93,9 +94,12 @@ def load_index(project: Project) -> dict[str, dict]:
 
 
 def save_index(project: Project, index: dict[str, dict]) -> None:
-    project.state.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(index_path(project), json.dumps({"version": 1, "files": index}, ensure_ascii=False,
-                                                      indent=0))
+    try:
+        project.state.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(index_path(project), json.dumps({"version": 1, "files": index}, ensure_ascii=False,
+                                                          indent=0))
+    except OSError as e:  # the originals are safe; the index is rebuilt from them next time
+        raise LoradeckError(f"could not save {index_path(project)}: {e.strerror or e}") from None
 
 
 def duplicate_groups(project: Project) -> list[list[str]]:

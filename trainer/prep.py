@@ -115,9 +115,12 @@ def load_manifest(project: Project) -> dict[str, dict]:
 
 
 def _save_manifest(project: Project, entries: dict[str, dict]) -> None:
-    project.state.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(manifest_path(project),
-                      json.dumps({"version": 1, "entries": entries}, ensure_ascii=False, indent=0))
+    try:
+        project.state.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(manifest_path(project),
+                          json.dumps({"version": 1, "entries": entries}, ensure_ascii=False, indent=0))
+    except OSError as e:  # prepared images are kept; without the manifest they are redone next time
+        raise LoradeckError(f"could not save {manifest_path(project)}: {e.strerror or e}") from None
 
 
 def _sha256_file(path: Path) -> str:
