@@ -211,3 +211,25 @@ def test_background_colour_comes_from_project_settings(small_project, tmp_path):
     settings.update(small_project.settings_file, "prep", {"background": "#ff0000"})
     prep.prep_project(small_project)
     assert _pixel(small_project.dataset / "clear.png", 0.5, 0.5) == (255, 0, 0)
+
+
+def test_a_full_disk_fails_each_image_with_a_reason_and_leaves_no_partial_files(small_project, tmp_path,
+                                                                                monkeypatch):
+    import errno
+
+    from trainer import atomic
+
+    _three(small_project, tmp_path)
+    real_replace = os.replace
+
+    def no_space(src, dst):
+        if str(dst).startswith(str(small_project.dataset)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", no_space)
+    report = prep.prep_project(small_project, workers=1)
+    assert [why for _, why in report.failed] == ["No space left on device"] * 3
+    assert not [p for p in small_project.dataset.iterdir() if p.suffix in (".png", ".jpg", ".part")]
+    monkeypatch.undo()
+    assert len(prep.prep_project(small_project).prepared) == 3  # nothing recorded as done
