@@ -36,10 +36,11 @@ async def test_run_whose_process_died_reads_as_crashed(root, demo):
         raise AssertionError("a run with no live process must not read as running")
 
 
-async def test_create_project_from_the_form(root):
+async def test_create_project_from_the_form_and_select_it(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: app.screen.query_one("#projects", DataTable).row_count == 1)
         await pilot.press("n")
         await wait_screen(pilot, "NewProjectScreen")
         await pilot.press(*"cats", "enter", *"zxq", "enter")
@@ -48,8 +49,17 @@ async def test_create_project_from_the_form(root):
         await pilot.press("enter")
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 1, what="new project listed")
-    assert [p.name for p in list_projects(root)] == ["cats"]
+        await wait_until(pilot, lambda: table.row_count == 2, what="new project listed")
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        # The new project is the selected one (it sorts before "demo"): a following `d` must
+        # offer to delete it, not the project that was selected before.
+        assert screen.selected_name() == "cats"
+        await pilot.press("d")
+        confirm = await wait_screen(pilot, "ConfirmScreen")
+        assert "'cats'" in confirm.question
+        await pilot.press("n")
+    assert [p.name for p in list_projects(root)] == ["cats", "demo"]
     assert 'trigger_word = "zxq"' in (root / "cats" / "project.toml").read_text()
 
 

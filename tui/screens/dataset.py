@@ -96,6 +96,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self._failed = 0
         self._preview_timer = None
         self._listing_failed = False
+        self._keep_next: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -126,8 +127,15 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self._listing_failed = False
         self.reload()
 
-    @work(thread=True, exclusive=True, group="dataset-list", exit_on_error=False, description="reading dataset")
     def reload(self, keep: str | None = None) -> None:
+        # A newer reload cancels this one before it starts (exclusive): the image to keep the
+        # cursor on is remembered on the screen, not in this call.
+        if keep:
+            self._keep_next = keep
+        self._reload_worker()
+
+    @work(thread=True, exclusive=True, group="dataset-list", exit_on_error=False, description="reading dataset")
+    def _reload_worker(self) -> None:
         from trainer import settings as settings_mod
 
         self._listing_failed = True
@@ -135,11 +143,12 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         listing = list_dataset(self.project, settings.caption_extension)
         needs_text = bool(self.query_one("#dataset-filter", Input).value.strip())
         captions = load_captions(listing.entries, listing.caption_extension) if needs_text else None
-        self.app.call_from_thread(self._show_listing, settings, listing, captions, keep)
+        self.app.call_from_thread(self._show_listing, settings, listing, captions)
 
-    def _show_listing(self, settings, listing: DatasetListing, captions, keep: str | None) -> None:
+    def _show_listing(self, settings, listing: DatasetListing, captions) -> None:
         self.settings, self.listing, self.captions = settings, listing, captions
         self._listing_failed = False
+        keep, self._keep_next = self._keep_next, None
         self._apply_filter(keep)
 
     def _apply_filter(self, keep: str | None = None) -> None:

@@ -26,6 +26,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         super().__init__()
         self.root = root
         self.summaries: dict[str, dict] = {}
+        self._select_next: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -49,9 +50,16 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     def action_refresh(self) -> None:
         self.refresh_projects()
 
+    def refresh_projects(self, select: str | None = None) -> None:
+        # A newer refresh cancels this one before it starts (exclusive), so the row to select is
+        # kept on the screen, not in this call.
+        if select:
+            self._select_next = select
+        self._refresh_worker()
+
     @work(thread=True, exclusive=True, group="projects-list", exit_on_error=False,
           description="reading projects")
-    def refresh_projects(self, select: str | None = None) -> None:
+    def _refresh_worker(self) -> None:
         from trainer.project_summary import summarize
 
         try:
@@ -60,10 +68,11 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
             self.app.call_from_thread(self.query_one("#projects-hint", Static).update,
                                       f"cannot read {self.root}: {e.strerror or e}")
             return
-        self.app.call_from_thread(self._fill, summaries, select)
+        self.app.call_from_thread(self._fill, summaries)
 
-    def _fill(self, summaries: list[dict], select: str | None) -> None:
+    def _fill(self, summaries: list[dict]) -> None:
         table = self.query_one("#projects", DataTable)
+        select, self._select_next = self._select_next, None
         current = select or self.selected_name()
         if summaries == list(self.summaries.values()) and table.row_count == len(summaries):
             if select in self.summaries:
