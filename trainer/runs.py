@@ -132,10 +132,13 @@ def create_run(project: Project, overrides: dict[str, Any] | None = None,
 
 # --------------------------------------------------------------------------------------- launching
 
-def _package_root() -> str:
+def _source_root() -> str | None:
+    """The folder holding the `trainer` package when it runs from a source checkout (not installed),
+    so the child finds it whatever its working directory; None for an installed package."""
     import trainer
 
-    return str(Path(trainer.__file__).resolve().parents[1])
+    root = Path(trainer.__file__).resolve().parents[1]
+    return None if root.name in ("site-packages", "dist-packages") else str(root)
 
 
 def build_command(run_dir: Path, *, resume: bool = False, gpus: int = 1,
@@ -169,7 +172,7 @@ def launch(files: RunFiles, *, resume: bool = False, gpus: int | None = None,
     cmd = command or build_command(files.dir, resume=resume, gpus=gpus, mixed_precision=cfg.mixed_precision)
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # train.log is live
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_root(), env.get("PYTHONPATH")) if p)
     launched_at = time.time()
     with open(files.log, "ab") as log:
         log.write(f"\n=== loradeck {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode())
@@ -225,11 +228,13 @@ def _proc_start(pid: int) -> float | None:
     return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cmdline(pid: int) -> str | None:
+def _proc_argv(pid: int) -> list[str] | None:
+    """The process's argv from /proc (empty while it is still inside execve); None if unreadable."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else []
 
 
 def process_alive(pid: Any, *, started: float | None = None, started_before: float | None = None,
@@ -261,9 +266,9 @@ def process_alive(pid: Any, *, started: float | None = None, started_before: flo
             return False
     needles = list(cmd_contains)
     if needles:
-        cmdline = _proc_cmdline(pid)
+        argv = _proc_argv(pid)
         # Empty while the process is still inside execve (the launcher can get here that early).
-        if cmdline and not any(n in cmdline for n in needles):
+        if argv and not any(n in " ".join(argv) for n in needles):
             return False
     return True
 
@@ -315,10 +320,11 @@ class _EventSummary:
             if match is None:
                 continue
             kind = match.group(1).decode()
-            if kind in SUMMARY_TYPES:
-                if kind == "run_started" and self.first_started is None and parse_line(raw.decode(errors="replace")):
-                    self.first_started = raw
-                self.last[kind] = raw
+            if kind not in SUMMARY_TYPES or not raw.rstrip().endswith(b"}"):
+                continue  # a line a crash cut short never hides the complete one before it
+            if kind == "run_started" and self.first_started is None:
+                self.first_started = raw
+            self.last[kind] = raw
 
     def events(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -362,6 +368,10 @@ def event_summary(path: Path) -> dict[str, dict[str, Any]]:
         return summary.events()
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _time(event: dict[str, Any] | None) -> float:
     value = event.get("time") if event else None
     return float(value) if isinstance(value, (int, float)) else float("-inf")
@@ -373,14 +383,15 @@ def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = No
     started, finished = events.get("run_started"), events.get("run_finished")
     launch_rec, status = read_launch(files), read_status(files)
     now = time.time()
-    t_launch = float(launch_rec.get("time") or 0) if launch_rec else float("-inf")
+    t_launch = (_number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
     t_latest = max(_time(started), t_launch)
+    beat = (_number(status.get("heartbeat")) or 0.0) if status else 0.0
     if finished is not None and _time(finished) >= t_latest:
         return finished.get("status") if finished.get("status") in FINISHED else "failed"
     # A trainer that could not write events may still have left its final state in status.json.
-    if status and status.get("state") in FINISHED and float(status.get("heartbeat") or 0) >= t_latest:
+    if status and status.get("state") in FINISHED and beat >= t_latest:
         return status["state"]
-    if status and float(status.get("heartbeat") or 0) >= t_launch:
+    if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:
         alive = _launch_alive(files, launch_rec, now)
@@ -422,10 +433,6 @@ class RunInfo:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "files"}
         data["dir"] = str(self.dir)
         return data
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def run_info(files: RunFiles) -> RunInfo:
@@ -517,23 +524,19 @@ def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
 def _trainer_ranks(pgid: int) -> list[int]:
     """The trainer processes (not the accelerate launcher) in process group `pgid`, from /proc."""
     ranks = []
-    for entry in Path("/proc").iterdir():
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return ranks  # no /proc: the caller signals the process group instead
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         fields_ = _proc_stat(int(entry.name))
         if not fields_ or fields_[2] != str(pgid) or fields_[0] in ("Z", "X"):
             continue
-        if _is_rank(_proc_argv(int(entry.name))):
+        if _is_rank(_proc_argv(int(entry.name)) or []):
             ranks.append(int(entry.name))
     return ranks
-
-
-def _proc_argv(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return raw.decode(errors="replace").split("\0")
 
 
 def _is_rank(argv: list[str]) -> bool:
