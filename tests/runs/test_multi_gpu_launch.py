@@ -86,3 +86,14 @@ def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypa
 ])
 def test_rank_processes_are_told_from_the_launcher(argv, is_rank):
     assert runs._is_rank(argv) is is_rank
+
+
+def test_the_multi_gpu_command_line_parses_with_the_installed_accelerate(tmp_path):
+    from accelerate.commands.launch import launch_command_parser
+
+    cmd = runs.build_command(tmp_path, gpus=8, mixed_precision="fp16", resume=True)
+    parsed = launch_command_parser().parse_args(cmd[3:])
+    assert (parsed.multi_gpu, parsed.num_processes, parsed.num_machines) == (True, 8, 1)
+    assert (parsed.mixed_precision, parsed.dynamo_backend) == ("fp16", "no")
+    assert parsed.module and parsed.training_script == "trainer.train_process"
+    assert parsed.training_script_args == [str(tmp_path), "--resume"]
