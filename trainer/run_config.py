@@ -195,13 +195,29 @@ def resolve(project: Project, overrides: Mapping[str, Any] | None = None,
             values[key] = value
             sources[key] = layer.source
         notes.extend(layer.notes)
-    cfg = train_config.validate(TrainConfig(**values))
+    try:
+        cfg = train_config.validate(TrainConfig(**values))
+    except ConfigError as e:
+        raise ConfigError(_with_sources(str(e), sources), hint=e.hint) from None
     dataset = {
         "project_dir": str(project.path.resolve()),
         "caption_extension": s.project.caption_extension,
         "trigger_word": s.project.trigger_word,
     }
     return ResolvedConfig(cfg, dataset, sources, notes)
+
+
+def _with_sources(message: str, sources: Mapping[str, str]) -> str:
+    """Name the layer behind each bad value: "rank: must be at least 1 (from --config x.toml)"."""
+    head, sep, body = message.partition(": ")
+    if not sep:
+        return message
+    parts = []
+    for problem in body.split("; "):
+        name = problem.split(":", 1)[0].strip()
+        origin = sources.get(name)
+        parts.append(f"{problem} (from {origin})" if origin and origin != "default" else problem)
+    return head + sep + "; ".join(parts)
 
 
 def to_toml(resolved: ResolvedConfig) -> str:

@@ -125,3 +125,15 @@ def test_find_run_by_prefix_latest_and_ambiguity(project):
         with pytest.raises(LoradeckError, match="ambiguous"):
             runs.find_run(project, prefix)
     assert isinstance(runs.find_run(project, a.run_id), RunFiles)
+
+
+def test_a_bad_value_names_the_layer_it_came_from(project, tmp_path):
+    settings.update(project.settings_file, "train", {"keep_tokens": -1})
+    cfg_file = tmp_path / "kohya.toml"
+    cfg_file.write_text("[network]\nnetwork_dim = 4.5\n")
+    with pytest.raises(ConfigError) as e:
+        run_config.resolve(project, {"batch_size": 0}, cfg_file)
+    message = str(e.value)
+    assert f"rank: expected a whole number, got 4.5 (from --config {cfg_file})" in message
+    assert "keep_tokens: must not be negative (from project.toml [train])" in message
+    assert "batch_size: must be at least 1 (from command line)" in message
