@@ -507,18 +507,28 @@ def find_run(project: Project, run_id_or_prefix: str) -> RunFiles:
 # --------------------------------------------------------------------------------- stopping, resuming
 
 def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
-    """(process group, pid) to signal: the launched session, else the trainer's own group."""
+    """(process group, pid) of the run's live process on this machine: the launched session, else
+    the trainer's own group. The heartbeat's age does not matter here: a hung trainer (silent, so
+    read as crashed) must still be reachable by a stop."""
     now = time.time()
     launch_rec = read_launch(files)
     if launch_rec and _same_host(launch_rec) and _launch_alive(files, launch_rec, now):
         return launch_rec.get("pgid") or launch_rec["pid"], launch_rec["pid"]
     status = read_status(files)
-    if status and _same_host(status) and _status_alive(files, status, now):
+    beat = _number((status or {}).get("heartbeat"))
+    if status and _same_host(status) and beat is not None and process_alive(
+            status.get("pid"), started_before=beat, cmd_contains=(TRAIN_MODULE, str(files.dir))):
         try:
             return os.getpgid(status["pid"]), status["pid"]
         except OSError:
             return None, status["pid"]
     return None, None
+
+
+def lingering_pid(files: RunFiles) -> int | None:
+    """The pid of a trainer process that is still alive although the run reads as finished or
+    crashed (hung, or still exiting); None when there is none."""
+    return _target_pgid(files)[1]
 
 
 def _trainer_ranks(pgid: int) -> list[int]:
@@ -578,18 +588,19 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
     can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
     """
     state = run_state(files)
-    if state not in ACTIVE:
+    if state not in ACTIVE and not (state == "crashed" and lingering_pid(files)):
         raise LoradeckError(f"run {files.run_id} is not running (it is {state})")
-    was_started = state == "running"
+    was_started = state != "starting"
     pid = signal_run(files, signal.SIGTERM)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         state = run_state(files)
-        if state not in ACTIVE:
+        if state not in ACTIVE and not lingering_pid(files):
             break
         time.sleep(0.2)
     forced = False
-    if state in ACTIVE and force:
+    alive = state in ACTIVE or lingering_pid(files) is not None
+    if alive and force:
         try:
             signal_run(files, signal.SIGKILL)
             forced = True
@@ -606,7 +617,8 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
         finally:
             writer.close()
         state = "stopped"
-    return {"ok": state not in ACTIVE, "run_id": files.run_id, "pid": pid, "state": state,
+    stopped = state not in ACTIVE and lingering_pid(files) is None
+    return {"ok": stopped, "run_id": files.run_id, "pid": pid, "state": state,
             "waited_s": round(time.monotonic() - t0, 2), "forced": forced}
 
 
@@ -621,6 +633,12 @@ def check_resumable(files: RunFiles) -> str:
     if state == "completed":
         raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
                             hint="start a new run with `loradeck train`")
+    pid = lingering_pid(files)
+    if pid is not None:
+        # Silent but alive (hung): two trainers must never write one run folder.
+        raise LoradeckError(f"run {files.run_id} reads as {state}, but its trainer (pid {pid}) is still alive",
+                            hint=f"stop it first: loradeck stop {files.dir.parent.parent.name} {files.run_id}"
+                                 " --force")
     return state
 
 

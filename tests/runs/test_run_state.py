@@ -158,3 +158,28 @@ def test_event_summary_reads_only_what_was_appended(run, monkeypatch):
     # A replaced (shorter) file is read afresh.
     run.events.write_text('{"type": "run_finished", "time": 3, "status": "failed"}\n')
     assert runs.event_summary(run.events) == {"run_finished": {"type": "run_finished", "time": 3, "status": "failed"}}
+
+
+def test_a_hung_trainer_reads_crashed_but_blocks_resume_until_stopped(run, reap, monkeypatch):
+    from trainer.errors import LoradeckError
+
+    monkeypatch.setattr(runs, "STALE_SECONDS", 0.5)
+    # Alive, but silent for longer than STALE_SECONDS (deadlocked, say).
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM,"
+                             " signal.SIG_IGN); time.sleep(60)", runs.TRAIN_MODULE, str(run.dir)],
+                            start_new_session=True)
+    reap(proc.pid)
+    started(run)
+    time.sleep(0.2)
+    write_status(run, pid=proc.pid, state="running")  # its last heartbeat...
+    assert runs.run_state(run) == "running"
+    time.sleep(0.8)                                     # ...is now stale
+    assert runs.run_state(run) == "crashed" and runs.lingering_pid(run) == proc.pid
+    with pytest.raises(LoradeckError, match=f"pid {proc.pid}.* still alive"):
+        runs.resume(run)
+    report = runs.stop(run, timeout=0.5)  # it ignores SIGTERM: still there
+    assert not report["ok"] and runs.lingering_pid(run) == proc.pid
+    report = runs.stop(run, timeout=0.5, force=True)
+    proc.wait(timeout=5)
+    assert report["ok"] and report["forced"] and runs.run_state(run) == "crashed"
+    assert runs.lingering_pid(run) is None
