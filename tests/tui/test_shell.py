@@ -155,3 +155,31 @@ def test_tui_flows_never_import_torch(root, demo):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
     assert result["screens"][-1] == "ProjectsScreen"  # the flows really ran and came back out
+
+
+async def test_train_and_runs_keys_open_part_two_screens(root, demo):
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: screen.query_one("#projects").row_count == 1)
+        await pilot.press("t")
+        train = await wait_screen(pilot, "TrainFormScreen")
+        assert train.project.name == "demo"
+        app.pop_screen()
+        await wait_screen(pilot, "ProjectsScreen")
+        await pilot.press("r")
+        runs = await wait_screen(pilot, "RunsScreen")
+        assert runs.project.name == "demo"
+
+
+async def test_monitor_entry_opens_the_monitor_screen(root, demo):
+    app = make_app(root, monitor=("demo", None))
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = await wait_screen(pilot, "MonitorScreen")
+        assert monitor.project.name == "demo"
+
+
+def test_monitor_of_a_missing_project_fails_with_one_line(root, cli):
+    out = cli("monitor", "nope", root=root)
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error:") and "nope" in out.stderr
