@@ -192,8 +192,12 @@ def synthetic_model_path(kind: str = "blip-tiny") -> Path:
     target = cache_dir() / "synthetic" / f"{kind}-v{_SYNTHETIC_VERSION}"
     if (target / "config.json").is_file() and (target / "processor_config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+    except OSError as e:
+        raise ModelError(f"cannot build {SYNTHETIC_PREFIX}{kind} in {target.parent}: {e.strerror or e}",
+                         hint=f"set {CACHE_ENV} to a writable folder") from None
     try:
         _build_blip_tiny(staging)
         try:

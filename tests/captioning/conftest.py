@@ -15,13 +15,22 @@ def model_cache(tmp_path_factory) -> Path:
     """A private loradeck cache for the session (subprocesses inherit it), so tests never share
     or reuse a user's cached build."""
     cache = tmp_path_factory.mktemp("loradeck-cache")
-    old = os.environ.get("LORADECK_CACHE")
+    # One torch thread: the tiny model is all per-op overhead, and on a shared CI box two spinning
+    # intra-op threads slow it several times over. Subprocesses inherit both variables.
+    saved = {k: os.environ.get(k) for k in ("LORADECK_CACHE", "OMP_NUM_THREADS")}
     os.environ["LORADECK_CACHE"] = str(cache)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield cache
-    if old is None:
-        os.environ.pop("LORADECK_CACHE", None)
-    else:
-        os.environ["LORADECK_CACHE"] = old
+    torch.set_num_threads(threads)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

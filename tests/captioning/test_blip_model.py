@@ -64,3 +64,12 @@ def test_first_signal_asks_to_stop_and_second_ctrl_c_interrupts():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LORADECK_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelError, match="cannot build synthetic:blip-tiny") as err:
+        synthetic_model_path("blip-tiny")
+    assert "LORADECK_CACHE" in err.value.one_line()
