@@ -182,8 +182,13 @@ def _load_pixels(path: Path, image_processor) -> Any:
     """Decode one image and preprocess it for the model: a (1, 3, H, W) tensor, or _BadImage."""
     from PIL import Image, ImageOps
 
+    size = getattr(image_processor, "size", None) or {}
+    side = max(size.get("height", 0), size.get("width", 0), size.get("shortest_edge", 0)) or 384
     try:
         with Image.open(path) as im:
+            # JPEGs decode straight at a reduced scale that still covers the model's input size:
+            # a big photo then costs a fraction of the time and memory.
+            im.draft("RGB", (side, side))
             im.load()  # decode fully here: truncated or corrupt files fail now, not in the model
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P", "PA") and ("A" in im.mode or "transparency" in im.info):

@@ -224,3 +224,14 @@ def test_out_of_memory_on_a_single_image_is_a_clear_error_keeping_earlier_captio
         caption_project(project, CaptionOptions(**SHORT, batch_size=2), captioner=tiny_captioner)
     assert calls == [2, 2, 1]
     assert sum(1 for text in captions(project).values() if text) == 2
+
+
+def test_an_image_with_too_many_pixels_is_skipped_with_a_reason(make_project, tiny_captioner, monkeypatch):
+    from PIL import Image
+
+    project = make_project(1)
+    Image.new("RGB", (300, 300), "white").save(project.dataset / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 300x300 is then a decompression bomb
+    report = caption_project(project, CaptionOptions(**SHORT), captioner=tiny_captioner)
+    assert "too many pixels" in report.failed["huge.png"]
+    assert len(report.captioned) == 1
