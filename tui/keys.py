@@ -23,7 +23,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     # everywhere
     "app.quit": ("ctrl+q", "quit", "Quit", True),
     "app.help": ("f1,question_mark", "help", "Help", True),
-    "app.back": ("escape", "back", "Back", True),
+    "app.back": ("escape", "back", "Back", False),  # Esc is known; the footer space goes to the rest
     # projects screen
     "projects.open": ("enter", "open", "Open", True),
     "projects.new": ("n", "new", "New", True),

@@ -55,3 +55,8 @@ async def wait_screen(pilot, name: str, timeout: float = 10.0):
     return pilot.app.screen
 
 
+
+
+def projects_listed(screen, count: int) -> bool:
+    """The projects screen shows `count` projects with their counts read (not the name-only rows)."""
+    return screen.query_one("#projects").row_count == count and len(screen.summaries) == count

@@ -6,7 +6,7 @@ import json
 
 from textual.widgets import DataTable, Input
 
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
 from trainer.project import Project, create_project, list_projects
 from trainer.run_files import RunFiles, write_status
 from tui.screens.import_files import complete_path
@@ -20,7 +20,7 @@ async def test_projects_list_shows_counts_and_last_run_status(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 1, what="projects listed")
+        await wait_until(pilot, lambda: projects_listed(app.screen, 1), what="projects listed")
         row = [str(c) for c in table.get_row("demo")]
         assert row[:4] == ["demo", "12", "8/12", "completed"]
 
@@ -40,7 +40,7 @@ async def test_create_project_from_the_form_and_select_it(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: app.screen.query_one("#projects", DataTable).row_count == 1)
+        await wait_until(pilot, lambda: projects_listed(app.screen, 1))
         await pilot.press("n")
         await wait_screen(pilot, "NewProjectScreen")
         await pilot.press(*"cats", "enter", *"zxq", "enter")
@@ -49,7 +49,7 @@ async def test_create_project_from_the_form_and_select_it(root, demo):
         await pilot.press("enter")
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 2, what="new project listed")
+        await wait_until(pilot, lambda: projects_listed(screen, 2), what="new project listed")
         await pilot.pause(0.3)
         await app.workers.wait_for_complete()
         # The new project is the selected one (it sorts before "demo"): a following `d` must
@@ -83,7 +83,7 @@ async def test_import_folder_lists_refused_files_with_reasons(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 2, what="projects listed")
+        await wait_until(pilot, lambda: projects_listed(screen, 2), what="projects listed")
         table.move_cursor(row=1)  # "fresh"
         await pilot.press("i")
         dialog = await wait_screen(pilot, "ImportScreen")
@@ -109,7 +109,7 @@ async def test_path_input_completes_folders(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: app.screen.query_one("#projects", DataTable).row_count == 1)
+        await wait_until(pilot, lambda: projects_listed(app.screen, 1))
         await pilot.press("i")
         dialog = await wait_screen(pilot, "ImportScreen")
         field = dialog.query_one("#import-path", Input)
@@ -123,7 +123,7 @@ async def test_delete_only_after_confirmation(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 1)
+        await wait_until(pilot, lambda: projects_listed(screen, 1))
         await pilot.press("d")
         await wait_screen(pilot, "ConfirmScreen")
         await pilot.press("escape")  # the default answer: keep it
@@ -138,6 +138,6 @@ async def test_delete_only_after_confirmation(root, demo):
         await wait_screen(pilot, "ConfirmScreen")
         await pilot.press("y")
         await wait_until(pilot, lambda: not demo.path.exists(), what="project deleted")
-        await wait_until(pilot, lambda: table.row_count == 0, what="list refreshed")
+        await wait_until(pilot, lambda: projects_listed(screen, 0), what="list refreshed")
     assert list_projects(root) == []
     assert Project(root, "demo").exists() is False

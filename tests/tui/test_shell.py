@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
 from trainer.errors import LoradeckError
 from tui.commands import ScreenActions
 from tui.keys import DEFAULTS, keymap_path, load_keymap
@@ -161,7 +161,7 @@ async def test_train_and_runs_keys_open_part_two_screens(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: screen.query_one("#projects").row_count == 1)
+        await wait_until(pilot, lambda: projects_listed(screen, 1))
         await pilot.press("t")
         train = await wait_screen(pilot, "TrainFormScreen")
         assert train.project.name == "demo"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.conftest import wait_until
+from tests.tui.conftest import projects_listed, wait_until
 from trainer.project import create_project
 from tui.app import LoradeckApp
 
@@ -38,7 +38,7 @@ def test_projects_screen(snap_compare, snap_root):
     create_project("portraits", snap_root, trigger_word="ohwx", base_model="runwayml/stable-diffusion-v1-5")
 
     async def ready(pilot):
-        await settle(pilot, lambda: pilot.app.screen.query_one("#projects").row_count == 2)
+        await settle(pilot, lambda: projects_listed(pilot.app.screen, 2))
 
     assert snap_compare(LoradeckApp(snap_root), terminal_size=(80, 24), run_before=ready)
 
@@ -69,7 +69,7 @@ def test_import_report_with_refused_files(snap_compare, snap_root):
     create_project("fresh", snap_root)
 
     async def ready(pilot):
-        await settle(pilot, lambda: pilot.app.screen.query_one("#projects").row_count == 2)
+        await settle(pilot, lambda: projects_listed(pilot.app.screen, 2))
         await pilot.press("down", "i")
         await settle(pilot, lambda: type(pilot.app.screen).__name__ == "ImportScreen")
         pilot.app.screen.query_one("#import-path").value = str(snap_root / "demo-extra")

@@ -4,6 +4,7 @@ and the dataset work (import, prep, BLIP captioning, preflight, find/replace).""
 from __future__ import annotations
 
 import threading
+import time
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -27,6 +28,7 @@ from tui.worker_errors import ShowsWorkerErrors
 SYNTHETIC_CAPTION_MODEL = "synthetic:blip-tiny"
 
 TASK_TITLES = {"prep": "Prep", "caption": "Captioning"}
+LIVE_RELOAD_SECONDS = 1.0
 
 
 def caption_args(settings) -> list[str]:
@@ -97,6 +99,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self._preview_timer = None
         self._listing_failed = False
         self._keep_next: str | None = None
+        self._last_live_reload = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -290,6 +293,12 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         elif kind in ("progress", "task_started"):
             self.query_one(TaskBar).progress(title, event.get("done", 0), event.get("total"),
                                              str(event.get("item") or event.get("message") or ""), self._failed)
+            # Let the list show new images and captions as they land, about once a second.
+            now = time.monotonic()
+            if event.get("done") and now - self._last_live_reload > LIVE_RELOAD_SECONDS:
+                self._last_live_reload = now
+                self.captions = None
+                self.reload()
 
     def on_task_done(self, message: TaskDone) -> None:
         self._task_ended()

@@ -63,12 +63,22 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         from trainer.project_summary import summarize
 
         try:
-            summaries = [summarize(p).to_dict() for p in list_projects(self.root)]
+            projects = list_projects(self.root)
+            if not self.summaries:  # first listing: names at once, counts when they are read
+                self.app.call_from_thread(self._fill_names, [p.name for p in projects])
+            summaries = [summarize(p).to_dict() for p in projects]
         except OSError as e:  # shown in place: a modal would come back on every refresh
             self.app.call_from_thread(self.query_one("#projects-hint", Static).update,
                                       f"cannot read {self.root}: {e.strerror or e}")
             return
         self.app.call_from_thread(self._fill, summaries)
+
+    def _fill_names(self, names: list[str]) -> None:
+        table = self.query_one("#projects", DataTable)
+        if table.row_count or self.summaries:
+            return
+        for name in names:
+            table.add_row(name, "…", "…", "…", "…", key=name)
 
     def _fill(self, summaries: list[dict]) -> None:
         table = self.query_one("#projects", DataTable)
