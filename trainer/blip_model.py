@@ -135,8 +135,9 @@ def _load_error(name: str, source: str, exc: Exception) -> ModelError:
     if not isinstance(exc, OSError):  # found, but something else is wrong with it
         return ModelError(f"cannot load captioning model {name!r}: {reason}")
     # OSError is how transformers and huggingface_hub report "no such files here and none fetched".
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    where = "is not in the Hugging Face cache and HF_HUB_OFFLINE is set" if offline else \
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+               if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
+    where = f"is not in the Hugging Face cache and {offline[0]} is set" if offline else \
         "is not in the Hugging Face cache and could not be downloaded (no network, or no such model)"
     return ModelError(
         f"captioning model {name!r} {where}",
