@@ -18,9 +18,12 @@ import signal
 import sys
 import threading
 
-from trainer.blip_model import DEFAULT_MODEL
+from trainer.captioning import DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, CaptionOptions
 from trainer.cli import CommandResult
 from trainer.errors import ConfigError
+
+# The engine's defaults are the CLI's defaults (one place for each).
+_DEFAULTS = CaptionOptions()
 
 
 def register(sub, parent) -> None:
@@ -30,11 +33,12 @@ def register(sub, parent) -> None:
         description="Write a caption for every dataset image that has none, with a BLIP captioning model. "
                     "Ctrl-C stops after the current batch; run it again to carry on.")
     p.add_argument("name", help="project name")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"Hugging Face id, local folder, or synthetic:blip-tiny (default {DEFAULT_MODEL})")
-    p.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--model", default=_DEFAULTS.model,
+                   help=f"Hugging Face id, local folder, or synthetic:blip-tiny (default {_DEFAULTS.model})")
+    p.add_argument("--device", default=_DEFAULTS.device, help="auto (default: CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images per batch (default 16 on a GPU, 4 on a CPU; halved automatically on OOM)")
+                   help=f"images per batch (default {DEFAULT_BATCH_CUDA} on a GPU, {DEFAULT_BATCH_CPU} on a CPU;"
+                        " halved automatically on out-of-memory)")
     p.add_argument("--overwrite", action="store_true", help="recaption images that already have a caption")
     p.add_argument("--prefix", default=None,
                    help="text put before each new caption, once (default: the project's trigger word)")
@@ -42,12 +46,17 @@ def register(sub, parent) -> None:
     p.add_argument("--no-trigger", action="store_true",
                    help="do not prepend the project's trigger word when --prefix is not given")
     decode = p.add_mutually_exclusive_group()
-    decode.add_argument("--beams", type=int, default=3, help="beam search width, 1 = greedy (default 3)")
+    decode.add_argument("--beams", type=int, default=_DEFAULTS.beams,
+                        help=f"beam search width, 1 = greedy (default {_DEFAULTS.beams})")
     decode.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling top-p (default 0.9; with --sample)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1.0; with --sample)")
-    p.add_argument("--min-length", type=int, default=5, help="minimum caption length in tokens (default 5)")
-    p.add_argument("--max-length", type=int, default=75, help="maximum caption length in tokens (default 75)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help=f"nucleus sampling top-p (default {_DEFAULTS.top_p}; with --sample)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"sampling temperature (default {_DEFAULTS.temperature}; with --sample)")
+    p.add_argument("--min-length", type=int, default=_DEFAULTS.min_length,
+                   help=f"minimum caption length in tokens (default {_DEFAULTS.min_length})")
+    p.add_argument("--max-length", type=int, default=_DEFAULTS.max_length,
+                   help=f"maximum caption length in tokens (default {_DEFAULTS.max_length})")
     p.add_argument("--prompt", default="",
                    help='conditional captioning: the caption continues this text, e.g. "a picture of" '
                         "(the prompt itself is not written)")
@@ -58,16 +67,14 @@ def register(sub, parent) -> None:
     p.set_defaults(handler=_caption)
 
 
-def _options(args: argparse.Namespace):
-    from trainer.captioning import CaptionOptions
-
+def _options(args: argparse.Namespace) -> CaptionOptions:
     if not args.sample and (args.top_p is not None or args.temperature is not None):
         raise ConfigError("--top-p and --temperature only apply with --sample")
     return CaptionOptions(
         model=args.model, device=args.device, batch_size=args.batch_size, overwrite=args.overwrite,
         prefix=args.prefix, suffix=args.suffix, use_trigger_word=not args.no_trigger, beams=args.beams,
-        sample=args.sample, top_p=0.9 if args.top_p is None else args.top_p,
-        temperature=1.0 if args.temperature is None else args.temperature,
+        sample=args.sample, top_p=_DEFAULTS.top_p if args.top_p is None else args.top_p,
+        temperature=_DEFAULTS.temperature if args.temperature is None else args.temperature,
         min_length=args.min_length, max_length=args.max_length, prompt=args.prompt, seed=args.seed,
         workers=args.workers)
 
