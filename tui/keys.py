@@ -51,7 +51,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "editor.prev": ("pageup,ctrl+b", "prev_image", "Prev", True),
     "editor.save": ("ctrl+s", "save", "Save", False),
     "editor.undo": ("ctrl+z", "undo", "Undo", True),
-    "editor.redo": ("ctrl+y", "redo", "Redo", True),
+    "editor.redo": ("ctrl+y", "redo", "Redo", False),  # the footer keeps 80 columns; F1 lists it
     "editor.complete": ("tab", "complete_tag", "Complete tag", False),
     "editor.trigger": ("ctrl+t", "insert_trigger", "Trigger", True),
     "editor.replace": ("ctrl+r", "find_replace", "Replace", True),

@@ -100,6 +100,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self._listing_failed = False
         self._keep_next: str | None = None
         self._last_live_reload = 0.0
+        self._cancel_requested = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -248,6 +249,14 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self.app.push_screen(CaptionEditorScreen(self.project, list(image_list.entries), image_list.cursor),
                              closed)
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Cancel shows only while a task runs; prep and captioning are dimmed meanwhile."""
+        if action == "cancel_task":
+            return self.task_name is not None
+        if action in ("prep", "caption") and self.task_name is not None:
+            return None
+        return True
+
     # dataset work
     def action_import_folder(self) -> None:
         from tui.screens.import_files import ImportScreen
@@ -268,6 +277,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                         severity="warning")
             return
         self.task_name = name
+        self._cancel_requested = False
+        self.refresh_bindings()
         self._failed = 0
         self.query_one(TaskBar).begin(TASK_TITLES[name])
         self._run_task(name, task_argv(name, self.project, *extra))
@@ -276,6 +287,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
     def _run_task(self, name: str, argv: list[str]) -> None:
         def started(task: TaskProcess) -> None:
             self.job = task
+            if self._cancel_requested:
+                task.cancel()
 
         try:
             status, failures, final = run_task(argv, lambda ev: self.post_message(TaskEvent(name, ev)), started)
@@ -315,13 +328,16 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     def _task_ended(self) -> None:
         self.job, self.task_name = None, None
+        self.refresh_bindings()
         self.query_one(TaskBar).end()
 
     def action_cancel_task(self) -> None:
-        if self.job is None:
+        if self.task_name is None:
             self.notify("no task is running", timeout=2)
             return
-        self.job.cancel()
+        self._cancel_requested = True
+        if self.job is not None:
+            self.job.cancel()  # else the task is cancelled as soon as its process exists
         self.query_one("#task-label", Static).update(
             f"{TASK_TITLES.get(self.task_name, '')}: stopping after the current item …")
 
