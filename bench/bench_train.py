@@ -40,7 +40,8 @@ def run_measured(cmd: list[str], env: dict) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "code": proc.returncode,
+    return {"wall": round(wall, 2), "cpu": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "code": proc.returncode,
             "output": out.decode(errors="replace")}
 
 
@@ -71,7 +72,8 @@ def prepare(work: Path, *, full: bool, images: int, res: int) -> tuple[Path, Pat
     return model, project
 
 
-def write_run(run_dir: Path, project: Path, model: Path, a, *, cache: bool, out_name: str = "lora") -> Path:
+def write_run(run_dir: Path, project: Path, model: Path, a, *, cache: bool, disk: bool = False,
+              out_name: str = "lora") -> Path:
     import shutil
 
     import tomlkit
@@ -83,7 +85,7 @@ def write_run(run_dir: Path, project: Path, model: Path, a, *, cache: bool, out_
     cfg = from_mapping(dict(
         base_model=str(model), max_train_steps=a.steps + 1, max_train_epochs=None, batch_size=a.batch,
         rank=a.rank, alpha=float(a.rank), learning_rate=a.lr, resolution=a.res, mixed_precision="no",
-        max_grad_norm=0.0, weight_decay=0.01, cache_latents=cache, cache_latents_to_disk=False,
+        max_grad_norm=0.0, weight_decay=0.01, cache_latents=cache, cache_latents_to_disk=disk,
         cache_text_embeddings=cache, output_name=out_name, seed=0))
     doc = {k: v for k, v in cfg.to_dict().items() if v is not None}
     doc["dataset"] = {"project_dir": str(project), "caption_extension": ".txt", "trigger_word": ""}
@@ -120,8 +122,16 @@ def main() -> int:
                              str(write_run(a.work / "run-plain", project, model, a, cache=False))],
     }
     if not a.no_cache_variant:
+        # cold: the latent cache is built in this process (encoding every image is part of the time);
+        # warm: the on-disk cache a previous run (or `loradeck prep`) left is read back.
         variants["loradeck+cache"] = lambda: [sys.executable, "-m", "trainer.train_process",
                                               str(write_run(a.work / "run-cache", project, model, a, cache=True))]
+        variants["loradeck+disk-cache"] = lambda: [sys.executable, "-m", "trainer.train_process",
+                                                   str(write_run(a.work / "run-disk", project, model, a,
+                                                                 cache=True, disk=True))]
+        warm = write_run(a.work / "run-warmup", project, model, a, cache=True, disk=True)
+        subprocess.run([sys.executable, "-m", "trainer.train_process", str(warm)], env=env, cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     names = list(variants)
     for r in range(a.rounds):
@@ -131,7 +141,7 @@ def main() -> int:
             if m["code"] != 0:
                 print(m["output"][-3000:], file=sys.stderr)
                 raise SystemExit(f"{name} failed with exit code {m['code']}")
-            results[name].append({"wall": m["wall"], "peak_rss_mb": m["peak_rss_mb"]})
+            results[name].append({"wall": m["wall"], "cpu": m["cpu"], "peak_rss_mb": m["peak_rss_mb"]})
             print(json.dumps({"round": r, "variant": name, **results[name][-1]}), flush=True)
 
     summary = {"model": "synthetic:sd15" if a.full else "synthetic:tiny", "steps": a.steps + 1, "batch": a.batch,
@@ -140,11 +150,15 @@ def main() -> int:
     for name in names:
         walls = [x["wall"] for x in results[name]]
         rss = [x["peak_rss_mb"] for x in results[name]]
-        summary[name] = {"wall_median": statistics.median(walls), "peak_rss_max": max(rss)}
+        cpus = [x["cpu"] for x in results[name]]
+        summary[name] = {"wall_median": statistics.median(walls), "cpu_median": statistics.median(cpus),
+                         "peak_rss_max": max(rss)}
         if name != "recipe":
             summary[name]["time_ratio_per_round"] = [round(x["wall"] / b["wall"], 3)
                                                       for x, b in zip(results[name], base)]
             summary[name]["time_ratio_median"] = round(statistics.median(summary[name]["time_ratio_per_round"]), 3)
+            summary[name]["cpu_ratio_median"] = round(statistics.median(
+                x["cpu"] / b["cpu"] for x, b in zip(results[name], base)), 3)
             summary[name]["rss_ratio"] = round(max(rss) / max(b["peak_rss_mb"] for b in base), 3)
 
     if a.learning:

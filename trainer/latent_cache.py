@@ -90,7 +90,7 @@ def encode_posterior(vae, pixels: list, device, dtype):
     """(mean, std) of the VAE posterior for a list of same-size pixel tensors; fp32 on the CPU."""
     import torch
 
-    with torch.no_grad():
+    with torch.inference_mode():
         batch = torch.stack(pixels).to(device=device, dtype=dtype)
         dist = vae.encode(batch).latent_dist
         return dist.mean.float().cpu(), dist.std.float().cpu()

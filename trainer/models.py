@@ -27,6 +27,8 @@ HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_enc
                 "text_encoder/model.safetensors", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                 "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+_WHERE = ("--base-model takes a Hugging Face id, a diffusers folder, an SD1.x .safetensors file, "
+          "or synthetic:tiny / synthetic:sd15")
 
 
 @dataclass
@@ -65,10 +67,10 @@ def kind_of(name: str) -> str:
         return "folder"
     if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
         if not path.is_file():
-            raise ModelError(f"base model file {path} does not exist")
+            raise ModelError(f"base model file {path} does not exist", hint=_WHERE)
         return "single_file"
     if name.startswith(("/", "./", "../", "~")) or os.sep in name.strip("/").replace("/", "", 1):
-        raise ModelError(f"base model folder {path} does not exist")
+        raise ModelError(f"base model folder {path} does not exist", hint=_WHERE)
     return "hub"
 
 

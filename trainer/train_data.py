@@ -164,8 +164,31 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+class PixelMemo:
+    """Decoded images kept as uint8 (a quarter of float) up to a memory budget, so each file is
+    decoded once per run instead of once per step; beyond the budget images are decoded each time."""
+
+    def __init__(self, budget_bytes: int = 1 << 30):
+        self.budget, self.used = budget_bytes, 0
+        self._memo: dict[Path, Any] = {}
+
+    def __call__(self, item: Item):
+        raw = self._memo.get(item.path)
+        if raw is None:
+            raw = load_pixels_uint8(item)
+            if self.used + raw.numel() <= self.budget:
+                self._memo[item.path] = raw
+                self.used += raw.numel()
+        return raw.float().div_(127.5).sub_(1.0)
+
+
 def load_pixels(item: Item) -> Any:
     """The item's image as a float tensor in [-1, 1], shape (3, H, W), centre-cropped to its bucket."""
+    return load_pixels_uint8(item).float().div_(127.5).sub_(1.0)
+
+
+def load_pixels_uint8(item: Item) -> Any:
+    """The item's image as a uint8 tensor (3, H, W), centre-cropped to its bucket."""
     import numpy as np
     import torch
     from PIL import Image
@@ -181,4 +204,4 @@ def load_pixels(item: Item) -> Any:
     except Exception as e:
         raise DataError(f"cannot read {item.path.name} ({type(e).__name__}: {e})",
                         hint="re-run prep or remove the file from dataset/") from None
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()

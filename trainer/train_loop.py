@@ -74,6 +74,7 @@ def train(ctx: RunContext) -> Outcome:
     ctx.progress.update(state="starting", phase="loading model")
     model = models.load_base_model(cfg.base_model)
     tokenizer, text_encoder, vae, unet = model.tokenizer, model.text_encoder, model.vae, model.unet
+    model.text_encoder = model.vae = model.unet = None  # the loop owns them now (and may free them)
     noise_scheduler = model.noise_scheduler()
     prediction_type = models.resolve_prediction_type(cfg.prediction_type, model)
     noise_scheduler.register_to_config(prediction_type=prediction_type)
@@ -125,12 +126,15 @@ def train(ctx: RunContext) -> Outcome:
 
     from trainer.latent_cache import LatentCache, TextEmbeddingCache, encode_posterior, sample_latents
 
+    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
+        vae.decoder = vae.post_quant_conv = None
+
     latent_cache = None
     if cfg.cache_latents:
         ctx.progress.update(phase="caching latents")
         disk = Path(ctx.dataset["project_dir"]) / ".loradeck" / "latents" if cfg.cache_latents_to_disk else None
         latent_cache = LatentCache(vae, models.vae_identity(vae), disk_dir=disk, device=device, dtype=vae_dtype)
-        latent_cache.fill(items)
+        latent_cache.fill(items, batch_size=cfg.batch_size)  # no bigger a VAE batch than a training step's
         latent_cache.vae = None
         vae = free_vae_encoder(vae, keep_decoder=sampling, on_gpu=device.type == "cuda")
     text_cache = None
@@ -142,14 +146,14 @@ def train(ctx: RunContext) -> Outcome:
                             lambda c: encode_text(c).float().cpu())
         text_encoder = None  # every caption and prompt is cached: the encoder is not needed again
     gc.collect()
-    pixel_memo: dict[Path, Any] = {}
+    pixels_of = train_data.PixelMemo()
 
     # ---- 6. Optimizer and LR schedule ------------------------------------------------------------
     optimizer = make_optimizer(cfg, unet_params, te_params)
     from diffusers.optimization import get_scheduler
 
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps * world,
-                                 num_training_steps=total_steps * world)
+    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                 num_training_steps=total_steps)
     if cfg.train_text_encoder:
         unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
     else:
@@ -221,9 +225,7 @@ def train(ctx: RunContext) -> Outcome:
                 if latent_cache is not None:
                     mean, std = latent_cache.get(batch)
                 else:
-                    pixels = [pixel_memo.get(i.path) if i.path in pixel_memo else
-                              pixel_memo.setdefault(i.path, train_data.load_pixels(i)) for i in batch]
-                    mean, std = encode_posterior(vae, pixels, device, vae_dtype)
+                    mean, std = encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
                 latents = sample_latents(mean, std, vae.config, gen)
 
                 # Conditioning: this step's captions (shuffled / dropped) through the text encoder.
@@ -380,8 +382,9 @@ def make_optimizer(cfg: TrainConfig, unet_params: list, te_params: list):
         return bnb.optim.AdamW8bit(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     import torch
 
-    # foreach: one kernel per group instead of one per LoRA matrix (hundreds of small tensors).
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True)
+    # torch picks the implementation: foreach on CUDA; the per-tensor loop on the CPU, where foreach's
+    # temporary copies of every parameter raise peak memory for no speed gain.
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def hash_seed(seed: int, index: int, rank: int) -> int:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import write_images
+from engine_helpers import write_images
 from trainer import train_data
 
 

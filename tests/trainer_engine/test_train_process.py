@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import PYTHON, REPO, events_of, run_trainer
+from engine_helpers import PYTHON, REPO, events_of, run_trainer
 
 
 def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(make_run):

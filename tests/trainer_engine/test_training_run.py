@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
-import hashlib
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import events_of, train_in_process, write_images
-import sys
+from engine_helpers import REPO, events_of, train_in_process, write_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(REPO / "bench"))
 from lora_eval import denoising_loss  # noqa: E402
 
 KOHYA_KEY = re.compile(r"^lora_(unet|te)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")

@@ -1,0 +1,188 @@
+"""Peak VRAM (torch and NVML) and it/s across the memory-knob matrix, for synthetic:sd15 at 512 px.
+
+    python bench/bench_gpu_matrix.py                      # on a CUDA box: synthetic:sd15, 512 px, batch 1 and 4
+    python bench/bench_gpu_matrix.py --budget 300         # stop starting new rows after 300 s
+    python bench/bench_gpu_matrix.py --cpu                # no GPU: synthetic:tiny at 64 px on the CPU
+                                                          # (exercises every row; memory = peak RSS instead)
+
+Each row is one real training run of the trainer (trainer.train_process main, in this process so the
+model folder is read from the page cache), a few steps, on a synthetic model saved once. Reported:
+    torch_peak   torch.cuda.max_memory_allocated over the training loop (what the knobs change)
+    nvml_peak    the device's used memory sampled every 50 ms by NVML for the whole run (caching and the
+                 CUDA context included), minus what was in use before the run started
+    it_s         optimizer steps per second, median over the steps after the first
+Rows whose package is missing (xformers, bitsandbytes) are reported as skipped with the reason.
+The whole matrix is designed to fit in 8 minutes on one H100; `--budget` enforces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# (label, knobs); every row runs at batch 1 and at batch 4.
+MATRIX = [
+    ("fp32 sdpa", dict(mixed_precision="no")),
+    ("fp16 sdpa", dict(mixed_precision="fp16")),
+    ("fp16 eager", dict(mixed_precision="fp16", attention="eager")),
+    ("fp16 sdpa +gc", dict(mixed_precision="fp16", gradient_checkpointing=True)),
+    ("fp16 sdpa +gc +cache", dict(mixed_precision="fp16", gradient_checkpointing=True, cache_latents=True,
+                                  cache_text_embeddings=True)),
+    ("bf16 sdpa +gc +cache", dict(mixed_precision="bf16", gradient_checkpointing=True, cache_latents=True,
+                                  cache_text_embeddings=True)),
+    ("fp16 xformers +gc +cache", dict(mixed_precision="fp16", attention="xformers", gradient_checkpointing=True,
+                                      cache_latents=True, cache_text_embeddings=True)),
+    ("fp16 sdpa +gc +cache +8bit", dict(mixed_precision="fp16", gradient_checkpointing=True, cache_latents=True,
+                                        cache_text_embeddings=True, optimizer="adamw8bit")),
+]
+
+
+class NvmlPeak:
+    """Polls the device's used memory in a thread; `.peak` is the max seen since start()."""
+
+    def __init__(self, index: int = 0, interval: float = 0.05):
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml, self.handle, self.interval = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index), interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def used(self) -> int:
+        return self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
+
+    def __enter__(self):
+        self.baseline = self.peak = self.used()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.used())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.used())
+
+
+def missing_package(knobs: dict) -> str | None:
+    from importlib.util import find_spec
+
+    if knobs.get("attention") == "xformers" and find_spec("xformers") is None:
+        return "xformers not installed"
+    if knobs.get("optimizer") == "adamw8bit" and find_spec("bitsandbytes") is None:
+        return "bitsandbytes not installed"
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", action="store_true", help="no GPU: synthetic:tiny at 64 px on the CPU")
+    ap.add_argument("--steps", type=int, default=None, help="steps per row (default 6 on GPU, 3 on CPU)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--budget", type=float, default=450.0, help="seconds; no new row starts after this")
+    ap.add_argument("--work", type=Path, default=REPO / "bench" / "cache" / "gpu_matrix")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    a = ap.parse_args()
+
+    import torch
+
+    cuda = torch.cuda.is_available() and not a.cpu
+    if not cuda and not a.cpu:
+        print("no CUDA GPU: running the CPU variant (synthetic:tiny, 64 px); pass --cpu to silence this",
+              file=sys.stderr)
+    kind, res = ("sd15", 512) if cuda else ("tiny", 64)
+    steps = a.steps or (6 if cuda else 3)
+    sys.path.insert(0, str(REPO / "tests" / "trainer_engine"))
+    from engine_helpers import train_in_process, write_images, write_run
+
+    from trainer import synthetic_sd
+    from trainer.events import read_all
+
+    started = time.monotonic()
+    model = a.work / kind
+    if not (model / "model_index.json").exists():
+        synthetic_sd.save(kind, model)
+    project = a.work / f"project-{res}"
+    if not (project / "dataset").is_dir():
+        write_images(project / "dataset", 8, size=(res, res))
+    nvml = None
+    if cuda:
+        try:
+            nvml = NvmlPeak()
+        except Exception as e:  # no NVML: torch numbers only
+            print(f"NVML unavailable ({e}); nvml_peak omitted", file=sys.stderr)
+
+    rows = []
+    for label, knobs in MATRIX:
+        for batch in a.batches:
+            row = {"row": label, "batch": batch}
+            reason = missing_package(knobs)
+            if reason or time.monotonic() - started > a.budget:
+                row["skipped"] = reason or "time budget spent"
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                continue
+            if not cuda and knobs.get("mixed_precision") == "fp16":
+                knobs = dict(knobs, mixed_precision="bf16")  # CPUs have no fp16 autocast; bf16 stands in
+                row["note"] = "fp16 -> bf16 on CPU"
+            run = a.work / "runs" / f"{label.replace(' ', '_').replace('+', '')}-b{batch}"
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+            write_run(run, project, base_model=str(model), max_train_steps=steps, batch_size=batch,
+                      resolution=res, rank=16, alpha=16.0, cache_latents_to_disk=False, **knobs)
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            t0 = time.monotonic()
+            if nvml:
+                with nvml:
+                    code = train_in_process(run)
+                row["nvml_peak_gb"] = round((nvml.peak - nvml.baseline) / 2**30, 2)
+            else:
+                code = train_in_process(run)
+            events = read_all(run / "events.jsonl")
+            step_events = [e for e in events if e["type"] == "step"]
+            if code != 0:
+                err = next((e for e in events if e["type"] == "error"), {})
+                row["failed"] = f"{err.get('kind')}: {err.get('message')}"
+            else:
+                times = [e["step_time"] for e in step_events[1:]] or [step_events[0]["step_time"]]
+                row["it_s"] = round(1 / statistics.median(times), 3)
+                peaks = [e.get("mem_peak") for e in step_events if e.get("mem_peak")]
+                if peaks:
+                    row["torch_peak_gb"] = round(max(peaks) / 2**30, 2)
+                row["rss_peak_gb"] = round(max(e.get("rss_peak", 0) for e in step_events) / 2**30, 2)
+            row["wall_s"] = round(time.monotonic() - t0, 1)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    print(f"\nmodel synthetic:{kind}, {res} px, {steps} steps per row, rank 16, "
+          f"{'GPU ' + torch.cuda.get_device_name(0) if cuda else 'CPU'}; total {time.monotonic() - started:.0f} s")
+    header = f"{'row':30} {'batch':>5} {'it/s':>7} {'torch GB':>9} {'NVML GB':>8} {'RSS GB':>7}"
+    print(header)
+    for r in rows:
+        if "skipped" in r or "failed" in r:
+            print(f"{r['row']:30} {r['batch']:>5}  {r.get('skipped') or r.get('failed')}")
+            continue
+        print(f"{r['row']:30} {r['batch']:>5} {r['it_s']:>7} {r.get('torch_peak_gb', '-'):>9} "
+              f"{r.get('nvml_peak_gb', '-'):>8} {r.get('rss_peak_gb', '-'):>7}")
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
