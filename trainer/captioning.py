@@ -201,11 +201,16 @@ def _load_pixels(path: Path, image_processor) -> Any:
         raise _BadImage("file disappeared while captioning") from None
     except Image.DecompressionBombError as e:
         raise _BadImage(f"too many pixels ({e})") from None
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
-        raise _BadImage(f"cannot decode image: {' '.join(str(e).split()) or type(e).__name__}") from None
-    if min(im.size) < 1:
-        raise _BadImage("image is empty")
-    return image_processor(images=im, return_tensors="pt")["pixel_values"]
+    except Exception as e:  # noqa: BLE001 - whatever a malformed file makes PIL raise, skip that file
+        raise _BadImage(f"cannot decode image: {_one_line(e)}") from None
+    try:
+        return image_processor(images=im, return_tensors="pt")["pixel_values"]
+    except Exception as e:  # noqa: BLE001 - e.g. a 1-pixel-wide image the resize refuses
+        raise _BadImage(f"cannot preprocess image ({im.width}x{im.height}): {_one_line(e)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _Prefetcher:
