@@ -73,3 +73,20 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="cannot build synthetic:blip-tiny") as err:
         synthetic_model_path("blip-tiny")
     assert "LORADECK_CACHE" in err.value.one_line()
+
+
+def test_cuda_runs_fp16_and_asking_for_a_missing_gpu_is_a_clear_error():
+    import torch
+
+    from trainer.blip_model import resolve_device
+    from trainer.errors import ConfigError
+
+    assert resolve_device("cpu") == (torch.device("cpu"), torch.float32)
+    if torch.cuda.is_available():
+        assert resolve_device("auto") == (torch.device("cuda"), torch.float16)
+    else:
+        assert resolve_device("auto") == (torch.device("cpu"), torch.float32)
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("gpu0")
