@@ -23,7 +23,6 @@ import select
 import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import termios
 import time

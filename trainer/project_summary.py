@@ -6,7 +6,6 @@ projects opens instantly.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from trainer.dataset_view import list_dataset
@@ -29,52 +28,18 @@ class ProjectSummary:
         return asdict(self)
 
 
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def last_run(project: Project) -> tuple[str | None, str | None]:
-    """(run id, status) of the newest run, or (None, None). Uses trainer.runs when present."""
-    try:
-        from trainer import runs as runs_mod
-    except ImportError:
-        runs_mod = None
-    if runs_mod is not None and hasattr(runs_mod, "list_runs"):
-        try:
-            found = list(runs_mod.list_runs(project))
-        except Exception:
-            found = []
-        if found:
-            newest = found[-1]
-            info = newest if isinstance(newest, dict) else getattr(newest, "__dict__", {})
-            run_id = info.get("run_id") or info.get("id") or getattr(newest, "run_id", None)
-            status = info.get("status") or info.get("state") or getattr(newest, "status", None)
-            if run_id:
-                return str(run_id), str(status) if status else None
-    return _last_run_from_files(project)
+    """(run id, state) of the newest run as trainer.runs sees it (running / completed / stopped /
+    failed / crashed ...), or (None, None) without runs."""
+    from trainer import runs
 
-
-def _last_run_from_files(project: Project) -> tuple[str | None, str | None]:
-    from trainer.run_files import RunFiles, read_status
-
-    try:
-        dirs = [e for e in os.scandir(project.runs) if e.is_dir() and not e.name.startswith(".")]
-    except FileNotFoundError:
+    files = runs.latest_run(project)
+    if files is None:
         return None, None
-    if not dirs:
-        return None, None
-    newest = max(dirs, key=lambda e: (e.stat().st_mtime, e.name))
-    status = read_status(RunFiles(project.runs / newest.name)) or {}
-    state = status.get("state")
-    if state in ("starting", "running", "stopping") and not _pid_alive(status.get("pid")):
-        state = "crashed"
-    return newest.name, state or "unknown"
+    try:
+        return files.run_id, runs.run_info(files).state
+    except Exception:  # one damaged run folder must not hide the project from the list
+        return files.run_id, "unreadable"
 
 
 def summarize(project: Project) -> ProjectSummary:

@@ -46,10 +46,3 @@ class ImportDone(Message):
     """The import finished; `report` is the engine's ImportReport as a dict."""
 
     report: dict
-
-
-@dataclass
-class DatasetChanged(Message):
-    """Files in the open project's dataset changed (prep, captioning, import, an outside edit)."""
-
-    project: str

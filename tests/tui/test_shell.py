@@ -51,6 +51,11 @@ async def test_remapped_key_runs_the_action_and_the_old_one_does_not(root, demo,
         assert len(image_list.entries) == 12 and not screen.missing_only
         await pilot.press("z")
         await wait_until(pilot, lambda: len(image_list.entries) == 4, what="remapped key works")
+        await pilot.press("f1")
+        help_screen = await wait_screen(pilot, "HelpScreen")
+        table = help_screen.query_one("#help-keys")
+        rows = {str(table.get_row_at(i)[2]): str(table.get_row_at(i)[0]) for i in range(table.row_count)}
+        assert rows["dataset.missing"] == "z"
 
 
 async def test_help_lists_the_screen_keys_with_their_ids(root, demo):

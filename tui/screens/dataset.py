@@ -3,7 +3,6 @@ and the dataset work (import, prep, BLIP captioning, preflight, find/replace).""
 
 from __future__ import annotations
 
-import threading
 import time
 
 from textual import on, work
@@ -94,7 +93,6 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self.missing_only = False
         self.job: TaskProcess | None = None
         self.task_name: str | None = None
-        self._task_lock = threading.Lock()
         self._failed = 0
         self._preview_timer = None
         self._listing_failed = False

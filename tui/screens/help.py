@@ -30,12 +30,15 @@ class HelpScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("Key", "Does", "Binding id")
+        # Every binding of the screen and the app, including those disabled right now (cancel
+        # while nothing runs), with the keys in force after the user's keymap.
         seen = set()
-        for key, active in self.under.active_bindings.items():
-            b = active.binding
-            if b.id in DEFAULTS and b.id not in seen:
-                seen.add(b.id)
-                table.add_row(self.app.get_key_display(b), b.description, b.id)
+        for node in (self.under, self.app):
+            for bindings in node._bindings.key_to_bindings.values():
+                for b in bindings:
+                    if b.id in DEFAULTS and b.id not in seen:
+                        seen.add(b.id)
+                        table.add_row(self.app.get_key_display(b), b.description, b.id)
         table.focus()
 
     def action_close(self) -> None:

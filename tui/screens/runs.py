@@ -7,6 +7,7 @@ run that finishes or crashes while the screen is open changes state in place.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -91,8 +92,9 @@ class RunsScreen(Screen):
     def _cells(r: RunInfo) -> tuple:
         steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
         loss = f"{r.loss:.4f}" if r.loss is not None else ""
+        output = Path(r.output).name if r.output else ""  # the folder is the run's own
         return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, loss, started_text(r.started),
-                r.output or "")
+                output)
 
     def __init__(self, project: Project, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
         super().__init__()
@@ -154,7 +156,7 @@ class RunsScreen(Screen):
             for r in rows:
                 if r != old[r.run_id]:
                     for column, value in zip(self.COLUMNS, self._cells(r)):
-                        table.update_cell(r.run_id, column, value)
+                        table.update_cell(r.run_id, column, value, update_width=True)
         else:
             table.clear()
             for r in rows:

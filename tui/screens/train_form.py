@@ -118,7 +118,7 @@ class TrainFormScreen(Screen):
     TrainFormScreen .row > Label { width: 24; padding: 0 1 0 0; }
     TrainFormScreen .row > Input { width: 1fr; height: 1; border: none; padding: 0 1; }
     TrainFormScreen .row > Input:focus { background: $boost; }
-    TrainFormScreen .row > Input.-invalid { background: $error 30%; }
+    TrainFormScreen .row > Input.bad { background: $error 30%; }
     TrainFormScreen .row > Select, TrainFormScreen #preset-row > Select { width: 1fr; height: 1; }
     TrainFormScreen Select > SelectCurrent { border: none; height: 1; padding: 0 1; }
     TrainFormScreen .row > #f-length-unit { width: 14; }
@@ -144,6 +144,8 @@ class TrainFormScreen(Screen):
         self.launched_run: str | None = None
         self.extra: dict[str, Any] = {}  # preset values for knobs the form has no field for
         self._loading = False
+        self._validation_queued = False
+        self._shown: dict[str, str] = {}  # widget id -> the text it shows
 
     # -- building -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -278,21 +280,28 @@ class TrainFormScreen(Screen):
             other.insert(0, self.base_problem)
         self.errors = errors
         for f in FIELDS:
-            label = self.query_one(f"#err-{f.name}", Static)
-            label.update(errors.get(f.name, ""))
-            label.set_class(f.name in errors, "shown")
-            target = "#f-length" if f.kind == "length" else f"#f-{f.name}"
-            self.query_one(target).set_class(f.name in errors, "-invalid")
-        self.query_one("#problems", Static).update("\n".join(other))
-        steps = self.query_one("#steps", Static)
+            if self._set(f"err-{f.name}", errors.get(f.name, "")):
+                self.query_one(f"#err-{f.name}").set_class(f.name in errors, "shown")
+                target = "#f-length" if f.kind == "length" else f"#f-{f.name}"
+                self.query_one(target).set_class(f.name in errors, "bad")
+        self._set("problems", "\n".join(other))
         if cfg is not None:
-            steps.update(step_summary(cfg, self.n_images))
+            self._set("steps", step_summary(cfg, self.n_images))
         else:
             n = len(errors) + len(other)
-            steps.update(Text(f"{n} problem{'s' if n != 1 else ''} to fix before launch", style="bold red"))
+            self._set("steps", Text(f"{n} problem{'s' if n != 1 else ''} to fix before launch", style="bold red"))
         self.config = cfg if not other else None
         self.query_one("#launch", Button).disabled = self.config is None
         return self.config
+
+    def _set(self, widget_id: str, content: Text | str) -> bool:
+        """Update a Static only if its text changes (each update re-lays out the form); True if it did."""
+        plain = content.plain if isinstance(content, Text) else content
+        if self._shown.get(widget_id) == plain:
+            return False
+        self._shown[widget_id] = plain
+        self.query_one(f"#{widget_id}", Static).update(content)
+        return True
 
     def overrides(self) -> dict[str, Any]:
         """What launch hands the engine: every value on the form (the limit the form names)."""
@@ -306,6 +315,13 @@ class TrainFormScreen(Screen):
     def _changed(self, event) -> None:
         if getattr(event, "control", None) is not None and event.control.id == "preset":
             return
+        # A preset or fill() changes twenty fields at once: validate once after the burst.
+        if not self._validation_queued:
+            self._validation_queued = True
+            self.call_later(self._validate_queued)
+
+    def _validate_queued(self) -> None:
+        self._validation_queued = False
         self.validate_form()
 
     # -- presets -------------------------------------------------------------------------------
@@ -349,7 +365,7 @@ class TrainFormScreen(Screen):
             self.notify("fix the problems shown before launching", severity="error")
             return
         self.query_one("#launch", Button).disabled = True
-        self.query_one("#steps", Static).update(Text("launching…", style="bold"))
+        self._set("steps", Text("launching…", style="bold"))
         self._launch(self.overrides())
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False, description="launch run")
