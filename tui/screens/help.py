@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -38,6 +40,9 @@ class HelpScreen(ModalScreen[None]):
                 for b in bindings:
                     if b.id in DEFAULTS and b.id not in seen:
                         seen.add(b.id)
+                        remapped = self.app._keymap.get(b.id)
+                        if remapped:
+                            b = replace(b, key=remapped.split(",")[0])
                         table.add_row(self.app.get_key_display(b), b.description, b.id)
         table.focus()
 
