@@ -184,3 +184,23 @@ async def test_filter_field_types_letters_instead_of_running_actions(root, demo)
         await pilot.press("slash", "p", "c")
         assert screen.query_one("#dataset-filter", Input).value == "pc"
         assert screen.job is None and screen.task_name is None
+
+
+async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypatch):
+    # A real project's captioner is not in the (empty, offline) model cache: the subprocess fails
+    # with the engine's one-line error, which the modal shows; the screen stays usable.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(root.parent / "empty-hf-home"))
+    from trainer import settings
+
+    settings.update(demo.settings_file, "project", {"base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await pilot.press("c")
+        error = await wait_screen(pilot, "ErrorScreen", timeout=90)
+        assert "blip" in error.message.lower() and "cache" in error.message
+        await pilot.press("escape")
+        await wait_screen(pilot, "DatasetScreen")
+        assert screen.task_name is None  # ready for the next task
