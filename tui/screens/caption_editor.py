@@ -25,6 +25,7 @@ from trainer.caption_store import CaptionConflict, Signature
 from trainer.dataset_view import DatasetEntry
 from trainer.project import Project
 from tui.keys import bind
+from tui.quiet import no_blinking
 from tui.widgets.image_preview import ImagePreview
 from tui.worker_errors import ShowsWorkerErrors
 
@@ -102,6 +103,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         self._start_watching()
         self.load_entry(self.index)
         self.query_one("#editor-text", TextArea).focus()
+        no_blinking(self)
 
     def on_unmount(self) -> None:
         if self._observer is not None:

@@ -16,6 +16,7 @@ from trainer.dataset_view import CAPTIONED, DatasetEntry, DatasetListing, list_d
 from trainer.project import Project
 from tui.keys import bind
 from tui.messages import TaskDone, TaskEvent
+from tui.quiet import no_blinking
 from tui.task_process import TaskProcess, run_task, task_argv
 from tui.widgets.image_list import ImageList
 from tui.widgets.image_preview import ImagePreview
@@ -117,6 +118,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self.sub_title = self.project.name
         self.query_one(ImageList).focus()
         self.reload()
+        no_blinking(self)
 
     def on_screen_resume(self) -> None:
         # Back from another screen: files may have changed. Not after a failed read, or closing

@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Static
 
 from trainer.project import Project
+from tui.quiet import no_blinking
 from tui.worker_errors import ShowsWorkerErrors
 
 
@@ -81,6 +82,7 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
     def on_mount(self) -> None:
         self.query_one("#replace-preview", DataTable).add_columns("Image", "Change")
         self.query_one("#replace-find", Input).focus()
+        no_blinking(self)
 
     def _inputs(self) -> tuple:
         return (self.query_one("#replace-find", Input).value, self.query_one("#replace-with", Input).value,

@@ -17,6 +17,7 @@ from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
 
 from trainer.project import Project
 from tui.messages import ImportDone, ImportProgress
+from tui.quiet import no_blinking
 from tui.worker_errors import ShowsWorkerErrors
 
 
@@ -83,6 +84,7 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
         table.display = False
         self.query_one("#import-progress").display = False
         self.query_one("#import-path", Input).focus()
+        no_blinking(self)
 
     def action_complete(self) -> None:
         field = self.query_one("#import-path", Input)

@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Static
 from trainer.errors import LoradeckError
 from trainer.project import create_project
 from trainer.settings import ProjectSection
+from tui.quiet import no_blinking
 
 
 class NewProjectScreen(ModalScreen[str | None]):
@@ -41,6 +42,7 @@ class NewProjectScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self.query_one("#new-name", Input).focus()
+        no_blinking(self)
 
     @on(Input.Submitted)
     def _next_field(self, event: Input.Submitted) -> None:
