@@ -204,3 +204,24 @@ async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypa
         await pilot.press("escape")
         await wait_screen(pilot, "DatasetScreen")
         assert screen.task_name is None  # ready for the next task
+
+
+async def test_leaving_while_a_task_runs_asks_first(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: screen.job is not None, what="task process up")
+        job = screen.job
+        await pilot.press("escape")
+        await wait_screen(pilot, "ConfirmScreen")
+        await pilot.press("n")
+        await wait_screen(pilot, "DatasetScreen")
+        assert job.proc.poll() is None  # still running
+        await pilot.press("escape")
+        await wait_screen(pilot, "ConfirmScreen")
+        await pilot.press("y")
+        await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: job.cancelled, what="task cancelled")
+    assert job.proc.wait(timeout=60) is not None

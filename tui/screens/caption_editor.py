@@ -239,6 +239,8 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     def schedule_disk_check(self) -> None:
         """Check the file once its writer is done: a shell `>` or a plain editor truncates, then
         writes, and the empty file in between must not be taken for the new caption."""
+        if not self.is_mounted:
+            return
         if self._disk_timer is not None:
             self._disk_timer.stop()
         self._disk_timer = self.set_timer(DISK_SETTLE, self.check_disk)

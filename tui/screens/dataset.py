@@ -204,7 +204,18 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if self.focused is self.query_one("#dataset-filter", Input):
             self.query_one(ImageList).focus()
             return
-        self.app.pop_screen()
+        if self.task_name is None:
+            self.app.pop_screen()
+            return
+        from tui.screens.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.pop_screen()  # unmounting cancels the task (it keeps what it finished)
+
+        title = TASK_TITLES[self.task_name]
+        self.app.push_screen(ConfirmScreen(f"{title} is running. Stop it and leave this project?",
+                                           yes_label="Stop and leave"), answered)
 
     # selection → caption + preview
     @on(ImageList.Highlighted)
