@@ -58,6 +58,11 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "editor.external": ("ctrl+o", "open_external", "$EDITOR", True),
 }
 
+# The run screens' bindings (train form, monitor, runs) live beside those screens.
+from tui.run_keys import RUN_BINDINGS  # noqa: E402
+
+DEFAULTS.update(RUN_BINDINGS)
+
 # Bindings that must win over the focused widget (TextArea binds pageup/pagedown/ctrl+z itself).
 _PRIORITY = {"editor.next", "editor.prev", "editor.undo", "editor.redo", "editor.save",
              "editor.trigger", "editor.replace", "editor.external", "app.quit"}

@@ -1,14 +1,11 @@
 """Key bindings of the run screens (train form, monitor, runs), in tui.keys' format.
 
-Registered into `tui.keys.DEFAULTS` on import, so the command palette, the help screen and the
-user's keymap file (`[keys] "monitor.stop" = "ctrl+x"`) treat them like every other binding.
+tui.keys merges RUN_BINDINGS into its DEFAULTS, so the command palette, the help screen and the
+user's keymap file (`[keys] "monitor.stop" = "ctrl+x"`) treat them like every other binding. This
+module imports nothing of the TUI at import time, so tui.keys can import it.
 """
 
 from __future__ import annotations
-
-from textual.binding import Binding
-
-from tui import keys
 
 # id -> (default keys, action, description, shown in the footer)
 RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
@@ -30,10 +27,11 @@ RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     "runs.refresh": ("f5", "refresh", "Refresh", False),
 }
 
-for _id, _spec in RUN_BINDINGS.items():
-    keys.DEFAULTS.setdefault(_id, _spec)
 
-
-def bind(binding_id: str) -> Binding:
+def bind(binding_id: str):
     """The Textual Binding for one of the ids above (or any tui.keys id)."""
+    from tui import keys
+
+    for key, spec in RUN_BINDINGS.items():
+        keys.DEFAULTS.setdefault(key, spec)  # no-op once tui.keys has merged the table itself
     return keys.bind(binding_id)
