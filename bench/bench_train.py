@@ -106,12 +106,16 @@ def main() -> int:
     ap.add_argument("--no-cache-variant", action="store_true", help="skip the cached-latents run")
     ap.add_argument("--learning", action="store_true", help="compare the denoising loss of both LoRAs")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "cache" / "train")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP/MKL threads for both sides (1 makes timings on a shared machine far steadier)")
     a = ap.parse_args()
 
     a.work.mkdir(parents=True, exist_ok=True)
     model, project = prepare(a.work, full=a.full, images=a.images, res=a.res)
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONUNBUFFERED="1")
+    if a.threads:
+        env.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     recipe_out = a.work / "recipe" / "recipe_lora.safetensors"
     recipe_out.parent.mkdir(exist_ok=True)
     variants = {
@@ -145,7 +149,7 @@ def main() -> int:
             print(json.dumps({"round": r, "variant": name, **results[name][-1]}), flush=True)
 
     summary = {"model": "synthetic:sd15" if a.full else "synthetic:tiny", "steps": a.steps + 1, "batch": a.batch,
-               "res": a.res, "rank": a.rank, "images": a.images, "rounds": a.rounds}
+               "res": a.res, "rank": a.rank, "images": a.images, "rounds": a.rounds, "threads": a.threads}
     base = results["recipe"]
     for name in names:
         walls = [x["wall"] for x in results[name]]

@@ -80,6 +80,12 @@ def train(ctx: RunContext) -> Outcome:
     noise_scheduler.register_to_config(prediction_type=prediction_type)
 
     # ---- 3. Freeze, attention, gradient checkpointing, adapters ----------------------------------
+    sample_prompts = list(cfg.sample_prompts)
+    sampling = bool(sample_prompts) and bool(cfg.sample_every_steps or cfg.sample_every_epochs) and ctx.is_main
+    if (cfg.sample_every_steps or cfg.sample_every_epochs) and not sample_prompts:
+        warn("sampling is on but the config has no sample_prompts; no samples will be made")
+    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
+        vae.decoder = vae.post_quant_conv = None
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
     set_attention(cfg.attention, unet, vae)
@@ -119,15 +125,7 @@ def train(ctx: RunContext) -> Outcome:
                         truncation=True, return_tensors="pt").input_ids.to(device)
         return text_encoder(ids)[0]
 
-    sample_prompts = list(cfg.sample_prompts)
-    sampling = bool(sample_prompts) and (cfg.sample_every_steps or cfg.sample_every_epochs) and ctx.is_main
-    if (cfg.sample_every_steps or cfg.sample_every_epochs) and not sample_prompts:
-        warn("sampling is on but the config has no sample_prompts; no samples will be made")
-
     from trainer.latent_cache import LatentCache, TextEmbeddingCache, encode_posterior, sample_latents
-
-    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
-        vae.decoder = vae.post_quant_conv = None
 
     latent_cache = None
     if cfg.cache_latents:
