@@ -187,8 +187,6 @@ class RunTracker:
         self.finished_message: str | None = None
         self.output: str | None = None
         self.config: dict[str, Any] = {}
-        self.last_started: dict[str, Any] | None = None  # for trainer.runs.run_state
-        self.last_finished: dict[str, Any] | None = None
         # (step, time) of recent steps and their step_time, for it/s and ETA
         self._recent: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
         self._step_times: deque[float] = deque(maxlen=ETA_WINDOW)
@@ -205,7 +203,6 @@ class RunTracker:
             self.events_seen += 1
 
     def _on_run_started(self, e: dict) -> None:
-        self.last_started = e
         if self.started is None:
             self.started = _number(e.get("time"))
         if isinstance(e.get("config"), dict):
@@ -290,7 +287,6 @@ class RunTracker:
                                  str(e.get("hint") or ""), self.step or None))
 
     def _on_run_finished(self, e: dict) -> None:
-        self.last_finished = e
         self.finished_status = str(e.get("status"))
         self.finished_message = e.get("message")
         self.output = e.get("output") or self.output
@@ -339,18 +335,10 @@ class RunTracker:
 
 # -- reading the other run files --------------------------------------------------------------
 
-def run_state(files: RunFiles, tracker: "RunTracker | None" = None) -> str:
-    """The run's state as every reader sees it (trainer.runs.run_state).
-
-    With a `tracker` that has read the whole events file, its last run_started / run_finished are
-    handed to the engine, which then need not scan the file backwards on every poll (on a long
-    running run that scan reads everything, as there is no run_finished to stop at).
-    """
-    if tracker is None:
-        return engine_runs.run_state(files)
-    known = {k: v for k, v in (("run_started", tracker.last_started), ("run_finished", tracker.last_finished))
-             if v is not None}
-    return engine_runs.run_state(files, _events=known)
+def run_state(files: RunFiles) -> str:
+    """The run's state as every reader sees it (trainer.runs.run_state, which reads the events
+    file incrementally, so asking on every poll stays cheap on a long run)."""
+    return engine_runs.run_state(files)
 
 
 class LogTail:
@@ -440,7 +428,7 @@ class RunWatcher:
                     last_post = time.monotonic()
             self.tracker.feed(events)
             changed = True
-        self.state = run_state(self.files, self.tracker)
+        self.state = run_state(self.files)
         tail = self.log.read()
         sig = (self.state, len(tail), tail[-1] if tail else None)
         self.polls += 1
