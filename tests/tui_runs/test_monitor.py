@@ -129,11 +129,19 @@ async def test_ten_thousand_events_written_fast_are_coalesced_and_keys_still_ans
         assert screen.query_one("#log").has_class("large") is False  # 10 presses: back where it was
 
 
+async def test_an_unknown_run_is_named_in_the_error(project):
+    make_run(project, "20260101-000000-aaaa", [run_started("a")], state="stopped")
+    app = monitor_app(project, "nope")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        assert "no run 'nope' in project 'cats'" in text_of(app.screen.query_one("#finished", Static))
+
+
 async def test_a_project_without_runs_says_how_to_start_one(project):
     app = monitor_app(project)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.2)
-        assert "has no runs yet" in text_of(app.screen.query_one("#status", Static))
+        assert "has no runs yet" in text_of(app.screen.query_one("#finished", Static))
 
 
 async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):

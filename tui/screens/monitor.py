@@ -51,24 +51,32 @@ def show_error(screen: Screen, error: BaseException, title: str = "Error") -> No
         screen.app.push_screen(ErrorScreen(title, f"{type(error).__name__}: {error}"))
 
 
-def status_line(view: RunView) -> Text:
-    """`● running  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`."""
-    text = Text()
-    text.append("● " + view.state, style=STATE_STYLE.get(view.state, "bold"))
+def status_line(view: RunView, width: int = 200) -> Text:
+    """`● running  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`, with the
+    least needed parts (lr, then epoch, then speed) left out when `width` is too narrow."""
+    parts: list[tuple[str, str, str | None]] = []  # (name, text, style)
+    parts.append(("state", "● " + view.state, STATE_STYLE.get(view.state, "bold")))
     total = f"/{view.total_steps}" if view.total_steps else ""
-    text.append(f"  step {view.step}{total}")
+    parts.append(("step", f"step {view.step}{total}", None))
     if view.epoch is not None:
-        text.append(f"  epoch {view.epoch}")
+        parts.append(("epoch", f"epoch {view.epoch}", None))
     if view.it_per_sec:
         rate = f"{view.it_per_sec:.2f} it/s" if view.it_per_sec >= 1 else f"{1 / view.it_per_sec:.1f} s/it"
-        text.append(f"  {rate}")
+        parts.append(("speed", rate, None))
     if view.is_live:
-        text.append(f"  ETA {fmt_duration(view.eta_seconds)}", style="bold")
+        parts.append(("eta", f"ETA {fmt_duration(view.eta_seconds)}", "bold"))
     if view.lr is not None:
-        text.append(f"  lr {view.lr:.1e}")
+        parts.append(("lr", f"lr {view.lr:.1e}", None))
     if view.loss is not None:
-        text.append(f"  loss {view.loss:.4f}" if view.loss == view.loss else "  loss NaN",
-                    style=None if view.loss == view.loss else "bold red")
+        finite = view.loss == view.loss
+        parts.append(("loss", f"loss {view.loss:.4f}" if finite else "loss NaN", None if finite else "bold red"))
+    for drop in ("lr", "epoch", "speed"):
+        if sum(len(p[1]) + 2 for p in parts) - 2 <= width:
+            break
+        parts = [p for p in parts if p[0] != drop]
+    text = Text()
+    for i, (_, chunk, style) in enumerate(parts):
+        text.append(("  " if i else "") + chunk, style=style)
     return text
 
 
@@ -141,7 +149,7 @@ class MonitorScreen(Screen):
 
     DEFAULT_CSS = """
     MonitorScreen { layout: vertical; }
-    MonitorScreen #status { height: 1; padding: 0 1; }
+    MonitorScreen #status { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     MonitorScreen #progress-row { height: 1; padding: 0 1; }
     MonitorScreen #run-id { width: auto; padding: 0 1 0 0; text-style: bold; }
     MonitorScreen #progress { width: 1fr; }
@@ -201,12 +209,14 @@ class MonitorScreen(Screen):
         try:
             self.files = run_actions.find_run(self.project, self.run_id)
         except LoradeckError as e:
-            self.query_one("#status", Static).update(Text(str(e), style="bold red"))
+            self.query_one("#status", Static).update(Text("no such run", style="bold red"))
+            self.query_one("#finished", Static).update(e.one_line())
             return
         if self.files is None:
-            self.query_one("#status", Static).update(Text(
-                f"{self.project.name} has no runs yet: start one from the train screen"
-                f" or with `loradeck train {self.project.name}`", style="bold"))
+            self.query_one("#status", Static).update(Text("no runs yet", style="bold"))
+            self.query_one("#finished", Static).update(
+                f"{self.project.name} has no runs yet: start one from the train screen (t on the project)"
+                f" or with `loradeck train {self.project.name}`")
             return
         self.run_id = self.files.run_id
         self.sub_title = self.run_id
@@ -233,7 +243,7 @@ class MonitorScreen(Screen):
 
     def _apply(self, view: RunView) -> None:
         self.updates_applied += 1
-        self._set("#status", status_line(view), fixed=True)
+        self._set("#status", status_line(view, self.size.width - 2), fixed=True)
         if view.total_steps:
             self.query_one("#progress", ProgressBar).update(total=view.total_steps, progress=view.step)
         self._set("#device", device_line(view))
