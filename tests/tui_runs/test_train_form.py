@@ -149,3 +149,14 @@ async def test_a_run_launched_from_the_form_trains_for_real_stops_resumes_and_co
         assert "completed" in text_of(monitor.query_one("#finished", Static))
     [files] = runs.run_folders(trainable)
     assert runs.run_info(files).output and files.output("lora").is_file()
+
+
+async def test_a_broken_project_toml_is_reported_and_blocks_launch(trainable):
+    text = trainable.settings_file.read_text()
+    trainable.settings_file.write_text(text.replace("[train]\n", "[train]\nrnak = 4\n", 1))  # a typo
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        assert "rnak" in text_of(screen.query_one("#problems", Static))
+        assert screen.query_one("#launch", Button).disabled
