@@ -192,3 +192,18 @@ async def test_a_covered_monitor_catches_up_when_it_is_shown_again(project, live
         assert app.screen is monitor
         await wait_for(pilot, lambda: "step 40/100" in text_of(monitor.query_one("#status", Static)),
                        what="the newest view drawn")
+
+
+async def test_loradeck_monitor_opens_the_latest_run_over_the_projects_list(project):
+    """`loradeck monitor NAME` = tui.app's LoradeckApp with monitor=(NAME, None)."""
+    from tui.app import LoradeckApp
+
+    make_run(project, "20260101-000000-aaaa", [run_started("a")] + step_events(1, 9, 9) + [
+        {"type": "run_finished", "time": T0 + 9, "status": "completed"}], state="completed")
+    app = LoradeckApp(project.root, monitor=("cats", None))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.view is not None,
+                       what="the monitor")
+        assert app.screen.view.state == "completed" and app.screen.view.step == 9
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "ProjectsScreen"
