@@ -91,7 +91,13 @@ def load_captioner(name: str = DEFAULT_MODEL, *, device: str = "auto") -> Captio
             model = BlipForConditionalGeneration.from_pretrained(source, dtype=dtype)
         except Exception as e:  # noqa: BLE001 - every loading failure becomes one clear message
             raise _load_error(name, source, e) from e
-    model.to(dev).eval()
+    try:
+        model.to(device=dev, dtype=dtype).eval()  # dtype again: transformers < 4.56 ignores `dtype=`
+    except RuntimeError as e:
+        if "out of memory" not in str(e).lower():
+            raise
+        raise ModelError(f"not enough memory on {dev} to load captioning model {name!r}",
+                         hint="free the GPU (is a training run using it?) or use --device cpu") from None
     return Captioner(name=name, model=model, processor=processor, device=dev, dtype=dtype)
 
 

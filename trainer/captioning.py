@@ -280,7 +280,8 @@ def _generate(captioner, pixels, options: CaptionOptions) -> list[str]:
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError  # torch < 2.5
+    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
 
 
 # --- the run --------------------------------------------------------------------------------------
