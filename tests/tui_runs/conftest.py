@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,15 +13,6 @@ from trainer.project import Project, create_project
 @pytest.fixture
 def project(root: Path) -> Project:
     return create_project("cats", root, base_model="synthetic:tiny")
-
-
-@pytest.fixture
-def live_pid():
-    """A real process that stays alive for the test (a run 'still running')."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
 
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")

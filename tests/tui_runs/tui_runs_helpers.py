@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from textual.app import App
 
 from trainer.events import dumps
-from trainer.project import Project, create_project
+from trainer.project import Project
 from trainer.run_files import RunFiles
 
 T0 = 1_760_000_000.0  # fixed event times keep ETA and snapshots deterministic
