@@ -122,6 +122,7 @@ class RunView:
     sample_step: int | None = None
     checkpoints: int = 0
     last_checkpoint: str | None = None
+    last_checkpoint_step: int | None = None
     finished_status: str | None = None
     finished_message: str | None = None
     output: str | None = None
@@ -183,6 +184,7 @@ class RunTracker:
         self.sample: tuple[str, str, int | None] | None = None
         self.checkpoints = 0
         self.last_checkpoint: str | None = None
+        self.last_checkpoint_step: int | None = None
         self.finished_status: str | None = None
         self.finished_message: str | None = None
         self.output: str | None = None
@@ -273,6 +275,8 @@ class RunTracker:
     def _on_checkpoint(self, e: dict) -> None:
         self.checkpoints += 1
         self.last_checkpoint = str(e.get("path"))
+        step = e.get("step")
+        self.last_checkpoint_step = int(step) if isinstance(step, int) else None
 
     def _on_sample(self, e: dict) -> None:
         step = e.get("step")
@@ -328,6 +332,7 @@ class RunTracker:
             sample_path=sample[0] if sample else None, sample_prompt=sample[1] if sample else None,
             sample_step=sample[2] if sample else None,
             checkpoints=self.checkpoints, last_checkpoint=self.last_checkpoint,
+            last_checkpoint_step=self.last_checkpoint_step,
             finished_status=self.finished_status, finished_message=self.finished_message,
             output=self.output, log_tail=log_tail, config=self.config,
         )

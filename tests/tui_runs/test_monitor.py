@@ -207,3 +207,16 @@ async def test_loradeck_monitor_opens_the_latest_run_over_the_projects_list(proj
         assert app.screen.view.state == "completed" and app.screen.view.step == 9
         await pilot.press("escape")
         assert type(app.screen).__name__ == "ProjectsScreen"
+
+
+async def test_a_live_run_shows_its_newest_checkpoint(project, live_process):
+    files = make_run(project, "live", [run_started("live")] + step_events(1, 20, 100) + [
+        {"type": "checkpoint", "time": T0 + 5, "step": 10, "path": "checkpoints/lora-step00000010.safetensors"},
+        {"type": "checkpoint", "time": T0 + 10, "step": 20, "path": "checkpoints/lora-step00000020.safetensors"}],
+        state="running", pid=live_process)
+    live_status(files, live_process)
+    app = monitor_app(project, "live")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
+        assert text_of(app.screen.query_one("#finished", Static)) == (
+            "checkpoint 2 at step 20: lora-step00000020.safetensors")

@@ -135,6 +135,12 @@ def alerts_text(view: RunView, limit: int = 3) -> Text:
 
 
 def finished_line(view: RunView) -> str:
+    """How the run ended and what to do next; for a live run, its newest checkpoint."""
+    if view.is_live:
+        if view.last_checkpoint:
+            return (f"checkpoint {view.checkpoints} at step {view.last_checkpoint_step}:"
+                    f" {Path(view.last_checkpoint).name}")
+        return ""
     if view.finished_status == "completed":
         return f"completed: {view.output}" if view.output else "completed"
     if view.state == "crashed":
