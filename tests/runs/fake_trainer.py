@@ -5,7 +5,8 @@ well under a second per run: `python -m tests.runs.fake_trainer RUN_DIR [--resum
 It beats status.json every 0.2 s from a thread, writes run_started / step / run_finished events,
 saves its step counter after every step (its "state"), stops on SIGTERM/SIGINT after the current
 step, and resumes from the saved step. FAKE_STEP_SECONDS sets the step time; FAKE_FAIL=1 makes it
-fail with an error event at the last step.
+fail with an error event at the last step. FAKE_EXIT_SECONDS keeps the process alive that long
+after it has reported `stopped` (a real trainer still tears down: frees the GPU, joins workers).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> int:
             current["state"] = "stopped"
             writer.emit("run_finished", status="stopped", steps_done=step)
             write_status(files, state="stopped", step=step, total_steps=total)
+            time.sleep(float(os.environ.get("FAKE_EXIT_SECONDS", "0")))
             return 0
     output = files.output(cfg.output_name)
     output.write_bytes(b"fake lora")

@@ -59,6 +59,42 @@ def test_stop_sends_sigterm_and_waits_for_the_saved_stop(project, fake_trainer, 
         runs.stop(files)
 
 
+def test_stop_returns_only_once_the_trainer_process_has_exited_so_resume_works_at_once(
+        project, fake_trainer, reap, monkeypatch):
+    # The trainer reports `stopped`, then takes a while to exit (tearing down): stop must wait for
+    # the exit, or an immediate resume is refused ("its trainer is still alive").
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+    monkeypatch.setenv("FAKE_EXIT_SECONDS", "1.5")
+    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
+    pid = runs.start(files)
+    reap(pid)
+    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    report = runs.stop(files, timeout=20)
+    assert report["ok"] and report["state"] == "stopped"
+    assert not runs.process_alive(pid) and runs.lingering_pid(files) is None
+    assert report["waited_s"] >= 1.0
+    monkeypatch.setenv("FAKE_EXIT_SECONDS", "0")
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.01")
+    reap(runs.resume(files, detach=True))
+    assert wait_for(lambda: runs.run_state(files) == "completed")
+
+
+def test_stop_gives_up_after_its_timeout_when_the_process_will_not_exit(project, fake_trainer, reap,
+                                                                        monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+    monkeypatch.setenv("FAKE_EXIT_SECONDS", "30")
+    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
+    pid = runs.start(files)
+    reap(pid)
+    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    t0 = time.monotonic()
+    report = runs.stop(files, timeout=2)
+    assert time.monotonic() - t0 < 6  # bounded
+    assert not report["ok"] and report["state"] == "stopped" and runs.lingering_pid(files) == pid
+    with pytest.raises(LoradeckError, match="still alive"):
+        runs.resume(files)
+
+
 def test_kill_9_reads_as_crashed_and_resume_ends_at_the_same_total(project, fake_trainer, reap, monkeypatch):
     monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
     files = runs.create_run(project, {"max_train_steps": 12, "resolution": 64})
