@@ -117,3 +117,16 @@ def test_run_management_modules_import_without_torch_or_textual():
             " trainer.cli.cmd_train; heavy = {'torch', 'textual', 'diffusers', 'pynvml'} & set(sys.modules);"
             " assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_events_doc_names_every_command_that_prints_task_events():
+    """Each subcommand with `--events` is listed among the task-event producers in docs/events.md."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    producers = sorted(name for name, p in sub.choices.items()
+                       if any("--events" in a.option_strings for a in p._actions))
+    assert {"import", "prep", "caption"} <= set(producers)
+    section = (DOCS / "events.md").read_text().split("## Task events", 1)[1].split("\n## ", 1)[0]
+    for name in producers:
+        assert f"`loradeck {name} " in section, name
+        assert f"**{name}**" in section, name
