@@ -66,22 +66,34 @@ class EditResult:
 # ---------------------------------------------------------------- status
 
 
+def ignored_captions(stem: str, ext: str, names) -> list[str]:
+    """The caption files of image `stem` among `names` that training ignores (another known extension)."""
+    return [stem + e for e in caption_store.KNOWN_CAPTION_EXTENSIONS if e != ext and stem + e in names]
+
+
+def caption_status(has_text: bool, exists: bool, ignored: list[str]) -> str:
+    """The one rule for an image's caption state (also used by trainer.dataset_view's fast listing).
+
+    has_text: the project-extension sidecar has non-blank text; exists: that sidecar exists;
+    ignored: caption files training would not read (see ignored_captions).
+    """
+    if has_text:
+        return CAPTIONED
+    if ignored:
+        return IGNORED_EXTENSION
+    return EMPTY if exists else MISSING
+
+
 def list_captions(project: Project, ext: str | None = None) -> list[CaptionStatus]:
     """Every dataset image with the state of its caption, sorted by image name."""
     ext = ext or caption_extension(project)
-    others = [e for e in caption_store.KNOWN_CAPTION_EXTENSIONS if e != ext]
     names = {p.name for p in project.dataset.iterdir()} if project.dataset.is_dir() else set()
     rows = []
     for image in dataset_images(project):
-        ignored = [image.stem + e for e in others if image.stem + e in names]
+        ignored = ignored_captions(image.stem, ext, names)
         cap = image.stem + ext
         text = caption_store.read_caption(image, ext) if cap in names else None
-        if text:
-            status = CAPTIONED
-        elif ignored:
-            status = IGNORED_EXTENSION
-        else:
-            status = EMPTY if text is not None else MISSING
+        status = caption_status(bool(text), text is not None, ignored)
         rows.append(CaptionStatus(image.name, status, cap if text is not None else None, text, ignored))
     return rows
 

@@ -1,14 +1,12 @@
 """A fast, read-only listing of a project's dataset for front ends: images and their caption status.
 
-One `os.scandir` of dataset/ and of originals/; no image is opened and no caption is read, so a
-10 000-image project lists in milliseconds. Caption text is read on demand (`load_captions`) for
+One `os.scandir` of dataset/ and of originals/; no image is opened and captions are not read (but
+for the rare sidecar of a few bytes), so a 10 000-image project lists in milliseconds. Caption text is read on demand (`load_captions`) for
 filters that need it.
 
-Caption status of an image:
-    captioned  a non-empty sidecar with the project's caption extension
-    missing    no sidecar, or an empty one
-    ignored    no sidecar with the project's extension, but one with another known extension
-               (e.g. `.caption` when the project uses `.txt`): training would not read it
+Caption status of an image: trainer.caption_ops.caption_status, the one rule (captioned / missing /
+empty / ignored_extension), fed from the scan: a sidecar has text when it is non-empty (one
+small enough to be only whitespace or a BOM is read to make sure).
 """
 
 from __future__ import annotations
@@ -18,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from trainer.caption_store import KNOWN_CAPTION_EXTENSIONS, read_caption
+from trainer.caption_ops import CAPTIONED, EMPTY, IGNORED_EXTENSION, MISSING, caption_status, ignored_captions
+from trainer.caption_store import KNOWN_CAPTION_EXTENSIONS, decode_caption, read_caption
 from trainer.project import IMAGE_EXTENSIONS, Project
 
-CAPTIONED = "captioned"
-MISSING = "missing"
-IGNORED = "ignored"
+__all__ = ["CAPTIONED", "EMPTY", "IGNORED_EXTENSION", "MISSING", "DatasetEntry", "DatasetListing",
+           "list_dataset", "load_captions"]
+
+# A sidecar up to this size may hold only whitespace / a BOM (blank, so not a caption): it is read.
+_MAYBE_BLANK = 8
 
 
 @dataclass
@@ -32,7 +33,7 @@ class DatasetEntry:
 
     name: str                  # file name, e.g. "cat_01.png"
     path: Path
-    status: str                # CAPTIONED / MISSING / IGNORED
+    status: str                # CAPTIONED / MISSING / EMPTY / IGNORED_EXTENSION (caption_ops)
     other_caption: str | None = None  # the file name of an ignored-extension caption, if any
 
     @property
@@ -62,7 +63,7 @@ class DatasetListing:
 
     @property
     def ignored(self) -> int:
-        return sum(1 for e in self.entries if e.status == IGNORED)
+        return sum(1 for e in self.entries if e.status == IGNORED_EXTENSION)
 
 
 def _scan(directory: Path) -> list[os.DirEntry]:
@@ -82,8 +83,16 @@ def _caption_extension(project: Project) -> str:
         return ".txt"
 
 
+def _has_text(path: Path) -> bool:
+    try:
+        return bool(decode_caption(path.read_bytes()))
+    except OSError:
+        return False
+
+
 def list_dataset(project: Project, caption_extension: str | None = None) -> DatasetListing:
-    """Scan dataset/ (and count originals/) without opening any image or caption file."""
+    """Scan dataset/ (and count originals/) without opening any image, nor any caption file but
+    the few tiny enough to be blank."""
     ext = caption_extension or _caption_extension(project)
     images: list[os.DirEntry] = []
     caption_sizes: dict[str, int] = {}   # file name -> size, for known caption extensions
@@ -98,16 +107,14 @@ def list_dataset(project: Project, caption_extension: str | None = None) -> Data
             except OSError:
                 continue
     images.sort(key=lambda e: e.name)
-    others = [x for x in KNOWN_CAPTION_EXTENSIONS if x != ext]
     out = []
     for entry in images:
         stem = os.path.splitext(entry.name)[0]
         size = caption_sizes.get(stem + ext)
-        if size:
-            out.append(DatasetEntry(entry.name, Path(entry.path), CAPTIONED))
-            continue
-        other = next((stem + o for o in others if caption_sizes.get(stem + o)), None)
-        out.append(DatasetEntry(entry.name, Path(entry.path), IGNORED if other else MISSING, other))
+        has_text = bool(size) and (size > _MAYBE_BLANK or _has_text(project.dataset / (stem + ext)))
+        ignored = [] if has_text else ignored_captions(stem, ext, caption_sizes)
+        out.append(DatasetEntry(entry.name, Path(entry.path), caption_status(has_text, size is not None, ignored),
+                                ignored[0] if ignored else None))
     originals = sum(1 for e in _scan(project.originals)
                     if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
     return DatasetListing(out, originals, ext)

@@ -11,7 +11,7 @@ from textual.widgets import Input
 
 from tests.tui.conftest import make_app, wait_screen, wait_until
 from trainer.caption_store import read_caption
-from trainer.dataset_view import CAPTIONED, IGNORED, MISSING, list_dataset
+from trainer.dataset_view import CAPTIONED, EMPTY, IGNORED_EXTENSION, list_dataset
 from trainer.demo import write_images
 from trainer.importer import import_paths
 from trainer.project import create_project
@@ -28,9 +28,25 @@ def test_listing_reports_captioned_missing_and_ignored_extension(demo):
     listing = list_dataset(demo)
     status = {e.name: e.status for e in listing.entries}
     assert status["shape_00.png"] == CAPTIONED
-    assert status["shape_02.png"] == IGNORED
-    assert status["shape_05.png"] == MISSING
+    assert status["shape_02.png"] == IGNORED_EXTENSION
+    assert status["shape_05.png"] == EMPTY
     assert (listing.images, listing.captioned, listing.ignored) == (12, 8, 1)
+
+
+def test_fast_listing_agrees_with_caption_ops_on_every_status(demo):
+    from trainer import caption_ops
+
+    (demo.dataset / "shape_00.txt").write_text(" \r\n\t ")          # blank: not a caption
+    (demo.dataset / "shape_01.txt").write_bytes(b"\xef\xbb\xbf\n")   # a BOM and a newline
+    (demo.dataset / "shape_02.caption").write_text("")                # ignored, even empty
+    (demo.dataset / "shape_03.txt").write_text("")
+    (demo.dataset / "shape_03.caption").write_text("kohya text")
+    (demo.dataset / "shape_05.txt").write_text("")
+    fast = {e.name: e.status for e in list_dataset(demo).entries}
+    slow = {row.image: row.status for row in caption_ops.list_captions(demo)}
+    assert fast == slow
+    assert (fast["shape_00.png"], fast["shape_01.png"]) == (EMPTY, EMPTY)
+    assert (fast["shape_02.png"], fast["shape_03.jpg"]) == (IGNORED_EXTENSION, IGNORED_EXTENSION)
 
 
 def test_filter_by_text_tag_status_and_missing_toggle(demo):

@@ -17,9 +17,10 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from trainer.dataset_view import CAPTIONED, IGNORED, DatasetEntry
+from trainer.dataset_view import CAPTIONED, EMPTY, IGNORED_EXTENSION, MISSING, DatasetEntry
 
-_MARK = {CAPTIONED: ("●", "captioned"), IGNORED: ("◐", "ignored ext"), "missing": ("○", "missing")}
+_MARK = {CAPTIONED: ("●", "captioned"), IGNORED_EXTENSION: ("◐", "ignored ext"), MISSING: ("○", "missing"),
+         EMPTY: ("○", "empty")}
 
 
 class ImageList(ScrollView, can_focus=True):
@@ -29,7 +30,7 @@ class ImageList(ScrollView, can_focus=True):
     ImageList { height: 1fr; }
     """
     COMPONENT_CLASSES = {"image-list--cursor", "image-list--missing", "image-list--captioned",
-                         "image-list--ignored"}
+                         "image-list--ignored-extension", "image-list--empty"}
     BINDINGS = [
         Binding("up", "move(-1)", show=False), Binding("down", "move(1)", show=False),
         Binding("pageup", "page(-1)", show=False), Binding("pagedown", "page(1)", show=False),
@@ -119,7 +120,7 @@ class ImageList(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         entry = self.entries[row]
         mark, label = _MARK.get(entry.status, ("?", entry.status))
-        status_style = self._styles.get(f"image-list--{entry.status}") or base
+        status_style = self._styles.get(f"image-list--{entry.status.replace('_', '-')}") or base
         if row == self.cursor:
             base = base + self._styles["image-list--cursor"]
         name_width = max(1, width - 15)
