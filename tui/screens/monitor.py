@@ -24,6 +24,7 @@ from tui import run_actions
 from tui.run_keys import bind
 from tui.run_watch import RunUpdated, RunView, RunWatcher
 from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
+from tui.worker_errors import ShowsWorkerErrors, show_error
 
 STATE_STYLE = {
     "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
@@ -36,19 +37,6 @@ def visible(screen: Screen) -> bool:
     """On top, or right under a modal dialog (Screen.is_current also counts any screen below)."""
     top = screen.app.screen
     return top is screen or (top.is_modal and screen.app.screen_stack[-2:-1] == [screen])
-
-
-def show_error(screen: Screen, error: BaseException, title: str = "Error") -> None:
-    """The TUI's one way of showing a failure: the error modal with the message and its hint."""
-    if hasattr(screen.app, "show_error"):  # the loradeck app: its single error path
-        screen.app.show_error(error, title=title)
-        return
-    from tui.screens.error import ErrorScreen
-
-    if isinstance(error, LoradeckError):
-        screen.app.push_screen(ErrorScreen(title, " ".join(str(error).split()), error.hint))
-    else:
-        screen.app.push_screen(ErrorScreen(title, f"{type(error).__name__}: {error}"))
 
 
 def status_line(view: RunView, width: int = 200) -> Text:
@@ -150,7 +138,7 @@ def finished_line(view: RunView) -> str:
     return ""
 
 
-class MonitorScreen(Screen):
+class MonitorScreen(ShowsWorkerErrors, Screen):
     """Watch run `run_id` of `project` (None = the latest run): history, then the live tail."""
 
     DEFAULT_CSS = """
@@ -330,7 +318,7 @@ class MonitorScreen(Screen):
         else:
             self.app.exit()
 
-    @work(thread=True, exclusive=True, group="run-action", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="run-action", exit_on_error=False, description="run action")
     def _run_engine(self, what: str) -> None:
         assert self.files is not None
         try:

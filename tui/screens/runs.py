@@ -22,6 +22,7 @@ from trainer.runs import RunInfo
 from tui import run_actions
 from tui.run_keys import bind
 from tui.screens.monitor import visible
+from tui.worker_errors import ShowsWorkerErrors, show_error
 
 REFRESH_SECONDS = 2.0
 STATE_STYLE = {
@@ -74,7 +75,7 @@ class ExportScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class RunsScreen(Screen):
+class RunsScreen(ShowsWorkerErrors, Screen):
     """Every run of `project`, newest first, with its state and progress."""
 
     DEFAULT_CSS = """
@@ -270,7 +271,7 @@ class RunsScreen(Screen):
         else:
             self.app.exit()
 
-    @work(thread=True, group="run-action", exit_on_error=False)
+    @work(thread=True, group="run-action", exit_on_error=False, description="run action")
     def _engine(self, what: str, row: RunInfo, *args) -> None:
         try:
             if what == "export":
@@ -278,8 +279,6 @@ class RunsScreen(Screen):
             else:
                 result = getattr(run_actions, what)(row.files)
         except Exception as e:
-            from tui.screens.monitor import show_error
-
             self.app.call_from_thread(show_error, self, e, f"Could not {what} {row.run_id}")
             return
         done = (f"exported {row.run_id} to {getattr(result, 'adapter', result)}" if what == "export"

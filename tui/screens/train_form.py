@@ -26,6 +26,7 @@ from trainer.project import Project, dataset_images
 
 from tui import presets, run_actions
 from tui.run_keys import bind
+from tui.worker_errors import ShowsWorkerErrors, show_error
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def step_summary(cfg: TrainConfig, n_images: int) -> str:
             f" = {per_epoch} steps/epoch × {cfg.max_train_epochs} epochs")
 
 
-class TrainFormScreen(Screen):
+class TrainFormScreen(ShowsWorkerErrors, Screen):
     """Edit a TrainConfig for `project` and launch it as a detached run."""
 
     DEFAULT_CSS = """
@@ -378,8 +379,6 @@ class TrainFormScreen(Screen):
         self.app.call_from_thread(self._launched, files.run_id)
 
     def _launch_failed(self, error: BaseException) -> None:
-        from tui.screens.monitor import show_error
-
         self.validate_form()
         show_error(self, error, "Could not launch the run")
 
