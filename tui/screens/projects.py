@@ -42,10 +42,12 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         table.add_column("Captioned", key="captioned", width=9)
         table.add_column("Last run", key="run", width=10)
         table.add_column("Base model", key="base", width=20)
-        self.refresh_projects()
 
     def on_screen_resume(self) -> None:
-        self.refresh_projects()  # summaries never raise, so this cannot loop on an error
+        # First show included (Textual resumes a screen when it is pushed): one listing, started
+        # after the frame is painted so scanning big datasets never delays the first frame.
+        # Summaries never raise, so this cannot loop on an error.
+        self.call_after_refresh(self.refresh_projects)
 
     def action_refresh(self) -> None:
         self.refresh_projects()
