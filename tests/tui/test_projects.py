@@ -149,3 +149,18 @@ async def test_delete_only_after_confirmation(root, demo):
         await wait_until(pilot, lambda: projects_listed(screen, 0), what="list refreshed")
     assert list_projects(root) == []
     assert Project(root, "demo").exists() is False
+
+
+async def test_projects_are_read_once_at_start(root, demo, monkeypatch):
+    # Reading summaries scans every dataset; doing it twice at start competed with the first paint.
+    from trainer import project_summary
+
+    calls = []
+    real = project_summary.summarize
+    monkeypatch.setattr(project_summary, "summarize", lambda p: calls.append(p.name) or real(p))
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: projects_listed(app.screen, 1), what="projects listed")
+        await pilot.pause(0.3)
+        assert calls == ["demo"]
