@@ -220,3 +220,18 @@ async def test_a_live_run_shows_its_newest_checkpoint(project, live_process):
         await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
         assert text_of(app.screen.query_one("#finished", Static)) == (
             "checkpoint 2 at step 20: lora-step00000020.safetensors")
+
+
+async def test_a_resumed_run_shows_its_repeated_start_up_warning_once(project):
+    cpu = {"type": "warning", "kind": "no_gpu", "message": "no CUDA GPU found: training on the CPU"}
+    make_run(project, "again", [run_started("again"), dict(cpu, time=T0)] + step_events(1, 3, 10) + [
+        {"type": "run_finished", "time": T0 + 4, "status": "stopped"},
+        run_started("again", t=T0 + 10), dict(cpu, time=T0 + 10),
+        {"type": "warning", "time": T0 + 11, "kind": "nan", "message": "loss was NaN at step 4"}]
+        + step_events(4, 5, 10, t0=T0 + 10), state="stopped")
+    app = monitor_app(project, "again")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.view is not None and app.screen.view.step == 5, what="a view")
+        alerts = text_of(app.screen.query_one("#alerts", Static))
+        assert alerts.count("no CUDA GPU found") == 1
+        assert "loss was NaN at step 4" in alerts

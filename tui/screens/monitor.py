@@ -98,10 +98,16 @@ def device_line(view: RunView) -> Text:
 
 
 def alerts_text(view: RunView, limit: int = 3) -> Text:
-    """Errors first (with their hint, prominently), then the newest warnings."""
+    """Errors first (with their hint, prominently), then the newest warnings; each message once."""
     errors = [a for a in view.alerts if a.level == "error"]
     warnings = [a for a in view.alerts if a.level != "error"]
-    shown = (errors[-limit:] + warnings[::-1])[:limit]
+    shown, seen = [], set()
+    for alert in errors[-limit:] + warnings[::-1]:
+        key = (alert.level, alert.kind, alert.message, alert.hint)
+        if key not in seen:  # a resumed run repeats its start-up warnings: say each once
+            seen.add(key)
+            shown.append(alert)
+    shown = shown[:limit]
     text = Text()
     for alert in shown:
         if text:
