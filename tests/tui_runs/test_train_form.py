@@ -160,3 +160,18 @@ async def test_a_broken_project_toml_is_reported_and_blocks_launch(trainable):
         await pilot.pause()
         assert "rnak" in text_of(screen.query_one("#problems", Static))
         assert screen.query_one("#launch", Button).disabled
+
+
+async def test_a_focused_choice_still_shows_its_value_in_its_one_line_row(trainable):
+    # Textual's focus style gives a select a tall border; in a 1-line row that border hid the value.
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        for select_id, shown in (("#f-length-unit", "epochs"), ("#preset", "custom"), ("#f-optimizer", "adamw")):
+            select = screen.query_one(select_id, Select)
+            select.focus()
+            await pilot.pause()
+            strips = screen._compositor.render_strips()  # what the terminal gets, line by line
+            row = "".join(segment.text for segment in strips[select.region.y])
+            assert shown in row, f"{select_id} focused shows {row!r}"

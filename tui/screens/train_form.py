@@ -122,6 +122,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen .row > Input.bad { background: $error 30%; }
     TrainFormScreen .row > Select, TrainFormScreen #preset-row > Select { width: 1fr; height: 1; }
     TrainFormScreen Select > SelectCurrent { border: none; height: 1; padding: 0 1; }
+    TrainFormScreen Select:focus > SelectCurrent { border: none; background: $boost; }
     TrainFormScreen .row > #f-length-unit { width: 14; }
     TrainFormScreen .row > Checkbox { border: none; height: 1; padding: 0; width: 1fr; }
     TrainFormScreen .row > TextArea { width: 1fr; height: 3; border: none; }
