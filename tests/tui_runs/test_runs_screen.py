@@ -108,3 +108,15 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
         # the crafted run has no LoRA file: the export engine refuses and the error modal says why
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
         assert app.screen.message
+
+
+async def test_every_column_fits_80_columns_lora_name_included(four_runs):
+    app = ScreenApp(lambda: RunsScreen(four_runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 4, what="four rows")
+        await pilot.pause()
+        lines = ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+        completed = next(line for line in lines if "20260101-000000-aaaa" in line)
+        assert "lora.safetensors" in completed
+        assert "Output" in next(line for line in lines if "Started" in line)

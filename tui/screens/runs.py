@@ -33,7 +33,8 @@ LIVE = ("starting", "running", "stopping")
 
 
 def started_text(started: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "-"
+    # No year: the run id starts with the date already, and the LoRA column must fit 80 columns.
+    return time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-"
 
 
 class ExportScreen(ModalScreen[str | None]):
