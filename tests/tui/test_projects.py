@@ -164,3 +164,24 @@ async def test_projects_are_read_once_at_start(root, demo, monkeypatch):
         await wait_until(pilot, lambda: projects_listed(app.screen, 1), what="projects listed")
         await pilot.pause(0.3)
         assert calls == ["demo"]
+
+
+async def test_import_dialog_shows_its_help_and_every_refusal_reason_in_full_at_80x24(root, demo):
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: projects_listed(screen, 1), what="projects listed")
+        await pilot.press("i")
+        dialog = await wait_screen(pilot, "ImportScreen")
+        dialog.query_one("#import-path", Input).value = str(root / "demo-extra")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
+                         what="import report")
+        await pilot.pause()
+        screen_text = " ".join(" ".join("".join(seg.text for seg in strip).replace("│", " ").split())
+                               for strip in dialog._compositor.render_strips())
+        assert ".txt/.caption sidecars)" in screen_text
+        refused = dialog.query_one("#import-refused", DataTable)
+        for i in range(refused.row_count):
+            reason = str(refused.get_row_at(i)[1])
+            assert " ".join(reason.split()) in screen_text, reason

@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -68,7 +69,8 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal-box", id="import-box"):
             yield Static(f"Import into {self.project.name}", classes="modal-title")
-            yield Label("Folder or file: Tab completes, Enter imports (with .txt/.caption sidecars)")
+            yield Label("Folder or file: Tab completes, Enter imports (with .txt/.caption sidecars)",
+                        id="import-help")
             yield Input(self.initial, placeholder="~/pictures/my-style/", id="import-path",
                         suggester=PathSuggester())
             yield ProgressBar(id="import-progress", show_eta=False)
@@ -80,7 +82,9 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     def on_mount(self) -> None:
         table = self.query_one("#import-refused", DataTable)
-        table.add_columns("Refused file", "Reason")
+        # Fixed widths and rows as tall as their text: a long reason wraps instead of being cut.
+        table.add_column("Refused file", width=22)
+        table.add_column("Reason", width=44)
         table.display = False
         self.query_one("#import-progress").display = False
         self.query_one("#import-path", Input).focus()
@@ -156,10 +160,10 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
             ", ".join(parts) + (".  Next: prep the images (p on the dataset screen)." if report["imported"] else "."))
         table = self.query_one("#import-refused", DataTable)
         table.clear()
-        for source, reason in report["refused"]:
-            table.add_row(Path(source).name, reason)
-        for source, why in report.get("captions_skipped", []):
-            table.add_row(Path(source).name, f"caption skipped: {why}")
+        rows = [(source, reason) for source, reason in report["refused"]]
+        rows += [(source, f"caption skipped: {why}") for source, why in report.get("captions_skipped", [])]
+        for source, reason in rows:
+            table.add_row(Text(Path(source).name), Text(reason), height=None)
         table.display = table.row_count > 0
         if table.row_count:
             table.focus()  # the reasons are what to read next
