@@ -35,7 +35,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     # dataset screen
     "dataset.edit": ("enter,e", "edit", "Edit", True),
     "dataset.filter": ("slash", "focus_filter", "Filter", True),
-    "dataset.missing": ("m", "toggle_missing", "Missing", True),
+    "dataset.missing": ("m", "toggle_missing", "Missing", False),  # footer room for Cancel and Help
     "dataset.import": ("i", "import_folder", "Import", False),
     "dataset.prep": ("p", "prep", "Prep", True),
     "dataset.caption": ("c", "caption", "Caption", True),
@@ -43,7 +43,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "dataset.check": ("k", "preflight", "Check", True),
     "dataset.replace": ("f", "find_replace", "Replace", True),
     "dataset.preview": ("v", "cycle_preview", "Preview mode", False),
-    "dataset.train": ("t", "train", "Train", False),
+    "dataset.train": ("t", "train", "Train", True),
     "dataset.runs": ("r", "runs", "Runs", False),
     "dataset.refresh": ("f5", "refresh", "Refresh", False),
     # caption editor

@@ -241,3 +241,27 @@ async def test_leaving_while_a_task_runs_asks_first(root, demo):
         await wait_screen(pilot, "ProjectsScreen")
         await wait_until(pilot, lambda: job.cancelled, what="task cancelled")
     assert job.proc.wait(timeout=60) is not None
+
+
+def _footer_line(screen) -> str:
+    return "".join(segment.text for segment in screen._compositor.render_strips()[-1])
+
+
+async def test_help_key_stays_in_the_footer_at_80_columns_even_while_a_task_runs(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: screen.query_one(ImageList).entries, what="images listed")
+        idle = _footer_line(screen)
+        assert "f1 Help" in idle and "t Train" in idle and "p Prep" in idle
+        screen.task_name = "caption"  # as while captioning runs
+        screen.refresh_bindings()
+        await pilot.pause(0.2)
+        busy = _footer_line(screen)
+        assert "x Cancel" in busy and "f1 Help" in busy and "p Prep" not in busy
+        screen.task_name = None
+        screen.refresh_bindings()
+        await pilot.press("enter")
+        editor = await wait_screen(pilot, "CaptionEditorScreen")
+        await pilot.pause(0.2)
+        assert "f1 Help" in _footer_line(editor)

@@ -88,7 +88,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
                 yield Static("", id="editor-suggest", markup=False)
                 yield Static("", id="editor-state", markup=False)
                 yield DataTable(id="editor-tags", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # F1 Help fits 80 columns (see dataset.py)
 
     def on_mount(self) -> None:
         from trainer import settings as settings_mod

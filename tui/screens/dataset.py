@@ -112,7 +112,9 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                 yield Static("", id="dataset-caption", markup=False)
         yield Static("", id="dataset-summary", markup=False)
         yield TaskBar(id="dataset-task")
-        yield Footer()
+        # Compact and without the palette marker, so F1 Help stays visible at 80 columns even with
+        # Cancel shown (Ctrl+P still works; the help screen says so).
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.project.name
@@ -261,11 +263,12 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                              closed)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """Cancel shows only while a task runs; prep and captioning are dimmed meanwhile."""
+        """Cancel shows only while a task runs; prep and captioning leave the footer meanwhile (the
+        room goes to Cancel, so F1 Help stays visible at 80 columns)."""
         if action == "cancel_task":
             return self.task_name is not None
         if action in ("prep", "caption") and self.task_name is not None:
-            return None
+            return False
         return True
 
     # dataset work
