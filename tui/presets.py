@@ -29,11 +29,12 @@ PRESETS: tuple[Preset, ...] = (
     Preset("6 GB", "fp16, checkpointing, cached latents, 8-bit AdamW, batch 1, rank 8", {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "optimizer": "adamw8bit", "batch_size": 1, "rank": 8, "alpha": 8.0}),
-    Preset("CPU demo", "synthetic:tiny at 64 px for 6 steps: checks the whole pipeline on a CPU", {
+    Preset("CPU demo", "synthetic:tiny at 64 px for 6 steps, a sample every 3: checks the whole pipeline on a CPU", {
         "base_model": "synthetic:tiny", "mixed_precision": "no", "attention": "sdpa",
         "gradient_checkpointing": False, "cache_latents": False, "optimizer": "adamw",
         "batch_size": 1, "resolution": 64, "rank": 4, "alpha": 4.0,
-        "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4}),
+        "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4,
+        "sample_every_steps": 3}),  # two samples, so the monitor's sample panel shows in the demo
 )
 
 BY_NAME = {p.name: p for p in PRESETS}

@@ -88,6 +88,8 @@ async def test_presets_set_their_knobs_and_leave_the_rest(trainable):
         assert screen.query_one("#f-mixed_precision", Select).value == "no"
         assert text_of(screen.query_one("#steps", Static)).startswith("6 steps (fixed)")
         assert screen.config is not None and screen.config.max_train_epochs is None
+        # the demo run makes samples within its steps, so the monitor shows one
+        assert 0 < screen.config.sample_every_steps <= screen.config.max_train_steps
 
 
 async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor(trainable, fake_trainer):
