@@ -1,288 +1,728 @@
-"""The runs screen: every run of a project with its state; open in the monitor, stop, resume, export.
+"""Training runs from the outside: create, launch, watch, stop, resume and list them.
 
-The list refreshes itself (a poll that reschedules only after the previous one finished), so a
-run that finishes or crashes while the screen is open changes state in place.
+The trainer (`python -m trainer.train_process RUN_DIR [--resume]`, or `accelerate launch ... -m
+trainer.train_process RUN_DIR` for several GPUs) runs as its own process in a new session, with
+stdout/stderr appended to train.log, so closing the TUI or dropping SSH never stops it. Everything
+here reads the run's files and signals its process group; it never imports torch, so the TUI and CLI
+use it freely.
+
+A run's state comes from three files: events.jsonl (run_started / run_finished), status.json (the
+trainer's pid and heartbeat, every <= 2 s) and launch.json (what this module started, when). A run
+whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
-from rich.text import Text
-from textual import on, work
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Input, Static
+from trainer import run_config
+from trainer.atomic import atomic_write_text
+from trainer.errors import LoradeckError
+from trainer.events import EventReader, EventWriter, parse_line
+from trainer.project import Project, dataset_images
+from trainer.run_files import RunFiles, read_status
 
-from trainer.project import Project
-from trainer.runs import RunInfo
-
-from tui import run_actions
-from tui.run_keys import bind
-from tui.screens.monitor import visible
-from tui.worker_errors import ShowsWorkerErrors, show_error
-
-REFRESH_SECONDS = 2.0
-STATE_STYLE = {
-    "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
-    "stopped": "magenta", "failed": "bold red", "crashed": "bold red",
-}
-LIVE = ("starting", "running", "stopping")
+TRAIN_MODULE = "trainer.train_process"
+STATES = ("starting", "running", "completed", "stopped", "failed", "crashed")
+ACTIVE = ("starting", "running")
+FINISHED = ("completed", "stopped", "failed")
+# The trainer beats every <= 2 s from a thread; this much silence means it is dead or hung.
+STALE_SECONDS = 30.0
+# A run folder that was created but never launched reads as `starting` this long, then `crashed`.
+UNLAUNCHED_GRACE = 120.0
 
 
-def started_text(started: float | None) -> str:
-    # No year: the run id starts with the date already, and the LoRA column must fit 80 columns.
-    return time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-"
+# ---------------------------------------------------------------------------------------- creating
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable, path-safe id: 20261126-081500-042c (local time, milliseconds, a random hex digit)."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{stamp}-{int(now * 1000) % 1000:03d}{secrets.token_hex(1)[0]}"
 
 
-class ExportScreen(ModalScreen[str | None]):
-    """Asks where to export a run's LoRA; dismisses with the folder ("" = the configured one), or None."""
+def check_dataset(project: Project, cfg=None) -> list[str]:
+    """Refuse to start a run the dataset cannot feed (before any process starts); returns the
+    preflight warnings worth showing. Uses trainer.preflight's report (`loradeck check`)."""
+    try:
+        from trainer import preflight
+        report = preflight.check(project, cfg)
+    except LoradeckError:
+        raise
+    except Exception as e:  # preflight itself broke: still refuse the one thing that surely fails
+        report = {"problems": [{"level": "warning", "message": f"preflight could not run ({e})"}]}
+    errors = [p["message"] for p in report["problems"] if p["level"] == "error"]
+    if not dataset_images(project) and not errors:
+        errors = [f"the dataset has no images (run: loradeck import {project.name} FOLDER,"
+                  f" then loradeck prep {project.name})"]
+    if errors:
+        raise LoradeckError(f"cannot train {project.name!r}: " + "; ".join(errors),
+                            hint=f"details: loradeck check {project.name}")
+    return [p["message"] for p in report["problems"] if p["level"] != "error"]
 
-    DEFAULT_CSS = """
-    ExportScreen { align: center middle; }
-    ExportScreen #export-box { width: 70; height: auto; border: round $accent; padding: 0 1; }
-    ExportScreen Input { margin: 1 0; }
-    ExportScreen Horizontal { height: auto; }
+
+def check_gpus(gpus: int) -> list[str]:
+    """Refuse `gpus` > 1 when NVML sees fewer GPUs; a note when NVML cannot tell."""
+    if gpus <= 1:
+        return []
+    from trainer import gpu_monitor
+
+    seen = len(gpu_monitor.query_devices())
+    if seen == 0:
+        reason = gpu_monitor.unavailable_reason()
+        return [f"gpus = {gpus}, but NVML cannot count the GPUs here ({reason}); accelerate will try"]
+    if seen < gpus:
+        raise LoradeckError(f"gpus = {gpus}, but only {seen} GPU(s) are visible",
+                            hint="lower --gpus, or check CUDA_VISIBLE_DEVICES")
+    return []
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network)?"""
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"])
+        return True
+    except Exception:  # not cached, a malformed id, a broken cache: the trainer will say which
+        return False
+
+
+def check_requirements(cfg) -> list[str]:
+    """Refuse, before any run folder or process exists, a run that would fail while loading: a
+    base model that is not there (a missing local path, or a hub id absent from the cache while
+    HF_HUB_OFFLINE is set) and knobs whose package is not installed. Returns notes."""
+    import importlib.util
+
+    from trainer import models
+    from trainer.errors import ConfigError, ModelError
+
+    notes: list[str] = []
+    if models.kind_of(cfg.base_model) == "hub" and not _hub_cached(cfg.base_model):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise ModelError(f"base model {cfg.base_model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
+                             hint=f"pre-download it on a machine with network: hf download {cfg.base_model},"
+                                  " or point --base-model at a local folder or .safetensors file")
+        notes.append(f"base model {cfg.base_model} is not in the Hugging Face cache: the run downloads it first")
+    if cfg.attention == "xformers" and importlib.util.find_spec("xformers") is None:
+        raise ConfigError("attention xformers: the xformers package is not installed",
+                          hint="pip install xformers (CUDA builds only), or use --attention sdpa")
+    if cfg.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
+                          hint="pip install bitsandbytes (CUDA), or use --optimizer adamw")
+    return notes
+
+
+def create_run_from(project: Project, resolved: run_config.ResolvedConfig) -> RunFiles:
+    """Make runs/<new id>/ with the resolved config.toml; the run is not started.
+
+    Preflight warnings are added to `resolved.notes`; preflight errors (dataset, base model,
+    missing packages) refuse the run before its folder exists.
     """
-    BINDINGS = [bind("app.back")]
+    resolved.notes.extend(check_requirements(resolved.config))
+    resolved.notes.extend(f"dataset: {w}" for w in check_dataset(project, resolved.config))
+    resolved.notes.extend(check_gpus(resolved.config.gpus))
+    project.runs.mkdir(parents=True, exist_ok=True)
+    newest = max((d.name for d in project.runs.iterdir() if not d.name.startswith(".")), default="")
+    for _ in range(50):
+        run_id = new_run_id()
+        if run_id <= newest and run_id[:15] == newest[:15]:  # same second: keep creation order
+            time.sleep(0.002)
+            continue
+        run_dir = project.run_dir(run_id)
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise LoradeckError(f"could not create a new run folder in {project.runs}")
+    files = RunFiles(run_dir)
+    try:
+        run_config.write_run_config(files.config, resolved)
+    except BaseException:
+        # An empty folder would list as a broken run; nothing of the user's is in it yet.
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
+        raise
+    return files
 
-    def __init__(self, run_id: str, dest: str = "") -> None:
-        super().__init__()
-        self.run_id, self.dest = run_id, dest
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="export-box"):
-            yield Static(f"Export the LoRA of {self.run_id} to folder (validated first):", markup=False)
-            yield Input(self.dest, placeholder="empty: the [export] dest of project.toml or your user config",
-                        id="export-dest")
-            with Horizontal():
-                yield Button("Export", id="export-ok", variant="primary")
-                yield Button("Cancel", id="export-cancel")
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self._finish(True)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self._finish(event.button.id == "export-ok")
-
-    def _finish(self, ok: bool) -> None:
-        self.dismiss(self.query_one(Input).value.strip() if ok else None)
-
-    def action_back(self) -> None:
-        self.dismiss(None)
+def create_run(project: Project, overrides: dict[str, Any] | None = None,
+               config_file: str | os.PathLike | None = None) -> RunFiles:
+    """Resolve the config (defaults < project.toml < config_file < overrides) into a new run folder."""
+    return create_run_from(project, run_config.resolve(project, overrides or {}, config_file))
 
 
-class RunsScreen(ShowsWorkerErrors, Screen):
-    """Every run of `project`, newest first, with its state and progress."""
+# --------------------------------------------------------------------------------------- launching
 
-    DEFAULT_CSS = """
-    RunsScreen #runs-title { height: 1; padding: 0 1; text-style: bold; }
-    RunsScreen DataTable { height: 1fr; }
-    RunsScreen #runs-detail { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
+def _source_root() -> str | None:
+    """The folder holding the `trainer` package when it runs from a source checkout (not installed),
+    so the child finds it whatever its working directory; None for an installed package."""
+    import trainer
+
+    root = Path(trainer.__file__).resolve().parents[1]
+    return None if root.name in ("site-packages", "dist-packages") else str(root)
+
+
+def build_command(run_dir: Path, *, resume: bool = False, gpus: int = 1,
+                  mixed_precision: str = "no", python: str | None = None) -> list[str]:
+    """The trainer's command line: one process, or `accelerate launch` for several GPUs."""
+    python = python or sys.executable
+    tail = ["-m", TRAIN_MODULE, str(run_dir)] + (["--resume"] if resume else [])
+    if gpus <= 1:
+        return [python, *tail]
+    # `python -m accelerate.commands.launch` is `accelerate launch` from this interpreter's env.
+    return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
+            "--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no", *tail]
+
+
+def read_launch(files: RunFiles) -> dict[str, Any] | None:
+    try:
+        data = json.loads(files.launch.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def launch(files: RunFiles, *, resume: bool = False, gpus: int | None = None,
+           command: list[str] | None = None) -> subprocess.Popen:
+    """Start the trainer for `files` in a new session and return its Popen (the caller may watch it).
+
+    stdout+stderr are appended to train.log, stdin is /dev/null; launch.json records the pid.
     """
+    cfg, _ = run_config.read_run_config(files.config)
+    gpus = cfg.gpus if gpus is None else gpus
+    cmd = command or build_command(files.dir, resume=resume, gpus=gpus, mixed_precision=cfg.mixed_precision)
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # train.log is live
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_root(), env.get("PYTHONPATH")) if p)
+    launched_at = time.time()
+    with open(files.log, "ab") as log:
+        log.write(f"\n=== loradeck {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=files.dir, env=env, start_new_session=True, close_fds=True)
+    record = {"pid": proc.pid, "pgid": proc.pid, "host": socket.gethostname(), "time": launched_at,
+              "proc_start": _proc_start(proc.pid), "command": cmd, "resume": resume, "gpus": gpus}
+    try:
+        atomic_write_text(files.launch, json.dumps(record))
+    except BaseException:
+        # Without its launch record nobody could tell this run is alive: do not leave it running.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return proc
 
-    BINDINGS = [bind("runs.open"), bind("runs.stop"), bind("runs.resume"), bind("runs.export"),
-                bind("runs.train"), bind("runs.refresh"), bind("app.back")]
 
-    COLUMNS = ("run", "state", "steps", "loss", "started", "output")
+def start(files: RunFiles, *, resume: bool = False, gpus: int | None = None) -> int:
+    """Start the run detached (it outlives this process) and return its pid."""
+    proc = launch(files, resume=resume, gpus=gpus)
+    # Reap it when it ends so a long-lived caller (the TUI) never collects zombies.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc.pid
 
-    @staticmethod
-    def _cells(r: RunInfo) -> tuple:
-        steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
-        loss = f"{r.loss:.4f}" if r.loss is not None else ""
-        output = Path(r.output).name if r.output else ""  # the folder is the run's own
-        return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, loss, started_text(r.started),
-                output)
 
-    def __init__(self, project: Project, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
-        super().__init__()
-        self.project = project
-        self.rows: dict[str, RunInfo] = {}
-        self.refresh_seconds = refresh_seconds
-        self.refreshes = 0
-        self._timer = None
+# ------------------------------------------------------------------------------------ process checks
 
-    def compose(self) -> ComposeResult:
-        yield Static(f"Runs of {self.project.name}", id="runs-title", markup=False)
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        for column in self.COLUMNS:
-            table.add_column(column.title(), key=column)
-        yield table
-        yield Static("", id="runs-detail", markup=False)
-        yield Footer()
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
 
-    def on_mount(self) -> None:
-        self.title = f"{self.project.name} · runs"
 
-    def on_screen_resume(self) -> None:
-        self.refresh_runs()  # back from the monitor or the form: show what changed meanwhile
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    return raw[raw.rindex(")") + 2:].split()
 
-    @work(thread=True, exclusive=True, group="runs-refresh", exit_on_error=False, description="list runs")
-    def refresh_runs(self) -> None:
-        if not visible(self) and self.refreshes:
-            # covered by another screen: skip the work, look again later (and on resume)
-            self.app.call_from_thread(self._schedule_refresh)
-            return
+
+def _proc_start(pid: int) -> float | None:
+    """When process `pid` started (Unix seconds), from /proc; None where that is unknown."""
+    fields, boot = _proc_stat(pid), _boot_time()
+    if not fields or boot is None:
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_argv(pid: int) -> list[str] | None:
+    """The process's argv from /proc (empty while it is still inside execve); None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1] if raw else []
+
+
+def process_alive(pid: Any, *, started: float | None = None, started_before: float | None = None,
+                  cmd_contains: Iterable[str] = ()) -> bool:
+    """Is `pid` a live (not zombie) process, and the same process we mean?
+
+    Guards against pid reuse where /proc lets us: its start time must equal `started` (within a
+    second) or be no later than `started_before`, and its command line must hold one of
+    `cmd_contains`.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    fields = _proc_stat(pid)
+    if fields is None:
+        return not Path("/proc/self").exists()  # no /proc (macOS): kill(0) is all we have
+    if fields[0] in ("Z", "X"):
+        return False
+    begun = _proc_start(pid)
+    if begun is not None:
+        if started is not None and abs(begun - started) > 1.0:
+            return False
+        if started_before is not None and begun > started_before + 1.0:
+            return False
+    needles = list(cmd_contains)
+    if needles:
+        argv = _proc_argv(pid)
+        # Empty while the process is still inside execve (the launcher can get here that early).
+        if argv and not any(n in " ".join(argv) for n in needles):
+            return False
+    return True
+
+
+def _same_host(record: dict[str, Any]) -> bool:
+    return record.get("host") in (None, socket.gethostname())
+
+
+def _status_alive(files: RunFiles, status: dict[str, Any], now: float) -> bool:
+    beat = status.get("heartbeat")
+    if not isinstance(beat, (int, float)) or now - beat > STALE_SECONDS:
+        return False
+    if not _same_host(status):
+        return True  # on another machine (shared disk): the heartbeat is all we can see
+    return process_alive(status.get("pid"), started_before=beat, cmd_contains=(TRAIN_MODULE, str(files.dir)))
+
+
+def _launch_alive(files: RunFiles, launch_rec: dict[str, Any], now: float) -> bool:
+    if not _same_host(launch_rec):
+        return now - float(launch_rec.get("time") or 0) < STALE_SECONDS * 10
+    return process_alive(launch_rec.get("pid"), started=launch_rec.get("proc_start"),
+                         cmd_contains=(TRAIN_MODULE, str(files.dir)))
+
+
+# -------------------------------------------------------------------------------------- reading events
+
+_TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
+SUMMARY_TYPES = ("run_started", "run_finished", "step", "error")
+_READ_CHUNK = 4 * 1024 * 1024
+
+
+class _EventSummary:
+    """What run_state and list_runs need from an events file, kept up to date incrementally: later
+    calls read only the bytes appended since (a long run's file is read once, not on every poll)."""
+
+    __slots__ = ("ino", "offset", "partial", "first_started", "last")
+
+    def __init__(self, ino: int):
+        self.ino, self.offset, self.partial = ino, 0, b""
+        self.first_started: bytes | None = None
+        self.last: dict[str, bytes] = {}  # type -> its newest raw line, parsed only when asked for
+
+    def feed(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # a line still being written waits for its newline
+        for raw in lines:
+            # Only the type is looked at here (gpu and step events are most of the file).
+            match = _TYPE_RE.search(raw, 0, 64) or _TYPE_RE.search(raw)
+            if match is None:
+                continue
+            kind = match.group(1).decode()
+            if kind not in SUMMARY_TYPES or not raw.rstrip().endswith(b"}"):
+                continue  # a line a crash cut short never hides the complete one before it
+            if kind == "run_started" and self.first_started is None:
+                self.first_started = raw
+            self.last[kind] = raw
+
+    def events(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for kind, raw in self.last.items():
+            event = parse_line(raw.decode("utf-8", errors="replace"))
+            if event is not None and event.get("type") == kind:
+                out[kind] = event
+        if self.first_started is not None:
+            event = parse_line(self.first_started.decode("utf-8", errors="replace"))
+            if event is not None:
+                out["first_run_started"] = event
+        return out
+
+
+_summaries: dict[str, _EventSummary] = {}
+_summaries_lock = threading.Lock()
+
+
+def event_summary(path: Path) -> dict[str, dict[str, Any]]:
+    """The newest run_started, run_finished, step and error events of a run (and the first
+    run_started, as `first_run_started`); {} when there is no events file yet."""
+    key = str(path)
+    with _summaries_lock:
         try:
-            rows = run_actions.list_runs(self.project)
-        except Exception as e:
-            self.app.call_from_thread(self._show_problem, e)
-            rows = None
-        if rows is not None:
-            self.app.call_from_thread(self._apply, rows)
-        # The next refresh is scheduled only now that this one is done: polls never overlap.
-        if self.is_attached:
-            self.app.call_from_thread(self._schedule_refresh)
+            fh = open(path, "rb")
+        except OSError:
+            _summaries.pop(key, None)
+            return {}
+        with fh:
+            st = os.fstat(fh.fileno())
+            summary = _summaries.get(key)
+            if summary is None or summary.ino != st.st_ino or st.st_size < summary.offset:
+                summary = _summaries[key] = _EventSummary(st.st_ino)  # new or replaced file
+            fh.seek(summary.offset)
+            while summary.offset < st.st_size:
+                data = fh.read(min(_READ_CHUNK, st.st_size - summary.offset))
+                if not data:
+                    break
+                summary.offset += len(data)
+                summary.feed(data)
+        return summary.events()
 
-    def _schedule_refresh(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(self.refresh_seconds, self.refresh_runs)
 
-    def _show_problem(self, error: BaseException) -> None:
-        self.query_one("#runs-detail", Static).update(f"could not list runs: {error}")
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-    def _apply(self, rows: list[RunInfo]) -> None:
-        self.refreshes += 1
-        table = self.query_one(DataTable)
-        selected = self.selected_run_id()
-        same_runs = list(self.rows) == [r.run_id for r in rows]
-        old = self.rows
-        self.rows = {r.run_id: r for r in rows}
-        if same_runs:
-            # Update changed cells in place: no flicker, the cursor stays put.
-            for r in rows:
-                if r != old[r.run_id]:
-                    for column, value in zip(self.COLUMNS, self._cells(r)):
-                        table.update_cell(r.run_id, column, value, update_width=True)
-        else:
-            table.clear()
-            for r in rows:
-                table.add_row(*self._cells(r), key=r.run_id)
-            if selected in self.rows:
-                table.move_cursor(row=table.get_row_index(selected))
-        if not rows:
-            self.query_one("#runs-detail", Static).update(
-                f"no runs yet: press t to set one up, or run `loradeck train {self.project.name}`")
-        else:
-            self._describe()
 
-    def selected_run_id(self) -> str | None:
-        table = self.query_one(DataTable)
-        if not table.row_count:
-            return None
+def _time(event: dict[str, Any] | None) -> float:
+    value = event.get("time") if event else None
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None) -> str:
+    """starting | running | completed | stopped | failed | crashed, as every reader sees it."""
+    events = _events if _events is not None else event_summary(files.events)
+    started, finished = events.get("run_started"), events.get("run_finished")
+    launch_rec, status = read_launch(files), read_status(files)
+    now = time.time()
+    t_launch = (_number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
+    t_latest = max(_time(started), t_launch)
+    beat = (_number(status.get("heartbeat")) or 0.0) if status else 0.0
+    if finished is not None and _time(finished) >= t_latest:
+        return finished.get("status") if finished.get("status") in FINISHED else "failed"
+    # A trainer that could not write events may still have left its final state in status.json.
+    if status and status.get("state") in FINISHED and beat >= t_latest:
+        return status["state"]
+    if status and beat >= t_launch:
+        alive = _status_alive(files, status, now)
+    elif launch_rec:
+        alive = _launch_alive(files, launch_rec, now)
+    else:  # created, never launched
         try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return key.value
+            alive = started is None and now - files.dir.stat().st_mtime < UNLAUNCHED_GRACE
+        except OSError:
+            alive = False
+    if not alive:
+        return "crashed"
+    return "running" if started is not None and _time(started) >= t_launch else "starting"
 
-    def selected(self) -> RunInfo | None:
-        run_id = self.selected_run_id()
-        return self.rows.get(run_id) if run_id else None
 
-    @on(DataTable.RowHighlighted)
-    def _describe(self) -> None:
-        row = self.selected()
-        if row is None:
-            return
-        hints = {"running": "m/enter: monitor  s: stop", "starting": "m/enter: monitor  s: stop",
-                 "completed": "e: export  m/enter: monitor",
-                 "stopped": "r: resume  m/enter: monitor", "failed": "r: resume  m/enter: monitor",
-                 "crashed": "the process is gone without finishing; r: resume from its last state"}
-        why = f" ({row.message})" if row.message else ""
-        self.query_one("#runs-detail", Static).update(
-            f"{row.run_id}: {row.state}{why}. {hints.get(row.state, '')}")
+# ------------------------------------------------------------------------------------------ listing
 
-    # -- actions ------------------------------------------------------------------------------
-    @on(DataTable.RowSelected)
-    def _row_selected(self) -> None:
-        self.action_open_monitor()
+@dataclass
+class RunInfo:
+    """One run as the runs table shows it."""
 
-    def action_open_monitor(self) -> None:
-        row = self.selected()
-        if row is not None:
-            from tui.screens.monitor import MonitorScreen
+    run_id: str
+    files: RunFiles
+    state: str
+    step: int
+    total_steps: int | None
+    epoch: int | None
+    started: float | None       # Unix seconds: first run_started (else the launch)
+    finished: float | None      # Unix seconds of run_finished, for finished runs
+    output: str | None          # the final LoRA, once it exists
+    loss: float | None          # the last step's loss
+    base_model: str | None
+    output_name: str | None
+    message: str | None         # why it failed / stopped, when the run said
 
-            self.app.push_screen(MonitorScreen(self.project, row.run_id))
+    @property
+    def dir(self) -> Path:
+        return self.files.dir
 
-    def action_stop_run(self) -> None:
-        row = self.selected()
-        if row is None:
-            return
-        if row.state not in LIVE:
-            self.notify(f"{row.run_id} is not running ({row.state})")
-            return
-        from tui.screens.confirm import ConfirmScreen
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "files"}
+        data["dir"] = str(self.dir)
+        return data
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._engine("stop", row)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Stop {row.run_id}? It finishes the current step, saves its state and can be resumed.",
-            yes_label="Stop", danger=True), answered)
+def run_info(files: RunFiles) -> RunInfo:
+    """Summarise one run from its files."""
+    events = event_summary(files.events)
+    state = run_state(files, _events=events)
+    step_ev, finished_ev = events.get("step") or {}, events.get("run_finished")
+    status = read_status(files) or {}
+    launch_rec = read_launch(files) or {}
+    try:
+        cfg, _ = run_config.read_run_config(files.config)
+        base_model, output_name = cfg.base_model, cfg.output_name
+    except LoradeckError:
+        cfg, base_model, output_name = None, None, None
+    first = events.get("first_run_started")
+    started = _number(first.get("time")) if first else _number(launch_rec.get("time"))
+    total = step_ev.get("total_steps") or status.get("total_steps") or (
+        (events.get("run_started") or {}).get("total_steps"))
+    output = finished_ev.get("output") if finished_ev else None
+    if not output and output_name and files.output(output_name).is_file():
+        output = str(files.output(output_name))
+    message = finished_ev.get("message") if finished_ev and state in FINISHED else None
+    if state == "failed" and not message:
+        err = events.get("error")
+        message = err.get("message") if err else None
+    loss = _number(step_ev.get("loss"))
+    return RunInfo(
+        run_id=files.run_id, files=files, state=state,
+        step=int(step_ev.get("step") or status.get("step") or 0),
+        total_steps=int(total) if isinstance(total, int) else None,
+        epoch=step_ev.get("epoch"), started=started,
+        finished=_time(finished_ev) if finished_ev and state in FINISHED else None,
+        output=output, loss=loss, base_model=base_model, output_name=output_name, message=message)
 
-    def action_resume_run(self) -> None:
-        row = self.selected()
-        if row is None:
-            return
-        if row.state in LIVE or row.state == "completed":
-            self.notify(f"{row.run_id} is {row.state}: nothing to resume")
-            return
-        self._engine("resume", row)
 
-    def action_export_run(self) -> None:
-        row = self.selected()
-        if row is None:
-            return
-        if row.state != "completed":
-            self.notify(f"{row.run_id} is {row.state}: only a completed run has a final LoRA to export",
-                        severity="warning")
-            return
+def run_folders(project: Project) -> list[RunFiles]:
+    """The project's run folders, oldest first (run ids sort by creation time)."""
+    if not project.runs.is_dir():
+        return []
+    return [RunFiles(d) for d in sorted(project.runs.iterdir(), key=lambda d: d.name)
+            if d.is_dir() and not d.name.startswith(".") and (d / "config.toml").is_file()]
+
+
+def list_runs(project: Project) -> list[RunInfo]:
+    """Every run of the project, oldest first."""
+    return [run_info(files) for files in run_folders(project)]
+
+
+def latest_run(project: Project) -> RunFiles | None:
+    folders = run_folders(project)
+    return folders[-1] if folders else None
+
+
+def find_run(project: Project, run_id_or_prefix: str) -> RunFiles:
+    """A run by its id, a unique prefix of it, or `latest`."""
+    folders = run_folders(project)
+    if run_id_or_prefix in ("latest", "last"):
+        if not folders:
+            raise LoradeckError(f"project {project.name!r} has no runs",
+                                hint=f"start one with: loradeck train {project.name}")
+        return folders[-1]
+    exact = [f for f in folders if f.run_id == run_id_or_prefix]
+    matches = exact or [f for f in folders if f.run_id.startswith(run_id_or_prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LoradeckError(f"no run {run_id_or_prefix!r} in project {project.name!r}",
+                            hint=f"list them with: loradeck runs {project.name}")
+    raise LoradeckError(f"run {run_id_or_prefix!r} is ambiguous: {', '.join(f.run_id for f in matches)}")
+
+
+# --------------------------------------------------------------------------------- stopping, resuming
+
+def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
+    """(process group, pid) of the run's live process on this machine: the launched session, else
+    the trainer's own group. The heartbeat's age does not matter here: a hung trainer (silent, so
+    read as crashed) must still be reachable by a stop."""
+    now = time.time()
+    launch_rec = read_launch(files)
+    if launch_rec and _same_host(launch_rec) and _launch_alive(files, launch_rec, now):
+        return launch_rec.get("pgid") or launch_rec["pid"], launch_rec["pid"]
+    status = read_status(files)
+    beat = _number((status or {}).get("heartbeat"))
+    if status and _same_host(status) and beat is not None and process_alive(
+            status.get("pid"), started_before=beat, cmd_contains=(TRAIN_MODULE, str(files.dir))):
         try:
-            from trainer import settings
+            return os.getpgid(status["pid"]), status["pid"]
+        except OSError:
+            return None, status["pid"]
+    return None, None
 
-            dest = settings.load(self.project.settings_file).export.dest
-        except Exception:
-            dest = ""
 
-        def chosen(folder: str | None) -> None:
-            if folder is not None:
-                self.notify(f"validating and exporting {row.run_id}…")
-                self._engine("export", row, folder)
+def lingering_pid(files: RunFiles) -> int | None:
+    """The pid of a trainer process that is still alive although the run reads as finished or
+    crashed (hung, or still exiting); None when there is none."""
+    return _target_pgid(files)[1]
 
-        self.app.push_screen(ExportScreen(row.run_id, dest), chosen)
 
-    def action_train(self) -> None:
-        from tui.screens.train_form import TrainFormScreen
+def _trainer_ranks(pgid: int) -> list[int]:
+    """The trainer processes (not the accelerate launcher) in process group `pgid`, from /proc."""
+    ranks = []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return ranks  # no /proc: the caller signals the process group instead
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        fields_ = _proc_stat(int(entry.name))
+        if not fields_ or fields_[2] != str(pgid) or fields_[0] in ("Z", "X"):
+            continue
+        if _is_rank(_proc_argv(int(entry.name)) or []):
+            ranks.append(int(entry.name))
+    return ranks
 
-        self.app.push_screen(TrainFormScreen(self.project))
 
-    def action_refresh(self) -> None:
-        self.refresh_runs()
+def _is_rank(argv: list[str]) -> bool:
+    """`... -m trainer.train_process RUN_DIR` not preceded by an accelerate launcher."""
+    if TRAIN_MODULE not in argv:
+        return False
+    before = argv[:argv.index(TRAIN_MODULE)]
+    return not any(a == "accelerate.commands.launch" or Path(a).name.startswith("accelerate") for a in before)
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
-        else:
-            self.app.exit()
 
-    @work(thread=True, group="run-action", exit_on_error=False, description="run action")
-    def _engine(self, what: str, row: RunInfo, *args) -> None:
+def signal_run(files: RunFiles, sig: int) -> int:
+    """Send `sig` to the run's processes; returns the pid signalled (the launched one).
+
+    One process: its whole process group. An accelerate launch: SIGTERM/SIGINT go to the trainer
+    ranks only, because the launcher answers SIGTERM by killing the ranks 30 s later, which could
+    cut a final save short; the launcher exits by itself when they have. SIGKILL hits the group.
+    """
+    pgid, pid = _target_pgid(files)
+    if pid is None:
+        raise LoradeckError(f"run {files.run_id} has no live process on this machine")
+    launch_rec = read_launch(files) or {}
+    if sig != signal.SIGKILL and pgid is not None and int(launch_rec.get("gpus") or 1) > 1:
+        ranks = _trainer_ranks(pgid)
+        if ranks:
+            for rank_pid in ranks:
+                os.kill(rank_pid, sig)
+            return pid
+    if pgid is not None and pgid != os.getpgrp():
+        os.killpg(pgid, sig)
+    else:  # never signal our own group (a trainer started by hand from this shell)
+        os.kill(pid, sig)
+    return pid
+
+
+def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict[str, Any]:
+    """SIGTERM the run (it finishes the step, saves state, reports `stopped`) and wait up to `timeout`.
+
+    With `force`, a run still alive after the timeout gets SIGKILL (it then reads as crashed and
+    can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
+    """
+    state = run_state(files)
+    if state not in ACTIVE and not (state == "crashed" and lingering_pid(files)):
+        raise LoradeckError(f"run {files.run_id} is not running (it is {state})")
+    was_started = state != "starting"
+    pid = signal_run(files, signal.SIGTERM)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        state = run_state(files)
+        if state not in ACTIVE and not lingering_pid(files):
+            break
+        time.sleep(0.2)
+    forced = False
+    alive = state in ACTIVE or lingering_pid(files) is not None
+    if alive and force:
         try:
-            if what == "export":
-                result = run_actions.export(self.project, row.files, *args)
-            else:
-                result = getattr(run_actions, what)(row.files)
-        except Exception as e:
-            self.app.call_from_thread(show_error, self, e, f"Could not {what} {row.run_id}")
-            return
-        done = (f"exported {row.run_id} to {getattr(result, 'adapter', result)}" if what == "export"
-                else f"{what} requested for {row.run_id}")
-        self.app.call_from_thread(self.notify, done)
-        self.app.call_from_thread(self.refresh_runs)
+            signal_run(files, signal.SIGKILL)
+            forced = True
+        except LoradeckError:
+            pass
+        time.sleep(0.5)
+        state = run_state(files)
+    if state == "crashed" and not was_started and not forced:
+        # Stopped while it was still loading: nothing was trained, so this is a stop, not a crash.
+        writer = EventWriter(files.events)
+        try:
+            writer.emit("run_finished", status="stopped", steps_done=0,
+                        message="stopped before training started")
+        finally:
+            writer.close()
+        state = "stopped"
+    stopped = state not in ACTIVE and lingering_pid(files) is None
+    return {"ok": stopped, "run_id": files.run_id, "pid": pid, "state": state,
+            "waited_s": round(time.monotonic() - t0, 2), "forced": forced}
+
+
+def check_resumable(files: RunFiles) -> str:
+    """The run's state if it may be resumed; a clear LoradeckError if not."""
+    if not files.config.is_file():
+        raise LoradeckError(f"{files.dir} is not a run (config.toml is missing)")
+    state = run_state(files)
+    if state in ACTIVE:
+        raise LoradeckError(f"run {files.run_id} is still {state}",
+                            hint="stop it first, or watch it with `loradeck monitor`")
+    if state == "completed":
+        raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
+                            hint="start a new run with `loradeck train`")
+    pid = lingering_pid(files)
+    if pid is not None:
+        # Silent but alive (hung): two trainers must never write one run folder.
+        raise LoradeckError(f"run {files.run_id} reads as {state}, but its trainer (pid {pid}) is still alive",
+                            hint=f"stop it first: loradeck stop {files.dir.parent.parent.name} {files.run_id}"
+                                 " --force")
+    return state
+
+
+def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
+    """Continue a stopped, failed or crashed run from its last saved state.
+
+    Returns the pid when `detach` (the run outlives the caller), else the Popen for the caller to
+    watch (`follow`).
+    """
+    check_resumable(files)
+    if detach:
+        return start(files, resume=True, gpus=gpus)
+    return launch(files, resume=True, gpus=gpus)
+
+
+def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str, Any]], None],
+           *, poll: float = 0.25, from_start: bool = False,
+           on_status: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Feed the run's new events to `on_event` (and each poll's status.json to `on_status`) until
+    `proc` exits; returns the final state."""
+    offset = 0
+    if not from_start:
+        try:
+            offset = files.events.stat().st_size  # only what this launch writes
+        except OSError:
+            pass
+    reader = EventReader(files.events, offset=offset)
+    while True:
+        done = proc.poll() is not None
+        for event in reader.read_new():
+            on_event(event)
+        if on_status is not None:
+            status = read_status(files)
+            if status:
+                on_status(status)
+        if done:
+            break
+        time.sleep(poll)
+    return run_state(files)
+
+
+EXIT_CODES = {"completed": 0, "failed": 1, "crashed": 1, "stopped": 2}
+
+
+def exit_code(state: str) -> int:
+    """The foreground CLI's exit status for a run's final state."""
+    return EXIT_CODES.get(state, 1)
