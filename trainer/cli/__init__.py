@@ -3,7 +3,9 @@
 Each area registers its subcommands from its own module (`register(subparsers)`), so areas can grow
 independently. A handler takes the parsed args and returns either an int exit code or a result
 object; `--json` prints the result as one JSON object, otherwise `human` text is printed.
-Failures raise LoradeckError, which becomes `error: <one line>` on stderr and exit status 1.
+Failures raise LoradeckError, which becomes `error: <one line>` on stderr and exit status 1; so do
+an OSError nobody caught (disk full, permission denied) and a usage error (exit status 2). A reader
+that goes away (`loradeck captions list x | head`) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -34,9 +36,17 @@ class CommandResult:
         self.data, self.text, self.code = data, text, code
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (`error: ...`), like every other failure."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def common_parent() -> argparse.ArgumentParser:
     """Options every subcommand accepts (so they work before or after the subcommand name)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     p.add_argument("--root", default=argparse.SUPPRESS, help="projects root (default $LORADECK_ROOT or ./projects)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
     return p
@@ -45,11 +55,11 @@ def common_parent() -> argparse.ArgumentParser:
 def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="loradeck", description="Train Stable Diffusion LoRA adapters from the terminal.",
         parents=[common_parent()])
     parser.add_argument("--version", action="version", version=f"loradeck {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parent = common_parent()
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, parent)
@@ -83,11 +93,36 @@ def main(argv: Sequence[str] | None = None, *, extra: Sequence[Callable] = (),
         return 0
     try:
         return _emit(handler(args), args.json)
-    except LoradeckError as e:
-        if args.json:
-            print(json.dumps({"ok": False, "error": e.one_line()}))
-        print(f"error: {e.one_line()}", file=sys.stderr)
+    except BrokenPipeError:
+        return _reader_gone()
+    except (LoradeckError, OSError) as e:
+        line = e.one_line() if isinstance(e, LoradeckError) else _os_error_line(e)
+        try:
+            if args.json:
+                print(json.dumps({"ok": False, "error": line}))
+            print(f"error: {line}", file=sys.stderr)
+        except BrokenPipeError:
+            return _reader_gone()
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error_line(e: OSError) -> str:
+    """`cannot write /x/y: No space left on device` from any OSError."""
+    what = e.strerror or str(e) or type(e).__name__
+    name = e.filename if e.filename is not None else None
+    return f"{what}: {name}" if name is not None else what
+
+
+def _reader_gone() -> int:
+    """stdout's reader exited (`| head`): stop quietly, as Unix tools do, without a traceback at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout
+        pass
+    return 141  # 128 + SIGPIPE, what the shell reports for a tool killed by the closed pipe

@@ -1,0 +1,75 @@
+"""CLI failure conventions: every failure is one `error:` line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from trainer import cli as cli_pkg
+from trainer.cli import CommandResult
+from trainer.project import create_project
+
+
+def test_a_closed_pipe_ends_the_command_quietly_without_a_traceback(root):
+    project = create_project("many", root)
+    project.dataset.mkdir(parents=True, exist_ok=True)
+    for i in range(3000):  # far more than a pipe buffer of `captions list` output
+        (project.dataset / f"img_{i:04d}.png").write_bytes(b"")
+        (project.dataset / f"img_{i:04d}.txt").write_text(f"caption number {i}, " + "word " * 10)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LORADECK_ROOT": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "captions", "list", "many"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.readline()   # what `| head -1` does: read a line, then go away
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert proc.returncode == 141
+
+
+def test_usage_errors_are_one_line(cli, root):
+    proc = cli("stop", "toy", root=root)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: loradeck stop:")
+    assert "--help" in proc.stderr
+    proc = cli("train", "toy", "--steps", "many", root=root)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "invalid int value: 'many'" in proc.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_an_uncaught_os_error_is_one_line_not_a_traceback(monkeypatch, capsys, as_json):
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/mnt/shared/x.safetensors")
+
+    def register(sub, parent):
+        sub.add_parser("boom", parents=[parent]).set_defaults(handler=full_disk)
+
+    code = cli_pkg.main(["boom"] + (["--json"] if as_json else []), extra=[register])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == "error: No space left on device: /mnt/shared/x.safetensors\n"
+    if as_json:
+        assert out.startswith('{"ok": false, "error": "No space left on device')
+    else:
+        assert out == ""
+
+
+def test_a_broken_pipe_while_printing_is_quiet(monkeypatch, capsys):
+    class GoneReader:
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    def register(sub, parent):
+        sub.add_parser("talk", parents=[parent]).set_defaults(handler=lambda a: CommandResult({}, "hello"))
+
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+    assert cli_pkg.main(["talk"], extra=[register]) == 141
+    assert capsys.readouterr().err == ""
