@@ -135,6 +135,9 @@ def test_cli_validate_lists_problems_and_exits_nonzero(tmp_path, lora_path):
     proc = run_cli("validate", str(bad), "--no-load-check")
     assert proc.returncode == 1
     assert "INVALID" in proc.stdout and "missing alpha" in proc.stdout and "all zeros" in proc.stdout
+    # The report is the output; stderr carries the one-line verdict like every failing command.
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {bad} is not a valid LoRA: ")
+    assert "more problem(s)" in proc.stderr
     proc = run_cli("validate", str(bad), "--no-load-check", "--json")
     data = json.loads(proc.stdout)
     assert proc.returncode == 1 and data["ok"] is False and len(data["problems"]) >= 2
@@ -153,6 +156,14 @@ def test_cli_validate_rejects_diffusers_layout_and_suggests_convert(tmp_path):
     proc = run_cli("validate", str(tmp_path / "d.safetensors"))
     assert proc.returncode == 1
     assert "diffusers" in proc.stdout and "loradeck convert" in proc.stdout
+    assert proc.stderr.count("\n") == 1 and "is not a valid LoRA" in proc.stderr and "loradeck convert" in proc.stderr
+
+
+def test_cli_validate_of_a_missing_path_is_a_one_line_error(tmp_path):
+    for path, what in ((tmp_path / "nope.safetensors", "does not exist"), (tmp_path, "is a folder")):
+        proc = run_cli("validate", str(path), "--json")
+        assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+        assert proc.stderr == f"error: {path} {what}" + (", not a LoRA file" if path == tmp_path else "") + "\n"
 
 
 @pytest.mark.slow

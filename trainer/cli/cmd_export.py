@@ -15,6 +15,8 @@ project named on the command), else the user config (trainer.user_config).
 
 from __future__ import annotations
 
+import sys
+
 from trainer.cli import CommandResult
 
 CONFLICT_CHOICES = ("refuse", "version")
@@ -117,10 +119,25 @@ def cmd_export(args) -> CommandResult:
 def cmd_validate(args) -> CommandResult:
     from trainer.lora_validate import validate
 
+    from pathlib import Path
+
+    from trainer.errors import LoradeckError
+
+    if not Path(args.file).is_file():
+        what = "is a folder, not a LoRA file" if Path(args.file).is_dir() else "does not exist"
+        raise LoradeckError(f"{args.file} {what}")
     report = validate(args.file, base_model=args.base, load_check=not args.no_load_check)
     text = report.summary()
-    if report.layout == "diffusers":
-        text += f"\n  hint: loradeck convert {args.file} OUT.safetensors --to kohya"
+    hint = f"loradeck convert {args.file} OUT.safetensors --to kohya" if report.layout == "diffusers" else None
+    if hint:
+        text += f"\n  hint: {hint}"
+    if not report.ok:  # the report is the output; stderr still gets the one-line verdict
+        errors = report.errors
+        first = errors[0].message.removeprefix(f"{Path(args.file).name}: ")
+        line = f"error: {args.file} is not a valid LoRA: {first}"
+        if len(errors) > 1:
+            line += f" (and {len(errors) - 1} more problem(s), listed above)"
+        print(line + (f"; try: {hint}" if hint else ""), file=sys.stderr)
     return CommandResult(report.to_dict(), text, 0 if report.ok else 1)
 
 
