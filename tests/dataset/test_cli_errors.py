@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,22 @@ def test_a_broken_pipe_while_printing_is_quiet(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", GoneReader())
     assert cli_pkg.main(["talk"], extra=[register]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_captions_import_of_a_file_where_no_row_names_an_image_fails(cli, root, tmp_path):
+    project = create_project("meta", root)
+    project.dataset.mkdir(parents=True, exist_ok=True)
+    (project.dataset / "a.png").write_bytes(b"")
+    (project.dataset / "a.txt").write_text("kept caption")
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text('{bad\n{"file_name": "other.png", "text": "x"}\n')
+    proc = cli("captions", "import", "meta", str(garbage), "--json", root=root)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+    assert proc.stderr == (f"error: nothing imported from {garbage}: 1 bad line(s), 1 row(s) naming no image"
+                           " in meta's dataset\n")
+    assert (project.dataset / "a.txt").read_text() == "kept caption"
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"file_name": "a.png", "text": "new caption"}\n{bad\n')
+    proc = cli("captions", "import", "meta", str(good), "--overwrite", root=root)
+    assert proc.returncode == 0 and proc.stderr == "" and "line 2" in proc.stdout
+    assert (project.dataset / "a.txt").read_text().strip() == "new caption"

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from trainer.cli import CommandResult
 from trainer.errors import LoradeckError
 
@@ -158,4 +160,10 @@ def cmd_import(args) -> CommandResult:
 
     project = _project(args)
     result = caption_ops.import_metadata(project, args.file, overwrite=args.overwrite, dry_run=args.dry_run)
-    return _edit_result(project, result, "set")
+    out = _edit_result(project, result, "set")
+    if not (result.changes or result.unchanged or result.skipped):
+        # Not one row named a dataset image: a wrong file or a wrong project, not a success.
+        out.data["ok"], out.code = False, 1
+        print(f"error: nothing imported from {args.file}: {len(result.bad_lines)} bad line(s),"
+              f" {len(result.unmatched)} row(s) naming no image in {project.name}'s dataset", file=sys.stderr)
+    return out
