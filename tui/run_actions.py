@@ -7,6 +7,7 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from trainer import runs
@@ -44,12 +45,19 @@ def stop(files: RunFiles) -> None:
                             hint="it may be saving; check again in a moment, or `loradeck stop --force`")
 
 
-def resume(files: RunFiles) -> None:
+def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     """Start a stopped, failed or crashed run again from its last saved state, detached.
 
-    `trainer.runs.stop` returns only once the trainer process has exited, so resume right after
-    stop needs no wait here; a trainer still alive is refused by the engine with a clear error.
+    A trainer writes `run_finished` (so the run reads stopped / failed) before its process has
+    exited. `trainer.runs.stop` now waits for that exit, but r pressed as soon as the monitor shows
+    `stopped` comes while that stop is still waiting (or after a run failed on its own, or was
+    stopped from another terminal); the engine rightly refuses to start a second trainer on the
+    folder meanwhile, so this waits up to `exit_wait` seconds for the old process to go first.
     """
+    if runs.run_state(files) not in runs.ACTIVE:
+        deadline = time.monotonic() + exit_wait
+        while runs.lingering_pid(files) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
     runs.resume(files, detach=True)
 
 

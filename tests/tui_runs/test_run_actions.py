@@ -1,0 +1,35 @@
+"""tui.run_actions: resume right after a run reports stopped, while its trainer is still exiting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from tui import run_actions
+from tui_runs_helpers import T0, live_status, make_run, run_started, step_events
+
+
+def test_resume_waits_for_a_trainer_still_exiting_after_it_reported_stopped(project, monkeypatch):
+    from trainer import runs
+
+    run_dir = project.run_dir("exiting")
+    # looks like the run's trainer to the engine (its command line names the run) and exits in 1.5 s
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "trainer.train_process",
+                             str(run_dir)], start_new_session=True)  # as trainer.runs starts it
+    try:
+        files = make_run(project, "exiting", [run_started("exiting")] + step_events(1, 3, 10) + [
+            {"type": "run_finished", "time": T0 + 4, "status": "stopped"}], state="stopped")
+        live_status(files, proc.pid, state="stopped")  # its last heartbeat, written just after it started
+        assert runs.lingering_pid(files) == proc.pid
+        seen = []
+        monkeypatch.setattr(runs, "resume", lambda f, detach: seen.append(runs.lingering_pid(f)))
+        reaper = threading.Thread(target=proc.wait)  # reaped at once, as the trainer's parent would
+        reaper.start()
+        run_actions.resume(files)
+        reaper.join()
+        assert seen == [None]  # the engine was asked only once the old trainer had gone
+    finally:
+        proc.kill()
+        proc.wait()
