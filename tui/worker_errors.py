@@ -13,13 +13,20 @@ from textual.worker import Worker, WorkerState
 
 
 def show_error(node: DOMNode, error: BaseException | str, title: str = "Error") -> None:
-    """Show `error` in the app's error modal (LoradeckApp.show_error); in an app without one (tests
-    of single screens) as an error notification."""
+    """Show `error` in the app's error modal (LoradeckApp.show_error); an app without that method
+    (tests hosting a single screen) gets the same modal with the message and hint."""
     show = getattr(node.app, "show_error", None)
     if show is not None:
         show(error, title=title)
+        return
+    from trainer.errors import LoradeckError
+    from tui.screens.error import ErrorScreen
+
+    if isinstance(error, LoradeckError):
+        node.app.push_screen(ErrorScreen(title, " ".join(str(error).split()), error.hint))
     else:
-        node.notify(f"{title}: {error}", severity="error")
+        message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        node.app.push_screen(ErrorScreen(title, message))
 
 
 class ShowsWorkerErrors:
