@@ -216,3 +216,17 @@ async def test_a_truncate_then_write_outside_is_read_once_complete(root, demo):
             fh.write("written in two steps\n")
         await wait_until(pilot, lambda: editor.area.text == "written in two steps", timeout=5)
         assert type(app.screen).__name__ == "CaptionEditorScreen"
+
+
+async def test_the_editor_preview_info_line_is_not_cut_at_80_columns(root, demo):
+    from tui.widgets.image_preview import ImagePreview
+
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        editor = await open_editor(pilot, 2)
+        preview = editor.query_one(ImagePreview)
+        await wait_until(pilot, lambda: preview.info.startswith("shape_02.png"), what="the preview info")
+        await pilot.pause()
+        line = preview.query_one("#preview-info")
+        assert len(preview.info) <= line.content_size.width
+        assert "96×160" in preview.info and "KiB" in preview.info  # the mode is what gives way

@@ -59,6 +59,14 @@ def prepare_graphics(mode: str) -> str:
     return mode
 
 
+def fit_info(parts: list[str], width: int) -> str:
+    """The parts (most important first) joined by two spaces, dropping the last ones that would
+    not fit `width` columns (a narrow preview, as in the caption editor, keeps name and size)."""
+    while len(parts) > 1 and len("  ".join(parts)) > width > 0:
+        parts = parts[:-1]
+    return "  ".join(parts)
+
+
 class HalfBlocks(Widget):
     """Draws a PIL image scaled to fit, two pixels per cell (upper half = fg, lower half = bg)."""
 
@@ -141,14 +149,13 @@ class ImagePreview(ShowsWorkerErrors, Container):
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False, description="load preview")
     def _load(self, path: Path | None, mode: str) -> None:
-        image, info = None, ""
+        image, info = None, ""  # info: the parts of the info line, or a message
         if path is not None:
             from PIL import Image
 
             try:
                 with Image.open(path) as im:
-                    info = f"{path.name}  {im.width}×{im.height}  {im.mode}  " \
-                           f"{path.stat().st_size / 1024:.0f} KiB"
+                    info = [path.name, f"{im.width}×{im.height}", f"{path.stat().st_size / 1024:.0f} KiB", im.mode]
                     if mode != "text":
                         im.draft("RGB", (512, 512))  # fast JPEG decode at a reduced size
                         image = im.convert("RGB")
@@ -157,11 +164,14 @@ class ImagePreview(ShowsWorkerErrors, Container):
                 info = f"{path.name}: cannot be previewed ({e})"
         self.app.call_from_thread(self._apply, path, mode, image, info)
 
-    def _apply(self, path: Path | None, mode: str, image, info: str) -> None:
+    def _apply(self, path: Path | None, mode: str, image, info: str | list[str]) -> None:
         if path != self.path or mode != self.mode:
             return  # a newer request is under way
+        line = self.query_one("#preview-info", Static)
+        if isinstance(info, list):
+            info = fit_info(info, line.content_size.width)
         self.info = info
-        self.query_one("#preview-info", Static).update(info, layout=False)
+        line.update(info, layout=False)
         canvas = self.query_one("#preview-canvas", Container)
         if mode == "halfblock" and image is not None:
             # Reuse the drawing widget: mounting a new one per image re-lays out the whole screen.
