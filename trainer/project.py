@@ -101,19 +101,40 @@ def open_project(name: str, root: str | os.PathLike | None = None) -> Project:
     """The existing project `name` under the resolved root; ProjectError if there is none."""
     project = Project(resolve_root(root), validate_name(name))
     if not project.exists():
+        if _lost_its_settings(project):
+            raise ProjectError(f"{project.path} has no {SETTINGS_FILE}",
+                               hint=f"restore it, or write a fresh one with: loradeck init {name}"
+                                    " (keeps originals/, dataset/ and runs/)")
         raise ProjectError(f"no project {name!r} in {project.root}",
                            hint=f"create it with: loradeck init {name}")
     return project
 
 
+def _lost_its_settings(project: Project) -> bool:
+    """A folder in the project layout (only its sub-folders in it) whose project.toml is gone."""
+    try:
+        entries = {p.name for p in project.path.iterdir()}
+    except OSError:
+        return False
+    return bool(entries) and not project.settings_file.exists() and \
+        entries <= {ORIGINALS_DIR, DATASET_DIR, RUNS_DIR, STATE_DIR}
+
+
 def create_project(name: str, root: str | os.PathLike | None = None, **settings) -> Project:
-    """Create a new project folder with its settings file; refuses to touch an existing one.
+    """Create a new project folder with its settings file; refuses to touch an existing one, except
+    a project folder that lost its project.toml, which gets a fresh one (nothing else changes).
 
     Keyword arguments are [project] settings (trigger_word, base_model, caption_extension, ...).
     """
     from trainer import settings as settings_mod
 
     project = Project(resolve_root(root), validate_name(name))
+    if project.path.exists() and _lost_its_settings(project):
+        # Its project.toml was deleted: write a fresh one, keep everything else as it is.
+        for sub in (ORIGINALS_DIR, DATASET_DIR, RUNS_DIR):
+            (project.path / sub).mkdir(exist_ok=True)
+        settings_mod.write_new(project.settings_file, name=name, **settings)
+        return project
     if project.path.exists():
         raise ProjectError(f"{project.path} already exists")
     project.root.mkdir(parents=True, exist_ok=True)

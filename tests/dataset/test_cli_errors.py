@@ -93,3 +93,27 @@ def test_captions_import_of_a_file_where_no_row_names_an_image_fails(cli, root, 
     proc = cli("captions", "import", "meta", str(good), "--overwrite", root=root)
     assert proc.returncode == 0 and proc.stderr == "" and "line 2" in proc.stdout
     assert (project.dataset / "a.txt").read_text().strip() == "new caption"
+
+
+def test_a_project_that_lost_its_project_toml_says_so_and_init_restores_it_keeping_the_files(cli, root):
+    project = create_project("lost", root, trigger_word="sks")
+    (project.originals / "a.png").write_bytes(b"original bytes")
+    (project.dataset / "a.txt").write_text("a caption")
+    project.settings_file.unlink()
+    proc = cli("check", "lost", root=root)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {project.path} has no project.toml") and "loradeck init lost" in proc.stderr
+    proc = cli("init", "lost", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert project.settings_file.is_file()
+    assert (project.originals / "a.png").read_bytes() == b"original bytes"
+    assert (project.dataset / "a.txt").read_text() == "a caption"
+    assert cli("check", "lost", root=root).stderr.count("has no project.toml") == 0
+
+
+def test_init_still_refuses_a_folder_that_is_not_a_project(cli, root):
+    (root / "photos").mkdir()
+    (root / "photos" / "holiday.jpg").write_bytes(b"mine")
+    proc = cli("init", "photos", root=root)
+    assert proc.returncode == 1 and "already exists" in proc.stderr
+    assert sorted(p.name for p in (root / "photos").iterdir()) == ["holiday.jpg"]
