@@ -208,7 +208,7 @@ def train(ctx: RunContext) -> Outcome:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     while step < total_steps:
-        if ctx.stop.is_set():
+        if stop_requested(ctx, accelerator):
             break
         t_start = time.perf_counter()
         loss_sum, n_images = 0.0, 0
@@ -383,6 +383,16 @@ def make_optimizer(cfg: TrainConfig, unet_params: list, te_params: list):
     # torch picks the implementation: foreach on CUDA; the per-tensor loop on the CPU, where foreach's
     # temporary copies of every parameter raise peak memory for no speed gain.
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def stop_requested(ctx: RunContext, accelerator) -> bool:
+    """A signal seen by any rank stops every rank at the same step (no rank left waiting in an all-reduce)."""
+    if accelerator.num_processes == 1:
+        return ctx.stop.is_set()
+    import torch
+
+    flag = torch.tensor([1 if ctx.stop.is_set() else 0], device=accelerator.device)
+    return bool(accelerator.gather(flag).max().item())
 
 
 def hash_seed(seed: int, index: int, rank: int) -> int:

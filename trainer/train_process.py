@@ -115,10 +115,35 @@ def start_gpu_sampler(writer):
 
 
 def read_config(files: RunFiles):
-    """(TrainConfig, [dataset] table) from the run's config.toml."""
-    from trainer.run_config import read_run_config
+    """(TrainConfig, [dataset] table) from the run's config.toml (trainer.runs writes it).
 
-    return read_run_config(files.config)
+    stdlib tomllib + trainer.config, as the run-folder contract says: the process does not need the
+    config-resolution machinery (or its TOML writer) that the CLI uses to make the file.
+    """
+    import dataclasses
+
+    from trainer import config as train_config
+    from trainer.errors import ConfigError
+
+    try:
+        text = files.config.read_text(encoding="utf-8")
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomlkit
+
+            doc = tomlkit.parse(text).unwrap()
+        else:
+            doc = tomllib.loads(text)
+    except Exception as e:  # unreadable file or invalid TOML
+        raise ConfigError(f"{files.config} cannot be read: {e}") from None
+    dataset = doc.pop("dataset", None)
+    if not isinstance(dataset, dict) or "project_dir" not in dataset:
+        raise ConfigError(f"{files.config}: the [dataset] table with project_dir is missing")
+    # Optional fields absent from the file are None: that is how the writer leaves them out.
+    values = {f.name: None for f in dataclasses.fields(train_config.TrainConfig) if "None" in str(f.type)}
+    values.update(doc)
+    return train_config.from_mapping(values, source=str(files.config)), dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sampler is not None:
             sampler.stop()
+    # From here a late stop request has nothing to stop: ignore it so the exit code stays the run's.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     writer.emit("run_finished", status=status, output=str(output) if output else None, steps_done=steps_done)
     writer.close()
     if heartbeat is not None:

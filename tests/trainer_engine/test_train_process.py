@@ -12,7 +12,7 @@ from engine_helpers import PYTHON, REPO, events_of, run_trainer
 
 
 def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(make_run):
-    run = make_run(max_train_steps=6, batch_size=1, save_precision="fp32")
+    run = make_run(max_train_steps=40, batch_size=1, save_precision="fp32")
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     with open(run / "train.log", "ab") as log:
         proc = subprocess.Popen([PYTHON, "-m", "trainer.train_process", str(run)], stdout=log,
@@ -33,18 +33,44 @@ def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(ma
             proc.kill()
     [done] = events_of(run, "run_finished")
     stopped_at = done["steps_done"]
-    assert done["status"] == "stopped" and 1 <= stopped_at < 6
+    assert done["status"] == "stopped" and 1 <= stopped_at < 40
     assert (run / "state" / f"step-{stopped_at}" / "meta.json").is_file()
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"
     assert "stopping after the current step" in (run / "train.log").read_text()
 
     resumed = run_trainer(run, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert [s["step"] for s in events_of(run, "step")] == list(range(1, 7))
+    assert [s["step"] for s in events_of(run, "step")] == list(range(1, 41))
     last = events_of(run, "run_finished")[-1]
-    assert last["status"] == "completed" and last["steps_done"] == 6 and (run / "out.safetensors").is_file()
+    assert last["status"] == "completed" and last["steps_done"] == 40 and (run / "out.safetensors").is_file()
 
 
 def test_unreadable_run_folder_exits_2(tmp_path):
     proc = run_trainer(tmp_path / "no-such-run")
     assert proc.returncode == 2 and "config.toml" in proc.stderr
+
+
+def test_kill_9_then_resume_continues_from_the_last_saved_state(make_run):
+    run = make_run(max_train_steps=5, batch_size=1, save_every_steps=1)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([PYTHON, "-m", "trainer.train_process", str(run)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not events_of(run, "checkpoint") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL: no run_finished, no final save
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if events_of(run, "run_finished"):  # finished before the kill landed: nothing left to prove
+        return
+    saved = sorted(int(p.name.split("-")[1]) for p in (run / "state").glob("step-*"))
+    assert saved, "a checkpoint event means its state was saved"
+    resumed = run_trainer(run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    starts = events_of(run, "run_started")
+    assert starts[-1]["start_step"] == saved[-1]
+    last = events_of(run, "run_finished")[-1]
+    assert last["status"] == "completed" and last["steps_done"] == 5
