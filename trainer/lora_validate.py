@@ -352,17 +352,25 @@ def check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
     import warnings
 
     from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    # diffusers' own notes ("no LoRA keys for the text encoder", deprecations) are noise here: what
-    # matters is measured below and reported as problems.
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
+    # diffusers' and transformers' own notes ("no LoRA keys for the text encoder", deprecations,
+    # "CLIPImageProcessor requires torchvision") are noise here: what matters is measured below and
+    # reported as problems.
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()  # "Loading weights" bars
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _check_loads(path, base_model)
     finally:
-        diffusers_logging.set_verbosity(level)
+        for lib, level, bar in zip((diffusers_logging, transformers_logging), levels, bars):
+            lib.set_verbosity(level)
+            if bar:
+                lib.enable_progress_bar()
 
 
 def _check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:

@@ -199,3 +199,11 @@ def test_nan_inf_and_zero_weights_are_caught_in_every_precision(tmp_path, lora_p
     save_kohya_lora(bad, tensors, {}, precision=precision)
     messages = " ".join(p.message for p in check_rules(bad).errors)
     assert "NaN or infinite" in messages and "all zeros" in messages
+
+
+def test_cli_validate_with_the_load_check_prints_only_its_verdict(lora_path, tiny_base):
+    """No library chatter (transformers' torchvision fallback notes, diffusers' notes) on stderr."""
+    proc = run_cli("validate", str(lora_path), "--base", str(tiny_base))
+    assert proc.returncode == 0, proc.stderr
+    assert "OK" in proc.stdout and "load check passed" in proc.stdout
+    assert proc.stderr == ""
