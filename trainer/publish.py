@@ -75,17 +75,20 @@ class PublishResult:
 
 # ----------------------------------------------------------------------------------- destination
 
-def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, user=None) -> Destination:
+def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, user=None,
+                        flag: str = "--to", writable: bool = True) -> Destination:
     """Where to publish: `to`, else the project's [export] dest, else the user config's [export] dest.
 
     `settings` is a trainer.settings.Settings (or None), `user` a trainer.user_config.UserConfig (loaded
     when None). A relative project dest is relative to the project folder; raises PublishError when
     none is set or the folder does not exist (a missing network mount must not become a local folder).
+    `flag` names the option `to` came from in messages; `writable=False` is for commands that only
+    read the folder (listing a teammate's read-only share must work).
     """
     from trainer.user_config import load_user_config
 
     if to:
-        dest = Destination(Path(to).expanduser(), "--to")
+        dest = Destination(Path(to).expanduser(), flag)
     elif settings is not None and settings.export.dest:
         dest = Destination(Path(settings.export.dest).expanduser(), "project")
     else:
@@ -97,7 +100,7 @@ def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, u
     if not dest.path.is_dir():
         raise PublishError(f"destination {dest.path} (from {dest.source}) does not exist or is not a folder",
                            hint="create it or mount the shared folder first")
-    if not os.access(dest.path, os.W_OK | os.X_OK):
+    if writable and not os.access(dest.path, os.W_OK | os.X_OK):
         raise PublishError(f"destination {dest.path} is not writable by you")
     return dest
 

@@ -162,3 +162,24 @@ def test_user_config_is_read_from_xdg_and_checked(tmp_path, monkeypatch):
     path.write_text("not = [toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_user_config()
+
+
+def test_a_read_only_shared_folder_can_be_listed_and_read_but_not_written(two_published, monkeypatch, capsys):
+    """A teammate's share mounted read-only: list/show/pack show work; pack create refuses clearly."""
+    from trainer.cli import main as cli_main
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if mode & os.W_OK and
+                        str(path) == str(two_published) else real_access(path, mode, *a, **k))
+    assert cli_main(["shared", "list", "--dir", str(two_published), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["ok"] and {a["name"] for a in listed["adapters"]} >= {"style-a", "char-b"}
+    assert cli_main(["shared", "show", "char-b", "--dir", str(two_published)]) == 0
+    assert cli_main(["pack", "create", "duo", "style-a", "--to", str(two_published)]) == 1
+    assert "is not writable by you" in capsys.readouterr().err
+    assert not (two_published / "duo.pack.json").exists()
+
+
+def test_a_missing_shared_folder_names_the_option_it_came_from(tmp_path):
+    proc = run_cli("shared", "list", "--dir", str(tmp_path / "unmounted"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "(from --dir)" in proc.stderr

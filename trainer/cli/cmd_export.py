@@ -89,7 +89,9 @@ def _folder_options(p) -> None:
     p.add_argument("--project", help="take the shared folder from this project's [export] dest")
 
 
-def _shared_folder(args, folder: str | None, project_name: str | None):
+def _shared_folder(args, folder: str | None, project_name: str | None, *, flag: str = "--dir",
+                   writable: bool = False):
+    """The shared folder of a pack/shared command; only `pack create` needs to write to it."""
     from trainer import settings as settings_mod
     from trainer.project import open_project
     from trainer.publish import resolve_destination
@@ -97,7 +99,7 @@ def _shared_folder(args, folder: str | None, project_name: str | None):
     settings = None
     if project_name and not folder:
         settings = settings_mod.load(open_project(project_name, args.root).settings_file)
-    return resolve_destination(folder, settings=settings)
+    return resolve_destination(folder, settings=settings, flag=flag, writable=writable)
 
 
 # ------------------------------------------------------------------------------------------ handlers
@@ -137,7 +139,7 @@ def cmd_validate(args) -> CommandResult:
         line = f"error: {args.file} is not a valid LoRA: {first}"
         if len(errors) > 1:
             line += f" (and {len(errors) - 1} more problem(s), listed above)"
-        print(line + (f"; try: {hint}" if hint else ""), file=sys.stderr)
+        print(line + (f"; try: {hint}" if hint and "loradeck convert" not in line else ""), file=sys.stderr)
     return CommandResult(report.to_dict(), text, 0 if report.ok else 1)
 
 
@@ -154,7 +156,7 @@ def cmd_pack_create(args) -> CommandResult:
     from trainer.packs import create_pack, parse_adapter_spec
     from trainer.publish import resolve_on_conflict
 
-    dest = _shared_folder(args, args.to, args.project)
+    dest = _shared_folder(args, args.to, args.project, flag="--to", writable=True)
     adapters = [parse_adapter_spec(s) for s in args.adapters]
     out = create_pack(dest.path, args.pack_name, adapters, description=args.description, preview=args.preview,
                       on_conflict=resolve_on_conflict(args.on_conflict))
@@ -194,7 +196,8 @@ def cmd_shared_list(args) -> CommandResult:
         lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     for p in packs:
         lines.append(f"  pack {p['name']}: " + (p.get("problem") or ", ".join(f"{a}={w:g}" for a, w in p["adapters"])))
-    return CommandResult({"folder": str(dest.path), "adapters": [a.to_dict() for a in adapters], "packs": packs},
+    return CommandResult({"ok": True, "folder": str(dest.path), "adapters": [a.to_dict() for a in adapters],
+                          "packs": packs},
                          "\n".join(lines))
 
 
@@ -205,7 +208,7 @@ def cmd_shared_show(args) -> CommandResult:
     entry = describe_adapter(dest.path, args.adapter)
     sidecar = read_sidecar(sidecar_path(dest.path, args.adapter))
     text = "\n".join(f"{k}: {v}" for k, v in entry.to_dict().items() if v not in (None, ""))
-    return CommandResult({"adapter": entry.to_dict(), "sidecar": sidecar}, text)
+    return CommandResult({"ok": True, "adapter": entry.to_dict(), "sidecar": sidecar}, text)
 
 
 def cmd_shared_import(args) -> CommandResult:
@@ -215,7 +218,8 @@ def cmd_shared_import(args) -> CommandResult:
     from trainer.shared_folder import import_into_project
 
     project = open_project(args.project, args.root)
-    dest = resolve_destination(args.dir, settings=settings_mod.load(project.settings_file))
+    dest = resolve_destination(args.dir, settings=settings_mod.load(project.settings_file), flag="--dir",
+                               writable=False)
     out = import_into_project(project, dest.path, args.adapter, dry_run=args.dry_run)
     verb = "would set" if args.dry_run else "set"
     lines = [f"{'(dry run) ' if args.dry_run else ''}imported {args.adapter} into {project.name}"]
