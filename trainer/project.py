@@ -53,7 +53,7 @@ def validate_name(name: str) -> str:
         raise ProjectError(f"project name {name!r} may not start or end with spaces or end with a dot")
     if not _NAME_RE.match(name):
         raise ProjectError(
-            f"project name {name!r} is not allowed: use 1-64 letters, digits, '.', '_', '-' or spaces,"
+            f"project name {name!r} is not allowed: use 1-64 ASCII letters, digits, '.', '_', '-' or spaces,"
             " starting with a letter or digit")
     return name
 

@@ -122,7 +122,7 @@ def resolve_on_conflict(choice: str | None, *, settings=None, user=None) -> str:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith((".", " ")):
-        raise PublishError(f"adapter name {name!r} is not allowed: use letters, digits, '.', '_', '-' or"
+        raise PublishError(f"adapter name {name!r} is not allowed: use ASCII letters, digits, '.', '_', '-' or"
                            " spaces, starting with a letter or digit")
     if name.endswith(ADAPTER_SUFFIX):
         raise PublishError(f"give the adapter name without {ADAPTER_SUFFIX}")

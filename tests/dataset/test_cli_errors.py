@@ -117,3 +117,9 @@ def test_init_still_refuses_a_folder_that_is_not_a_project(cli, root):
     proc = cli("init", "photos", root=root)
     assert proc.returncode == 1 and "already exists" in proc.stderr
     assert sorted(p.name for p in (root / "photos").iterdir()) == ["holiday.jpg"]
+
+
+def test_a_non_ascii_project_name_is_refused_saying_ascii(cli, root):
+    proc = cli("init", "ünï", root=root)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "ASCII letters" in proc.stderr
+    assert list(root.iterdir()) == []
