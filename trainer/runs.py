@@ -689,6 +689,7 @@ def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
     watch (`follow`).
     """
     check_resumable(files)
+    check_requirements(run_config.read_run_config(files.config)[0])  # e.g. the model is still missing
     if detach:
         return start(files, resume=True, gpus=gpus)
     return launch(files, resume=True, gpus=gpus)

@@ -47,3 +47,34 @@ def test_cli_train_with_a_missing_model_fails_with_one_line_and_no_run(project, 
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: base model some/missing-id")
     assert run_dirs(project) == []
+
+
+def test_resume_of_a_run_whose_model_is_still_missing_is_refused_without_starting_it(project, monkeypatch):
+    from huggingface_hub import constants
+
+    files = runs.create_run(project, {"max_train_steps": 2})  # synthetic:tiny
+    text = files.config.read_text().replace('"synthetic:tiny"', '"some/missing-id"')
+    files.config.write_text(text)
+    from trainer.events import EventWriter
+    writer = EventWriter(files.events)
+    writer.emit("run_started", run_id=files.run_id, config={}, environment={})
+    writer.emit("run_finished", status="failed", message="base model some/missing-id is missing")
+    writer.close()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(runs, "launch", lambda *a, **k: pytest.fail("resume started a trainer"))
+    with pytest.raises(ModelError, match="some/missing-id is not in the Hugging Face cache"):
+        runs.resume(files)
+    assert not files.launch.exists()
+
+
+def test_a_failed_foreground_run_with_json_still_says_why_on_stderr(project, fake_trainer, monkeypatch, capsys):
+    import json
+
+    from trainer.cli import main as cli_main
+
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    code = cli_main(["train", "toy", "--steps", "2", "--resolution", "64", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1 and json.loads(captured.out)["state"] == "failed"
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: run ")
+    assert "failed: loss is nan" in captured.err

@@ -314,4 +314,8 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
         if info.message:
             text += f"\n  {info.message}"
         text += f"\n  resume with: loradeck resume {project.name} {files.run_id}\n  log: {files.log}"
+    if quiet and state in ("failed", "crashed"):
+        # --json: the progress view said nothing, so the failure's one line goes to stderr here.
+        _say(f"error: run {files.run_id} {state}: "
+             f"{info.message or 'the trainer exited without finishing'} (log: {files.log})")
     return CommandResult(data, text, code=code)
