@@ -123,3 +123,12 @@ def test_a_non_ascii_project_name_is_refused_saying_ascii(cli, root):
     proc = cli("init", "ünï", root=root)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "ASCII letters" in proc.stderr
     assert list(root.iterdir()) == []
+
+
+def test_importing_a_folder_with_no_files_is_an_error_not_a_silent_success(cli, root, tmp_path):
+    create_project("empty", root)
+    folder = tmp_path / "nothing here"
+    (folder / "sub").mkdir(parents=True)
+    proc = cli("import", "empty", str(folder), "--json", root=root)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+    assert proc.stderr == f"error: no files to import found in {folder}\n"

@@ -174,6 +174,11 @@ def cmd_import(args) -> CommandResult | int:
         data["ok"] = False
         print(f"error: nothing imported ({len(report.refused)} file(s) refused)", file=sys.stderr)
         code = 1
+    elif not (report.imported or report.duplicates or report.captions_imported or report.stopped):
+        # An empty folder (or only hidden files/links): most likely the wrong path.
+        data["ok"] = False
+        print(f"error: no files to import found in {', '.join(args.paths)}", file=sys.stderr)
+        code = 1
     return _finish(args, out, report.stopped, data, "\n".join(lines), code)
 
 
