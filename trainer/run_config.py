@@ -126,8 +126,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (UnicodeDecodeError, IsADirectoryError):
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not a utf-8 text file") from None
+    except OSError as e:  # permission denied, I/O error
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     try:
         return tomlkit.parse(text).unwrap()
     except TOMLKitError as e:

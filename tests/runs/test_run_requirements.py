@@ -78,3 +78,11 @@ def test_a_failed_foreground_run_with_json_still_says_why_on_stderr(project, fak
     assert code == 1 and json.loads(captured.out)["state"] == "failed"
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: run ")
     assert "failed: loss is nan" in captured.err
+
+
+def test_a_config_path_that_is_a_folder_says_so(project, tmp_path):
+    from trainer import run_config
+
+    with pytest.raises(ConfigError, match="is a folder, not a TOML file"):
+        run_config.resolve(project, {}, tmp_path)
+    assert run_dirs(project) == []
