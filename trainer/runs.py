@@ -628,10 +628,16 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
     can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
     """
     state = run_state(files)
-    if state not in ACTIVE and not (state == "crashed" and lingering_pid(files)):
+    lingering = lingering_pid(files) if state not in ACTIVE else None
+    if state not in ACTIVE and lingering is None:
         raise LoradeckError(f"run {files.run_id} is not running (it is {state})")
     was_started = state != "starting"
-    pid = signal_run(files, signal.SIGTERM)
+    if state in FINISHED:
+        # It already reported its end and is still exiting (an earlier stop ran out of time):
+        # wait for it; a second SIGTERM could cut its teardown short.
+        pid = lingering
+    else:
+        pid = signal_run(files, signal.SIGTERM)
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         state = run_state(files)

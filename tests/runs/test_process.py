@@ -181,3 +181,23 @@ def test_foreground_crash_shows_the_end_of_train_log(project, monkeypatch, capsy
     captured = capsys.readouterr()
     assert code == 1 and "crashed" in captured.out and "resume with" in captured.out
     assert "No module named tests.runs.no_such_trainer_module" in captured.err
+
+
+def test_a_second_stop_waits_for_a_run_that_reported_stopped_but_is_still_exiting(project, fake_trainer, reap,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+    monkeypatch.setenv("FAKE_EXIT_SECONDS", "2")
+    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
+    pid = runs.start(files)
+    reap(pid)
+    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    first = runs.stop(files, timeout=0.3)          # gives up while the trainer still tears down
+    wait_for(lambda: runs.run_state(files) == "stopped")
+    assert not first["ok"] and runs.lingering_pid(files) == pid
+    second = runs.stop(files, timeout=20)          # what `loradeck stop` run again does
+    assert second["ok"] and second["state"] == "stopped" and second["pid"] == pid
+    assert not runs.process_alive(pid)
+    finished = [e for e in read_all(files.events) if e["type"] == "run_finished"]
+    assert len(finished) == 1
+    with pytest.raises(LoradeckError, match="not running"):
+        runs.stop(files)
