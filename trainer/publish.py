@@ -383,8 +383,12 @@ def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, An
         config = _config_of(run_dir)
         output = _output_of(run_dir, config)
         if output is None:
+            state = runs_mod.run_state(runs_mod.RunFiles(run_dir)) if runs_mod is not None else None
+            hint = (f"it is {state}: resume it with `loradeck resume {project.name} {run_dir.name}`, or export"
+                    " another run" if state in ("stopped", "failed", "crashed")
+                    else "wait for it to finish, or export another run")
             raise PublishError(f"run {run_dir.name} has no final LoRA yet ({config.get('output_name', 'lora')}"
-                               f"{ADAPTER_SUFFIX})", hint="wait for it to finish, or export another run")
+                               f"{ADAPTER_SUFFIX})", hint=hint)
         return run_dir, config, output
     if runs_mod is not None and hasattr(runs_mod, "run_folders"):
         dirs = [f.dir for f in runs_mod.run_folders(project)]

@@ -355,3 +355,16 @@ def test_publishing_modules_stay_free_of_torch():
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft', 'textual') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_exporting_a_stopped_run_suggests_resuming_it(project, lora_bytes, tiny_base, shared):
+    good = make_run(project, lora_bytes, base_model=str(tiny_base), run_id="20261126-080000-aaaa")
+    stopped = project.runs / "20261126-090000-cccc"
+    stopped.mkdir(parents=True)
+    (stopped / "config.toml").write_text((good / "config.toml").read_text())
+    (stopped / "events.jsonl").write_text(
+        json.dumps({"type": "run_started", "time": 1.0, "run_id": stopped.name, "config": {}, "environment": {}})
+        + "\n" + json.dumps({"type": "run_finished", "time": 2.0, "status": "stopped"}) + "\n")
+    with pytest.raises(LoradeckError, match="no final LoRA") as err:
+        export_run("heroes", stopped.name, root=project.root, to=shared, load_check=False)
+    assert f"it is stopped: resume it with `loradeck resume heroes {stopped.name}`" in err.value.one_line()
