@@ -85,7 +85,7 @@ def load_settings(project: Project, resolution: int | None = None) -> PrepSettin
     from trainer import settings as settings_mod
 
     prep = settings_mod.load(project.settings_file).prep
-    res = resolution or prep.resolution
+    res = prep.resolution if resolution is None else resolution  # an explicit 0 is an error, not "default"
     if res < 8 or res % 8:
         raise ConfigError(f"resolution must be a multiple of 8 and at least 8, got {res}")
     try:

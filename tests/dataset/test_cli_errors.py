@@ -132,3 +132,10 @@ def test_importing_a_folder_with_no_files_is_an_error_not_a_silent_success(cli, 
     proc = cli("import", "empty", str(folder), "--json", root=root)
     assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
     assert proc.stderr == f"error: no files to import found in {folder}\n"
+
+
+@pytest.mark.parametrize("bad", ["0", "-64"])
+def test_prep_refuses_a_zero_or_negative_resolution_instead_of_using_the_default(cli, root, bad):
+    create_project("res", root)
+    proc = cli("prep", "res", "--resolution", bad, root=root)
+    assert proc.returncode == 1 and proc.stderr == f"error: resolution must be a multiple of 8 and at least 8, got {bad}\n"
