@@ -139,3 +139,9 @@ def test_prep_refuses_a_zero_or_negative_resolution_instead_of_using_the_default
     create_project("res", root)
     proc = cli("prep", "res", "--resolution", bad, root=root)
     assert proc.returncode == 1 and proc.stderr == f"error: resolution must be a multiple of 8 and at least 8, got {bad}\n"
+
+
+def test_check_refuses_a_zero_resolution_instead_of_using_the_default(cli, root):
+    create_project("res0", root)
+    proc = cli("check", "res0", "--resolution", "0", root=root)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "resolution: must be at least" in proc.stderr

@@ -215,7 +215,7 @@ def cmd_check(args) -> CommandResult:
 
     project = open_project(args.name, args.root)
     config = None
-    if args.resolution:
+    if args.resolution is not None:  # 0 is refused by the config rules, not taken as "default"
         from trainer import run_config
 
         config = run_config.resolve(project, {"resolution": args.resolution}).config
