@@ -415,9 +415,9 @@ def free_vae_encoder(vae, *, keep_decoder: bool, on_gpu: bool):
     vae.encoder = None
     vae.quant_conv = None
     if on_gpu:
-        vae.to("cpu")
         import torch
 
+        vae.to("cpu", dtype=torch.float32)  # CPUs have no fast fp16 convolutions
         torch.cuda.empty_cache()
     return vae
 
