@@ -74,3 +74,22 @@ def test_kill_9_then_resume_continues_from_the_last_saved_state(make_run):
     assert starts[-1]["start_step"] == saved[-1]
     last = events_of(run, "run_finished")[-1]
     assert last["status"] == "completed" and last["steps_done"] == 5
+
+
+def test_process_exits_with_the_runs_code_and_a_complete_log_even_when_stdout_is_buffered(make_run):
+    # The process skips the interpreter's module teardown at exit; its buffered log must still arrive.
+    run = make_run(max_train_steps=1, batch_size=1)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([PYTHON, "-m", "trainer.train_process", str(run)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.rstrip().splitlines()[-1].startswith("run_finished: status=completed")
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+
+    failing = make_run("failing", max_train_steps=1, base_model="/no/such/model.safetensors")
+    failed = subprocess.run([PYTHON, "-m", "trainer.train_process", str(failing)], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=300)
+    assert failed.returncode == 1
+    assert "error: " in failed.stdout and failed.stdout.rstrip().splitlines()[-1].startswith(
+        "run_finished: status=failed")
