@@ -21,7 +21,13 @@ def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(ma
         deadline = time.monotonic() + 240
         while not events_of(run, "step") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        # status.json is rewritten by the heartbeat thread about every second, so it may still say
+        # "starting" just after the first step event: give it a few beats.
+        beat_deadline = time.monotonic() + 10
         status = json.loads((run / "status.json").read_text())
+        while status["state"] != "running" and time.monotonic() < beat_deadline:
+            time.sleep(0.2)
+            status = json.loads((run / "status.json").read_text())
         assert status["pid"] == proc.pid and status["state"] == "running"
         beat = status["heartbeat"]
         time.sleep(1.3)  # the heartbeat is rewritten about every second
