@@ -507,10 +507,22 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoder, items, model, 
         config=cfg.to_dict(), base_model=cfg.base_model, base_model_version=models.base_model_version(model),
         resolution=cfg.resolution, tag_frequency=train_data.tag_frequency(items, folder),
         num_train_images=len(items) * cfg.repeats, steps=step, epochs=epochs, output_name=cfg.output_name,
-        extra={"trigger": ctx.dataset.get("trigger_word") or "", "run_id": ctx.files.run_id})
+        extra={"trigger": ctx.dataset.get("trigger_word") or "", "run_id": ctx.files.run_id,
+               "training_started_at": run_started_at(ctx.files)})
     path.parent.mkdir(parents=True, exist_ok=True)
     lora_file.save_kohya_lora(path, tensors, metadata, precision=cfg.save_precision)
     return path
+
+
+def run_started_at(files: RunFiles) -> float | None:
+    """When the run first started (its first run_started event; a resumed run keeps the original)."""
+    from trainer.events import iter_file
+
+    with contextlib.suppress(OSError):
+        for event in iter_file(files.events):
+            if event.get("type") == "run_started":
+                return event.get("time")
+    return None
 
 
 def prune_checkpoints(folder: Path, output_name: str, keep: int) -> None:

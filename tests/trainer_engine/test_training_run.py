@@ -70,6 +70,10 @@ def test_run_trains_and_exports_a_kohya_lora_that_diffusers_loads(make_run, tiny
     out = Path(finished(run)["output"])
     assert out == run / "out.safetensors"
     tensors = validate_kohya_file(out)
+    from safetensors import safe_open
+
+    with safe_open(out, "pt") as f:  # the metadata says when the run began, not when the file was saved
+        assert abs(float(f.metadata()["ss_training_started_at"]) - ev["time"]) < 1e-3
     assert all(t.dtype.is_floating_point and str(t.dtype) == "torch.float16" for k, t in tensors.items()
                if not k.endswith(".alpha"))
     assert any("to_q" in k for k in tensors) and not any("ff_net" in k for k in tensors)
