@@ -12,7 +12,7 @@ too. Wall time and peak RSS come from wait4() on each child, so imports and mode
 
     python bench/bench_train.py                         # tiny model, 64 px, batch 2, rank 4
     python bench/bench_train.py --full --steps 3 --res 256 --batch 1 --rounds 1 --no-cache-variant
-    python bench/bench_train.py --learning              # + denoising-loss comparison of the two LoRAs
+    python bench/bench_train.py --learning --seeds 0 1 2 3 4 --rounds 0   # denoising loss of both LoRAs, per seed
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def prepare(work: Path, *, full: bool, images: int, res: int) -> tuple[Path, Pat
 
 
 def write_run(run_dir: Path, project: Path, model: Path, a, *, cache: bool, disk: bool = False,
-              out_name: str = "lora") -> Path:
+              out_name: str = "lora", seed: int = 0) -> Path:
     import shutil
 
     import tomlkit
@@ -86,11 +86,45 @@ def write_run(run_dir: Path, project: Path, model: Path, a, *, cache: bool, disk
         base_model=str(model), max_train_steps=a.steps + 1, max_train_epochs=None, batch_size=a.batch,
         rank=a.rank, alpha=float(a.rank), learning_rate=a.lr, resolution=a.res, mixed_precision="no",
         max_grad_norm=0.0, weight_decay=0.01, cache_latents=cache, cache_latents_to_disk=disk,
-        cache_text_embeddings=cache, output_name=out_name, seed=0))
+        cache_text_embeddings=cache, output_name=out_name, seed=seed))
     doc = {k: v for k, v in cfg.to_dict().items() if v is not None}
     doc["dataset"] = {"project_dir": str(project), "caption_extension": ".txt", "trigger_word": ""}
     (run_dir / "config.toml").write_text(tomlkit.dumps(doc))
     return run_dir
+
+
+def compare_learning(a, model: Path, project: Path, env: dict) -> dict:
+    """Train both sides once per seed (untimed), then the denoising loss of each exported file.
+
+    One seed is one draw of data order, adapter init, posterior samples, noise and timesteps; a
+    difference smaller than the spread across seeds is a tie, so the mean over seeds is compared.
+    """
+    from lora_eval import denoising_loss
+
+    images = sorted(p for p in (project / "dataset").iterdir() if p.suffix != ".txt")
+    base_loss = denoising_loss(model, images, None, resolution=a.res)
+    per_seed = []
+    for seed in a.seeds:
+        recipe_out = a.work / "recipe" / f"recipe_lora_seed{seed}.safetensors"
+        recipe_out.parent.mkdir(exist_ok=True)
+        recipe = [sys.executable, str(SHARED / "ref_lora_loop.py"), str(model), str(project / "dataset"),
+                  str(a.steps), "--batch", str(a.batch), "--res", str(a.res), "--rank", str(a.rank),
+                  "--lr", str(a.lr), "--seed", str(seed), "--out", str(recipe_out)]
+        run_dir = write_run(a.work / f"run-learn-{seed}", project, model, a, cache=False, seed=seed)
+        for cmd in (recipe, [sys.executable, "-m", "trainer.train_process", str(run_dir)]):
+            m = run_measured(cmd, env)
+            if m["code"] != 0:
+                print(m["output"][-3000:], file=sys.stderr)
+                raise SystemExit(f"learning run failed: {' '.join(cmd[:3])}")
+        ours = base_loss - denoising_loss(model, images, run_dir / "lora.safetensors", resolution=a.res)
+        theirs = base_loss - denoising_loss(model, images, recipe_out, resolution=a.res)
+        per_seed.append({"seed": seed, "loradeck_reduction": round(ours, 5), "recipe_reduction": round(theirs, 5)})
+        print(json.dumps({"learning": per_seed[-1]}), flush=True)
+    mean = lambda key: statistics.mean(x[key] for x in per_seed)  # noqa: E731
+    return {"base_loss": round(base_loss, 5), "per_seed": per_seed,
+            "loradeck_reduction_mean": round(mean("loradeck_reduction"), 5),
+            "recipe_reduction_mean": round(mean("recipe_reduction"), 5),
+            "ratio_of_means": round(mean("loradeck_reduction") / mean("recipe_reduction"), 4)}
 
 
 def main() -> int:
@@ -105,6 +139,8 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="the full SD1.5 architecture (synthetic:sd15)")
     ap.add_argument("--no-cache-variant", action="store_true", help="skip the cached-latents run")
     ap.add_argument("--learning", action="store_true", help="compare the denoising loss of both LoRAs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="with --learning: train both sides once per seed (data order, init, noise) and compare")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "cache" / "train")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP/MKL threads for both sides (1 makes timings on a shared machine far steadier)")
@@ -116,16 +152,14 @@ def main() -> int:
                PYTHONUNBUFFERED="1")
     if a.threads:
         env.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
-    recipe_out = a.work / "recipe" / "recipe_lora.safetensors"
-    recipe_out.parent.mkdir(exist_ok=True)
     variants = {
         "recipe": lambda: [sys.executable, str(SHARED / "ref_lora_loop.py"), str(model), str(project / "dataset"),
                            str(a.steps), "--batch", str(a.batch), "--res", str(a.res), "--rank", str(a.rank),
-                           "--lr", str(a.lr), "--seed", "0"] + (["--out", str(recipe_out)] if a.learning else []),
+                           "--lr", str(a.lr), "--seed", "0"],
         "loradeck": lambda: [sys.executable, "-m", "trainer.train_process",
                              str(write_run(a.work / "run-plain", project, model, a, cache=False))],
     }
-    if not a.no_cache_variant:
+    if not a.no_cache_variant and a.rounds:
         # cold: the latent cache is built in this process (encoding every image is part of the time);
         # warm: the on-disk cache a previous run (or `loradeck prep`) left is read back.
         variants["loradeck+cache"] = lambda: [sys.executable, "-m", "trainer.train_process",
@@ -151,7 +185,7 @@ def main() -> int:
     summary = {"model": "synthetic:sd15" if a.full else "synthetic:tiny", "steps": a.steps + 1, "batch": a.batch,
                "res": a.res, "rank": a.rank, "images": a.images, "rounds": a.rounds, "threads": a.threads}
     base = results["recipe"]
-    for name in names:
+    for name in names if a.rounds else []:
         walls = [x["wall"] for x in results[name]]
         rss = [x["peak_rss_mb"] for x in results[name]]
         cpus = [x["cpu"] for x in results[name]]
@@ -166,14 +200,7 @@ def main() -> int:
             summary[name]["rss_ratio"] = round(max(rss) / max(b["peak_rss_mb"] for b in base), 3)
 
     if a.learning:
-        from lora_eval import denoising_loss
-
-        images = sorted(p for p in (project / "dataset").iterdir() if p.suffix != ".txt")
-        base_loss = denoising_loss(model, images, None, resolution=a.res)
-        ours = denoising_loss(model, images, a.work / "run-plain" / "lora.safetensors", resolution=a.res)
-        theirs = denoising_loss(model, images, recipe_out, resolution=a.res)
-        summary["learning"] = {"base_loss": base_loss, "loradeck_loss": ours, "recipe_loss": theirs,
-                               "loradeck_reduction": base_loss - ours, "recipe_reduction": base_loss - theirs}
+        summary["learning"] = compare_learning(a, model, project, env)
     print(json.dumps(summary, indent=1))
     return 0
 

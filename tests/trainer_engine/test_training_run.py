@@ -275,3 +275,16 @@ def test_unavailable_knobs_and_models_fail_with_clear_errors(make_run, knob, exp
     [error] = events_of(run, "error")
     assert expected in error["message"] and error["kind"] in ("config", "model") and error["hint"]
     assert finished(run)["status"] == "failed"
+
+
+def test_adamw_uses_the_fused_kernel_for_fp32_adapters_only():
+    import torch
+
+    from trainer.config import from_mapping
+    from trainer.train_loop import make_optimizer
+
+    cfg = from_mapping({"base_model": "synthetic:tiny"})
+    fp32 = [torch.nn.Parameter(torch.zeros(4, 4))]
+    assert make_optimizer(cfg, fp32, []).defaults["fused"] is True
+    half = [torch.nn.Parameter(torch.zeros(4, 4, dtype=torch.float16))]
+    assert not make_optimizer(cfg, half, []).defaults["fused"]
