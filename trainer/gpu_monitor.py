@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 # Why `proc_mem` can be None while the device is visible: NVML reports host PIDs.
@@ -132,8 +133,10 @@ class Nvml:
 
 
 class _GroupPids(set):
-    """`pid`, or any process of its process group: all ranks of an accelerate launch share the run's
-    session. Looked up per NVML-listed pid; a host pid unknown in our namespace is not ours."""
+    """`pid`, the others of its process group, and the other ranks of its run: processes whose command
+    line runs the same trainer module on the same run folder (torch's launcher, which accelerate uses
+    for several GPUs, puts each rank in a session of its own). Looked up per NVML-listed pid; a host
+    pid unknown in our namespace is not ours."""
 
     def __init__(self, pid: int):
         super().__init__([pid])
@@ -141,16 +144,34 @@ class _GroupPids(set):
             self._pgid = os.getpgid(pid)
         except OSError:
             self._pgid = None
+        self._run = _trainer_run_of(pid)
 
     def __contains__(self, other: object) -> bool:
         if set.__contains__(self, other):
             return True
-        if self._pgid is None or not isinstance(other, int):
+        if not isinstance(other, int):
             return False
         try:
-            return os.getpgid(other) == self._pgid
+            if self._pgid is not None and os.getpgid(other) == self._pgid:
+                return True
         except OSError:
             return False
+        return self._run is not None and _trainer_run_of(other) == self._run
+
+
+TRAINER_MODULES = ("trainer.train_process",)
+
+
+def _trainer_run_of(pid: int) -> str | None:
+    """The run folder a trainer process trains (`... -m trainer.train_process RUN_DIR`), else None."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for module in TRAINER_MODULES:
+        if module in argv and argv.index(module) + 1 < len(argv):
+            return os.path.realpath(argv[argv.index(module) + 1])
+    return None
 
 
 def query_devices(pid: int | None = None) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ whose process is gone without run_finished, or whose heartbeat went stale, is `c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -571,49 +572,61 @@ def lingering_pid(files: RunFiles) -> int | None:
     return _target_pgid(files)[1]
 
 
-def _trainer_ranks(pgid: int) -> list[int]:
-    """The trainer processes (not the accelerate launcher) in process group `pgid`, from /proc."""
+def _trainer_ranks(files: RunFiles) -> list[int]:
+    """The live trainer processes of this run (not its launcher), found by their command line in /proc.
+
+    Not by process group: torch's launcher (which `accelerate launch --multi_gpu` runs) starts every
+    rank in a session of its own, so a signal to the launched group never reaches them.
+    """
     ranks = []
     try:
         entries = list(Path("/proc").iterdir())
     except OSError:
         return ranks  # no /proc: the caller signals the process group instead
+    run_dir = os.path.realpath(files.dir)
     for entry in entries:
         if not entry.name.isdigit():
             continue
-        fields_ = _proc_stat(int(entry.name))
-        if not fields_ or fields_[2] != str(pgid) or fields_[0] in ("Z", "X"):
+        pid = int(entry.name)
+        argv = _proc_argv(pid) or []
+        if not _is_rank(argv):
             continue
-        if _is_rank(_proc_argv(int(entry.name)) or []):
-            ranks.append(int(entry.name))
+        after = argv[argv.index(TRAIN_MODULE) + 1:]
+        fields_ = _proc_stat(pid)
+        if after and os.path.realpath(after[0]) == run_dir and fields_ and fields_[0] not in ("Z", "X"):
+            ranks.append(pid)
     return ranks
 
 
+LAUNCHERS = ("accelerate.commands.launch", "torch.distributed.run", "torch.distributed.launch")
+
+
 def _is_rank(argv: list[str]) -> bool:
-    """`... -m trainer.train_process RUN_DIR` not preceded by an accelerate launcher."""
+    """`... -m trainer.train_process RUN_DIR` not preceded by a launcher (accelerate, torchrun)."""
     if TRAIN_MODULE not in argv:
         return False
     before = argv[:argv.index(TRAIN_MODULE)]
-    return not any(a == "accelerate.commands.launch" or Path(a).name.startswith("accelerate") for a in before)
+    return not any(a in LAUNCHERS or Path(a).name.startswith(("accelerate", "torchrun")) for a in before)
 
 
 def signal_run(files: RunFiles, sig: int) -> int:
     """Send `sig` to the run's processes; returns the pid signalled (the launched one).
 
-    One process: its whole process group. An accelerate launch: SIGTERM/SIGINT go to the trainer
+    One process: its whole process group. A multi-GPU launch: SIGTERM/SIGINT go to the trainer
     ranks only, because the launcher answers SIGTERM by killing the ranks 30 s later, which could
-    cut a final save short; the launcher exits by itself when they have. SIGKILL hits the group.
+    cut a final save short; the launcher exits by itself when they have. SIGKILL hits the group and
+    every rank (each rank sits in a session of its own).
     """
     pgid, pid = _target_pgid(files)
     if pid is None:
         raise LoradeckError(f"run {files.run_id} has no live process on this machine")
     launch_rec = read_launch(files) or {}
-    if sig != signal.SIGKILL and pgid is not None and int(launch_rec.get("gpus") or 1) > 1:
-        ranks = _trainer_ranks(pgid)
-        if ranks:
-            for rank_pid in ranks:
-                os.kill(rank_pid, sig)
-            return pid
+    ranks = _trainer_ranks(files) if pgid is not None and int(launch_rec.get("gpus") or 1) > 1 else []
+    for rank_pid in ranks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rank_pid, sig)
+    if ranks and sig != signal.SIGKILL:
+        return pid
     if pgid is not None and pgid != os.getpgrp():
         os.killpg(pgid, sig)
     else:  # never signal our own group (a trainer started by hand from this shell)

@@ -217,3 +217,28 @@ def test_a_failing_writer_never_kills_the_sampler(nvml):
     assert sampler.running
     sampler.stop()
     assert len(calls) >= 3
+
+
+def test_proc_mem_counts_the_other_ranks_of_the_run_in_their_own_sessions(tmp_path):
+    """torch's launcher starts each rank in a new session: they are found by the run they train."""
+    import subprocess
+    from pathlib import Path
+
+    def rank(run_dir):
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "trainer.train_process",
+                                 str(run_dir)], start_new_session=True)
+
+    ours, sibling, other = rank(tmp_path / "run"), rank(tmp_path / "run"), rank(tmp_path / "other")
+    try:
+        deadline = time.monotonic() + 10
+        for p in (ours, sibling, other):  # until each has exec'd into its own command line
+            while b"trainer.train_process" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        pids = gpu_monitor._GroupPids(ours.pid)
+        assert ours.pid in pids and sibling.pid in pids
+        assert other.pid not in pids and os.getpid() not in pids
+    finally:
+        for p in (ours, sibling, other):
+            p.kill()
+            p.wait()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +62,7 @@ def test_accelerate_launch_on_cpu_runs_the_trainer_and_stop_signals_the_ranks(pr
         time.sleep(0.1)
     # The trainer is accelerate's child: the stop goes to it (the rank), not to the launcher,
     # which exits cleanly once its rank has saved and stopped.
-    [rank] = runs._trainer_ranks(proc.pid)
+    [rank] = runs._trainer_ranks(files)
     assert rank != proc.pid
     report = runs.stop(files, timeout=30)
     assert report["state"] == "stopped", files.log.read_text()
@@ -81,6 +84,9 @@ def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypa
     (["/venv/bin/python", "-m", "accelerate.commands.launch", "--multi_gpu", "-m", "trainer.train_process", "/p"],
      False),
     (["/venv/bin/accelerate", "launch", "-m", "trainer.train_process", "/p"], False),
+    (["/venv/bin/python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trainer.train_process",
+      "/p"], False),
+    (["/venv/bin/torchrun", "--nproc_per_node", "2", "-m", "trainer.train_process", "/p"], False),
     (["/venv/bin/python", "-m", "trainer.train_process", "/home/me/accelerate-tests/runs/x"], True),
     (["/venv/bin/python", "-m", "trainer.cli"], False),
 ])
@@ -97,3 +103,66 @@ def test_the_multi_gpu_command_line_parses_with_the_installed_accelerate(tmp_pat
     assert (parsed.mixed_precision, parsed.dynamo_backend) == ("fp16", "no")
     assert parsed.module and parsed.training_script == "trainer.train_process"
     assert parsed.training_script_args == [str(tmp_path), "--resume"]
+
+
+def _rank_of(pid: int) -> int:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
+
+
+def _torchrun(files, *, resume: bool = False) -> list[str]:
+    """Two CPU ranks under torch's own launcher (gloo): what accelerate does per GPU, on a CPU box."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+            str(29500 + os.getpid() % 1000), "-m", "trainer.train_process", str(files.dir)] + \
+        (["--resume"] if resume else [])
+
+
+def _wait_for_step(files, proc, step: int) -> None:
+    t0 = time.monotonic()
+    while not any(e["type"] == "step" and e["step"] >= step for e in read_all(files.events)):
+        assert time.monotonic() - t0 < 120, files.log.read_text()[-3000:]
+        assert proc.poll() is None, files.log.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+def test_two_real_ranks_split_the_data_agree_on_a_stop_and_resume_to_the_end(project, reap, monkeypatch):
+    """The real trainer in two processes (DDP over gloo): only rank 0 writes, each rank takes its share of
+    every epoch, a SIGTERM seen by rank 1 alone stops both at the same step, and --resume finishes."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from tests.runs.conftest import write_images
+
+    write_images(project.dataset, n=8, size=64)
+    total = 40
+    files = runs.create_run(project, {"max_train_steps": total, "resolution": 64, "batch_size": 1,
+                                      "gpus": 1, "cache_latents": True, "cache_text_embeddings": True})
+    proc = runs.launch(files, command=_torchrun(files), gpus=2)
+    reap(proc.pid)
+    _wait_for_step(files, proc, 2)
+    ranks = {_rank_of(pid): pid for pid in runs._trainer_ranks(files)}
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGTERM)  # rank 1 only: rank 0 must learn of it through the all-gather
+    assert proc.wait(timeout=60) == 0, files.log.read_text()[-3000:]
+
+    events = read_all(files.events)
+    [started] = [e for e in events if e["type"] == "run_started"]  # one writer: rank 0
+    assert started["batches_per_epoch"] == 4  # 8 images, batch 1, 2 ranks
+    [finished] = [e for e in events if e["type"] == "run_finished"]
+    assert finished["status"] == "stopped", finished
+    stopped_at = finished["steps_done"]
+    assert 2 <= stopped_at < total
+    assert runs.run_state(files) == "stopped"
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, stopped_at + 1))
+    assert not files.output("lora").exists()
+
+    proc = runs.launch(files, command=_torchrun(files, resume=True), gpus=2)
+    reap(proc.pid)
+    assert proc.wait(timeout=180) == 0, files.log.read_text()[-3000:]
+    events = read_all(files.events)
+    finished = [e for e in events if e["type"] == "run_finished"][-1]
+    assert finished["status"] == "completed" and finished["steps_done"] == total, finished
+    resumed = [e for e in events if e["type"] == "run_started"][-1]
+    assert resumed["start_step"] == stopped_at
+    from safetensors.torch import load_file
+
+    assert load_file(files.output("lora"))  # the exported adapter, written once by rank 0
