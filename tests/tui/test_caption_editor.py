@@ -230,3 +230,25 @@ async def test_the_editor_preview_info_line_is_not_cut_at_80_columns(root, demo)
         line = preview.query_one("#preview-info")
         assert len(preview.info) <= line.content_size.width
         assert "96×160" in preview.info and "KiB" in preview.info  # the mode is what gives way
+
+
+async def test_the_file_watcher_never_waits_for_the_ui(root, demo):
+    """watchdog calls in on its own thread while holding the observer's lock; if it waited for the UI,
+    leaving the editor (observer.stop() takes that lock) would deadlock the app. Here the UI is busy
+    (this test holds the event loop) while the watcher reports a change: it must return at once."""
+    import threading
+    from types import SimpleNamespace
+
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        editor = await open_editor(pilot, 0)
+        event = SimpleNamespace(src_path=str(demo.dataset / "shape_00.txt"), dest_path="")
+        watcher = threading.Thread(target=editor.watched_event, args=(event,), daemon=True)
+        watcher.start()
+        watcher.join(timeout=3)  # blocks the event loop, as a busy UI would
+        assert not watcher.is_alive(), "the watcher thread is waiting for the UI"
+        (demo.dataset / "shape_00.txt").write_text("changed while the UI was busy\n")
+        await wait_until(pilot, lambda: editor.area.text == "changed while the UI was busy", timeout=5,
+                         what="reload once the UI is free again")
+        await pilot.press("escape")
+        await wait_screen(pilot, "DatasetScreen")

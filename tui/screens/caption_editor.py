@@ -17,6 +17,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 
@@ -53,6 +54,10 @@ def editor_command() -> list[str]:
     """$VISUAL, else $EDITOR, else vi, split like a shell would."""
     return shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
 
+
+
+class CaptionFileTouched(Message):
+    """A caption file in dataset/ was written, moved or deleted by someone else (watchdog thread)."""
 
 class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     """Edit the captions of `entries`, starting at `index`; dismisses with the last image's name."""
@@ -220,12 +225,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event):
-                paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
-                if any(os.fsdecode(p).endswith(screen.ext) for p in paths if p):
-                    try:
-                        screen.app.call_from_thread(screen.schedule_disk_check)
-                    except RuntimeError:
-                        pass  # the app is shutting down
+                screen.watched_event(event)
 
         observer = Observer()
         try:
@@ -235,6 +235,17 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         except OSError:
             return  # no watching (e.g. inotify limits): writes are still conflict-checked
         self._observer = observer
+
+    def watched_event(self, event) -> None:
+        """A file event in dataset/, on watchdog's thread. It must never wait for the UI: the UI may be
+        in on_unmount, waiting in observer.stop() for the lock this thread holds while dispatching (with
+        call_from_thread here that deadlock froze the app). post_message is thread-safe and returns."""
+        paths = {getattr(event, "src_path", ""), getattr(event, "dest_path", "")}
+        if any(os.fsdecode(p).endswith(self.ext) for p in paths if p):
+            self.post_message(CaptionFileTouched())
+
+    def on_caption_file_touched(self, _message: CaptionFileTouched) -> None:
+        self.schedule_disk_check()
 
     def schedule_disk_check(self) -> None:
         """Check the file once its writer is done: a shell `>` or a plain editor truncates, then
