@@ -66,6 +66,7 @@ class PublishResult:
     size: int
     versioned: bool = False
     run: str | None = None
+    step: int | None = None  # the checkpoint's step; None for the run's final LoRA
     load_check: str = "not run"
     warnings: list[str] = field(default_factory=list)
 
@@ -403,8 +404,56 @@ def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, An
                        hint=f"train one with: loradeck train {project.name}")
 
 
-def latest_sample(run_dir: Path) -> Path | None:
-    """The run's newest sample image: the last `sample` event's file, else the newest PNG in samples/."""
+def run_checkpoints(run_dir: Path, config: dict[str, Any]) -> dict[int, Path]:
+    """{step: file} of the kohya-format LoRA files the trainer saved during the run (checkpoints/)."""
+    name = str(config.get("output_name") or "lora")
+    pattern = re.compile(re.escape(name) + r"-step(\d+)" + re.escape(ADAPTER_SUFFIX))
+    found = {}
+    for path in (run_dir / "checkpoints").glob(f"{name}-step*{ADAPTER_SUFFIX}"):
+        m = pattern.fullmatch(path.name)
+        if m and path.is_file():
+            found[int(m.group(1))] = path
+    return found
+
+
+def checkpoints_of(run_dir: Path) -> dict[int, Path]:
+    """`run_checkpoints` of a run folder, reading its config; {} where the config cannot be read."""
+    try:
+        return run_checkpoints(run_dir, _config_of(run_dir))
+    except PublishError:
+        return {}
+
+
+def find_run_checkpoint(project, run: str | None, checkpoint: str | int) -> tuple[Path, dict[str, Any], int, Path]:
+    """(run folder, its config, step, file) of an intermediate checkpoint: `checkpoint` is a step number
+    or "latest". Without `run`, the newest run that has checkpoints. Any run state will do: a stopped or
+    crashed run's checkpoints are complete files (each is written atomically)."""
+    from trainer import runs as runs_mod
+
+    latest = str(checkpoint).lower() == "latest"
+    if not latest and not str(checkpoint).isdigit():
+        raise PublishError(f"checkpoint must be a step number or 'latest', not {checkpoint!r}")
+    dirs = [runs_mod.find_run(project, run).dir] if run else [f.dir for f in reversed(runs_mod.run_folders(project))]
+    for run_dir in dirs:
+        config = _config_of(run_dir)
+        found = run_checkpoints(run_dir, config)
+        if not found:
+            if run:
+                raise PublishError(f"run {run_dir.name} has no checkpoints",
+                                   hint="train with --save-every-steps N or --save-every-epochs N")
+            continue
+        step = max(found) if latest else int(checkpoint)
+        if step not in found:
+            raise PublishError(f"run {run_dir.name} has no checkpoint at step {step}",
+                               hint="it has steps " + ", ".join(str(k) for k in sorted(found)))
+        return run_dir, config, step, found[step]
+    raise PublishError(f"project {project.name!r} has no run with checkpoints",
+                       hint="train with --save-every-steps N or --save-every-epochs N")
+
+
+def latest_sample(run_dir: Path, up_to_step: int | None = None) -> Path | None:
+    """The run's newest sample image: the last `sample` event's file, else the newest PNG in samples/.
+    With `up_to_step`, the last sample made at or before that step (a checkpoint's own preview), or None."""
     events = run_dir / "events.jsonl"
     newest = None
     with contextlib.suppress(OSError):
@@ -414,11 +463,13 @@ def latest_sample(run_dir: Path) -> Path | None:
             with contextlib.suppress(json.JSONDecodeError):
                 ev = json.loads(line)
                 if ev.get("type") == "sample" and ev.get("path"):
+                    if up_to_step is not None and not (isinstance(ev.get("step"), int) and ev["step"] <= up_to_step):
+                        continue
                     p = Path(ev["path"])
                     p = p if p.is_absolute() else run_dir / p
                     if p.is_file() and p.suffix.lower() == ".png":
                         newest = p
-    if newest is not None:
+    if newest is not None or up_to_step is not None:
         return newest
     pngs = [p for p in (run_dir / "samples").glob("**/*.png") if p.is_file()]
     return max(pngs, key=lambda p: (p.stat().st_mtime, p.name)) if pngs else None
@@ -442,12 +493,13 @@ def _dataset_size(project) -> int:
     return sum(1 for p in project.dataset.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def run_fill_metadata(project, settings, run_dir: Path, config: dict[str, Any]) -> dict[str, str]:
+def run_fill_metadata(project, settings, run_dir: Path, config: dict[str, Any],
+                      step: int | None = None) -> dict[str, str]:
     """Metadata for keys a run's LoRA may lack (the trainer writes most of them itself)."""
     dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
     trigger = dataset.get("trigger_word") or (settings.project.trigger_word if settings else "")
     train = {k: v for k, v in config.items() if not isinstance(v, dict)}
-    steps = int(train.get("max_train_steps") or 0)
+    steps = step if step is not None else int(train.get("max_train_steps") or 0)
     epochs = int(train.get("max_train_epochs") or 0)
     meta = kohya_metadata(config=train, base_model=str(train.get("base_model", "")), base_model_version="sd_v1",
                           resolution=int(train.get("resolution", 512)), tag_frequency=_tag_frequency(project, train),
@@ -460,9 +512,13 @@ def run_fill_metadata(project, settings, run_dir: Path, config: dict[str, Any]) 
 
 def export_run(project_name: str, run: str | None = None, *, root=None, to=None, name: str | None = None,
                on_conflict: str | None = None, base_model: str | None = None, load_check: bool = True,
-               isolate: bool = False, description: str = "") -> PublishResult:
+               isolate: bool = False, description: str = "", checkpoint: str | int | None = None,
+               to_source: str = "--to") -> PublishResult:
     """`loradeck export`: validate a run's final LoRA (rules + diffusers load on its base model when
-    available) and publish it with sidecar and latest sample as preview. See `publish_adapter`."""
+    available) and publish it with sidecar and latest sample as preview. See `publish_adapter`.
+    With `checkpoint` (a step or "latest"), one of the run's intermediate checkpoints instead, published
+    as OUTPUT-stepN by default, with the last sample made up to that step as its preview. `to_source`
+    names where `to` came from in messages (the CLI's --to, the TUI's dialog)."""
     from trainer import settings as settings_mod
     from trainer.lora_validate import InvalidLoraError, validate
     from trainer.project import open_project
@@ -471,10 +527,15 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
     project = open_project(project_name, root)
     settings = settings_mod.load(project.settings_file)
     user = load_user_config()
-    dest = resolve_destination(to, settings=settings, user=user)
+    dest = resolve_destination(to, settings=settings, user=user, flag=to_source)
     policy = resolve_on_conflict(on_conflict, settings=settings, user=user)
-    run_dir, config, output = find_run_output(project, run)
-    out_name = check_name(name or str(config.get("output_name") or project.name))
+    step = None
+    if checkpoint is not None:
+        run_dir, config, step, output = find_run_checkpoint(project, run, checkpoint)
+    else:
+        run_dir, config, output = find_run_output(project, run)
+    default_name = str(config.get("output_name") or project.name) + (f"-step{step}" if step is not None else "")
+    out_name = check_name(name or default_name)
     if policy == "refuse" and os.path.lexists(adapter_path(dest.path, out_name)):
         raise PublishError(f"{adapter_path(dest.path, out_name)} already exists",
                            hint="choose another --name, or --on-conflict version")
@@ -487,9 +548,10 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
     if not report.ok:
         raise InvalidLoraError(report)
     result = publish_adapter(output, dest, out_name, on_conflict=policy,
-                             fill_metadata=run_fill_metadata(project, settings, run_dir, config),
-                             preview=latest_sample(run_dir), who=user.who, project=project.name, run=run_dir.name,
-                             description=description or settings.project.description)
+                             fill_metadata=run_fill_metadata(project, settings, run_dir, config, step),
+                             preview=latest_sample(run_dir, up_to_step=step), who=user.who, project=project.name,
+                             run=run_dir.name, description=description or settings.project.description)
+    result.step = step
     result.load_check = report.load_check
     result.warnings = [p.message for p in report.problems if p.severity == "warning"]
     return result

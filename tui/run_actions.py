@@ -61,12 +61,21 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     runs.resume(files, detach=True)
 
 
-def export(project: Project, files: RunFiles, dest: str | None) -> Any:
-    """Validate and publish the run's final LoRA through the export engine (trainer.publish).
+def export(project: Project, files: RunFiles, dest: str | None, checkpoint: str = "") -> Any:
+    """Validate and publish the run's final LoRA, or with `checkpoint` (a step or "latest") one of its
+    checkpoints, through the export engine (trainer.publish).
 
     `dest` empty uses the project's / user's configured destination. The diffusers load check runs
     in a subprocess (isolate), so the TUI process never imports torch.
     """
     from trainer import publish
 
-    return publish.export_run(project.name, files.run_id, root=project.root, to=dest or None, isolate=True)
+    return publish.export_run(project.name, files.run_id, root=project.root, to=dest or None, isolate=True,
+                              checkpoint=checkpoint or None, to_source="the export dialog")
+
+
+def has_checkpoints(project: Project, run_id: str) -> bool:
+    """Does the run have intermediate LoRA files (exportable whatever its state)?"""
+    from trainer import publish
+
+    return bool(publish.checkpoints_of(project.runs / run_id))

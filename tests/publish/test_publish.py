@@ -368,3 +368,46 @@ def test_exporting_a_stopped_run_suggests_resuming_it(project, lora_bytes, tiny_
     with pytest.raises(LoradeckError, match="no final LoRA") as err:
         export_run("heroes", stopped.name, root=project.root, to=shared, load_check=False)
     assert f"it is stopped: resume it with `loradeck resume heroes {stopped.name}`" in err.value.one_line()
+
+
+def test_a_checkpoint_of_a_stopped_run_is_exported_with_its_own_step_and_preview(project, lora_bytes, tiny_base,
+                                                                                 shared):
+    """kohya-style: pick the best intermediate file; a stopped run's checkpoints count too."""
+    run_dir = make_run(project, lora_bytes, base_model=str(tiny_base))
+    (run_dir / "mylora.safetensors").unlink()  # stopped before its final export
+    (run_dir / "checkpoints").mkdir()
+    for step in (50, 100):
+        (run_dir / "checkpoints" / f"mylora-step{step:08d}.safetensors").write_bytes(lora_bytes)
+    (run_dir / "checkpoints" / "mylora-step00000075.safetensors.tmp-x").write_bytes(b"partial")  # not one
+
+    result = export_run("heroes", root=project.root, to=shared, load_check=False, checkpoint="50")
+    assert (result.name, result.step, result.run) == ("mylora-step50", 50, run_dir.name)
+    assert check_rules(shared / "mylora-step50.safetensors").ok
+    # its preview is the sample made at step 50, not the run's later one
+    assert (shared / "mylora-step50.preview.png").read_bytes() == \
+        (run_dir / "samples" / "step-000050-0.png").read_bytes()
+    assert export_run("heroes", run_dir.name, root=project.root, to=shared, load_check=False,
+                      checkpoint="latest").name == "mylora-step100"
+    with pytest.raises(LoradeckError, match="no checkpoint at step 75") as err:
+        export_run("heroes", root=project.root, to=shared, load_check=False, checkpoint=75)
+    assert "it has steps 50, 100" in err.value.one_line()
+    with pytest.raises(LoradeckError, match="step number or 'latest'"):
+        export_run("heroes", root=project.root, to=shared, load_check=False, checkpoint="best")
+    with pytest.raises(LoradeckError, match="no final LoRA"):  # without --checkpoint nothing changed
+        export_run("heroes", run_dir.name, root=project.root, to=shared, load_check=False)
+
+
+def test_cli_exports_the_latest_checkpoint(project, lora_bytes, tiny_base, shared):
+    plain = make_run(project, lora_bytes, base_model=str(tiny_base), run_id="20261126-080000-aaaa")
+    proc = run_cli("export", "heroes", "--checkpoint", "latest", "--to", str(shared), "--no-load-check",
+                   root=project.root)
+    assert proc.returncode == 1 and "no run with checkpoints" in proc.stderr
+    assert "--save-every-steps" in proc.stderr
+    (plain / "checkpoints").mkdir()
+    (plain / "checkpoints" / "mylora-step00000040.safetensors").write_bytes(lora_bytes)
+    proc = run_cli("export", "heroes", "--checkpoint", "latest", "--to", str(shared), "--no-load-check",
+                   root=project.root)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run {plain.name} checkpoint at step 40" in proc.stdout
+    assert file_model_hash(shared / "mylora-step40.safetensors") == \
+        file_model_hash(plain / "checkpoints" / "mylora-step00000040.safetensors")

@@ -95,7 +95,7 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count == 4, what="rows")
-        await pilot.press("e")  # the crashed run has nothing to export: refused with a notice
+        await pilot.press("e")  # the crashed run has no final LoRA and no checkpoints: a notice, no dialog
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("down", "down", "down", "e")
         from tui.screens.runs import ExportScreen
@@ -105,9 +105,33 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
         await pilot.press("enter")
         from tui.screens.error import ErrorScreen
 
-        # the crafted run has no LoRA file: the export engine refuses and the error modal says why
+        # the folder does not exist: the export engine refuses and the error modal says why, naming
+        # where the folder came from in the TUI's words (not a command-line flag)
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
-        assert app.screen.message
+        assert "(from the export dialog) does not exist" in app.screen.message
+
+
+async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_runs, tmp_path):
+    from tests.publish.tiny_models import write_lora
+    from tui.screens.runs import ExportScreen
+
+    stopped = four_runs.runs / "20260102-000000-bbbb"
+    (stopped / "checkpoints").mkdir()
+    write_lora(stopped / "checkpoints" / "lora-step00000004.safetensors", output_name="lora", trigger="sks")
+    app = ScreenApp(lambda: RunsScreen(four_runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 4, what="rows")
+        await pilot.press("down", "down", "e")
+        assert isinstance(app.screen, ExportScreen)
+        assert app.screen.query_one("#export-checkpoint").value == "latest"
+        (tmp_path / "loras").mkdir()
+        app.screen.query_one("#export-dest").value = str(tmp_path / "loras")
+        await pilot.press("enter")
+        # the crafted config names no output_name: published under the project's name, with the step
+        published = tmp_path / "loras" / f"{four_runs.name}-step4.safetensors"
+        await wait_for(pilot, published.exists, timeout=60, what="the checkpoint published")
+        assert published.with_suffix(".json").exists()
 
 
 async def test_every_column_fits_80_columns_lora_name_included(four_runs):

@@ -1,6 +1,6 @@
 """CLI commands: export, validate, convert, pack, shared (see trainer/cli/__init__.py for the conventions).
 
-    loradeck export NAME [RUN] [--to DIR] [--name OUT] [--on-conflict refuse|version]
+    loradeck export NAME [RUN] [--checkpoint STEP|latest] [--to DIR] [--name OUT] [--on-conflict refuse|version]
     loradeck validate FILE [--base MODEL] [--no-load-check]
     loradeck convert IN OUT [--to kohya|diffusers] [--overwrite]
     loradeck pack create NAME ADAPTER[=WEIGHT]... [--to DIR] [--description TEXT] [--preview PNG]
@@ -27,8 +27,11 @@ def register(sub, parent) -> None:
     p = sub.add_parser("export", parents=[parent], help="validate a run's LoRA and publish it to the shared folder")
     p.add_argument("name", help="project")
     p.add_argument("run", nargs="?", help="run id or prefix (default: the newest run with a final LoRA)")
+    p.add_argument("--checkpoint", metavar="STEP|latest",
+                   help="publish the checkpoint saved at this step instead of the final LoRA (any run state)")
     p.add_argument("--to", help="destination folder (default: project [export] dest, else user config)")
-    p.add_argument("--name", dest="out_name", metavar="OUT", help="published name (default: the run's output_name)")
+    p.add_argument("--name", dest="out_name", metavar="OUT",
+                   help="published name (default: the run's output_name; OUT-stepN for a checkpoint)")
     p.add_argument("--on-conflict", choices=CONFLICT_CHOICES,
                    help="when the name exists: refuse (default) or publish as OUT-v2, OUT-v3, ...")
     p.add_argument("--base", help="base model for the load check (default: the run's base model)")
@@ -109,9 +112,10 @@ def cmd_export(args) -> CommandResult:
 
     result = export_run(args.name, args.run, root=args.root, to=args.to, name=args.out_name,
                         on_conflict=args.on_conflict, base_model=args.base, load_check=not args.no_load_check,
-                        description=args.description)
+                        description=args.description, checkpoint=args.checkpoint)
+    what = f"run {result.run}" + (f" checkpoint at step {result.step}" if result.step is not None else "")
     lines = [f"published {result.name} -> {result.adapter}" + (" (new version)" if result.versioned else ""),
-             f"  run {result.run}; {result.size / 1e6:.1f} MB; sshs_model_hash {result.sshs_model_hash[:12]}",
+             f"  {what}; {result.size / 1e6:.1f} MB; sshs_model_hash {result.sshs_model_hash[:12]}",
              f"  sidecar {result.sidecar}" + (f"; preview {result.preview}" if result.preview else "; no preview"),
              f"  load check {result.load_check}"]
     lines += [f"  warning: {w}" for w in result.warnings]

@@ -37,26 +37,30 @@ def started_text(started: float | None) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-"
 
 
-class ExportScreen(ModalScreen[str | None]):
-    """Asks where to export a run's LoRA; dismisses with the folder ("" = the configured one), or None."""
+class ExportScreen(ModalScreen["tuple[str, str] | None"]):
+    """Asks where to export a run's LoRA and which one (the final file, or a checkpoint's step / latest);
+    dismisses with (folder, checkpoint) ("" = the configured folder / the final LoRA), or None."""
 
     DEFAULT_CSS = """
     ExportScreen { align: center middle; }
     ExportScreen #export-box { width: 70; height: auto; border: round $accent; padding: 0 1; }
-    ExportScreen Input { margin: 1 0; }
+    ExportScreen Input { margin: 0 0 1 0; }
     ExportScreen Horizontal { height: auto; }
     """
     BINDINGS = [bind("app.back")]
 
-    def __init__(self, run_id: str, dest: str = "") -> None:
+    def __init__(self, run_id: str, dest: str = "", checkpoint: str = "") -> None:
         super().__init__()
-        self.run_id, self.dest = run_id, dest
+        self.run_id, self.dest, self.checkpoint = run_id, dest, checkpoint
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
-            yield Static(f"Export the LoRA of {self.run_id} to folder (validated first):", markup=False)
+            yield Static(f"Export a LoRA of {self.run_id} (validated first) to folder:", markup=False)
             yield Input(self.dest, placeholder="empty: the [export] dest of project.toml or your user config",
                         id="export-dest")
+            yield Static("Checkpoint:", markup=False)
+            yield Input(self.checkpoint, placeholder="empty: the final LoRA; or a step number, or latest",
+                        id="export-checkpoint")
             with Horizontal():
                 yield Button("Export", id="export-ok", variant="primary")
                 yield Button("Cancel", id="export-cancel")
@@ -70,7 +74,9 @@ class ExportScreen(ModalScreen[str | None]):
         self._finish(event.button.id == "export-ok")
 
     def _finish(self, ok: bool) -> None:
-        self.dismiss(self.query_one(Input).value.strip() if ok else None)
+        folder = self.query_one("#export-dest", Input).value.strip()
+        checkpoint = self.query_one("#export-checkpoint", Input).value.strip()
+        self.dismiss((folder, checkpoint) if ok else None)
 
     def action_back(self) -> None:
         self.dismiss(None)
@@ -240,10 +246,13 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         row = self.selected()
         if row is None:
             return
+        checkpoint = ""  # the final LoRA
         if row.state != "completed":
-            self.notify(f"{row.run_id} is {row.state}: only a completed run has a final LoRA to export",
-                        severity="warning")
-            return
+            if not run_actions.has_checkpoints(self.project, row.run_id):
+                self.notify(f"{row.run_id} is {row.state}: no final LoRA and no checkpoints to export",
+                            severity="warning")
+                return
+            checkpoint = "latest"
         try:
             from trainer import settings
 
@@ -251,12 +260,12 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         except Exception:
             dest = ""
 
-        def chosen(folder: str | None) -> None:
-            if folder is not None:
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
                 self.notify(f"validating and exporting {row.run_id}…")
-                self._engine("export", row, folder)
+                self._engine("export", row, *answer)
 
-        self.app.push_screen(ExportScreen(row.run_id, dest), chosen)
+        self.app.push_screen(ExportScreen(row.run_id, dest, checkpoint), chosen)
 
     def action_train(self) -> None:
         from tui.screens.train_form import TrainFormScreen
