@@ -97,6 +97,15 @@ def load_settings(project: Project, resolution: int | None = None) -> PrepSettin
     return PrepSettings(spec, background)
 
 
+def _remember_resolution(project: Project, resolution: int) -> None:
+    """A dataset prepared at N is for training at N: keep N as [prep] resolution, so a later prep,
+    `loradeck check` and a run's default resolution (trainer.run_config) all agree with it."""
+    from trainer import settings as settings_mod
+
+    if settings_mod.load(project.settings_file).prep.resolution != resolution:
+        settings_mod.update(project.settings_file, "prep", {"resolution": resolution})
+
+
 # ---------------------------------------------------------------- manifest
 
 
@@ -323,6 +332,7 @@ def _exclusive(project: Project):
 def _prep_locked(project, resolution, workers, on_progress, should_stop, force) -> PrepReport:
     started = time.perf_counter()
     prep = load_settings(project, resolution)
+    _remember_resolution(project, prep.spec.resolution)
     key = prep.key()
     project.dataset.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(project)

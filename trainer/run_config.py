@@ -164,9 +164,11 @@ def load_config_file(path: str | os.PathLike) -> ConfigLayer:
 
 
 def project_layers(project: Project) -> tuple[list[ConfigLayer], settings_mod.Settings]:
-    """The project's layers: its [project] base_model, then its [train] defaults."""
+    """The project's layers: its [project] base_model and [prep] resolution (the dataset is prepared
+    for it), then its [train] defaults."""
     s = settings_mod.load(project.settings_file)
-    layers = [ConfigLayer("project.toml [project] base_model", {"base_model": s.project.base_model})]
+    layers = [ConfigLayer("project.toml [project] base_model", {"base_model": s.project.base_model}),
+              ConfigLayer("project.toml [prep] resolution", {"resolution": s.prep.resolution})]
     if s.train:
         layers.append(ConfigLayer("project.toml [train]", dict(s.train)))
     return layers, s

@@ -108,6 +108,24 @@ def test_incremental_prep_skips_unchanged_and_redoes_changed(small_project, tmp_
     assert len(prep.prep_project(small_project, resolution=32).prepared) == 3
 
 
+def test_prep_at_another_resolution_is_remembered_for_prep_check_and_training(small_project, tmp_path):
+    from trainer import preflight, run_config
+
+    _three(small_project, tmp_path)
+    (small_project.settings_file).write_text(small_project.settings_file.read_text()
+                                             + "# the user's own note, kept\n")
+    assert len(prep.prep_project(small_project, resolution=32).prepared) == 3
+    assert settings.load(small_project.settings_file).prep.resolution == 32
+    assert "# the user's own note, kept" in small_project.settings_file.read_text()
+    assert prep.prep_project(small_project).skipped == 3  # no flag: still 32, nothing to redo
+    resolved = run_config.resolve(small_project)
+    assert resolved.config.resolution == 32 and resolved.sources["resolution"] == "project.toml [prep] resolution"
+    report = preflight.check(small_project)
+    assert report["resolution"] == 32
+    assert not any("other settings" in str(p) or "another resolution" in str(p) for p in report["problems"])
+    assert run_config.resolve(small_project, {"resolution": 64}).config.resolution == 64  # a flag still wins
+
+
 def test_removed_original_removes_its_prepared_image_but_never_its_caption(small_project, tmp_path):
     _three(small_project, tmp_path)
     prep.prep_project(small_project)
