@@ -334,6 +334,22 @@ def _import_one(project: Project, loaded: _Loaded, caption_ext: str, index: dict
     return None
 
 
+def _report_other_sidecars(src: Path, used: Path, text: str, report: ImportReport) -> None:
+    """photo.txt and photo.caption side by side with different text: one is imported, and the other
+    is named in the report instead of being dropped silently."""
+    for ext in caption_store.KNOWN_CAPTION_EXTENSIONS:
+        other = src.with_name(src.stem + ext)
+        if other == used or not other.is_file():
+            continue
+        try:
+            other_text = caption_store.decode_caption(other.read_bytes())
+        except OSError:
+            continue
+        if other_text and caption_store.normalize(other_text) != caption_store.normalize(text):
+            report.captions_skipped.append((str(other), f"not imported: {used.name} beside it was used,"
+                                                        " and the two texts differ"))
+
+
 def _import_caption(project: Project, src: Path, stem: str, caption_ext: str, report: ImportReport) -> None:
     sidecar = sidecar_caption(src, caption_ext)
     if sidecar is None:
@@ -347,6 +363,7 @@ def _import_caption(project: Project, src: Path, stem: str, caption_ext: str, re
     if not text:
         report.captions_skipped.append((str(sidecar), "empty caption file"))
         return
+    _report_other_sidecars(src, sidecar, text, report)
     image = project.dataset / (stem + ".png")  # caption_store only uses the stem
     current = caption_store.read_caption(image, caption_ext)
     target_name = stem + caption_ext

@@ -79,6 +79,22 @@ def test_existing_caption_is_never_overwritten_and_the_report_says_so(project, t
     assert report.captions_skipped and "kept the existing caption" in report.captions_skipped[0][1]
 
 
+def test_a_second_sidecar_with_other_text_is_reported_not_dropped_silently(project, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    noise(64, 64, seed=1).save(src / "both.png")
+    (src / "both.txt").write_text("from the tagger")
+    (src / "both.caption").write_text("from kohya")
+    noise(64, 64, seed=2).save(src / "same.png")
+    (src / "same.txt").write_text("one text")
+    (src / "same.caption").write_text("one text\n")  # the same caption twice: nothing to report
+    report = import_paths(project, [src])
+    assert (project.dataset / "both.txt").read_text().strip() == "from the tagger"
+    assert report.captions_skipped == [(str(src / "both.caption"),
+                                        "not imported: both.txt beside it was used, and the two texts differ")]
+    assert (src / "both.caption").read_text() == "from kohya"  # the original is untouched
+
+
 def test_reimport_is_all_duplicates_and_a_new_caption_for_a_duplicate_is_picked_up(project, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
