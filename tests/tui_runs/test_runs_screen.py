@@ -122,7 +122,10 @@ async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_run
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count == 4, what="rows")
-        await pilot.press("down", "down", "e")
+        await pilot.press("down", "down")
+        await wait_for(pilot, lambda: "e: export a checkpoint" in text_of(app.screen.query_one("#runs-detail")),
+                       what="the hint that a checkpoint can be exported")
+        await pilot.press("e")
         assert isinstance(app.screen, ExportScreen)
         assert app.screen.query_one("#export-checkpoint").value == "latest"
         (tmp_path / "loras").mkdir()

@@ -200,9 +200,11 @@ class RunsScreen(ShowsWorkerErrors, Screen):
                  "completed": "e: export  m/enter: monitor",
                  "stopped": "r: resume  m/enter: monitor", "failed": "r: resume  m/enter: monitor",
                  "crashed": "the process is gone without finishing; r: resume from its last state"}
+        hint = hints.get(row.state, "")
+        if row.state != "completed" and run_actions.has_checkpoints(self.project, row.run_id):
+            hint += "  e: export a checkpoint"  # one folder listing: cheap enough for the UI thread
         why = f" ({row.message})" if row.message else ""
-        self.query_one("#runs-detail", Static).update(
-            f"{row.run_id}: {row.state}{why}. {hints.get(row.state, '')}")
+        self.query_one("#runs-detail", Static).update(f"{row.run_id}: {row.state}{why}. {hint}")
 
     # -- actions ------------------------------------------------------------------------------
     @on(DataTable.RowSelected)
