@@ -10,7 +10,8 @@
 - Sidecar captions (`photo.txt` or kohya's `photo.caption` next to `photo.jpg`) are written to
   dataset/<stem><project caption extension>; an existing caption there is never overwritten (the
   report says so).
-- kohya repeat folders (`10_cat`) are recognised and reported (repeats are a training setting).
+- kohya repeat folders (`10_cat`) are recognised and reported; training applies them per image
+  (trainer.repeat_folders reads them back from the sources this index records).
 - One bad file never stops the others; Ctrl-C keeps what was imported (the index is saved).
 - Reading and validating run a few files ahead in threads; naming and writing stay in order, so
   the result does not depend on timing.
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from trainer import caption_store, image_probe
+from trainer import caption_store, image_probe, repeat_folders
 from trainer.atomic import atomic_write_bytes, atomic_write_text
 from trainer.errors import LoradeckError
 from trainer.project import Project
@@ -38,7 +39,6 @@ MAX_STEM_LENGTH = 120
 # Files are read and validated a few ahead of the (sequential) naming and copying, in threads.
 READ_THREADS = 3
 READ_AHEAD = 6
-_REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 # Characters that cannot or should not appear in a file name on any common file system.
 _BAD_CHARS = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
@@ -196,9 +196,9 @@ def gather(paths: Iterable[str | os.PathLike], report: ImportReport) -> list[Pat
 
 
 def _note_repeat_folder(folder: Path, report: ImportReport) -> None:
-    m = _REPEAT_FOLDER.match(folder.name)
-    if m and int(m.group(1)) > 0:
-        report.repeat_folders[str(folder)] = int(m.group(1))
+    n = repeat_folders.repeats_of_folder(folder.name)
+    if n:
+        report.repeat_folders[str(folder)] = n
 
 
 def sidecar_caption(image: Path, preferred_ext: str) -> Path | None:

@@ -26,7 +26,7 @@ KOHYA_TABLES = ("general", "model", "model_arguments", "network", "additional_ne
                 "optimizer", "optimizer_arguments", "training", "training_arguments", "dataset",
                 "dataset_arguments", "saving", "saving_arguments", "sample_prompt", "sample_prompt_arguments",
                 "logging", "logging_arguments", "huggingface_arguments", "advanced")
-LORADECK_DATASET_KEYS = ("project_dir", "caption_extension", "trigger_word")
+LORADECK_DATASET_KEYS = ("project_dir", "caption_extension", "trigger_word", "image_repeats")
 
 
 class Skip:

@@ -177,11 +177,14 @@ def check(project: Project, config=None) -> dict:
                                  f"{len(thin)} bucket(s) hold fewer images than the batch size {batch}"
                                  " (their batches are smaller)", thin))
 
+    from trainer.repeat_folders import image_repeats, weighted_count
+
     n = len(sizes)
-    steps = {"images": n, "repeats": cfg.repeats, "epochs": cfg.max_train_epochs,
-             "max_train_steps": cfg.max_train_steps, "batch_size": cfg.batch_size,
-             "effective_batch": cfg.effective_batch(), "steps_per_epoch": cfg.steps_per_epoch(n),
-             "total_steps": cfg.total_steps(n) if n else 0}
+    weighted = weighted_count((Path(name).stem for name in sizes), image_repeats(project))
+    steps = {"images": n, "folder_weighted_images": weighted, "repeats": cfg.repeats,
+             "epochs": cfg.max_train_epochs, "max_train_steps": cfg.max_train_steps, "batch_size": cfg.batch_size,
+             "effective_batch": cfg.effective_batch(), "steps_per_epoch": cfg.steps_per_epoch(weighted),
+             "total_steps": cfg.total_steps(weighted) if n else 0}
     errors = sum(p["level"] == "error" for p in problems)
     warnings = sum(p["level"] == "warning" for p in problems)
     return {
@@ -200,8 +203,11 @@ def render(report: dict) -> str:
              f" {report['captioned']} captioned ({report['caption_extension']}), resolution {report['resolution']}"]
     if report["buckets"]:
         lines.append("buckets: " + ", ".join(f"{b} x{n}" for b, n in report["buckets"].items()))
+    images = f"{s['images']} images"
+    if s.get("folder_weighted_images", s["images"]) != s["images"]:
+        images += f" ({s['folder_weighted_images']} with kohya folder repeats)"
     how = (f"{s['max_train_steps']} steps (fixed)" if s["max_train_steps"] else
-           f"{s['images']} images x {s['repeats']} repeats x {s['epochs']} epochs / batch {s['effective_batch']}")
+           f"{images} x {s['repeats']} repeats x {s['epochs']} epochs / batch {s['effective_batch']}")
     lines.append(f"steps: {s['total_steps']} = {how}")
     for p in report["problems"]:
         lines.append(f"{p['level']}: {p['message']}")

@@ -205,10 +205,13 @@ def resolve(project: Project, overrides: Mapping[str, Any] | None = None,
         cfg = train_config.validate(TrainConfig(**values))
     except ConfigError as e:
         raise ConfigError(_with_sources(str(e), sources), hint=e.hint) from None
+    from trainer.repeat_folders import image_repeats
+
     dataset = {
         "project_dir": str(project.path.resolve()),
         "caption_extension": s.project.caption_extension,
         "trigger_word": s.project.trigger_word,
+        "image_repeats": image_repeats(project),  # kohya N_name folders, fixed for the run's life
     }
     return ResolvedConfig(cfg, dataset, sources, notes)
 
@@ -237,6 +240,11 @@ def to_toml(resolved: ResolvedConfig) -> str:
     table = tomlkit.table()
     for key in DATASET_KEYS:
         table.add(key, resolved.dataset[key])
+    repeats = resolved.dataset.get("image_repeats") or {}
+    if repeats:
+        inline = tomlkit.inline_table()
+        inline.update(repeats)
+        table.add("image_repeats", inline)
     doc.add(DATASET_TABLE, table)
     return tomlkit.dumps(doc)
 

@@ -5,7 +5,7 @@ it), so grouping is by size and nothing is resized here; only a size that the mo
 a multiple of the model's pixel granularity) is centre-cropped down to one.
 
 The order is a pure function of (seed, epoch): epoch e shuffles each bucket's items (each seen
-`repeats` times), cuts them into batches of one size, and shuffles the batches. Micro-batch i of
+`repeats` x its own kohya folder repeats times), cuts them into batches of one size, and shuffles the batches. Micro-batch i of
 the whole run is therefore known without replaying anything, which is what makes resume exact.
 Caption shuffling and dropout draw from a generator seeded by (seed, micro-batch index) for the
 same reason.
@@ -32,6 +32,7 @@ class Item:
     path: Path
     caption: str
     size: tuple[int, int]  # (width, height) after cropping to the model's granularity
+    repeats: int = 1  # from its kohya N_name import folder (trainer.repeat_folders)
 
     @property
     def bucket(self) -> tuple[int, int]:
@@ -50,8 +51,9 @@ def add_trigger(caption: str, trigger: str) -> str:
 
 
 def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: str = "",
-         granularity: int = 8) -> list[Item]:
-    """The dataset's images with their captions and (cropped) sizes; DataError when nothing is usable."""
+         granularity: int = 8, image_repeats: dict[str, int] | None = None) -> list[Item]:
+    """The dataset's images with their captions, (cropped) sizes and per-image repeats (by stem);
+    DataError when nothing is usable."""
     from PIL import Image
 
     from trainer.caption_store import read_caption
@@ -73,7 +75,7 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
             bad.append(f"{path.name} (smaller than {granularity} px)")
             continue
         caption = add_trigger(read_caption(path, caption_extension) or "", trigger_word)
-        items.append(Item(path, caption, (w, h)))
+        items.append(Item(path, caption, (w, h), max(1, int((image_repeats or {}).get(path.stem, 1)))))
     if not items:
         extra = f"; unreadable: {', '.join(bad[:5])}" if bad else ""
         raise DataError(f"no trainable images in {dataset_dir}{extra}",
@@ -125,7 +127,7 @@ class BatchPlan:
             rng = random.Random(f"{self.seed}:order:{epoch}")
             by_bucket: dict[tuple[int, int], list[int]] = {}
             for i, item in enumerate(self.items):
-                by_bucket.setdefault(item.bucket, []).extend([i] * self.repeats)
+                by_bucket.setdefault(item.bucket, []).extend([i] * (self.repeats * item.repeats))
             batches = []
             for bucket in sorted(by_bucket):
                 members = by_bucket[bucket]

@@ -112,7 +112,8 @@ def train(ctx: RunContext) -> Outcome:
     dataset_dir = Path(ctx.dataset["project_dir"]) / "dataset"
     granularity = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
     items = train_data.scan(dataset_dir, caption_extension=ctx.dataset.get("caption_extension", ".txt"),
-                            trigger_word=ctx.dataset.get("trigger_word", ""), granularity=granularity)
+                            trigger_word=ctx.dataset.get("trigger_word", ""), granularity=granularity,
+                            image_repeats=ctx.dataset.get("image_repeats"))
     skipped = train_data.unreadable_count(dataset_dir, items)
     if skipped:
         warn(f"{skipped} image(s) in dataset/ could not be read and are skipped")
@@ -510,7 +511,8 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoder, items, model, 
     metadata = lora_file.kohya_metadata(
         config=cfg.to_dict(), base_model=cfg.base_model, base_model_version=models.base_model_version(model),
         resolution=cfg.resolution, tag_frequency=train_data.tag_frequency(items, folder),
-        num_train_images=len(items) * cfg.repeats, steps=step, epochs=epochs, output_name=cfg.output_name,
+        num_train_images=sum(i.repeats for i in items) * cfg.repeats, steps=step, epochs=epochs,
+        output_name=cfg.output_name,
         extra={"trigger": ctx.dataset.get("trigger_word") or "", "run_id": ctx.files.run_id,
                "training_started_at": run_started_at(ctx.files)})
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -118,10 +118,42 @@ def test_index_follows_originals_removed_or_added_by_hand(project, tmp_path):
     assert import_paths(project, [src / "again.png"]).duplicates == [(str(src / "again.png"), "manual.png")]
 
 
-def test_kohya_repeat_folders_are_reported(project, mixed):
+def test_kohya_repeat_folders_are_reported_and_count_per_image(project, mixed):
+    from trainer.repeat_folders import image_repeats, weighted_count
+
     folder = mixed["portrait.jpg"].parent
     report = import_paths(project, [folder])
     assert report.repeat_folders == {str(folder / "10_mychar"): 10}
+    assert image_repeats(project) == {"char": 10}  # only the image that sat in 10_mychar/
+    assert weighted_count(["char", "portrait", "cmyk"], image_repeats(project)) == 12
+
+
+def test_kohya_folder_repeats_set_the_steps_of_check_and_of_a_new_run(project, tmp_path):
+    from trainer import preflight, run_config
+    from trainer.prep import prep_project
+    from trainer.settings import update
+
+    src = tmp_path / "train"
+    (src / "5_hero").mkdir(parents=True)
+    (src / "1_bg").mkdir()
+    for k in range(2):
+        noise(64, 64, seed=20 + k).save(src / "5_hero" / f"hero{k}.png")
+    noise(64, 64, seed=30).save(src / "1_bg" / "bg.png")
+    import_paths(project, [src])
+    update(project.settings_file, "prep", {"resolution": 64})
+    update(project.settings_file, "train", {"max_train_epochs": 2, "batch_size": 1, "repeats": 2})
+    prep_project(project)
+    steps = preflight.check(project)["steps"]
+    # (2 images x 5 + 1 image x 1) x [train] repeats 2 = 22 per epoch, x 2 epochs
+    assert (steps["images"], steps["folder_weighted_images"], steps["steps_per_epoch"]) == (3, 11, 22)
+    assert steps["total_steps"] == 44
+    assert "3 images (11 with kohya folder repeats) x 2 repeats" in preflight.render(preflight.check(project))
+    resolved = run_config.resolve(project)
+    assert resolved.dataset["image_repeats"] == {"hero0": 5, "hero1": 5}
+    # the run keeps its counts: they are written into its config.toml and read back from there
+    path = tmp_path / "config.toml"
+    path.write_text(run_config.to_toml(resolved))
+    assert run_config.read_run_config(path)[1]["image_repeats"] == {"hero0": 5, "hero1": 5}
 
 
 def test_missing_paths_and_orphan_captions_are_refused_and_the_rest_imports(project, tmp_path):

@@ -36,7 +36,8 @@ def write_images(folder: Path, n: int, size=(64, 64), *, seed: int = 0, captions
     return paths
 
 
-def write_run(run_dir: Path, project_dir: Path, *, trigger: str = "", **overrides) -> Path:
+def write_run(run_dir: Path, project_dir: Path, *, trigger: str = "", image_repeats: dict | None = None,
+              **overrides) -> Path:
     """A run folder with config.toml as trainer.runs writes it: TrainConfig keys + [dataset]."""
     import tomlkit
 
@@ -48,6 +49,8 @@ def write_run(run_dir: Path, project_dir: Path, *, trigger: str = "", **override
     cfg = from_mapping(base)
     doc = {k: v for k, v in cfg.to_dict().items() if v is not None}
     doc["dataset"] = {"project_dir": str(project_dir), "caption_extension": ".txt", "trigger_word": trigger}
+    if image_repeats:
+        doc["dataset"]["image_repeats"] = image_repeats
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(tomlkit.dumps(doc))
     return run_dir

@@ -71,6 +71,18 @@ def test_each_epoch_sees_every_image_repeats_times_in_a_seeded_order(tmp_path):
     assert plan.micro_batch(8)[0] == 1
 
 
+def test_kohya_folder_repeats_multiply_per_image_on_top_of_the_run_repeats(tmp_path):
+    write_images(tmp_path / "dataset", 3)
+    items = train_data.scan(tmp_path / "dataset")
+    stems = sorted(i.path.stem for i in items)
+    weighted = train_data.scan(tmp_path / "dataset", image_repeats={stems[0]: 4, "not-in-dataset": 9})
+    assert {i.path.stem: i.repeats for i in weighted} == {stems[0]: 4, stems[1]: 1, stems[2]: 1}
+    plan = train_data.BatchPlan(weighted, batch_size=1, repeats=2, seed=3)
+    assert plan.batches_per_epoch == (4 + 1 + 1) * 2
+    epoch0 = Counter(i.path.stem for k in range(plan.batches_per_epoch) for i in plan.micro_batch(k)[1])
+    assert epoch0 == {stems[0]: 8, stems[1]: 2, stems[2]: 2}
+
+
 def test_tag_frequency_counts_caption_tags(tmp_path):
     write_images(tmp_path / "dataset", 3, captions=["a, b", "a, c"])
     freq = train_data.tag_frequency(train_data.scan(tmp_path / "dataset"), "1_proj")

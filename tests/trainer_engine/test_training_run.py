@@ -288,3 +288,12 @@ def test_adamw_uses_the_fused_kernel_for_fp32_adapters_only():
     assert make_optimizer(cfg, fp32, []).defaults["fused"] is True
     half = [torch.nn.Parameter(torch.zeros(4, 4, dtype=torch.float16))]
     assert not make_optimizer(cfg, half, []).defaults["fused"]
+
+
+def test_kohya_folder_repeats_in_the_run_config_shape_the_epoch(make_run, project_dir):
+    stem = sorted(p.stem for p in (project_dir / "dataset").glob("*.png"))[0]
+    run = make_run("repeats", max_train_steps=None, max_train_epochs=1, batch_size=1,
+                   image_repeats={stem: 3})
+    assert train_in_process(run) == 0
+    assert started(run)["batches_per_epoch"] == 4 + 2  # 4 images, one of them seen 3 times
+    assert finished(run)["steps_done"] == 6

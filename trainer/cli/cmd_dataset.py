@@ -167,8 +167,8 @@ def cmd_import(args) -> CommandResult | int:
     lines += [f"duplicate {path} = originals/{existing}" for path, existing in report.duplicates]
     lines += [f"renamed  {path} -> originals/{new}" for path, new in report.renamed]
     lines += [f"caption kept {path}: {why}" for path, why in report.captions_skipped]
-    lines += [f"kohya folder {folder}: {n} repeats (set repeats in [train] of project.toml)"
-              for folder, n in report.repeat_folders.items()]
+    lines += [f"kohya folder {folder}: its images are seen {n} time{'s' if n != 1 else ''} per epoch"
+              " ([train] repeats multiplies)" for folder, n in report.repeat_folders.items()]
     code = 0
     if report.refused and not report.imported and not report.duplicates:
         data["ok"] = False

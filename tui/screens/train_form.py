@@ -23,6 +23,7 @@ from trainer import config as train_config
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError, LoradeckError
 from trainer.project import Project, dataset_images
+from trainer.repeat_folders import image_repeats, weighted_count
 
 from tui import presets, run_actions
 from tui.run_keys import bind
@@ -93,15 +94,18 @@ def split_problems(error: ConfigError) -> tuple[dict[str, str], list[str]]:
     return by_field, other
 
 
-def step_summary(cfg: TrainConfig, n_images: int) -> str:
-    """`240 steps: 12 images × 2 repeats ÷ batch 1 = 24 steps/epoch × 10 epochs`."""
-    total = cfg.total_steps(n_images)
+def step_summary(cfg: TrainConfig, n_images: int, weighted: int | None = None) -> str:
+    """`240 steps: 12 images × 2 repeats ÷ batch 1 = 24 steps/epoch × 10 epochs`. `weighted` counts
+    each image as often as its kohya import folder says (trainer.repeat_folders); default n_images."""
+    weighted = n_images if weighted is None else weighted
+    total = cfg.total_steps(weighted)
     if cfg.max_train_steps:
         return f"{total} steps (fixed); {n_images} images in dataset/"
     if not n_images:
         return "0 steps: dataset/ has no prepared images (run prep first)"
-    per_epoch = cfg.steps_per_epoch(n_images)
-    return (f"{total} steps: {n_images} images × {cfg.repeats} repeats ÷ batch {cfg.effective_batch()}"
+    per_epoch = cfg.steps_per_epoch(weighted)
+    images = f"{n_images} images" + (f" ({weighted} with folder repeats)" if weighted != n_images else "")
+    return (f"{total} steps: {images} × {cfg.repeats} repeats ÷ batch {cfg.effective_batch()}"
             f" = {per_epoch} steps/epoch × {cfg.max_train_epochs} epochs")
 
 
@@ -140,7 +144,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.project = project
         self.base = TrainConfig()
         self.base_problem: str | None = None
-        self.n_images = 0
+        self.n_images = self.n_weighted = 0
         self.config: TrainConfig | None = None  # the valid config the form shows, else None
         self.errors: dict[str, str] = {}
         self.launched_run: str | None = None
@@ -185,7 +189,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
 
     def on_mount(self) -> None:
         self.title = f"{self.project.name} · train"
-        self.n_images = len(dataset_images(self.project))
+        images = dataset_images(self.project)
+        self.n_images = len(images)
+        self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
         try:
             from trainer.run_config import resolve
 
@@ -288,7 +294,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                 self.query_one(target).set_class(f.name in errors, "bad")
         self._set("problems", "\n".join(other))
         if cfg is not None:
-            self._set("steps", step_summary(cfg, self.n_images))
+            self._set("steps", step_summary(cfg, self.n_images, self.n_weighted))
         else:
             n = len(errors) + len(other)
             self._set("steps", Text(f"{n} problem{'s' if n != 1 else ''} to fix before launch", style="bold red"))
