@@ -174,7 +174,8 @@ def _s(value: Any) -> str:
 
 def kohya_metadata(*, config: dict, base_model: str, base_model_version: str, resolution: int,
                    tag_frequency: dict[str, dict[str, int]], num_train_images: int, steps: int, epochs: int,
-                   output_name: str, extra: dict | None = None) -> dict[str, str]:
+                   output_name: str, extra: dict | None = None,
+                   dataset_dirs: dict[str, dict[str, int]] | None = None) -> dict[str, str]:
     """The header metadata of an exported LoRA: kohya's `ss_*` keys, `modelspec.*`, loradeck's own keys.
 
     `config` is a TrainConfig dict (trainer.config); `tag_frequency` maps a dataset folder name to
@@ -193,10 +194,12 @@ def kohya_metadata(*, config: dict, base_model: str, base_model_version: str, re
     now = time.time()
     # extra["training_started_at"] (Unix seconds) is when the run began; without it, now.
     started = float(extra.pop("training_started_at", None) or c.get("started_at") or now)
-    # Image counts per folder are only known when there is one folder (loradeck trains on one).
-    single = len(tag_frequency) == 1
-    dataset_dirs = {name: {"n_repeats": c.get("repeats", 1), "img_count": num_train_images if single else None}
-                    for name in tag_frequency}
+    # kohya's ss_dataset_dirs: {folder: {n_repeats, img_count (distinct images)}}. The trainer passes
+    # it (one folder per kohya repeat count); otherwise (a fill for an older file) one folder is assumed.
+    if dataset_dirs is None:
+        single = len(tag_frequency) == 1
+        dataset_dirs = {name: {"n_repeats": c.get("repeats", 1), "img_count": num_train_images if single else None}
+                        for name in tag_frequency}
     network_args = {"target_modules": c.get("target_modules", "attention")}
     meta: dict[str, Any] = {
         "ss_session_id": str(int(started)),

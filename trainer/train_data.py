@@ -111,6 +111,15 @@ def tag_frequency(items: Sequence[Item], folder_name: str) -> dict[str, dict[str
     return {folder_name: dict(counts.most_common())}
 
 
+def kohya_folders(items: Sequence[Item], name: str, repeats: int) -> dict[int, list[Item]]:
+    """The items as kohya would have them in folders: {n_repeats: items}, n = image repeats x `repeats`
+    (a folder is named f"{n}_{name}" in the metadata)."""
+    folders: dict[int, list[Item]] = {}
+    for item in items:
+        folders.setdefault(item.repeats * repeats, []).append(item)
+    return dict(sorted(folders.items()))
+
+
 class BatchPlan:
     """Which items form micro-batch i of the run (any i, in O(1) after the epoch's plan is built)."""
 

@@ -507,14 +507,19 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoder, items, model, 
     te_lora = lora_network.lora_state_dict(accelerator.unwrap_model(text_encoder)) \
         if cfg.train_text_encoder else None
     tensors = lora_file.peft_to_kohya(unet_lora, te_lora, alpha=cfg.alpha)
-    folder = f"{cfg.repeats}_{Path(ctx.dataset['project_dir']).name}"
+    name = Path(ctx.dataset["project_dir"]).name
+    folders = train_data.kohya_folders(items, name, cfg.repeats)
+    tags: dict[str, dict[str, int]] = {}
+    for n, members in folders.items():
+        tags.update(train_data.tag_frequency(members, f"{n}_{name}"))
     metadata = lora_file.kohya_metadata(
         config=cfg.to_dict(), base_model=cfg.base_model, base_model_version=models.base_model_version(model),
-        resolution=cfg.resolution, tag_frequency=train_data.tag_frequency(items, folder),
-        num_train_images=sum(i.repeats for i in items) * cfg.repeats, steps=step, epochs=epochs,
+        resolution=cfg.resolution, tag_frequency=tags,
+        num_train_images=sum(n * len(members) for n, members in folders.items()), steps=step, epochs=epochs,
         output_name=cfg.output_name,
         extra={"trigger": ctx.dataset.get("trigger_word") or "", "run_id": ctx.files.run_id,
-               "training_started_at": run_started_at(ctx.files)})
+               "training_started_at": run_started_at(ctx.files)},
+        dataset_dirs={f"{n}_{name}": {"n_repeats": n, "img_count": len(members)} for n, members in folders.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     lora_file.save_kohya_lora(path, tensors, metadata, precision=cfg.save_precision)
     return path

@@ -297,3 +297,11 @@ def test_kohya_folder_repeats_in_the_run_config_shape_the_epoch(make_run, projec
     assert train_in_process(run) == 0
     assert started(run)["batches_per_epoch"] == 4 + 2  # 4 images, one of them seen 3 times
     assert finished(run)["steps_done"] == 6
+    from safetensors import safe_open
+
+    with safe_open(run / "out.safetensors", "pt") as f:  # kohya's metadata: one folder per repeat count
+        meta = f.metadata()
+    assert json.loads(meta["ss_dataset_dirs"]) == {"1_proj": {"n_repeats": 1, "img_count": 3},
+                                                   "3_proj": {"n_repeats": 3, "img_count": 1}}
+    assert sorted(json.loads(meta["ss_tag_frequency"])) == ["1_proj", "3_proj"]
+    assert meta["ss_num_train_images"] == "6"
