@@ -170,7 +170,11 @@ def _trainer_run_of(pid: int) -> str | None:
         return None
     for module in TRAINER_MODULES:
         if module in argv and argv.index(module) + 1 < len(argv):
-            return os.path.realpath(argv[argv.index(module) + 1])
+            arg = argv[argv.index(module) + 1]
+            try:  # a relative RUN_DIR is relative to that process's working folder
+                return os.path.realpath(os.path.join(os.readlink(f"/proc/{pid}/cwd"), arg))
+            except OSError:
+                return os.path.realpath(arg) if os.path.isabs(arg) else None
     return None
 
 

@@ -593,9 +593,17 @@ def _trainer_ranks(files: RunFiles) -> list[int]:
             continue
         after = argv[argv.index(TRAIN_MODULE) + 1:]
         fields_ = _proc_stat(pid)
-        if after and os.path.realpath(after[0]) == run_dir and fields_ and fields_[0] not in ("Z", "X"):
+        if after and _real_path_of(pid, after[0]) == run_dir and fields_ and fields_[0] not in ("Z", "X"):
             ranks.append(pid)
     return ranks
+
+
+def _real_path_of(pid: int, arg: str) -> str | None:
+    """A path argument of process `pid`, resolved against that process's working folder."""
+    try:
+        return os.path.realpath(os.path.join(os.readlink(f"/proc/{pid}/cwd"), arg))
+    except OSError:
+        return os.path.realpath(arg) if os.path.isabs(arg) else None
 
 
 LAUNCHERS = ("accelerate.commands.launch", "torch.distributed.run", "torch.distributed.launch")

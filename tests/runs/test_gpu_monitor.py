@@ -224,11 +224,13 @@ def test_proc_mem_counts_the_other_ranks_of_the_run_in_their_own_sessions(tmp_pa
     import subprocess
     from pathlib import Path
 
-    def rank(run_dir):
+    def rank(run_dir, cwd=None):
         return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "trainer.train_process",
-                                 str(run_dir)], start_new_session=True)
+                                 str(run_dir)], start_new_session=True, cwd=cwd)
 
-    ours, sibling, other = rank(tmp_path / "run"), rank(tmp_path / "run"), rank(tmp_path / "other")
+    (tmp_path / "run").mkdir()
+    # the sibling names the same folder relative to its own working folder
+    ours, sibling, other = rank(tmp_path / "run"), rank("run", cwd=tmp_path), rank(tmp_path / "other")
     try:
         deadline = time.monotonic() + 10
         for p in (ours, sibling, other):  # until each has exec'd into its own command line
