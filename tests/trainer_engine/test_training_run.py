@@ -305,3 +305,40 @@ def test_kohya_folder_repeats_in_the_run_config_shape_the_epoch(make_run, projec
                                                    "3_proj": {"n_repeats": 3, "img_count": 1}}
     assert sorted(json.loads(meta["ss_tag_frequency"])) == ["1_proj", "3_proj"]
     assert meta["ss_num_train_images"] == "6"
+
+
+def test_a_full_disk_at_a_checkpoint_fails_clearly_keeps_the_last_good_state_and_resumes(make_run, monkeypatch):
+    import errno
+
+    import torch
+
+    from trainer import train_state
+    from trainer.lora_validate import check_rules
+
+    run = make_run("full-disk", max_train_steps=6, batch_size=1, save_every_steps=2)
+    real_save = torch.save
+
+    def disk_fills_at_step_4(obj, f, *args, **kwargs):
+        if ".tmp-step-4" in str(f):
+            with open(f, "wb") as fh:
+                fh.write(b"\0" * 100)  # a partial file, as a full disk leaves one
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_at_step_4)
+    assert train_in_process(run) == 1
+    [error] = events_of(run, "error")
+    assert error["kind"] == "io" and "No space left on device" in error["message"]
+    assert "disk space" in error["hint"]
+    assert finished(run)["status"] == "failed"
+    # the last good state and checkpoint are whole; nothing partial is left behind
+    assert train_state.latest(run / "state").step == 2
+    assert not [p for p in (run / "state").iterdir() if p.name.startswith(".tmp")]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["out-step00000002.safetensors"]
+    assert check_rules(run / "checkpoints" / "out-step00000002.safetensors").ok
+
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: resume continues from step 2
+    assert train_in_process(run, "--resume") == 0
+    assert events_of(run, "run_started")[-1]["start_step"] == 2
+    last = events_of(run, "run_finished")[-1]
+    assert (last["status"], last["steps_done"]) == ("completed", 6) and (run / "out.safetensors").is_file()
