@@ -166,16 +166,26 @@ def train(ctx: RunContext) -> Outcome:
     start_step = 0
     resumed_from = None
     if ctx.resume:
-        saved = train_state.latest(ctx.files.state)
-        if saved is None:
+        candidates = train_state.newest_first(ctx.files.state)
+        if not candidates:
             warn("no saved state to resume from; starting from step 0")
-        else:
-            unet_lora, te_lora = train_state.load(saved, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                                                  scaler=scaler)
-            lora_network.load_lora_state_dict(accelerator.unwrap_model(unet), unet_lora)
-            if te_lora and cfg.train_text_encoder:
-                lora_network.load_lora_state_dict(accelerator.unwrap_model(text_encoder), te_lora)
+        damaged = []
+        for saved in candidates:  # a damaged newest state falls back to the one before it
+            try:
+                unet_lora, te_lora = train_state.load(saved, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                                      scaler=scaler)
+                lora_network.load_lora_state_dict(accelerator.unwrap_model(unet), unet_lora)
+                if te_lora and cfg.train_text_encoder:
+                    lora_network.load_lora_state_dict(accelerator.unwrap_model(text_encoder), te_lora)
+            except (train_state.DamagedState, ValueError, RuntimeError) as e:
+                damaged.append(str(e))
+                warn(f"saved state {e} cannot be used; trying an older one")
+                continue
             start_step, resumed_from = saved.step, str(saved.path)
+            break
+        if candidates and resumed_from is None:
+            raise ConfigError(f"no usable saved state to resume from: {'; '.join(damaged)}",
+                              hint="start a new run (the run's checkpoints/ LoRA files are untouched)")
 
     def save_state(step: int) -> Path | None:
         if not ctx.is_main:

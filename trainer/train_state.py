@@ -55,6 +55,15 @@ def latest(state_root: Path) -> SavedState | None:
     return states[-1] if states else None
 
 
+def newest_first(state_root: Path) -> list[SavedState]:
+    """Every complete state, newest first: what resume tries, in order."""
+    return list(reversed(_state_dirs(state_root)))
+
+
+class DamagedState(Exception):
+    """A saved state that cannot be read or does not fit this run (message: folder name and why)."""
+
+
 def save(state_root: Path, *, step: int, meta: dict[str, Any], unet_lora: dict, te_lora: dict | None,
          optimizer, lr_scheduler, scaler=None, keep: int = KEEP_STATES) -> Path:
     """Write state for `step` atomically; older states beyond `keep` are removed."""
@@ -100,27 +109,40 @@ def save(state_root: Path, *, step: int, meta: dict[str, Any], unet_lora: dict, 
 
 
 def load(saved: SavedState, *, optimizer, lr_scheduler, scaler=None) -> tuple[dict, dict | None]:
-    """Restore optimizer, scheduler, scaler and RNG from `saved`; returns (unet_lora, te_lora) weights."""
+    """Restore optimizer, scheduler, scaler and RNG from `saved`; returns (unet_lora, te_lora) weights.
+
+    Every file is read and parsed before anything is restored, so a damaged state (truncated or
+    corrupt file, or one written for another network) raises DamagedState and changes nothing.
+    """
     import numpy as np
     import torch
     from safetensors.torch import load_file
 
     d = saved.path
-    unet_lora = load_file(d / "lora_unet.safetensors")
-    te_lora = load_file(d / "lora_te.safetensors") if (d / "lora_te.safetensors").exists() else None
-    optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu"))
-    lr_scheduler.load_state_dict(torch.load(d / "scheduler.pt", weights_only=True))
-    if scaler is not None and (d / "scaler.pt").exists():
-        scaler.load_state_dict(torch.load(d / "scaler.pt", weights_only=True))
-    rng = load_file(d / "torch_rng.safetensors")
+    try:
+        unet_lora = load_file(d / "lora_unet.safetensors")
+        te_lora = load_file(d / "lora_te.safetensors") if (d / "lora_te.safetensors").exists() else None
+        optimizer_state = torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu")
+        scheduler_state = torch.load(d / "scheduler.pt", weights_only=True)
+        scaler_state = torch.load(d / "scaler.pt", weights_only=True) \
+            if scaler is not None and (d / "scaler.pt").exists() else None
+        rng = load_file(d / "torch_rng.safetensors")
+        other = json.loads((d / "rng.json").read_text())
+        py, npst = other["python"], other["numpy"]
+    except Exception as e:  # safetensors, pickle, zip and JSON errors all mean the same here
+        raise DamagedState(f"{d.name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    try:
+        optimizer.load_state_dict(optimizer_state)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise DamagedState(f"{d.name}: the optimizer state does not fit this run ({e})") from None
+    lr_scheduler.load_state_dict(scheduler_state)
+    if scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
         states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
-    other = json.loads((d / "rng.json").read_text())
-    py = other["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    npst = other["numpy"]
     np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), *npst[2:]))
     return unet_lora, te_lora

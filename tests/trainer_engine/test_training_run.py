@@ -342,3 +342,31 @@ def test_a_full_disk_at_a_checkpoint_fails_clearly_keeps_the_last_good_state_and
     assert events_of(run, "run_started")[-1]["start_step"] == 2
     last = events_of(run, "run_finished")[-1]
     assert (last["status"], last["steps_done"]) == ("completed", 6) and (run / "out.safetensors").is_file()
+
+
+def test_resume_skips_a_damaged_newest_state_and_says_so(make_run):
+    """A corrupt file in the newest state (disk error, a bad copy) falls back to the state before it;
+    none usable is a clear error. Nothing is half-restored from a damaged state."""
+    import tomllib
+
+    from trainer import train_state
+
+    run = make_run("damaged", max_train_steps=4, batch_size=1, save_every_steps=1)
+    assert train_in_process(run) == 0
+    assert [s.step for s in train_state.newest_first(run / "state")] == [3, 2]
+    config = (run / "config.toml").read_text().replace("max_train_steps = 4", "max_train_steps = 6")
+    assert tomllib.loads(config)["max_train_steps"] == 6
+    (run / "config.toml").write_text(config)  # train further from the saved states
+    (run / "state" / "step-3" / "optimizer.pt").write_bytes(b"PK\x03\x04 truncated")
+
+    assert train_in_process(run, "--resume") == 0
+    assert events_of(run, "run_started")[-1]["start_step"] == 2
+    assert any("step-3" in w["message"] and "cannot be used" in w["message"] for w in events_of(run, "warning"))
+    assert events_of(run, "run_finished")[-1]["steps_done"] == 6
+
+    for state in train_state.newest_first(run / "state"):  # now every state is damaged
+        (state.path / "lora_unet.safetensors").write_bytes(b"not safetensors")
+    assert train_in_process(run, "--resume") == 1
+    error = events_of(run, "error")[-1]
+    assert error["kind"] == "config" and "no usable saved state" in error["message"]
+    assert "start a new run" in error["hint"]
