@@ -193,3 +193,11 @@ def apply(cfg: TrainConfig, overrides: Mapping[str, Any], *, source: str = "conf
 
 def from_mapping(mapping: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
     return validate(apply(TrainConfig(), mapping, source=source))
+
+
+def from_run_file(doc: Mapping[str, Any], *, source: str) -> TrainConfig:
+    """A run's config.toml (its keys, without the [dataset] table) as a TrainConfig. An optional field
+    absent from the file is None: that is how the writer (trainer.run_config.to_toml) leaves it out."""
+    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
+    values.update(doc)
+    return from_mapping(values, source=source)

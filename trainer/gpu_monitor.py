@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
+
+from trainer import procfs
 
 # Why `proc_mem` can be None while the device is visible: NVML reports host PIDs.
 PROC_MEM_HIDDEN = ("NVML does not list this process on the GPU (inside a container NVML reports host"
@@ -159,23 +160,12 @@ class _GroupPids(set):
         return self._run is not None and _trainer_run_of(other) == self._run
 
 
-TRAINER_MODULES = ("trainer.train_process",)
+TRAINER_MODULE = "trainer.train_process"
 
 
 def _trainer_run_of(pid: int) -> str | None:
     """The run folder a trainer process trains (`... -m trainer.train_process RUN_DIR`), else None."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    for module in TRAINER_MODULES:
-        if module in argv and argv.index(module) + 1 < len(argv):
-            arg = argv[argv.index(module) + 1]
-            try:  # a relative RUN_DIR is relative to that process's working folder
-                return os.path.realpath(os.path.join(os.readlink(f"/proc/{pid}/cwd"), arg))
-            except OSError:
-                return os.path.realpath(arg) if os.path.isabs(arg) else None
-    return None
+    return procfs.module_arg(pid, TRAINER_MODULE)
 
 
 def query_devices(pid: int | None = None) -> list[dict[str, Any]]:

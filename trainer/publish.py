@@ -32,6 +32,7 @@ from typing import Any, Callable
 from trainer.atomic import TMP_PREFIX, fsync_dir
 from trainer.errors import LoradeckError
 from trainer.lora_file import copy_with_metadata, file_model_hash, kohya_metadata, legacy_hash, read_header
+from trainer.run_files import RunFiles
 from trainer.shared_folder import (ADAPTER_SUFFIX, adapter_path, build_sidecar, now_iso, preview_path,
                                    sidecar_path)
 
@@ -384,7 +385,7 @@ def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, An
         config = _config_of(run_dir)
         output = _output_of(run_dir, config)
         if output is None:
-            state = runs_mod.run_state(runs_mod.RunFiles(run_dir)) if runs_mod is not None else None
+            state = runs_mod.run_state(RunFiles(run_dir)) if runs_mod is not None else None
             hint = (f"it is {state}: resume it with `loradeck resume {project.name} {run_dir.name}`, or export"
                     " another run" if state in ("stopped", "failed", "crashed")
                     else "wait for it to finish, or export another run")
@@ -406,14 +407,7 @@ def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, An
 
 def run_checkpoints(run_dir: Path, config: dict[str, Any]) -> dict[int, Path]:
     """{step: file} of the kohya-format LoRA files the trainer saved during the run (checkpoints/)."""
-    name = str(config.get("output_name") or "lora")
-    pattern = re.compile(re.escape(name) + r"-step(\d+)" + re.escape(ADAPTER_SUFFIX))
-    found = {}
-    for path in (run_dir / "checkpoints").glob(f"{name}-step*{ADAPTER_SUFFIX}"):
-        m = pattern.fullmatch(path.name)
-        if m and path.is_file():
-            found[int(m.group(1))] = path
-    return found
+    return RunFiles(run_dir).checkpoint_files(str(config.get("output_name") or "lora"))
 
 
 def checkpoints_of(run_dir: Path) -> dict[int, Path]:

@@ -12,7 +12,6 @@ Pure Python (no torch): the CLI and the TUI's training form import it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,11 +258,4 @@ def read_run_config(path: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any
     dataset = doc.pop(DATASET_TABLE, None)
     if not isinstance(dataset, dict) or any(k not in dataset for k in DATASET_KEYS):
         raise ConfigError(f"{path}: the [dataset] table with {', '.join(DATASET_KEYS)} is missing")
-    # Optional fields absent from the file are None (that is how to_toml writes them).
-    values = {f.name: None for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
-    values.update(doc)
-    bad = train_config.unknown_keys(values)
-    if bad:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(bad)}")
-    defaults = TrainConfig().to_dict()
-    return train_config.validate(TrainConfig(**{**defaults, **values})), dict(dataset)
+    return train_config.from_run_file(doc, source=str(path)), dict(dataset)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,20 @@ class RunFiles:
 
     def output(self, output_name: str) -> Path:
         return self.dir / f"{output_name}.safetensors"
+
+    def checkpoint(self, output_name: str, step: int) -> Path:
+        """The kohya-format LoRA saved at `step`: checkpoints/<output_name>-step<8 digits>.safetensors."""
+        return self.checkpoints / f"{output_name}-step{step:08d}.safetensors"
+
+    def checkpoint_files(self, output_name: str) -> dict[int, Path]:
+        """{step: file} of the checkpoints saved so far, in step order."""
+        pattern = re.compile(re.escape(output_name) + r"-step(\d+)\.safetensors")
+        found = {}
+        for path in self.checkpoints.glob(f"{output_name}-step*.safetensors"):
+            m = pattern.fullmatch(path.name)
+            if m and path.is_file():
+                found[int(m.group(1))] = path
+        return dict(sorted(found.items()))
 
 
 def write_status(files: RunFiles, **fields: Any) -> dict[str, Any]:

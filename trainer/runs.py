@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from trainer import run_config
+from trainer import procfs, run_config
 from trainer.atomic import atomic_write_text
 from trainer.errors import LoradeckError
 from trainer.events import EventReader, EventWriter, parse_line
@@ -242,40 +242,9 @@ def start(files: RunFiles, *, resume: bool = False, gpus: int | None = None) -> 
 
 # ------------------------------------------------------------------------------------ process checks
 
-def _boot_time() -> float | None:
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    return raw[raw.rindex(")") + 2:].split()
-
-
 def _proc_start(pid: int) -> float | None:
     """When process `pid` started (Unix seconds), from /proc; None where that is unknown."""
-    fields, boot = _proc_stat(pid), _boot_time()
-    if not fields or boot is None:
-        return None
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_argv(pid: int) -> list[str] | None:
-    """The process's argv from /proc (empty while it is still inside execve); None if unreadable."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return raw.decode(errors="replace").split("\0")[:-1] if raw else []
+    return procfs.start_time(pid)
 
 
 def process_alive(pid: Any, *, started: float | None = None, started_before: float | None = None,
@@ -294,7 +263,7 @@ def process_alive(pid: Any, *, started: float | None = None, started_before: flo
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    fields = _proc_stat(pid)
+    fields = procfs.stat(pid)
     if fields is None:
         return not Path("/proc/self").exists()  # no /proc (macOS): kill(0) is all we have
     if fields[0] in ("Z", "X"):
@@ -307,7 +276,7 @@ def process_alive(pid: Any, *, started: float | None = None, started_before: flo
             return False
     needles = list(cmd_contains)
     if needles:
-        argv = _proc_argv(pid)
+        argv = procfs.argv(pid)
         # Empty while the process is still inside execve (the launcher can get here that early).
         if argv and not any(n in " ".join(argv) for n in needles):
             return False
@@ -578,32 +547,19 @@ def _trainer_ranks(files: RunFiles) -> list[int]:
     Not by process group: torch's launcher (which `accelerate launch --multi_gpu` runs) starts every
     rank in a session of its own, so a signal to the launched group never reaches them.
     """
-    ranks = []
     try:
-        entries = list(Path("/proc").iterdir())
+        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
     except OSError:
-        return ranks  # no /proc: the caller signals the process group instead
+        return []  # no /proc: the caller signals the process group instead
     run_dir = os.path.realpath(files.dir)
-    for entry in entries:
-        if not entry.name.isdigit():
+    ranks = []
+    for pid in pids:
+        if not _is_rank(procfs.argv(pid) or []) or procfs.module_arg(pid, TRAIN_MODULE) != run_dir:
             continue
-        pid = int(entry.name)
-        argv = _proc_argv(pid) or []
-        if not _is_rank(argv):
-            continue
-        after = argv[argv.index(TRAIN_MODULE) + 1:]
-        fields_ = _proc_stat(pid)
-        if after and _real_path_of(pid, after[0]) == run_dir and fields_ and fields_[0] not in ("Z", "X"):
+        fields_ = procfs.stat(pid)
+        if fields_ and fields_[0] not in ("Z", "X"):
             ranks.append(pid)
     return ranks
-
-
-def _real_path_of(pid: int, arg: str) -> str | None:
-    """A path argument of process `pid`, resolved against that process's working folder."""
-    try:
-        return os.path.realpath(os.path.join(os.readlink(f"/proc/{pid}/cwd"), arg))
-    except OSError:
-        return os.path.realpath(arg) if os.path.isabs(arg) else None
 
 
 LAUNCHERS = ("accelerate.commands.launch", "torch.distributed.run", "torch.distributed.launch")

@@ -315,8 +315,8 @@ def train(ctx: RunContext) -> Outcome:
             ctx.progress.update(phase="saving checkpoint")
             state_path = save_state(step)
             path = export_lora(ctx, accelerator, unet, text_encoder, items, model, step, done_epochs,
-                               ctx.files.checkpoints / f"{cfg.output_name}-step{step:08d}.safetensors")
-            prune_checkpoints(ctx.files.checkpoints, cfg.output_name, cfg.save_last_n)
+                               ctx.files.checkpoint(cfg.output_name, step))
+            prune_checkpoints(ctx.files, cfg.output_name, cfg.save_last_n)
             ctx.events.emit("checkpoint", step=step, path=str(path), state=str(state_path), epoch=done_epochs)
         if sampling and ((cfg.sample_every_steps and step % cfg.sample_every_steps == 0)
                          or (epoch_ended and cfg.sample_every_epochs and done_epochs % cfg.sample_every_epochs == 0)):
@@ -546,9 +546,9 @@ def run_started_at(files: RunFiles) -> float | None:
     return None
 
 
-def prune_checkpoints(folder: Path, output_name: str, keep: int) -> None:
+def prune_checkpoints(files: RunFiles, output_name: str, keep: int) -> None:
     """Keep the newest `keep` step checkpoints of this run (never touches other files)."""
-    found = sorted(folder.glob(f"{output_name}-step*.safetensors"))
+    found = list(files.checkpoint_files(output_name).values())
     for old in found[:-keep] if keep else []:
         with contextlib.suppress(OSError):
             old.unlink()

@@ -120,8 +120,6 @@ def read_config(files: RunFiles):
     stdlib tomllib + trainer.config, as the run-folder contract says: the process does not need the
     config-resolution machinery (or its TOML writer) that the CLI uses to make the file.
     """
-    import dataclasses
-
     from trainer import config as train_config
     from trainer.errors import ConfigError
 
@@ -140,10 +138,7 @@ def read_config(files: RunFiles):
     dataset = doc.pop("dataset", None)
     if not isinstance(dataset, dict) or "project_dir" not in dataset:
         raise ConfigError(f"{files.config}: the [dataset] table with project_dir is missing")
-    # Optional fields absent from the file are None: that is how the writer leaves them out.
-    values = {f.name: None for f in dataclasses.fields(train_config.TrainConfig) if "None" in str(f.type)}
-    values.update(doc)
-    return train_config.from_mapping(values, source=str(files.config)), dataset
+    return train_config.from_run_file(doc, source=str(files.config)), dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -340,12 +340,6 @@ class RunTracker:
 
 # -- reading the other run files --------------------------------------------------------------
 
-def run_state(files: RunFiles) -> str:
-    """The run's state as every reader sees it (trainer.runs.run_state, which reads the events
-    file incrementally, so asking on every poll stays cheap on a long run)."""
-    return engine_runs.run_state(files)
-
-
 class LogTail:
     """The last lines of train.log, re-read only when the file grew or changed."""
 
@@ -433,7 +427,7 @@ class RunWatcher:
                     last_post = time.monotonic()
             self.tracker.feed(events)
             changed = True
-        self.state = run_state(self.files)
+        self.state = engine_runs.run_state(self.files)  # reads events incrementally: cheap per poll
         tail = self.log.read()
         sig = (self.state, len(tail), tail[-1] if tail else None)
         self.polls += 1

@@ -30,6 +30,18 @@ def steps_of(files):
     return [e["step"] for e in read_all(files.events) if e["type"] == "step"]
 
 
+def start_slow_exiting_run(project, reap, monkeypatch, exit_seconds: str):
+    """A fake run of 200 steps of 0.1 s whose process takes `exit_seconds` to exit after it reports
+    stopped; returns (files, pid) once it is running."""
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+    monkeypatch.setenv("FAKE_EXIT_SECONDS", exit_seconds)
+    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
+    pid = runs.start(files)
+    reap(pid)
+    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    return files, pid
+
+
 def test_detached_start_runs_in_its_own_session_and_logs_to_train_log(project, fake_trainer, reap):
     files = runs.create_run(project, {"max_train_steps": 5, "resolution": 64})
     pid = runs.start(files)
@@ -63,12 +75,7 @@ def test_stop_returns_only_once_the_trainer_process_has_exited_so_resume_works_a
         project, fake_trainer, reap, monkeypatch):
     # The trainer reports `stopped`, then takes a while to exit (tearing down): stop must wait for
     # the exit, or an immediate resume is refused ("its trainer is still alive").
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
-    monkeypatch.setenv("FAKE_EXIT_SECONDS", "1.5")
-    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
-    pid = runs.start(files)
-    reap(pid)
-    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    files, pid = start_slow_exiting_run(project, reap, monkeypatch, "1.5")
     report = runs.stop(files, timeout=20)
     assert report["ok"] and report["state"] == "stopped"
     assert not runs.process_alive(pid) and runs.lingering_pid(files) is None
@@ -81,12 +88,7 @@ def test_stop_returns_only_once_the_trainer_process_has_exited_so_resume_works_a
 
 def test_stop_gives_up_after_its_timeout_when_the_process_will_not_exit(project, fake_trainer, reap,
                                                                         monkeypatch):
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
-    monkeypatch.setenv("FAKE_EXIT_SECONDS", "30")
-    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
-    pid = runs.start(files)
-    reap(pid)
-    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    files, pid = start_slow_exiting_run(project, reap, monkeypatch, "30")
     t0 = time.monotonic()
     report = runs.stop(files, timeout=2)
     assert time.monotonic() - t0 < 6  # bounded
@@ -185,12 +187,7 @@ def test_foreground_crash_shows_the_end_of_train_log(project, monkeypatch, capsy
 
 def test_a_second_stop_waits_for_a_run_that_reported_stopped_but_is_still_exiting(project, fake_trainer, reap,
                                                                                   monkeypatch):
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
-    monkeypatch.setenv("FAKE_EXIT_SECONDS", "2")
-    files = runs.create_run(project, {"max_train_steps": 200, "resolution": 64})
-    pid = runs.start(files)
-    reap(pid)
-    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    files, pid = start_slow_exiting_run(project, reap, monkeypatch, "2")
     first = runs.stop(files, timeout=0.3)          # gives up while the trainer still tears down
     wait_for(lambda: runs.run_state(files) == "stopped")
     assert not first["ok"] and runs.lingering_pid(files) == pid
