@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainer import procfs
+from trainer import process_info
 
 # Why `proc_mem` can be None while the device is visible: NVML reports host PIDs.
 PROC_MEM_HIDDEN = ("NVML does not list this process on the GPU (inside a container NVML reports host"
@@ -165,7 +165,7 @@ TRAINER_MODULE = "trainer.train_process"
 
 def _trainer_run_of(pid: int) -> str | None:
     """The run folder a trainer process trains (`... -m trainer.train_process RUN_DIR`), else None."""
-    return procfs.module_arg(pid, TRAINER_MODULE)
+    return process_info.module_arg(pid, TRAINER_MODULE)
 
 
 def query_devices(pid: int | None = None) -> list[dict[str, Any]]:

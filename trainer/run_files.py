@@ -5,6 +5,7 @@
     train.log             the trainer process's stdout/stderr
     status.json           pid, heartbeat, state; written atomically by the trainer process
     launch.json           what the launcher started: pid/pgid, host, time, command (trainer.runs)
+    queue.json            the run waits in the queue: its ticket, GPU choice, need (trainer.run_queue)
     state/step-<N>/       resumable training state (weights, optimizer, scheduler, step, RNG)
     checkpoints/          kohya-format LoRA files saved during training
     samples/              sample images (PNG)
@@ -54,6 +55,10 @@ class RunFiles:
     @property
     def launch(self) -> Path:
         return self.dir / "launch.json"
+
+    @property
+    def queue(self) -> Path:
+        return self.dir / "queue.json"
 
     @property
     def state(self) -> Path:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from trainer import procfs, run_config
+from trainer import process_info, run_config
 from trainer.atomic import atomic_write_text
 from trainer.errors import LoradeckError
 from trainer.events import EventReader, EventWriter, parse_line
@@ -36,7 +36,8 @@ from trainer.project import Project, dataset_images
 from trainer.run_files import RunFiles, read_status
 
 TRAIN_MODULE = "trainer.train_process"
-STATES = ("starting", "running", "completed", "stopped", "failed", "crashed")
+# `queued`: waiting in the run queue to start by itself (trainer.run_queue); not active, not finished.
+STATES = ("queued", "starting", "running", "completed", "stopped", "failed", "crashed")
 ACTIVE = ("starting", "running")
 FINISHED = ("completed", "stopped", "failed")
 # The trainer beats every <= 2 s from a thread; this much silence means it is dead or hung.
@@ -243,15 +244,15 @@ def start(files: RunFiles, *, resume: bool = False, gpus: int | None = None) -> 
 # ------------------------------------------------------------------------------------ process checks
 
 def _proc_start(pid: int) -> float | None:
-    """When process `pid` started (Unix seconds), from /proc; None where that is unknown."""
-    return procfs.start_time(pid)
+    """When process `pid` started (Unix seconds); None where that is unknown."""
+    return process_info.start_time(pid)
 
 
 def process_alive(pid: Any, *, started: float | None = None, started_before: float | None = None,
                   cmd_contains: Iterable[str] = ()) -> bool:
     """Is `pid` a live (not zombie) process, and the same process we mean?
 
-    Guards against pid reuse where /proc lets us: its start time must equal `started` (within a
+    Guards against pid reuse where psutil can tell: its start time must equal `started` (within a
     second) or be no later than `started_before`, and its command line must hold one of
     `cmd_contains`.
     """
@@ -263,10 +264,8 @@ def process_alive(pid: Any, *, started: float | None = None, started_before: flo
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    fields = procfs.stat(pid)
-    if fields is None:
-        return not Path("/proc/self").exists()  # no /proc (macOS): kill(0) is all we have
-    if fields[0] in ("Z", "X"):
+    live = process_info.running(pid)
+    if live is not None and not live:
         return False
     begun = _proc_start(pid)
     if begun is not None:
@@ -276,7 +275,7 @@ def process_alive(pid: Any, *, started: float | None = None, started_before: flo
             return False
     needles = list(cmd_contains)
     if needles:
-        argv = procfs.argv(pid)
+        argv = process_info.argv(pid)
         # Empty while the process is still inside execve (the launcher can get here that early).
         if argv and not any(n in " ".join(argv) for n in needles):
             return False
@@ -387,20 +386,32 @@ def _time(event: dict[str, Any] | None) -> float:
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
+def _queued_at(files: RunFiles) -> float:
+    """When the run was last put in the queue (queue.json, trainer.run_queue); -inf if never."""
+    try:
+        value = json.loads(files.queue.read_text()).get("time")
+    except (OSError, ValueError, AttributeError):
+        return float("-inf")
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
 def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None) -> str:
-    """starting | running | completed | stopped | failed | crashed, as every reader sees it."""
+    """queued | starting | running | completed | stopped | failed | crashed, as every reader sees it."""
     events = _events if _events is not None else event_summary(files.events)
     started, finished = events.get("run_started"), events.get("run_finished")
     launch_rec, status = read_launch(files), read_status(files)
     now = time.time()
     t_launch = (_number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
-    t_latest = max(_time(started), t_launch)
+    t_queued = _queued_at(files)
+    t_latest = max(_time(started), t_launch, t_queued)
     beat = (_number(status.get("heartbeat")) or 0.0) if status else 0.0
     if finished is not None and _time(finished) >= t_latest:
         return finished.get("status") if finished.get("status") in FINISHED else "failed"
     # A trainer that could not write events may still have left its final state in status.json.
     if status and status.get("state") in FINISHED and beat >= t_latest:
         return status["state"]
+    if t_queued > max(_time(started), t_launch):
+        return "queued"  # an orphan (its waiter is gone) too: trainer.run_queue.describe says which
     if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:
@@ -433,7 +444,8 @@ class RunInfo:
     loss: float | None          # the last step's loss
     base_model: str | None
     output_name: str | None
-    message: str | None         # why it failed / stopped, when the run said
+    message: str | None         # why it failed / stopped, when the run said; what a queued run waits for
+    queue: dict[str, Any] | None = None  # a queued run's place (trainer.run_queue.describe)
 
     @property
     def dir(self) -> Path:
@@ -469,13 +481,19 @@ def run_info(files: RunFiles) -> RunInfo:
         err = events.get("error")
         message = err.get("message") if err else None
     loss = _number(step_ev.get("loss"))
+    queue = None
+    if state == "queued":
+        from trainer import run_queue  # it imports this module
+
+        queue = run_queue.describe(files)
+        message = run_queue.queue_line(queue)
     return RunInfo(
         run_id=files.run_id, files=files, state=state,
         step=int(step_ev.get("step") or status.get("step") or 0),
         total_steps=int(total) if isinstance(total, int) else None,
         epoch=step_ev.get("epoch"), started=started,
         finished=_time(finished_ev) if finished_ev and state in FINISHED else None,
-        output=output, loss=loss, base_model=base_model, output_name=output_name, message=message)
+        output=output, loss=loss, base_model=base_model, output_name=output_name, message=message, queue=queue)
 
 
 def run_folders(project: Project) -> list[RunFiles]:
@@ -542,24 +560,15 @@ def lingering_pid(files: RunFiles) -> int | None:
 
 
 def _trainer_ranks(files: RunFiles) -> list[int]:
-    """The live trainer processes of this run (not its launcher), found by their command line in /proc.
+    """The live trainer processes of this run (not its launcher), found by their command line (psutil).
 
     Not by process group: torch's launcher (which `accelerate launch --multi_gpu` runs) starts every
     rank in a session of its own, so a signal to the launched group never reaches them.
     """
-    try:
-        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-    except OSError:
-        return []  # no /proc: the caller signals the process group instead
     run_dir = os.path.realpath(files.dir)
-    ranks = []
-    for pid in pids:
-        if not _is_rank(procfs.argv(pid) or []) or procfs.module_arg(pid, TRAIN_MODULE) != run_dir:
-            continue
-        fields_ = procfs.stat(pid)
-        if fields_ and fields_[0] not in ("Z", "X"):
-            ranks.append(pid)
-    return ranks
+    return [pid for pid in process_info.all_pids()
+            if _is_rank(process_info.argv(pid) or []) and process_info.module_arg(pid, TRAIN_MODULE) == run_dir
+            and process_info.running(pid)]
 
 
 LAUNCHERS = ("accelerate.commands.launch", "torch.distributed.run", "torch.distributed.launch")
@@ -653,6 +662,10 @@ def check_resumable(files: RunFiles) -> str:
     if state in ACTIVE:
         raise LoradeckError(f"run {files.run_id} is still {state}",
                             hint="stop it first, or watch it with `loradeck monitor`")
+    if state == "queued":
+        raise LoradeckError(f"run {files.run_id} is queued; it starts by itself",
+                            hint=f"an orphaned one (its waiter gone): loradeck requeue"
+                                 f" {files.dir.parent.parent.name} {files.run_id}; or cancel it: loradeck cancel")
     if state == "completed":
         raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
                             hint="start a new run with `loradeck train`")

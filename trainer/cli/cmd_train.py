@@ -17,7 +17,7 @@ from typing import Any
 from trainer import config as train_config
 from trainer import project as projects
 from trainer import run_config, runs
-from trainer.cli import CommandResult
+from trainer.cli import CommandResult, cmd_queue
 from trainer.config import TrainConfig
 from trainer.errors import LoradeckError
 
@@ -84,6 +84,7 @@ def register(sub, parent) -> None:
     p.add_argument("name", help="project name")
     p.add_argument("--config", metavar="FILE", help="a loradeck run TOML or a kohya train_network.py TOML")
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    cmd_queue.placement_flags(p)
     train_flags(p)
     p.set_defaults(handler=cmd_train)
 
@@ -102,6 +103,7 @@ def register(sub, parent) -> None:
     p.add_argument("name", help="project name")
     p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    cmd_queue.placement_flags(p)
     p.set_defaults(handler=cmd_resume)
 
 
@@ -114,26 +116,42 @@ def _say(text: str) -> None:
 def cmd_train(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     resolved = run_config.resolve(project, overrides_from(args), args.config)
-    files = runs.create_run_from(project, resolved)
-    if not args.json:
-        for note in resolved.notes:
-            _say(f"note: {note}")
-    if args.detach:
-        return _detached(project, files, runs.start(files), notes=resolved.notes)
-    return _foreground(project, files, runs.launch(files), quiet=args.json, notes=resolved.notes)
+    gpu = cmd_queue.gpu_processes.parse_gpu(args.gpu)
+    if args.queue:
+        files = runs.create_run_from(project, resolved)
+        return cmd_queue.queued_result(project, files, gpu=gpu)
+    with cmd_queue.gpu_env(args, resolved.config):  # picked before the run folder exists
+        files = runs.create_run_from(project, resolved)
+        if not args.json:
+            for note in resolved.notes:
+                _say(f"note: {note}")
+        if args.detach:
+            return _detached(project, files, runs.start(files), notes=resolved.notes)
+        proc = runs.launch(files)
+    return _foreground(project, files, proc, quiet=args.json, notes=resolved.notes)
 
 
 def cmd_resume(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files = runs.find_run(project, args.run)
-    if args.detach:
-        return _detached(project, files, runs.resume(files, detach=True), resumed=True)
-    return _foreground(project, files, runs.resume(files, detach=False), quiet=args.json)
+    if runs.run_state(files) == "queued":  # an orphan (its waiter killed) gets a new waiter
+        return cmd_queue.cmd_requeue(args)
+    if args.queue:
+        runs.check_resumable(files)
+        return cmd_queue.queued_result(project, files, resumed=True,
+                                       gpu=cmd_queue.gpu_processes.parse_gpu(args.gpu))
+    with cmd_queue.gpu_env(args, run_config.read_run_config(files.config)[0]):
+        if args.detach:
+            return _detached(project, files, runs.resume(files, detach=True), resumed=True)
+        proc = runs.resume(files, detach=False)
+    return _foreground(project, files, proc, quiet=args.json)
 
 
 def cmd_stop(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files = runs.find_run(project, args.run)
+    if runs.run_state(files) == "queued":
+        return cmd_queue.cmd_cancel(args)
     report = runs.stop(files, timeout=args.timeout, force=args.force)
     if report["ok"]:
         text = f"run {files.run_id} {report['state']} after {report['waited_s']:.1f} s"
