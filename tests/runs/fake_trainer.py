@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
     writer = EventWriter(files.events)
     writer.emit("run_started", run_id=files.run_id, config=cfg.to_dict(), environment={"device": "cpu"},
                 total_steps=total, resumed_from=step if resume else None)
-    print(f"fake trainer pid {os.getpid()} from step {step}", flush=True)
+    print(f"fake trainer pid {os.getpid()} from step {step}"
+          f" CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}", flush=True)
     files.state.mkdir(exist_ok=True)
     while step < total:
         time.sleep(step_seconds)
