@@ -30,15 +30,37 @@ def list_runs(project: Project) -> list[RunInfo]:
     return sorted(runs.list_runs(project), key=lambda r: (r.started or 0.0, r.run_id), reverse=True)
 
 
-def launch(project: Project, overrides: dict[str, Any]) -> RunFiles:
-    """Create a run with `overrides` on the project's defaults and start it detached."""
-    files = runs.create_run(project, overrides)
-    runs.start(files)
+def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = None,
+           queue: bool = False) -> RunFiles:
+    """Create a run with `overrides` on the project's defaults and start it detached; `gpu` (None,
+    "auto" or an index) places it, `queue` puts it in the queue instead (trainer.run_queue)."""
+    if gpu is None and not queue:
+        files = runs.create_run(project, overrides)
+        runs.start(files)
+        return files
+    from trainer import gpu_processes, run_config, run_queue
+
+    where = gpu_processes.parse_gpu(gpu)
+    resolved = run_config.resolve(project, overrides)
+    if queue:
+        files = runs.create_run_from(project, resolved)
+        run_queue.enqueue(project, files, gpu=where)
+        return files
+    chosen = gpu_processes.pick_gpus(resolved.config, where)  # before the run folder exists
+    files = runs.create_run_from(project, resolved)
+    with gpu_processes.child_env(gpu_processes.visible_env(chosen)):
+        runs.start(files)
     return files
 
 
 def stop(files: RunFiles) -> None:
-    """Ask the run to stop and wait for it (it finishes the step and saves resumable state)."""
+    """Ask the run to stop and wait for it (it finishes the step and saves resumable state); a
+    queued run is taken out of the queue."""
+    if runs.run_state(files) == "queued":
+        from trainer import run_queue
+
+        run_queue.cancel(files)
+        return
     report = runs.stop(files)
     if not report.get("ok", True):
         raise LoradeckError(f"run {files.run_id} did not stop within the wait (it is {report.get('state')})",
@@ -54,6 +76,11 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     stopped from another terminal); the engine rightly refuses to start a second trainer on the
     folder meanwhile, so this waits up to `exit_wait` seconds for the old process to go first.
     """
+    if runs.run_state(files) == "queued":  # an orphan (its waiter gone) gets a new waiter
+        from trainer import run_queue
+
+        run_queue.requeue(files)
+        return
     if runs.run_state(files) not in runs.ACTIVE:
         deadline = time.monotonic() + exit_wait
         while runs.lingering_pid(files) is not None and time.monotonic() < deadline:

@@ -90,7 +90,8 @@ class RunView:
     """What the monitor shows, copied out of the tracker (safe to hand to the UI thread)."""
 
     run_id: str
-    state: str = "unknown"  # starting|running|stopping|completed|stopped|failed|crashed|unknown
+    state: str = "unknown"  # queued|starting|running|stopping|completed|stopped|failed|crashed|unknown
+    queue_line: str | None = None  # a queued run: its place and what it waits for (trainer.run_queue)
     events_seen: int = 0
     started: float | None = None
     step: int = 0
@@ -429,12 +430,20 @@ class RunWatcher:
             changed = True
         self.state = engine_runs.run_state(self.files)  # reads events incrementally: cheap per poll
         tail = self.log.read()
-        sig = (self.state, len(tail), tail[-1] if tail else None)
+        queue_line = self._queue_line() if self.state == "queued" else None
+        sig = (self.state, len(tail), tail[-1] if tail else None, queue_line)
         self.polls += 1
         if changed or sig != self._last_sig:
             self._last_sig = sig
-            return self.tracker.view(self.state, tail)
+            view = self.tracker.view(self.state, tail)
+            view.queue_line = queue_line
+            return view
         return None
+
+    def _queue_line(self) -> str:
+        from trainer import run_queue
+
+        return run_queue.queue_line(run_queue.describe(self.files))
 
     def run(self) -> None:
         """The worker body: poll, post, wait; until `stop()`."""

@@ -200,3 +200,31 @@ def test_two_users_share_one_queue_folder_in_order_and_cannot_remove_each_others
             other.kill()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_real_cpu_runs_queued_from_two_projects_finish_one_after_the_other(project, second, cli, root,
+                                                                               tmp_path):
+    """The real trainer on synthetic:tiny, queued through the CLI on a box whose NVML says no GPU:
+    the second run starts only after the first has finished, and both complete."""
+    script = ScriptedNvml(tmp_path / "nvml.json").no_nvml("NVML Shared Library Not Found")
+    env = {"FAKE_NVML_FILE": str(script.path), run_queue.POLL_ENV: "0.3",
+           run_queue.QUEUE_ENV: str(tmp_path / "queue"),
+           "PYTHONPATH": os.pathsep.join([str(FAKE_NVML_DIR), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    tiny = ["--base-model", "synthetic:tiny", "--resolution", "64", "--mixed-precision", "no", "--steps", "3"]
+    try:
+        queued = [json.loads(cli("train", name, *tiny, "--queue", "--json", root=root, env=env, check=True).stdout)
+                  for name in ("toy", "other")]
+        first, later = (RunFiles(Path(q["run_dir"])) for q in queued)
+        assert [q["state"] for q in queued] == ["queued", "queued"]
+        wait_for(lambda: runs.run_state(later) in runs.FINISHED + ("crashed",), 400, poll=0.5,
+                 what="both real runs")
+        assert (runs.run_state(first), runs.run_state(later)) == ("completed", "completed")
+        finished_first = [e for e in read_all(first.events) if e["type"] == "run_finished"][-1]["time"]
+        assert first_time(later, "run_started") > finished_first
+        assert runs.run_info(later).output and Path(runs.run_info(later).output).stat().st_size > 0
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(str(tmp_path) in part for part in proc.info["cmdline"] or []):
+                with __import__("contextlib").suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)

@@ -24,10 +24,11 @@ from tui import run_actions
 from tui.run_keys import bind
 from tui.run_watch import RunUpdated, RunView, RunWatcher
 from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
+from tui.widgets.gpu_table import GpuTable
 from tui.worker_errors import ShowsWorkerErrors, show_error
 
 STATE_STYLE = {
-    "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
+    "queued": "bold yellow", "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
     "completed": "bold cyan", "stopped": "bold magenta", "failed": "bold red", "crashed": "bold red",
 }
 LOG_LINES_SMALL, LOG_LINES_LARGE = 4, 14
@@ -130,6 +131,8 @@ def alerts_text(view: RunView, limit: int = 3) -> Text:
 
 def finished_line(view: RunView) -> str:
     """How the run ended and what to do next; for a live run, its newest checkpoint."""
+    if view.state == "queued":
+        return view.queue_line or "queued"
     if view.is_live:
         if view.last_checkpoint:
             return (f"checkpoint {view.checkpoints} at step {view.last_checkpoint_step}:"
@@ -194,6 +197,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
             with Vertical(id="charts"):
                 yield LossChart(id="loss-chart")
                 yield VramChart(id="vram-chart")
+                yield GpuTable(self._run_pid, id="gpu-table")
             with Vertical(id="side", classes="hidden"):
                 from tui.widgets.image_preview import ImagePreview
 
@@ -225,6 +229,15 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self.watcher = RunWatcher(self.files, self.post_message, interval=self.poll_interval)
         self.run_worker(self.watcher.run, thread=True, exclusive=True, group="run-watch",
                         description=f"watch {self.run_id}", exit_on_error=False)
+
+    def _run_pid(self) -> int | None:
+        """The run's launched process (its group and ranks are marked in the GPU table)."""
+        if self.files is None:
+            return None
+        from trainer import runs
+
+        record = runs.read_launch(self.files) or {}
+        return record.get("pid") if isinstance(record.get("pid"), int) else None
 
     def on_unmount(self) -> None:
         if self.watcher is not None:
@@ -292,10 +305,16 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
     def action_stop_run(self) -> None:
         if self.files is None:
             return
-        if self.view is not None and not self.view.is_live:
+        if self.view is not None and not self.view.is_live and self.view.state != "queued":
             self.notify(f"{self.run_id} is not running ({self.view.state})")
             return
         from tui.screens.confirm import ConfirmScreen
+
+        if self.view is not None and self.view.state == "queued":
+            self.app.push_screen(ConfirmScreen(f"Cancel queued run {self.run_id}? It leaves the queue.",
+                                               yes_label="Cancel run", danger=True),
+                                 lambda yes: self._run_engine("stop") if yes else None)
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:

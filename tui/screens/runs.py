@@ -26,7 +26,7 @@ from tui.worker_errors import ShowsWorkerErrors, show_error
 
 REFRESH_SECONDS = 2.0
 STATE_STYLE = {
-    "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
+    "queued": "yellow", "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
     "stopped": "magenta", "failed": "bold red", "crashed": "bold red",
 }
 LIVE = ("starting", "running", "stopping")
@@ -99,6 +99,9 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     @staticmethod
     def _cells(r: RunInfo) -> tuple:
         steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
+        if r.state == "queued":  # its place in the queue instead of steps not taken yet
+            q = r.queue or {}
+            steps = "orphaned" if q.get("orphaned") else f"#{q.get('place') or '?'} of {q.get('of') or '?'}"
         loss = f"{r.loss:.4f}" if r.loss is not None else ""
         output = Path(r.output).name if r.output else ""  # the folder is the run's own
         return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, loss, started_text(r.started),
@@ -199,7 +202,10 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         hints = {"running": "m/enter: monitor  s: stop", "starting": "m/enter: monitor  s: stop",
                  "completed": "e: export  m/enter: monitor",
                  "stopped": "r: resume  m/enter: monitor", "failed": "r: resume  m/enter: monitor",
-                 "crashed": "the process is gone without finishing; r: resume from its last state"}
+                 "crashed": "the process is gone without finishing; r: resume from its last state",
+                 "queued": "s: cancel  m/enter: monitor"}
+        if row.state == "queued" and (row.queue or {}).get("orphaned"):
+            hints["queued"] = "r: requeue  s: cancel"
         hint = hints.get(row.state, "")
         if row.state != "completed" and run_actions.has_checkpoints(self.project, row.run_id):
             hint += "  e: export a checkpoint"  # one folder listing: cheap enough for the UI thread
@@ -222,10 +228,16 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         row = self.selected()
         if row is None:
             return
-        if row.state not in LIVE:
+        if row.state not in LIVE and row.state != "queued":
             self.notify(f"{row.run_id} is not running ({row.state})")
             return
         from tui.screens.confirm import ConfirmScreen
+
+        if row.state == "queued":
+            self.app.push_screen(ConfirmScreen(f"Cancel queued run {row.run_id}? It leaves the queue.",
+                                               yes_label="Cancel run", danger=True),
+                                 lambda yes: self._engine("stop", row) if yes else None)
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -239,7 +251,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         row = self.selected()
         if row is None:
             return
-        if row.state in LIVE or row.state == "completed":
+        if row.state in LIVE or row.state == "completed" or (
+                row.state == "queued" and not (row.queue or {}).get("orphaned")):
             self.notify(f"{row.run_id} is {row.state}: nothing to resume")
             return
         self._engine("resume", row)

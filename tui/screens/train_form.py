@@ -28,6 +28,7 @@ from trainer.repeat_folders import image_repeats, weighted_count
 from tui import presets, run_actions
 from tui.run_keys import bind
 from tui.worker_errors import ShowsWorkerErrors, show_error
+from tui.widgets.run_placement import RunPlacement
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                                                          for p in presets.PRESETS],
                          value=PRESET_NONE, allow_blank=False, id="preset")
         yield Static("", id="steps")
+        yield RunPlacement(id="placement")
         with VerticalScroll(id="form"):
             for f in FIELDS:
                 with Horizontal(classes="row", id=f"row-{f.name}"):
@@ -374,12 +376,13 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
             return
         self.query_one("#launch", Button).disabled = True
         self._set("steps", Text("launching…", style="bold"))
-        self._launch(self.overrides())
+        gpu, queue = self.query_one(RunPlacement).choice()
+        self._launch(self.overrides(), gpu, queue)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False, description="launch run")
-    def _launch(self, overrides: dict[str, Any]) -> None:
+    def _launch(self, overrides: dict[str, Any], gpu: str | None = None, queue: bool = False) -> None:
         try:
-            files = run_actions.launch(self.project, overrides)
+            files = run_actions.launch(self.project, overrides, gpu=gpu, queue=queue)
         except Exception as e:
             self.app.call_from_thread(self._launch_failed, e)
             return
