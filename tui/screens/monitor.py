@@ -231,12 +231,15 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
                         description=f"watch {self.run_id}", exit_on_error=False)
 
     def _run_pid(self) -> int | None:
-        """The run's launched process (its group and ranks are marked in the GPU table)."""
-        if self.files is None:
-            return None
+        """The run's launched process (its group and ranks are marked in the GPU table); called from
+        the table's worker, possibly before on_mount has found the run."""
         from trainer import runs
 
-        record = runs.read_launch(self.files) or {}
+        try:
+            files = self.files or run_actions.find_run(self.project, self.run_id)
+        except LoradeckError:
+            return None
+        record = (runs.read_launch(files) or {}) if files is not None else {}
         return record.get("pid") if isinstance(record.get("pid"), int) else None
 
     def on_unmount(self) -> None:

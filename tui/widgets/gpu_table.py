@@ -16,7 +16,7 @@ from trainer import gpu_processes
 POLL_SECONDS = 3.0
 
 
-def table_text(report: gpu_processes.GpuReport, width: int = 78) -> Text:
+def table_text(report: gpu_processes.GpuReport) -> Text:
     text = Text()
     for g in report.gpus:
         if text:
@@ -28,7 +28,7 @@ def table_text(report: gpu_processes.GpuReport, width: int = 78) -> Text:
         for p in g.processes:
             line = (f"\n{'*' if p.ours else ' '} {(p.user or '?')[:10]:<10} {p.pid:>7}"
                     f" {gpu_processes.fmt_gib(p.memory):>9}  {p.command or '?'}")
-            text.append(line[:width + 1], style="bold green" if p.ours else "")
+            text.append(line, style="bold green" if p.ours else "")
     return text
 
 
@@ -36,7 +36,7 @@ class GpuTable(Static):
     """`pid_of()` gives the run's launched / trainer pid (None before it has one)."""
 
     DEFAULT_CSS = """
-    GpuTable { height: auto; max-height: 6; display: none; text-wrap: nowrap; }
+    GpuTable { height: auto; max-height: 6; display: none; text-wrap: nowrap; text-overflow: ellipsis; }
     GpuTable.-shown { display: block; }
     """
 
@@ -64,5 +64,5 @@ class GpuTable(Static):
         self.report = report
         self.set_class(bool(report.gpus), "-shown")
         if report.gpus:
-            self.update(table_text(report, max(20, self.size.width - 1)))
+            self.update(table_text(report))
         self.set_timer(self.poll_seconds, self.poll)
