@@ -27,11 +27,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the login that queued it may end
     print(f"queue waiter pid {os.getpid()} for {ticket.name}", flush=True)
+    last_error = None
     while True:
         try:
             result = run_queue.step(ticket)
-        except Exception:  # a bad moment (a file half-read, NVML hiccup): look again next time
-            traceback.print_exc()
+        except Exception as e:  # a bad moment (a file half-read, NVML hiccup): look again next time
+            if repr(e) != last_error:  # once per distinct problem: a lasting one must not fill the log
+                last_error = repr(e)
+                traceback.print_exc()
             result = "waiting"
         if result != "waiting":
             print(f"queue waiter: {result}", flush=True)

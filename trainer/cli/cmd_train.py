@@ -119,6 +119,8 @@ def cmd_train(args) -> CommandResult:
     gpu = cmd_queue.gpu_processes.parse_gpu(args.gpu)
     if args.queue:
         files = runs.create_run_from(project, resolved)
+        for note in resolved.notes if not args.json else ():
+            _say(f"note: {note}")
         return cmd_queue.queued_result(project, files, gpu=gpu)
     with cmd_queue.gpu_env(args, resolved.config):  # picked before the run folder exists
         files = runs.create_run_from(project, resolved)
