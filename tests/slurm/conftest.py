@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runs.conftest import write_images
+from tests.runs.conftest import project, write_images  # noqa: F401  (project: a fixture)
 from tests.slurm.local_cluster import LocalCluster, why_unavailable
 from trainer import settings
 from trainer.project import create_project
