@@ -131,3 +131,12 @@ def time_limit_seconds(text: str) -> int | None:
     if len(parts) == 2:
         return parts[0] * 60 + parts[1]
     return (parts[0] * 60 + parts[1]) * 60 + parts[2]
+
+
+def for_project(settings_file, flags: dict[str, Any] | None = None) -> SlurmSettings:
+    """The settings a submission of this project uses: user config < project.toml < `flags`."""
+    from trainer import settings as project_settings
+    from trainer import user_config
+
+    flags = validate(flags or {}, "the command line")
+    return merge(user_config.load_user_config().slurm, project_settings.load(settings_file).slurm, flags)

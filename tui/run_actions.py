@@ -7,6 +7,7 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -30,11 +31,28 @@ def list_runs(project: Project) -> list[RunInfo]:
     return sorted(runs.list_runs(project), key=lambda r: (r.started or 0.0, r.run_id), reverse=True)
 
 
-def launch(project: Project, overrides: dict[str, Any]) -> RunFiles:
-    """Create a run with `overrides` on the project's defaults and start it detached."""
+def launch(project: Project, overrides: dict[str, Any], *, slurm: bool = False) -> RunFiles:
+    """Create a run with `overrides` on the project's defaults and start it detached, or with
+    `slurm` submit it as a Slurm batch job ([slurm] settings of the user config and project.toml)."""
+    if slurm:
+        from trainer import slurm_settings
+
+        settings = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
     files = runs.create_run(project, overrides)
-    runs.start(files)
+    if not slurm:
+        runs.start(files)
+        return files
+    try:
+        runs.submit_to_slurm(files, settings)
+    except BaseException:
+        shutil.rmtree(files.dir, ignore_errors=True)  # only its config was written: nothing to keep
+        raise
     return files
+
+
+def slurm_available() -> bool:
+    """Can runs be submitted to Slurm from here (sbatch on PATH)?"""
+    return shutil.which("sbatch") is not None
 
 
 def stop(files: RunFiles) -> None:

@@ -88,14 +88,11 @@ def slurm_flags(parser: argparse.ArgumentParser) -> None:
 
 def slurm_settings_from(args: argparse.Namespace, project) -> Any:
     """The [slurm] settings for this submission: user config < project.toml < flags."""
-    from trainer import settings as project_settings
-    from trainer import slurm_settings, user_config
+    from trainer import slurm_settings
 
     flags = {key: getattr(args, f"slurm_{key}") for key, _ in SLURM_FLAGS.values()
              if getattr(args, f"slurm_{key}", None) is not None}
-    flags = slurm_settings.validate(flags, "the command line")
-    return slurm_settings.merge(user_config.load_user_config().slurm,
-                                project_settings.load(project.settings_file).slurm, flags)
+    return slurm_settings.for_project(project.settings_file, flags)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
 from tui.worker_errors import ShowsWorkerErrors, show_error
 
 STATE_STYLE = {
-    "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
+    "queued": "bold blue", "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
     "completed": "bold cyan", "stopped": "bold magenta", "failed": "bold red", "crashed": "bold red",
 }
 LOG_LINES_SMALL, LOG_LINES_LARGE = 4, 14
@@ -43,7 +43,8 @@ def status_line(view: RunView, width: int = 200) -> Text:
     """`● running  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`, with the
     least needed parts (lr, then epoch, then speed) left out when `width` is too narrow."""
     parts: list[tuple[str, str, str | None]] = []  # (name, text, style)
-    parts.append(("state", "● " + view.state, STATE_STYLE.get(view.state, "bold")))
+    state = f"● {view.state}" + (f" ({view.state_detail})" if view.state_detail else "")
+    parts.append(("state", state, STATE_STYLE.get(view.state, "bold")))
     total = f"/{view.total_steps}" if view.total_steps else ""
     parts.append(("step", f"step {view.step}{total}", None))
     if view.epoch is not None:

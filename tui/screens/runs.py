@@ -26,10 +26,10 @@ from tui.worker_errors import ShowsWorkerErrors, show_error
 
 REFRESH_SECONDS = 2.0
 STATE_STYLE = {
-    "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
+    "queued": "blue", "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
     "stopped": "magenta", "failed": "bold red", "crashed": "bold red",
 }
-LIVE = ("starting", "running", "stopping")
+LIVE = ("queued", "starting", "running", "stopping")
 
 
 def started_text(started: float | None) -> str:

@@ -171,6 +171,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         yield Static("", id="problems", markup=False)
         with Horizontal(id="buttons"):
             yield Button("Launch run", id="launch", variant="success")
+            # Shown where sbatch exists: the run goes to Slurm with the [slurm] settings (docs/cluster.md).
+            yield Checkbox("Submit to Slurm", id="slurm", tooltip="submit as a Slurm batch job ([slurm] settings)")
         yield Footer()
 
     def _widget(self, f: Field):
@@ -189,6 +191,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
 
     def on_mount(self) -> None:
         self.title = f"{self.project.name} · train"
+        self.query_one("#slurm", Checkbox).display = run_actions.slurm_available()
         images = dataset_images(self.project)
         self.n_images = len(images)
         self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
@@ -374,12 +377,13 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
             return
         self.query_one("#launch", Button).disabled = True
         self._set("steps", Text("launching…", style="bold"))
-        self._launch(self.overrides())
+        slurm = self.query_one("#slurm", Checkbox)
+        self._launch(self.overrides(), slurm.display and slurm.value)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False, description="launch run")
-    def _launch(self, overrides: dict[str, Any]) -> None:
+    def _launch(self, overrides: dict[str, Any], slurm: bool = False) -> None:
         try:
-            files = run_actions.launch(self.project, overrides)
+            files = run_actions.launch(self.project, overrides, slurm=slurm)
         except Exception as e:
             self.app.call_from_thread(self._launch_failed, e)
             return
