@@ -96,8 +96,9 @@ def _lora(path) -> dict:
     return load_file(str(path))
 
 
+@pytest.mark.timeout(1800)
 def test_a_time_limit_stops_resubmits_and_resumes_to_the_same_weights(cli, slurm_project):
-    steps = "300"
+    steps = "150"
     # Slurm checks time limits about every 30 s: with a 1 minute limit and the signal 58 s before it,
     # each job is told to stop within ~2-32 s of starting, so the run needs resubmissions.
     settings.update(slurm_project.settings_file, "slurm", {"signal_seconds": 58})
