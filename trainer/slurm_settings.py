@@ -99,6 +99,9 @@ def validate(table: dict[str, Any], source: str) -> dict[str, Any]:
     for line in out.get("extra", []):
         if "\n" in line or not line.startswith("-"):
             problems.append(f"extra option {line!r} must be one sbatch option such as '--constraint=a100'")
+        elif line.split("=")[0].split()[0] in ("--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node"):
+            problems.append(f"extra option {line!r}: a run is one task on one node (its GPUs through"
+                            " accelerate); multi-node runs are not supported")
     if any("\n" in line for line in out.get("setup", [])):
         problems.append("setup lines must each be one line")
     if problems:

@@ -7,58 +7,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import stat
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.slurm.conftest import slurm_run as _slurm_run
 from trainer import runs, slurm, slurm_job
 from trainer.events import EventWriter
 from trainer.run_files import RunFiles
 from trainer.slurm_settings import SlurmSettings
-
-
-def _tool(folder: Path, name: str, body: str) -> None:
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + body + "\n")
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-
-
-@pytest.fixture
-def scripted_slurm(tmp_path, monkeypatch):
-    """Fake squeue / scontrol / sacct / sbatch / scancel on PATH; `reply(squeue=..., scontrol=...)` scripts them."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    log = tmp_path / "slurm-calls.log"
-    counter = tmp_path / "next-job"
-    counter.write_text("500")
-
-    def reply(squeue: str = "", scontrol: str = "", sacct: str | None = None) -> None:
-        _tool(bin_dir, "squeue", f"echo squeue \"$@\" >> {log}; printf '%s' '{squeue}'")
-        _tool(bin_dir, "scontrol", f"echo scontrol \"$@\" >> {log}; "
-              + (f"printf '%s' '{scontrol}'" if scontrol else "echo 'slurm_load_jobs error: Invalid job id' >&2; exit 1"))
-        if sacct is None:
-            (bin_dir / "sacct").unlink(missing_ok=True)
-        else:
-            _tool(bin_dir, "sacct", f"printf '%s' '{sacct}'")
-        slurm._cache.clear()
-
-    _tool(bin_dir, "sbatch", f"n=$(cat {counter}); echo $((n+1)) > {counter}; echo sbatch \"$@\" >> {log}; echo $n")
-    _tool(bin_dir, "scancel", f"echo scancel \"$@\" >> {log}")
-    reply()
-    reply.log = log
-    return reply
-
-
-def _slurm_run(project, job_id="1234", submitted=None) -> RunFiles:
-    files = runs.create_run(project, {"max_train_steps": 4})
-    record = {"jobs": [{"id": job_id, "submitted": submitted or time.time(), "reason": "submit"}], "resubmits": 0,
-              "max_resubmits": 3}
-    slurm.record_path(files).write_text(json.dumps(record))
-    return files
 
 
 @pytest.mark.parametrize("state,reason,expected", [
@@ -187,3 +146,35 @@ def test_the_wrapper_stops_resubmitting_at_the_cap_and_says_so(project, scripted
     assert [j["reason"] for j in record["jobs"]] == ["submit"]
     warnings = [json.loads(line) for line in files.events.read_text().splitlines() if '"warning"' in line]
     assert any("resubmission cap (0)" in w["message"] for w in warnings)
+
+
+def test_bad_slurm_settings_are_refused_with_every_problem_listed(project, cli):
+    from trainer import settings
+
+    text = project.settings_file.read_text() + (
+        '\n[slurm]\ntime_limit = "four hours"\nmem = "lots"\ncpus = 0\nextra = ["--nodes=2"]\npartitoin = "gpu"\n')
+    project.settings_file.write_text(text)
+    proc = cli("train", project.name, "--slurm", "--steps", "2")
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0
+    for part in ("partitoin", "time_limit 'four hours'", "mem 'lots'", "cpus must be >= 1", "multi-node"):
+        assert part in line, part
+    assert not list(project.runs.glob("*")) if project.runs.exists() else True
+
+
+def test_slurm_flags_without_slurm_are_refused(project, cli):
+    proc = cli("train", project.name, "--partition", "gpu", "--steps", "2")
+    assert proc.returncode == 1 and "without --slurm" in proc.stderr
+
+
+def test_submitting_where_sbatch_is_missing_says_so_and_leaves_no_run(project, cli, tmp_path):
+    import os
+    import sys
+
+    bin_dir = tmp_path / "empty-bin"
+    bin_dir.mkdir()
+    proc = cli("train", project.name, "--slurm", "--steps", "2",
+               env={"PATH": f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}"})
+    assert proc.returncode == 1 and "sbatch is not installed" in proc.stderr
+    assert not [d for d in project.runs.iterdir()] if project.runs.exists() else True
