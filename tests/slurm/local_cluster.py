@@ -98,7 +98,13 @@ class LocalCluster:
 
     def stop(self) -> None:
         env = {**os.environ, **self.env}
-        subprocess.run(["scancel", "--full", "--user=root"], capture_output=True, env=env)
+        subprocess.run(["scancel", "--user=root"], capture_output=True, env=env)
+        deadline = time.monotonic() + 30  # let slurmd end the jobs' processes before it goes
+        while time.monotonic() < deadline:
+            out = subprocess.run(["squeue", "-h", "-t", "PD,R,CG"], capture_output=True, text=True, env=env).stdout
+            if not out.strip():
+                break
+            time.sleep(0.5)
         for name in ("slurmd", "slurmctld"):
             pid_file = self.folder / f"{name}.pid"
             try:
