@@ -5,6 +5,7 @@
     train.log             the trainer process's stdout/stderr
     status.json           pid, heartbeat, state; written atomically by the trainer process
     launch.json           what the launcher started: pid/pgid, host, time, command (trainer.runs)
+    slurm.json, slurm.sbatch   a Slurm run's job chain and batch script (trainer.slurm)
     queue.json            the run waits in the queue: its ticket, GPU choice, need (trainer.run_queue)
     state/step-<N>/       resumable training state (weights, optimizer, scheduler, step, RNG)
     checkpoints/          kohya-format LoRA files saved during training
@@ -55,6 +56,16 @@ class RunFiles:
     @property
     def launch(self) -> Path:
         return self.dir / "launch.json"
+
+    @property
+    def slurm_record(self) -> Path:
+        """slurm.json: the run's Slurm job chain (trainer.slurm)."""
+        return self.dir / "slurm.json"
+
+    @property
+    def slurm_script(self) -> Path:
+        """slurm.sbatch: the batch script `loradeck train --slurm` submitted (trainer.slurm)."""
+        return self.dir / "slurm.sbatch"
 
     @property
     def queue(self) -> Path:

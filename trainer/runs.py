@@ -395,9 +395,29 @@ def _queued_at(files: RunFiles) -> float:
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
-def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None) -> str:
+def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None,
+              slurm_aware: bool = True) -> str:
     """queued | starting | running | completed | stopped | failed | crashed, as every reader sees it."""
+    return run_state_detail(files, _events=_events, slurm_aware=slurm_aware)[0]
+
+
+def run_state_detail(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None,
+                     slurm_aware: bool = True) -> tuple[str, str | None]:
+    """(state, detail): the state, and for a Slurm run what Slurm says (job, reason, node)."""
     events = _events if _events is not None else event_summary(files.events)
+    state = _file_state(files, events)
+    if slurm_aware:
+        from trainer import slurm
+
+        finished = events.get("run_finished")
+        seen = slurm.view(files, state, _time(finished) if finished else None, ACTIVE)
+        if seen is not None:
+            return seen
+    return state, None
+
+
+def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
+    """The state the run folder alone shows (launch record, status heartbeat, events)."""
     started, finished = events.get("run_started"), events.get("run_finished")
     launch_rec, status = read_launch(files), read_status(files)
     now = time.time()
@@ -460,7 +480,7 @@ class RunInfo:
 def run_info(files: RunFiles) -> RunInfo:
     """Summarise one run from its files."""
     events = event_summary(files.events)
-    state = run_state(files, _events=events)
+    state, detail = run_state_detail(files, _events=events)
     step_ev, finished_ev = events.get("step") or {}, events.get("run_finished")
     status = read_status(files) or {}
     launch_rec = read_launch(files) or {}
@@ -480,9 +500,11 @@ def run_info(files: RunFiles) -> RunInfo:
     if state == "failed" and not message:
         err = events.get("error")
         message = err.get("message") if err else None
+    if detail:
+        message = f"{detail}: {message}" if message and state in FINISHED else detail
     loss = _number(step_ev.get("loss"))
     queue = None
-    if state == "queued":
+    if state == "queued" and detail is None:  # in the local queue (a Slurm job's detail says why it waits)
         from trainer import run_queue  # it imports this module
 
         queue = run_queue.describe(files)
@@ -613,6 +635,10 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
     With `force`, a run still alive after the timeout gets SIGKILL (it then reads as crashed and
     can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
     """
+    from trainer import slurm
+
+    if slurm.read_record(files) is not None:
+        return _stop_slurm_run(files, timeout, force=force)
     state = run_state(files)
     lingering = lingering_pid(files) if state not in ACTIVE else None
     if state not in ACTIVE and lingering is None:
@@ -654,6 +680,47 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
             "waited_s": round(time.monotonic() - t0, 2), "forced": forced}
 
 
+def cli_hint_runs(files: RunFiles) -> str:
+    import shlex
+
+    return f"loradeck runs {shlex.quote(files.dir.parent.parent.name)}"
+
+
+def _stop_slurm_run(files: RunFiles, timeout: float, *, force: bool) -> dict[str, Any]:
+    """Stop a run that is a Slurm job: a queued job is cancelled (the run reads stopped), a running
+    one gets SIGTERM through scancel so it saves state first; `force` then cancels the job outright."""
+    from trainer import slurm
+
+    live = (*ACTIVE, "queued")
+    state = run_state(files)
+    if state not in live:
+        raise LoradeckError(f"run {files.run_id} is not running (it is {state})")
+    job = slurm.latest_job(slurm.read_record(files)) or {}
+    t0 = time.monotonic()
+    if slurm.cancel(files) == "cancelled":
+        writer = EventWriter(files.events)
+        try:
+            writer.emit("run_finished", status="stopped", steps_done=0,
+                        message=f"cancelled while queued (Slurm job {job.get('id')})")
+        finally:
+            writer.close()
+        return {"ok": True, "run_id": files.run_id, "pid": None, "state": "stopped",
+                "waited_s": round(time.monotonic() - t0, 2), "forced": False, "slurm_job": job.get("id")}
+    while time.monotonic() - t0 < timeout:
+        state = run_state(files)
+        if state not in live:
+            break
+        time.sleep(0.5)
+    forced = False
+    if state in live and force:
+        slurm.kill(files)
+        forced = True
+        time.sleep(1.0)
+        state = run_state(files)
+    return {"ok": state not in live, "run_id": files.run_id, "pid": None, "state": state,
+            "waited_s": round(time.monotonic() - t0, 2), "forced": forced, "slurm_job": job.get("id")}
+
+
 def check_resumable(files: RunFiles) -> str:
     """The run's state if it may be resumed; a clear LoradeckError if not."""
     if not files.config.is_file():
@@ -662,6 +729,9 @@ def check_resumable(files: RunFiles) -> str:
     if state in ACTIVE:
         raise LoradeckError(f"run {files.run_id} is still {state}",
                             hint="stop it first, or watch it with `loradeck monitor`")
+    if state == "queued" and files.slurm_record.is_file():
+        raise LoradeckError(f"run {files.run_id} is queued in Slurm; it starts when Slurm allocates it",
+                            hint=f"see: {cli_hint_runs(files)}")
     if state == "queued":
         raise LoradeckError(f"run {files.run_id} is queued; it starts by itself",
                             hint=f"an orphaned one (its waiter gone): loradeck requeue"
@@ -685,10 +755,30 @@ def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
     watch (`follow`).
     """
     check_resumable(files)
-    check_requirements(run_config.read_run_config(files.config)[0])  # e.g. the model is still missing
+    cfg = run_config.read_run_config(files.config)[0]
+    check_requirements(cfg)  # e.g. the model is still missing
+    from trainer import slurm
+
+    record = slurm.read_record(files)
+    if record is not None:  # it was a Slurm job: it continues as one (a new job id)
+        return slurm.submit(files, slurm.settings_of(record), gpus=gpus or cfg.gpus,
+                            label=slurm_label(files), reason="resume")
     if detach:
         return start(files, resume=True, gpus=gpus)
     return launch(files, resume=True, gpus=gpus)
+
+
+def slurm_label(files: RunFiles) -> str:
+    """The Slurm job name of a run: loradeck:<project>:<run id>."""
+    return f"loradeck:{files.dir.parent.parent.name}:{files.run_id}"
+
+
+def submit_to_slurm(files: RunFiles, settings) -> str:
+    """Submit a new run (created by create_run*) as a Slurm batch job; returns the job id."""
+    from trainer import slurm
+
+    cfg = run_config.read_run_config(files.config)[0]
+    return slurm.submit(files, settings, gpus=cfg.gpus, label=slurm_label(files), reason="submit")
 
 
 def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str, Any]], None],

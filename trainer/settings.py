@@ -4,6 +4,7 @@
     [prep]     resolution, bucket_min_side, bucket_max_side, bucket_step, square_crop, background
     [train]    defaults for `loradeck train` (keys of trainer.config.TrainConfig)
     [export]   destination for `loradeck export`
+    [slurm]    how `loradeck train --slurm` submits runs (trainer.slurm_settings; optional)
 
 The file is edited with tomlkit, so a user's comments, ordering and formatting survive our writes.
 Unknown keys are refused with a message naming them (a typo is never silently ignored or dropped).
@@ -55,6 +56,7 @@ class Settings:
     prep: PrepSection = field(default_factory=PrepSection)
     train: dict[str, Any] = field(default_factory=dict)  # validated by trainer.config
     export: ExportSection = field(default_factory=ExportSection)
+    slurm: dict[str, Any] = field(default_factory=dict)  # validated by trainer.slurm_settings
 
     @property
     def caption_extension(self) -> str:
@@ -82,10 +84,10 @@ def _check_section(path: Path, name: str, cls, table: dict) -> Any:
 
 
 def _validate(path: Path, doc: dict) -> Settings:
-    unknown = sorted(set(doc) - {*_SECTIONS, "train"})
+    unknown = sorted(set(doc) - {*_SECTIONS, "train", "slurm"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}"
-                          " (known: project, prep, train, export)")
+                          " (known: project, prep, train, export, slurm)")
     out = Settings()
     for name, cls in _SECTIONS.items():
         table = doc.get(name, {})
@@ -108,6 +110,10 @@ def _validate(path: Path, doc: dict) -> Settings:
 
     train_config.apply(train_config.TrainConfig(), train, source=f"{path} [train]")
     out.train = dict(train)
+    if "slurm" in doc:
+        from trainer import slurm_settings
+
+        out.slurm = slurm_settings.validate(doc["slurm"], str(path))
     return out
 
 

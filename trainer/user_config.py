@@ -11,6 +11,9 @@ XDG_CONFIG_HOME is unset); `$LORADECK_CONFIG` names another file. Every key is o
                                          # the project's [export] dest says
     on_conflict = "version"              # refuse | version
 
+    [slurm]                              # defaults for `loradeck train --slurm` (trainer.slurm_settings)
+    partition = "gpu"
+
 A missing file means defaults; a broken one is a ConfigError naming the file.
 """
 
@@ -19,14 +22,14 @@ from __future__ import annotations
 import getpass
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.errors import ConfigError
 
 CONFIG_ENV = "LORADECK_CONFIG"
 ON_CONFLICT = ("refuse", "version")
-_KNOWN = {"user": {"name"}, "export": {"dest", "on_conflict"}}
+_KNOWN = {"user": {"name"}, "export": {"dest", "on_conflict"}}  # [slurm] has its own schema
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class UserConfig:
     user_name: str = ""
     export_dest: str = ""
     on_conflict: str = ""
+    slurm: dict = field(default_factory=dict)  # validated [slurm] table
 
     @property
     def who(self) -> str:
@@ -66,9 +70,12 @@ def load_user_config(path: Path | None = None) -> UserConfig:
         raise ConfigError(f"{path}: cannot read the user config ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    unknown = sorted(set(doc) - set(_KNOWN))
+    unknown = sorted(set(doc) - set(_KNOWN) - {"slurm"})
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (known: user, export)")
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (known: user, export, slurm)")
+    from trainer import slurm_settings
+
+    slurm = slurm_settings.validate(doc["slurm"], str(path)) if "slurm" in doc else {}
     for table, keys in _KNOWN.items():
         section = doc.get(table, {})
         if not isinstance(section, dict):
@@ -84,4 +91,4 @@ def load_user_config(path: Path | None = None) -> UserConfig:
     if on_conflict and on_conflict not in ON_CONFLICT:
         raise ConfigError(f"{path}: [export] on_conflict must be 'refuse' or 'version'")
     return UserConfig(path=path, user_name=doc.get("user", {}).get("name", ""),
-                      export_dest=export.get("dest", ""), on_conflict=on_conflict)
+                      export_dest=export.get("dest", ""), on_conflict=on_conflict, slurm=slurm)

@@ -7,6 +7,7 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -31,9 +32,21 @@ def list_runs(project: Project) -> list[RunInfo]:
 
 
 def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = None,
-           queue: bool = False) -> RunFiles:
+           queue: bool = False, slurm: bool = False) -> RunFiles:
     """Create a run with `overrides` on the project's defaults and start it detached; `gpu` (None,
-    "auto" or an index) places it, `queue` puts it in the queue instead (trainer.run_queue)."""
+    "auto" or an index) places it, `queue` puts it in the queue instead (trainer.run_queue), and
+    `slurm` submits it as a Slurm batch job ([slurm] settings of the user config and project.toml)."""
+    if slurm:
+        from trainer import slurm_settings
+
+        settings = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
+        files = runs.create_run(project, overrides)
+        try:
+            runs.submit_to_slurm(files, settings)
+        except BaseException:
+            shutil.rmtree(files.dir, ignore_errors=True)  # only its config was written: nothing to keep
+            raise
+        return files
     if gpu is None and not queue:
         files = runs.create_run(project, overrides)
         runs.start(files)
@@ -53,10 +66,15 @@ def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = Non
     return files
 
 
+def slurm_available() -> bool:
+    """Can runs be submitted to Slurm from here (sbatch on PATH)?"""
+    return shutil.which("sbatch") is not None
+
+
 def stop(files: RunFiles) -> None:
     """Ask the run to stop and wait for it (it finishes the step and saves resumable state); a
     queued run is taken out of the queue."""
-    if runs.run_state(files) == "queued":
+    if runs.run_state(files) == "queued" and not files.slurm_record.is_file():
         from trainer import run_queue
 
         run_queue.cancel(files)

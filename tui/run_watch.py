@@ -130,9 +130,11 @@ class RunView:
     log_tail: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
+    state_detail: str | None = None  # e.g. "Slurm job 1234, PENDING: Resources"
+
     @property
     def is_live(self) -> bool:
-        return self.state in ("starting", "running", "stopping")
+        return self.state in ("queued", "starting", "running", "stopping")
 
     @property
     def progress(self) -> float:
@@ -403,6 +405,7 @@ class RunWatcher:
         self._stopped = threading.Event()
         self._last_sig: tuple | None = None
         self.state = "unknown"
+        self.state_detail: str | None = None
         self.polls = 0
 
     def poke(self) -> None:
@@ -428,15 +431,17 @@ class RunWatcher:
                     last_post = time.monotonic()
             self.tracker.feed(events)
             changed = True
-        self.state = engine_runs.run_state(self.files)  # reads events incrementally: cheap per poll
+        # reads events incrementally: cheap per poll (a Slurm run's squeue answer is cached a few seconds)
+        self.state, self.state_detail = engine_runs.run_state_detail(self.files)
         tail = self.log.read()
-        queue_line = self._queue_line() if self.state == "queued" else None
-        sig = (self.state, len(tail), tail[-1] if tail else None, queue_line)
+        queue_line = self._queue_line() if self.state == "queued" and not self.state_detail else None
+        sig = (self.state, self.state_detail, len(tail), tail[-1] if tail else None, queue_line)
         self.polls += 1
         if changed or sig != self._last_sig:
             self._last_sig = sig
             view = self.tracker.view(self.state, tail)
             view.queue_line = queue_line
+            view.state_detail = self.state_detail
             return view
         return None
 
@@ -454,6 +459,6 @@ class RunWatcher:
                 view = None  # a file mid-replace, a disk hiccup: the next poll tries again
             if view is not None and not self._stopped.is_set():
                 self._post(RunUpdated(view))
-            live = self.state in ("starting", "running", "stopping")
+            live = self.state in ("queued", "starting", "running", "stopping")
             self._wake.wait(self.interval if live else self.idle_interval)
             self._wake.clear()

@@ -8,6 +8,7 @@ and help text (trainer.run_config.FIELD_HELP) taken from the schema.
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import time
@@ -70,6 +71,30 @@ def _metavar(name: str) -> str:
     return "|".join(choices) if choices else name.split("_")[-1].upper()
 
 
+# Slurm flag -> [slurm] key (trainer.slurm_settings); a flag not given leaves the key to the config files.
+SLURM_FLAGS = {"--partition": ("partition", str), "--account": ("account", str), "--qos": ("qos", str),
+               "--gres": ("gres", str), "--cpus": ("cpus", int), "--mem": ("mem", str),
+               "--time-limit": ("time_limit", str), "--max-resubmits": ("max_resubmits", int)}
+
+
+def slurm_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Slurm (user config / project.toml [slurm] < these flags; docs/cluster.md)")
+    group.add_argument("--slurm", action="store_true",
+                       help="submit the run as a Slurm batch job (implies --detach)")
+    for flag, (key, kind) in SLURM_FLAGS.items():
+        group.add_argument(flag, dest=f"slurm_{key}", type=kind, default=None, metavar=key.split("_")[0].upper(),
+                           help=f"[slurm] {key}")
+
+
+def slurm_settings_from(args: argparse.Namespace, project) -> Any:
+    """The [slurm] settings for this submission: user config < project.toml < flags."""
+    from trainer import slurm_settings
+
+    flags = {key: getattr(args, f"slurm_{key}") for key, _ in SLURM_FLAGS.values()
+             if getattr(args, f"slurm_{key}", None) is not None}
+    return slurm_settings.for_project(project.settings_file, flags)
+
+
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig values given on the command line (and only those)."""
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -85,6 +110,7 @@ def register(sub, parent) -> None:
     p.add_argument("--config", metavar="FILE", help="a loradeck run TOML or a kohya train_network.py TOML")
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     cmd_queue.placement_flags(p)
+    slurm_flags(p)
     train_flags(p)
     p.set_defaults(handler=cmd_train)
 
@@ -115,6 +141,9 @@ def _say(text: str) -> None:
 
 def cmd_train(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
+    slurm = slurm_settings_from(args, project) if args.slurm else None
+    if not args.slurm and any(getattr(args, f"slurm_{key}", None) is not None for key, _ in SLURM_FLAGS.values()):
+        raise LoradeckError("Slurm options were given without --slurm", hint="add --slurm to submit to Slurm")
     resolved = run_config.resolve(project, overrides_from(args), args.config)
     gpu = cmd_queue.gpu_processes.parse_gpu(args.gpu)
     if args.queue:
@@ -122,6 +151,11 @@ def cmd_train(args) -> CommandResult:
         for note in resolved.notes if not args.json else ():
             _say(f"note: {note}")
         return cmd_queue.queued_result(project, files, gpu=gpu)
+    if slurm is not None:
+        files = runs.create_run_from(project, resolved)
+        for note in resolved.notes if not args.json else ():
+            _say(f"note: {note}")
+        return _submitted(project, files, slurm, notes=resolved.notes)
     with cmd_queue.gpu_env(args, resolved.config):  # picked before the run folder exists
         files = runs.create_run_from(project, resolved)
         if not args.json:
@@ -133,9 +167,34 @@ def cmd_train(args) -> CommandResult:
     return _foreground(project, files, proc, quiet=args.json, notes=resolved.notes)
 
 
+def _submitted(project, files, settings, *, notes=(), resumed=False, job_id=None) -> CommandResult:
+    """Submit (or report a resubmission of) a run as a Slurm job."""
+    import shutil
+
+    if job_id is None:
+        try:
+            job_id = runs.submit_to_slurm(files, settings)
+        except BaseException:
+            shutil.rmtree(files.dir, ignore_errors=True)  # only its config was written: nothing to keep
+            raise
+    data = {"ok": True, "project": project.name, "run_id": files.run_id, "run_dir": str(files.dir),
+            "slurm_job": job_id, "state": "queued", "resumed": resumed, "notes": list(notes)}
+    name, run = shlex.quote(project.name), files.run_id
+    text = (f"{'resubmitted' if resumed else 'submitted'} run {run} as Slurm job {job_id}\n"
+            f"  state: loradeck runs {name}\n"
+            f"  watch: loradeck monitor {name} {run}\n"
+            f"  stop:  loradeck stop {name} {run}\n"
+            f"  job script: {files.slurm_script}")
+    return CommandResult(data, text)
+
+
 def cmd_resume(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files = runs.find_run(project, args.run)
+    from trainer import slurm
+
+    if slurm.read_record(files) is not None:
+        return _submitted(project, files, None, resumed=True, job_id=runs.resume(files))
     if runs.run_state(files) == "queued":  # an orphan (its waiter killed) gets a new waiter
         return cmd_queue.cmd_requeue(args)
     if args.queue:
@@ -152,7 +211,9 @@ def cmd_resume(args) -> CommandResult:
 def cmd_stop(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files = runs.find_run(project, args.run)
-    if runs.run_state(files) == "queued":
+    from trainer import slurm
+
+    if runs.run_state(files) == "queued" and slurm.read_record(files) is None:
         return cmd_queue.cmd_cancel(args)
     report = runs.stop(files, timeout=args.timeout, force=args.force)
     if report["ok"]:

@@ -44,7 +44,8 @@ def status_line(view: RunView, width: int = 200) -> Text:
     """`● running  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`, with the
     least needed parts (lr, then epoch, then speed) left out when `width` is too narrow."""
     parts: list[tuple[str, str, str | None]] = []  # (name, text, style)
-    parts.append(("state", "● " + view.state, STATE_STYLE.get(view.state, "bold")))
+    state = f"● {view.state}" + (f" ({view.state_detail})" if view.state_detail else "")
+    parts.append(("state", state, STATE_STYLE.get(view.state, "bold")))
     total = f"/{view.total_steps}" if view.total_steps else ""
     parts.append(("step", f"step {view.step}{total}", None))
     if view.epoch is not None:

@@ -29,7 +29,7 @@ STATE_STYLE = {
     "queued": "yellow", "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
     "stopped": "magenta", "failed": "bold red", "crashed": "bold red",
 }
-LIVE = ("starting", "running", "stopping")
+LIVE = ("queued", "starting", "running", "stopping")
 
 
 def started_text(started: float | None) -> str:

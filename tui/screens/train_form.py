@@ -173,6 +173,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         yield Static("", id="problems", markup=False)
         with Horizontal(id="buttons"):
             yield Button("Launch run", id="launch", variant="success")
+            # Shown where sbatch exists: the run goes to Slurm with the [slurm] settings (docs/cluster.md).
+            yield Checkbox("Submit to Slurm", id="slurm", tooltip="submit as a Slurm batch job ([slurm] settings)")
         yield Footer()
 
     def _widget(self, f: Field):
@@ -191,6 +193,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
 
     def on_mount(self) -> None:
         self.title = f"{self.project.name} · train"
+        self.query_one("#slurm", Checkbox).display = run_actions.slurm_available()
         images = dataset_images(self.project)
         self.n_images = len(images)
         self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
@@ -377,12 +380,14 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.query_one("#launch", Button).disabled = True
         self._set("steps", Text("launching…", style="bold"))
         gpu, queue = self.query_one(RunPlacement).choice()
-        self._launch(self.overrides(), gpu, queue)
+        slurm = self.query_one("#slurm", Checkbox)
+        self._launch(self.overrides(), gpu, queue, slurm.display and slurm.value)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False, description="launch run")
-    def _launch(self, overrides: dict[str, Any], gpu: str | None = None, queue: bool = False) -> None:
+    def _launch(self, overrides: dict[str, Any], gpu: str | None = None, queue: bool = False,
+                slurm: bool = False) -> None:
         try:
-            files = run_actions.launch(self.project, overrides, gpu=gpu, queue=queue)
+            files = run_actions.launch(self.project, overrides, gpu=gpu, queue=queue, slurm=slurm)
         except Exception as e:
             self.app.call_from_thread(self._launch_failed, e)
             return
