@@ -245,7 +245,8 @@ def plan_kohya(path: Path) -> SourcePlan:
         converted = _convert(key, value, problems)
         if converted is not None:
             plan.settings.setdefault(table, {})[name] = converted
-            plan.notes.append(f"{key} = {value!r} -> [{table}] {name}")
+            shown = list(value) if isinstance(value, tuple) else value
+            plan.notes.append(f"{key} = {shown!r} -> [{table}] {name}")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return plan
