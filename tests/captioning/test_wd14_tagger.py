@@ -328,3 +328,12 @@ def test_cli_flags_for_the_other_captioner_are_refused(root, color_tagger):
     assert main([*base, "--tagger", "wd14", "--model", str(color_tagger), "--exclude", "^_^,long_hair",
                  "--underscores", "--device", "cpu"]) == 0
     assert _captions(project)["img_00.png"] == "red_character, red_theme"
+
+
+def test_engine_modules_load_onnxruntime_only_when_a_tagger_is_loaded():
+    code = ("import sys, trainer.tagging, trainer.wd14_tagger, trainer.dataset_formats, trainer.dataset_export,"
+            " trainer.settings, trainer.cli; trainer.cli.build_parser(); print('\\n'.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                         env=_env())
+    loaded = {m.split(".")[0] for m in out.stdout.split()}
+    assert not loaded & {"onnxruntime", "onnx", "torch", "textual", "numpy"}

@@ -31,7 +31,8 @@ def register(sub, parent) -> None:
     """Add this area's subcommands to `sub` (argparse subparsers); `parent` has --root/--json."""
     p = sub.add_parser(
         "caption", parents=[parent], help="caption dataset images with BLIP (or WD14 tags: --tagger wd14)",
-        description="Write a caption for every dataset image that has none, with a BLIP captioning model. "
+        description="Write a caption for every dataset image that has none, with a BLIP captioning model, "
+                    "or booru tags with a WD14 ONNX tagger (--tagger wd14; docs/captioning.md). "
                     "Ctrl-C stops after the current batch; run it again to carry on.")
     p.add_argument("name", help="project name")
     p.add_argument("--model", default=None,
