@@ -214,7 +214,7 @@ async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypa
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
-        await pilot.press("c")
+        await pilot.press("c", "b")  # BLIP
         error = await wait_screen(pilot, "ErrorScreen", timeout=90)
         assert "blip" in error.message.lower() and "cache" in error.message
         await pilot.press("escape")
@@ -227,7 +227,7 @@ async def test_leaving_while_a_task_runs_asks_first(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
-        await pilot.press("c")
+        await pilot.press("c", "b")  # BLIP
         await wait_until(pilot, lambda: screen.job is not None, what="task process up")
         job = screen.job
         await pilot.press("escape")
