@@ -187,7 +187,8 @@ def _run_batches(tagger, todo, options: TagOptions, rules: TagRules, ext: str, p
             while done < len(paths) and not stop():
                 batch = [(path, fut.result()) for path, fut in ahead]
                 # Decode the next batch while the model works on this one.
-                ahead = _decode(paths[done + len(batch):done + 2 * len(batch)], size, pool)
+                start = done + len(batch)
+                ahead = _decode(paths[start:start + batch_size], size, pool)
                 good = [(path, px) for path, px in batch if not isinstance(px, BadImage)]
                 for path, px in batch:
                     if isinstance(px, BadImage):

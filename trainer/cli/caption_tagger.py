@@ -46,12 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse flags that do not apply to the chosen captioner (a silently ignored flag is a trap)."""
+    if args.overwrite and args.policy not in (None, "overwrite"):
+        raise ConfigError(f"--overwrite contradicts --policy {args.policy}")
     if args.tagger == "wd14":
         given = [d for d, unset in _BLIP_ONLY if getattr(args, d, unset) != unset]
         if given:
             raise ConfigError(f"--{given[0].replace('_', '-')} applies to BLIP only, not to --tagger wd14")
-        if args.overwrite and args.policy not in (None, "overwrite"):
-            raise ConfigError(f"--overwrite contradicts --policy {args.policy}")
         return
     given = [d for d in _TAGGER_ONLY if getattr(args, d, None) is not None]
     if given:
