@@ -27,7 +27,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from trainer import caption_store, image_probe, repeat_folders
 from trainer.atomic import atomic_write_bytes, atomic_write_text
@@ -54,6 +54,7 @@ class ImportReport:
     captions_imported: list[str] = field(default_factory=list)         # caption names in dataset/
     captions_skipped: list[tuple[str, str]] = field(default_factory=list)  # (source caption, why)
     repeat_folders: dict[str, int] = field(default_factory=dict)       # kohya `N_name` folder -> N
+    notes: list[str] = field(default_factory=list)                     # dataset formats: what was mapped
     stopped: bool = False
 
     def to_dict(self) -> dict:
@@ -215,16 +216,22 @@ def sidecar_caption(image: Path, preferred_ext: str) -> Path | None:
 
 
 def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_progress: ProgressFn | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> ImportReport:
+                 should_stop: Callable[[], bool] | None = None, captions: Mapping[str, str | None] | None = None,
+                 repeats: Mapping[str, int] | None = None, report: ImportReport | None = None) -> ImportReport:
     """Import files and folders into `project`; returns what happened to each file.
 
     `on_progress(done, total, source_name, problem_or_None)` is called once with done=0 when the
     files are known, then after each candidate file; `should_stop()` is polled between files.
+    `captions` / `repeats` (keyed by source_key(path)) come from a dataset description such as a
+    metadata.jsonl or a kohya dataset TOML (trainer.dataset_formats): a source listed in `captions`
+    takes that text (None: no caption) instead of its sidecar file, and one in `repeats` records its
+    repeat count in the import index.
     """
     from trainer import settings as settings_mod
 
     caption_ext = settings_mod.load(project.settings_file).caption_extension
-    report = ImportReport()
+    report = report if report is not None else ImportReport()
+    overrides = _Overrides(captions or {}, repeats or {})
     sources = []
     inside = project.path.resolve()
     for src in gather(paths, report):
@@ -243,7 +250,7 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
             if loaded is None:
                 report.stopped = True
                 break
-            problem = _import_one(project, loaded, caption_ext, index, taken, report)
+            problem = _import_one(project, loaded, caption_ext, index, taken, report, overrides)
             if on_progress:
                 on_progress(done, len(sources), loaded.src.name, problem)
     finally:
@@ -301,17 +308,31 @@ def _read_ahead(sources: list[Path], should_stop: Callable[[], bool] | None):
                 future.cancel()
 
 
+def source_key(path: str | os.PathLike) -> str:
+    """How a source file is named in the `captions` / `repeats` of import_paths."""
+    return os.path.realpath(os.path.expanduser(path))
+
+
+@dataclass
+class _Overrides:
+    captions: Mapping[str, str | None]
+    repeats: Mapping[str, int]
+
+
 def _import_one(project: Project, loaded: _Loaded, caption_ext: str, index: dict, taken: set[str],
-                report: ImportReport) -> str | None:
+                report: ImportReport, overrides: _Overrides) -> str | None:
     """Import one loaded file; returns the refusal reason, or None."""
     src = loaded.src
     if loaded.problem:
         report.refused.append((str(src), loaded.problem))
         return loaded.problem
+    key = source_key(src)
     existing = index.get(loaded.sha256)
     if existing:
         report.duplicates.append((str(src), existing["file"]))
-        _import_caption(project, src, Path(existing["file"]).stem, caption_ext, report)
+        if key in overrides.repeats:  # the same picture, now listed with repeats: the new count holds
+            existing["repeats"] = overrides.repeats[key]
+        _import_caption(project, src, Path(existing["file"]).stem, caption_ext, report, overrides)
         return None
     stem = _unique_stem(clean_stem(src.stem), taken)
     name = stem + loaded.info.suffix_for(src.name).lower()
@@ -327,10 +348,12 @@ def _import_one(project: Project, loaded: _Loaded, caption_ext: str, index: dict
         return reason
     index[loaded.sha256] = {"file": name, "source": str(src),
                             "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if key in overrides.repeats:
+        index[loaded.sha256]["repeats"] = overrides.repeats[key]
     report.imported.append(name)
     if name != src.name:
         report.renamed.append((str(src), name))
-    _import_caption(project, src, stem, caption_ext, report)
+    _import_caption(project, src, stem, caption_ext, report, overrides)
     return None
 
 
@@ -350,20 +373,29 @@ def _report_other_sidecars(src: Path, used: Path, text: str, report: ImportRepor
                                                         " and the two texts differ"))
 
 
-def _import_caption(project: Project, src: Path, stem: str, caption_ext: str, report: ImportReport) -> None:
-    sidecar = sidecar_caption(src, caption_ext)
-    if sidecar is None:
-        return
-    try:
-        raw = sidecar.read_bytes()
-    except OSError as e:
-        report.captions_skipped.append((str(sidecar), f"unreadable: {e.strerror or e}"))
-        return
-    text = caption_store.decode_caption(raw)
-    if not text:
-        report.captions_skipped.append((str(sidecar), "empty caption file"))
-        return
-    _report_other_sidecars(src, sidecar, text, report)
+def _import_caption(project: Project, src: Path, stem: str, caption_ext: str, report: ImportReport,
+                    overrides: _Overrides | None = None) -> None:
+    key = source_key(src)
+    if overrides is not None and key in overrides.captions:
+        # From the dataset description (metadata row, kohya subset): it says what the caption is.
+        text = overrides.captions[key]
+        if not text or not text.strip():
+            return
+        sidecar = src  # named in the report lines below
+    else:
+        sidecar = sidecar_caption(src, caption_ext)
+        if sidecar is None:
+            return
+        try:
+            raw = sidecar.read_bytes()
+        except OSError as e:
+            report.captions_skipped.append((str(sidecar), f"unreadable: {e.strerror or e}"))
+            return
+        text = caption_store.decode_caption(raw)
+        if not text:
+            report.captions_skipped.append((str(sidecar), "empty caption file"))
+            return
+        _report_other_sidecars(src, sidecar, text, report)
     image = project.dataset / (stem + ".png")  # caption_store only uses the stem
     current = caption_store.read_caption(image, caption_ext)
     target_name = stem + caption_ext

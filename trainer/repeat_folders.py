@@ -3,7 +3,9 @@
 kohya's train_network.py reads the repeat count from the name of the folder an image sits in
 (`N_concept`); loradeck flattens imports into originals/, so the count is recovered from where each
 original came from (the import index records its source path). Only the image's own folder counts,
-as in kohya. The run's [train] repeats multiplies on top (both default to 1).
+as in kohya. An image imported from a kohya dataset TOML records its subset's `num_repeats` in the
+index instead (trainer.dataset_formats), which takes precedence. The run's [train] repeats
+multiplies on top (both default to 1).
 
 A run records the per-image counts in its config.toml ([dataset] image_repeats) when it is created,
 so a resumed run keeps the plan it started with.
@@ -35,7 +37,7 @@ def image_repeats(project) -> dict[str, int]:
 
     counts = {}
     for entry in load_index(project).values():
-        n = repeats_of_source(str(entry.get("source") or ""))
+        n = entry.get("repeats") or repeats_of_source(str(entry.get("source") or ""))
         if n > 1:
             counts[Path(entry["file"]).stem] = n
     return dict(sorted(counts.items()))

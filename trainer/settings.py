@@ -5,6 +5,7 @@
     [train]    defaults for `loradeck train` (keys of trainer.config.TrainConfig)
     [export]   destination for `loradeck export`
     [slurm]    how `loradeck train --slurm` submits runs (trainer.slurm_settings; optional)
+    [tagger]   WD14 tagger defaults for `loradeck caption --tagger wd14` (optional table)
 
 The file is edited with tomlkit, so a user's comments, ordering and formatting survive our writes.
 Unknown keys are refused with a message naming them (a typo is never silently ignored or dropped).
@@ -22,6 +23,8 @@ from tomlkit.exceptions import TOMLKitError
 
 from trainer.atomic import atomic_write_text
 from trainer.errors import ConfigError
+from trainer.tag_policy import ORDERS
+from trainer.wd14_tagger import DEFAULT_TAGGER
 
 
 @dataclass
@@ -51,19 +54,33 @@ class ExportSection:
 
 
 @dataclass
+class TaggerSection:
+    """WD14 tagger settings (docs/captioning.md); the CLI flags override them per run."""
+
+    model: str = DEFAULT_TAGGER
+    general_threshold: float = 0.35
+    character_threshold: float = 0.85
+    include_rating: bool = False
+    replace_underscores: bool = True
+    exclude: list = field(default_factory=list)   # tags never written (either spelling)
+    order: str = "character-first"                 # or "confidence"
+
+
+@dataclass
 class Settings:
     project: ProjectSection = field(default_factory=ProjectSection)
     prep: PrepSection = field(default_factory=PrepSection)
     train: dict[str, Any] = field(default_factory=dict)  # validated by trainer.config
     export: ExportSection = field(default_factory=ExportSection)
     slurm: dict[str, Any] = field(default_factory=dict)  # validated by trainer.slurm_settings
+    tagger: TaggerSection = field(default_factory=TaggerSection)
 
     @property
     def caption_extension(self) -> str:
         return self.project.caption_extension
 
 
-_SECTIONS = {"project": ProjectSection, "prep": PrepSection, "export": ExportSection}
+_SECTIONS = {"project": ProjectSection, "prep": PrepSection, "export": ExportSection, "tagger": TaggerSection}
 
 
 def _check_section(path: Path, name: str, cls, table: dict) -> Any:
@@ -87,7 +104,7 @@ def _validate(path: Path, doc: dict) -> Settings:
     unknown = sorted(set(doc) - {*_SECTIONS, "train", "slurm"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}"
-                          " (known: project, prep, train, export, slurm)")
+                          " (known: project, prep, train, export, tagger, slurm)")
     out = Settings()
     for name, cls in _SECTIONS.items():
         table = doc.get(name, {})
@@ -103,6 +120,7 @@ def _validate(path: Path, doc: dict) -> Settings:
         raise ConfigError(f"{path}: [prep] bucket_min_side is larger than bucket_max_side")
     if out.export.on_conflict not in ("refuse", "version"):
         raise ConfigError(f"{path}: [export] on_conflict must be 'refuse' or 'version'")
+    _check_tagger(path, out.tagger)
     train = doc.get("train", {})
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: [train] must be a table")
@@ -115,6 +133,16 @@ def _validate(path: Path, doc: dict) -> Settings:
 
         out.slurm = slurm_settings.validate(doc["slurm"], str(path))
     return out
+
+
+def _check_tagger(path: Path, tagger: TaggerSection) -> None:
+    for key in ("general_threshold", "character_threshold"):
+        if not 0 <= getattr(tagger, key) <= 1:
+            raise ConfigError(f"{path}: [tagger] {key} must be between 0 and 1")
+    if not all(isinstance(t, str) for t in tagger.exclude):
+        raise ConfigError(f"{path}: [tagger] exclude must be a list of tag strings")
+    if tagger.order not in ORDERS:
+        raise ConfigError(f"{path}: [tagger] order must be one of {', '.join(ORDERS)}")
 
 
 def _read_doc(path: Path) -> tomlkit.TOMLDocument:

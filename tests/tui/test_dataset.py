@@ -162,13 +162,13 @@ async def test_blip_caption_subprocess_fills_missing_captions_and_can_be_cancell
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         # Cancel: SIGTERM stops it cleanly, no error modal.
-        await pilot.press("c", "x")  # cancelled at once, even before its process is up
+        await pilot.press("c", "b", "x")  # cancelled at once, even before its process is up
         await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
                          what="cancelled task ends")
         assert next(m for m in seen if isinstance(m, TaskDone)).status == "stopped"
         assert type(app.screen).__name__ == "DatasetScreen"
         seen.clear()
-        await pilot.press("c")
+        await pilot.press("c", "enter")  # BLIP is the focused choice
         await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
                          what="captioning done")
         done = next(m for m in seen if isinstance(m, TaskDone))
@@ -214,7 +214,7 @@ async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypa
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
-        await pilot.press("c")
+        await pilot.press("c", "b")  # BLIP
         error = await wait_screen(pilot, "ErrorScreen", timeout=90)
         assert "blip" in error.message.lower() and "cache" in error.message
         await pilot.press("escape")
@@ -227,7 +227,7 @@ async def test_leaving_while_a_task_runs_asks_first(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
-        await pilot.press("c")
+        await pilot.press("c", "b")  # BLIP
         await wait_until(pilot, lambda: screen.job is not None, what="task process up")
         job = screen.job
         await pilot.press("escape")
@@ -265,3 +265,26 @@ async def test_help_key_stays_in_the_footer_at_80_columns_even_while_a_task_runs
         editor = await wait_screen(pilot, "CaptionEditorScreen")
         await pilot.pause(0.2)
         assert "f1 Help" in _footer_line(editor)
+
+
+async def test_caption_action_offers_wd14_tags_which_fill_missing_captions(root, demo):
+    seen = []
+    from trainer.project import dataset_images
+
+    missing = [p.name for p in dataset_images(demo) if not read_caption(p)]
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await pilot.press("c")
+        await wait_screen(pilot, "CaptionChoiceScreen")
+        await pilot.press("w")
+        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
+                         what="tagging done")
+        done = next(m for m in seen if isinstance(m, TaskDone))
+        assert done.task == "caption" and done.status == "completed", done
+    started = next(m.event for m in seen if isinstance(m, TaskEvent) and m.event["type"] == "task_started")
+    assert started["model"] == "synthetic:wd14-tiny" and started["total"] == len(missing)
+    tagged = [read_caption(demo.dataset / name) for name in missing]
+    assert any(tagged) and all(t.startswith("zxq style, ") for t in tagged if t)
+    assert all("_" not in t.replace("^_^", "") for t in tagged if t)  # booru underscores became spaces

@@ -185,3 +185,35 @@ async def test_import_dialog_shows_its_help_and_every_refusal_reason_in_full_at_
         for i in range(refused.row_count):
             reason = str(refused.get_row_at(i)[1])
             assert " ".join(reason.split()) in screen_text, reason
+
+
+async def test_import_dialog_takes_a_kohya_dataset_toml_with_captions_and_repeats(root, demo, tmp_path):
+    from PIL import Image
+
+    from trainer.caption_store import read_caption
+    from trainer.repeat_folders import image_repeats
+
+    images = tmp_path / "kohya-images"
+    images.mkdir()
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (32, 32), colour).save(images / f"k{i}.png")
+    (images / "k0.txt").write_text("zxq, red square")
+    toml = tmp_path / "dataset.toml"
+    toml.write_text(f"[[datasets]]\n[[datasets.subsets]]\nimage_dir = '{images}'\nnum_repeats = 4\n"
+                    "caption_extension = '.txt'\nclass_tokens = 'zxq'\n")
+    fresh = create_project("fresh", root)
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "ProjectsScreen")
+        await wait_until(pilot, lambda: projects_listed(screen, 2), what="projects listed")
+        screen.query_one("#projects", DataTable).move_cursor(row=1)  # "fresh"
+        await pilot.press("i")
+        dialog = await wait_screen(pilot, "ImportScreen")
+        dialog.query_one("#import-path", Input).value = str(toml)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
+                         what="import report")
+        assert "imported 2" in str(dialog.query_one("#import-status").render())
+    assert read_caption(fresh.dataset / "k0.png") == "zxq, red square"
+    assert read_caption(fresh.dataset / "k1.png") == "zxq"  # class_tokens where no caption file
+    assert image_repeats(fresh) == {"k0": 4, "k1": 4}

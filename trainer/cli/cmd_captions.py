@@ -6,6 +6,7 @@
     captions replace NAME FIND REPLACEMENT [--regex] [-i] [--dry-run]
     captions tags NAME [--top N]                   tag frequency table
     captions export NAME [--to FILE]               metadata.jsonl (diffusers imagefolder)
+    captions export NAME --format imagefolder|kohya --to DIR   images + captions for other tools
     captions import NAME FILE [--overwrite] [--dry-run]
 """
 
@@ -54,9 +55,14 @@ def register(sub, parent) -> None:
     p.add_argument("--top", type=int, default=0, help="only the N most frequent")
     p.set_defaults(handler=cmd_tags)
 
-    p = cmds.add_parser("export", parents=[parent], help="write metadata.jsonl (diffusers imagefolder)")
+    p = cmds.add_parser("export", parents=[parent], help="write metadata.jsonl, or the whole dataset as a Hugging"
+                        " Face imagefolder or a kohya dataset")
     p.add_argument("name")
-    p.add_argument("--to", dest="dest", help="file or folder (default: dataset/metadata.jsonl)")
+    p.add_argument("--to", dest="dest", help="file or folder (default: dataset/metadata.jsonl); with --format, a new"
+                                             " or empty folder")
+    p.add_argument("--format", dest="format", choices=("metadata", "imagefolder", "kohya"), default="metadata",
+                   help="metadata: only metadata.jsonl (default); imagefolder: originals + metadata.jsonl;"
+                        " kohya: N_name/ repeat folders with .txt captions + dataset.toml")
     p.set_defaults(handler=cmd_export)
 
     p = cmds.add_parser("import", parents=[parent], help="set captions from a metadata.jsonl")
@@ -150,6 +156,15 @@ def cmd_export(args) -> CommandResult:
     from trainer import caption_ops
 
     project = _project(args)
+    if args.format != "metadata":
+        from trainer.dataset_export import export_dataset
+
+        if not args.dest:
+            raise LoradeckError(f"--format {args.format} needs --to DIR (a new or empty folder)")
+        out = export_dataset(project, args.dest, args.format)
+        return CommandResult({"ok": True, "project": project.name, **out},
+                             f"wrote {out['images']} image(s), {out['captioned']} with a caption, as {args.format}"
+                             f" to {out['path']}")
     out = caption_ops.export_metadata(project, args.dest)
     return CommandResult({"ok": True, "project": project.name, **out},
                          f"wrote {out['rows']} row(s) to {out['path']} ({out['missing']} without a caption)")

@@ -17,9 +17,14 @@ from trainer.cli import CommandResult
 
 
 def register(sub, parent) -> None:
-    p = sub.add_parser("import", parents=[parent], help="copy images (files or folders) into a project")
+    p = sub.add_parser("import", parents=[parent], help="copy images (files or folders) into a project",
+                       description="Copy images into a project with their captions. A PATH may also be a Hugging"
+                                   " Face imagefolder (metadata.jsonl / metadata.csv) or a kohya dataset config"
+                                   " TOML ([[datasets]] / [[datasets.subsets]]), imported with captions and repeats.")
     p.add_argument("name")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--caption-column", metavar="COLUMN",
+                   help="imagefolder metadata column holding the captions (default: text, caption or prompt)")
     p.add_argument("--events", action="store_true", help="print task events as JSON lines (for the TUI)")
     p.set_defaults(handler=cmd_import)
 
@@ -152,17 +157,19 @@ def _finish(args, out: TaskOutput, stopped: bool, data: dict, text: str, code: i
 
 
 def cmd_import(args) -> CommandResult | int:
-    from trainer.importer import import_paths
+    from trainer.dataset_formats import import_sources
     from trainer.project import open_project
 
     project = open_project(args.name, args.root)
     with StopFlag() as stop, TaskOutput("import", events=args.events, label="importing",
                                         project=project.name) as out:
-        report = import_paths(project, args.paths, on_progress=out, should_stop=stop)
+        report = import_sources(project, args.paths, caption_column=args.caption_column, on_progress=out,
+                                should_stop=stop)
     data = {"ok": True, "project": project.name, **report.to_dict()}
     lines = [f"imported {len(report.imported)} file(s) into {project.name}/originals:"
              f" {len(report.duplicates)} duplicate(s) skipped, {len(report.refused)} refused,"
              f" {len(report.renamed)} renamed, {len(report.captions_imported)} caption(s)"]
+    lines += [f"dataset  {note}" for note in report.notes]
     lines += [f"refused  {path}: {why}" for path, why in report.refused]
     lines += [f"duplicate {path} = originals/{existing}" for path, existing in report.duplicates]
     lines += [f"renamed  {path} -> originals/{new}" for path, new in report.renamed]

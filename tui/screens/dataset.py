@@ -1,5 +1,5 @@
 """The dataset screen: a project's prepared images with their caption status, a filter, a preview,
-and the dataset work (import, prep, BLIP captioning, preflight, find/replace)."""
+and the dataset work (import, prep, BLIP captioning or WD14 tags, preflight, find/replace)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,22 @@ def caption_args(settings) -> list[str]:
     args = []
     if settings.project.base_model.startswith("synthetic:"):
         args += ["--model", SYNTHETIC_CAPTION_MODEL]
+    if settings.project.trigger_word:
+        args += ["--prefix", settings.project.trigger_word]
+    return args
+
+
+SYNTHETIC_TAGGER_MODEL = "synthetic:wd14-tiny"
+
+
+def tagger_args(settings) -> list[str]:
+    """`loradeck caption` arguments for WD14 tags: thresholds and the rest come from [tagger]; a
+    synthetic project that kept the default tagger gets the offline tiny one."""
+    from trainer.settings import TaggerSection
+
+    args = ["--tagger", "wd14"]
+    if settings.project.base_model.startswith("synthetic:") and settings.tagger.model == TaggerSection().model:
+        args += ["--model", SYNTHETIC_TAGGER_MODEL]
     if settings.project.trigger_word:
         args += ["--prefix", settings.project.trigger_word]
     return args
@@ -283,7 +299,14 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
     def action_caption(self) -> None:
         if self.settings is None:
             return
-        self._start_task("caption", caption_args(self.settings))
+        from tui.screens.caption_choice import CaptionChoiceScreen
+
+        def chosen(choice: str | None) -> None:
+            if choice and self.settings is not None and self.task_name is None:
+                self._start_task("caption", tagger_args(self.settings) if choice == "wd14"
+                                 else caption_args(self.settings))
+
+        self.app.push_screen(CaptionChoiceScreen(), chosen)
 
     def _start_task(self, name: str, extra: list[str]) -> None:
         if self.task_name is not None:

@@ -124,13 +124,14 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     @work(thread=True, exclusive=True, group="import", exit_on_error=False, description="import")
     def _import(self, path: Path) -> None:
-        from trainer.importer import import_paths
+        from trainer.dataset_formats import import_sources
 
         def progress(done, total, name, problem=None):
             self.post_message(ImportProgress(done, total, name))
 
         try:
-            report = import_paths(self.project, [path], on_progress=progress, should_stop=self._stop.is_set)
+            # A folder, or a dataset description (imagefolder metadata, kohya dataset TOML).
+            report = import_sources(self.project, [path], on_progress=progress, should_stop=self._stop.is_set)
         finally:
             self.app.call_from_thread(self._finished_running)
         self.post_message(ImportDone(report.to_dict()))
