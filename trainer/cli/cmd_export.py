@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 
+from trainer.cli_hint import command
 from trainer.cli import CommandResult
 
 CONFLICT_CHOICES = ("refuse", "version")
@@ -134,7 +135,7 @@ def cmd_validate(args) -> CommandResult:
         raise LoradeckError(f"{args.file} {what}")
     report = validate(args.file, base_model=args.base, load_check=not args.no_load_check)
     text = report.summary()
-    hint = f"loradeck convert {args.file} OUT.safetensors --to kohya" if report.layout == "diffusers" else None
+    hint = command("convert", args.file, "OUT.safetensors", "--to", "kohya") if report.layout == "diffusers" else None
     if hint:
         text += f"\n  hint: {hint}"
     if not report.ok:  # the report is the output; stderr still gets the one-line verdict
