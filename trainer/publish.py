@@ -98,7 +98,7 @@ def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, u
         user = user or load_user_config()
         if not user.export_dest:
             raise PublishError("no destination to publish to",
-                               hint=f"pass --to DIR, set [export] dest in project.toml, or in {user.path}")
+                               hint=f"pass {flag} DIR, set [export] dest in project.toml, or in {user.path}")
         dest = Destination(Path(user.export_dest).expanduser(), "user config")
     if not dest.path.is_dir():
         raise PublishError(f"destination {dest.path} (from {dest.source}) does not exist or is not a folder",

@@ -36,12 +36,16 @@ class CommandResult:
         self.data, self.text, self.code = data, text, code
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; main() reports it like every other failure (exit status 2)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (`error: ...`), like every other failure."""
+    """argparse with one-line usage errors (`error: ...`), like every other failure; under --json
+    main() also prints them as the one JSON object."""
 
     def error(self, message: str):
-        print(f"error: {self.prog}: {message} (see: {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -82,7 +86,15 @@ def main(argv: Sequence[str] | None = None, *, extra: Sequence[Callable] = (),
          default: Callable | None = None) -> int:
     """Run the CLI. `extra` registers more subcommands; `default` runs when no command is given."""
     parser = build_parser(extra)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        options = argv[:argv.index("--")] if "--" in argv else argv
+        if "--json" in options:
+            print(json.dumps({"ok": False, "error": str(e)}))
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.root = getattr(args, "root", None)
     args.json = getattr(args, "json", False)
     handler = getattr(args, "handler", None)

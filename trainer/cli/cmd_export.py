@@ -227,7 +227,8 @@ def cmd_shared_import(args) -> CommandResult:
                                writable=False)
     out = import_into_project(project, dest.path, args.adapter, dry_run=args.dry_run)
     verb = "would set" if args.dry_run else "set"
-    lines = [f"{'(dry run) ' if args.dry_run else ''}imported {args.adapter} into {project.name}"]
+    lines = [f"would import {args.adapter} into {project.name} (dry run: nothing changed)" if args.dry_run
+             else f"imported {args.adapter} into {project.name}"]
     lines += [f"  {verb} [project] {k} = {v!r}" for k, v in out["project"].items()]
     lines += [f"  {verb} [train] {k} = {v!r}" for k, v in out["train"].items()]
     if not out["project"] and not out["train"]:
