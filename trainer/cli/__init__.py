@@ -36,8 +36,13 @@ class CommandResult:
         self.data, self.text, self.code = data, text, code
 
 
-class UsageError(Exception):
-    """A command line argparse refuses; main() reports it like every other failure (exit status 2)."""
+class UsageError(SystemExit):
+    """A command line argparse refuses; main() reports it like every other failure (exit status 2).
+    A SystemExit(2), as argparse's own, for code that parses without main()."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,8 +97,8 @@ def main(argv: Sequence[str] | None = None, *, extra: Sequence[Callable] = (),
     except UsageError as e:
         options = argv[:argv.index("--")] if "--" in argv else argv
         if "--json" in options:
-            print(json.dumps({"ok": False, "error": str(e)}))
-        print(f"error: {e}", file=sys.stderr)
+            print(json.dumps({"ok": False, "error": e.message}))
+        print(f"error: {e.message}", file=sys.stderr)
         return 2
     args.root = getattr(args, "root", None)
     args.json = getattr(args, "json", False)
