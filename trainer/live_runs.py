@@ -40,7 +40,13 @@ def live_runs(project: Project) -> list[LiveRun]:
         try:
             state = runs.run_state(files)
             pid = runs.lingering_pid(files)
+            # `starting` with no launch record and no status: created, never launched (a launch that
+            # failed). No process can write into it. (A queued state is not `starting`: it counts.)
+            never_launched = state == "starting" and pid is None and \
+                runs.read_launch(files) is None and runs.read_status(files) is None
         except Exception:  # an unreadable run folder: its process, if any, is unknowable here
+            continue
+        if never_launched:
             continue
         if state not in TERMINAL or pid is not None:
             found.append(LiveRun(files.run_id, state, pid, files))

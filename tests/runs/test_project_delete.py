@@ -104,3 +104,11 @@ def test_a_damaged_project_can_be_removed_with_delete(root, cli):
     proc = cli("delete", "half", "--yes", root=root)
     assert proc.returncode == 0, proc.stderr
     assert not (root / "half").exists()
+
+
+def test_a_run_folder_that_was_created_but_never_launched_does_not_block_a_delete(qa_cats):
+    files = runs.create_run(qa_cats, {"max_train_steps": 5, "resolution": 64})
+    assert runs.run_state(files) == "starting"  # for a grace period after its folder was made
+    assert live_runs.live_runs(qa_cats) == []
+    delete_project(qa_cats)
+    assert not qa_cats.path.exists()
