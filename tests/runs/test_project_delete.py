@@ -112,3 +112,29 @@ def test_a_run_folder_that_was_created_but_never_launched_does_not_block_a_delet
     assert live_runs.live_runs(qa_cats) == []
     delete_project(qa_cats)
     assert not qa_cats.path.exists()
+
+
+class _Terminal:
+    """stdin of a person at a terminal who types `answer`."""
+
+    def __init__(self, answer: str):
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer
+
+
+def test_cli_delete_at_a_terminal_asks_and_only_y_deletes(qa_cats, monkeypatch, capsys):
+    import sys
+
+    from trainer.cli import main as cli_main
+
+    monkeypatch.setattr(sys, "stdin", _Terminal("\n"))  # Enter alone: the default is no
+    assert cli_main(["delete", "qa cats"]) == 1
+    assert "Delete project 'qa cats'" in capsys.readouterr().err and qa_cats.path.is_dir()
+    monkeypatch.setattr(sys, "stdin", _Terminal("y\n"))
+    assert cli_main(["delete", "qa cats"]) == 0
+    assert not qa_cats.path.exists()
