@@ -661,7 +661,8 @@ def check_resumable(files: RunFiles) -> str:
     if pid is not None:
         # Silent but alive (hung): two trainers must never write one run folder.
         raise LoradeckError(f"run {files.run_id} reads as {state}, but its trainer (pid {pid}) is still alive",
-                            hint=f"stop it first: {command('stop', files.dir.parent.parent.name, files.run_id, '--force')}")
+                            hint="stop it first: "
+                                 + command("stop", files.dir.parent.parent.name, files.run_id, "--force"))
     return state
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from trainer import diagnostics, lora_network, models, train_data, train_state
-from trainer.run_guard import check_run_folder
 from trainer.config import TrainConfig
 from trainer.diagnostics import TrainingFailed
 from trainer.errors import ConfigError
 from trainer.run_files import RunFiles
+from trainer.run_guard import check_run_folder
 
 WEIGHT_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Test hook: LORADECK_FAULT=oom:3 raises a CUDA out-of-memory error in the forward pass of step 3.
