@@ -137,14 +137,20 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check ranges, choices and combinations; raises ConfigError with every problem at once."""
+    """Check ranges, choices and combinations; raises ConfigError with every problem at once.
+
+    A check that combines fields runs when those fields have the right type, so `batch_size = 0`
+    and `resolution = 7` are both reported, not only the first.
+    """
     problems = []
+    bad = set()  # fields whose value is of the wrong type: checks that use them are skipped
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         try:
             setattr(cfg, f.name, _coerce(f.name, f.type, value))
         except ConfigError as e:
             problems.append(str(e))
+            bad.add(f.name)
             continue
         if f.name in _CHOICES and value not in _CHOICES[f.name]:
             problems.append(f"{f.name}: {value!r} is not one of {', '.join(_CHOICES[f.name])}")
@@ -152,27 +158,31 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             problems.append(f"{f.name}: must be at least 1")
         if f.name in _NON_NEGATIVE and isinstance(value, (int, float)) and value < 0:
             problems.append(f"{f.name}: must not be negative")
-    if not problems:
-        if cfg.max_train_steps is not None and cfg.max_train_steps <= 0:
-            problems.append("max_train_steps: must be at least 1")
-        if cfg.max_train_epochs is not None and cfg.max_train_epochs <= 0:
-            problems.append("max_train_epochs: must be at least 1")
-        if cfg.max_train_steps is None and cfg.max_train_epochs is None:
-            problems.append("set max_train_steps or max_train_epochs")
-        if cfg.learning_rate <= 0:
-            problems.append("learning_rate: must be positive")
-        if not 0 <= cfg.caption_dropout_rate < 1:
-            problems.append("caption_dropout_rate: must be in [0, 1)")
-        if cfg.alpha <= 0:
-            problems.append("alpha: must be positive")
-        if cfg.resolution % 8:
-            problems.append("resolution: must be a multiple of 8")
-        if cfg.cache_text_embeddings and cfg.train_text_encoder:
-            problems.append("cache_text_embeddings: cannot cache text embeddings while training the text encoder")
-        if cfg.cache_text_embeddings and (cfg.shuffle_caption or cfg.caption_dropout_rate):
-            problems.append("cache_text_embeddings: cannot cache while captions are shuffled or dropped each step")
-        if not cfg.output_name or "/" in cfg.output_name or cfg.output_name.startswith("."):
-            problems.append("output_name: must be a plain file name")
+
+    def ok(*names: str) -> bool:
+        return not bad.intersection(names)
+
+    if ok("max_train_steps") and cfg.max_train_steps is not None and cfg.max_train_steps <= 0:
+        problems.append("max_train_steps: must be at least 1")
+    if ok("max_train_epochs") and cfg.max_train_epochs is not None and cfg.max_train_epochs <= 0:
+        problems.append("max_train_epochs: must be at least 1")
+    if ok("max_train_steps", "max_train_epochs") and cfg.max_train_steps is None and cfg.max_train_epochs is None:
+        problems.append("set max_train_steps or max_train_epochs")
+    if ok("learning_rate") and cfg.learning_rate <= 0:
+        problems.append("learning_rate: must be positive")
+    if ok("caption_dropout_rate") and not 0 <= cfg.caption_dropout_rate < 1:
+        problems.append("caption_dropout_rate: must be in [0, 1)")
+    if ok("alpha") and cfg.alpha <= 0:
+        problems.append("alpha: must be positive")
+    if ok("resolution") and cfg.resolution % 8:
+        problems.append("resolution: must be a multiple of 8")
+    if ok("cache_text_embeddings", "train_text_encoder") and cfg.cache_text_embeddings and cfg.train_text_encoder:
+        problems.append("cache_text_embeddings: cannot cache text embeddings while training the text encoder")
+    if ok("cache_text_embeddings", "shuffle_caption", "caption_dropout_rate") and cfg.cache_text_embeddings and (
+            cfg.shuffle_caption or cfg.caption_dropout_rate):
+        problems.append("cache_text_embeddings: cannot cache while captions are shuffled or dropped each step")
+    if ok("output_name") and (not cfg.output_name or "/" in cfg.output_name or cfg.output_name.startswith(".")):
+        problems.append("output_name: must be a plain file name")
     if problems:
         raise ConfigError("invalid training config: " + "; ".join(problems))
     return cfg

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.atomic import atomic_write_bytes
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.lora_file import (ALPHA, CLIP_TEXT_ROOT, DOWN, TE_PREFIX, UNET_PREFIX, UP, LoraFileError, kohya_key,
                                module_path_from_kohya, read_header, save_kohya_lora, split_kohya_key)
@@ -181,7 +182,7 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, to: str | No
     source_layout = detect_layout(src)
     if source_layout == "unknown":
         raise ConvertError(f"{src.name}: neither kohya nor diffusers/peft LoRA layout",
-                           hint=f"see: loradeck validate {src}")
+                           hint=f"see: {command('validate', src)}")
     target = to or ("kohya" if source_layout == "diffusers" else "diffusers")
     if target not in LAYOUTS:
         raise ConvertError(f"unknown layout {target!r} (use kohya or diffusers)")

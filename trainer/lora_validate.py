@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.lora_file import (ALPHA, DOWN, TE_PREFIX, UNET_PREFIX, UP, LoraFileError, file_model_hash,
                                module_path_from_kohya, read_header, split_kohya_key)
@@ -100,8 +101,8 @@ class InvalidLoraError(LoradeckError):
     def __init__(self, report: Report):
         first = report.errors[0].message if report.errors else "invalid"
         more = f" (+{len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
-        hint = ("convert it with: loradeck convert FILE OUT --to kohya"
-                if report.layout == "diffusers" else f"see: loradeck validate {report.path}")
+        hint = (f"convert it with: {command('convert', report.path, 'OUT.safetensors', '--to', 'kohya')}"
+                if report.layout == "diffusers" else f"see: {command('validate', report.path)}")
         super().__init__(f"{Path(report.path).name} is not a valid LoRA: {first}{more}", hint=hint)
         self.report = report
 

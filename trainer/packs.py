@@ -27,6 +27,9 @@ from trainer.shared_folder import (ADAPTER_SUFFIX, PACK_SUFFIX, adapter_path, no
                                    trigger_words)
 
 PACK_SCHEMA = 1
+# Adapter weights a pack accepts: front ends mix LoRAs at about 0.3-1.2, negative ones subtract a
+# concept; anything past ±2 is a typo (lora=1e9), not a setting.
+MIN_WEIGHT, MAX_WEIGHT = -2.0, 2.0
 PACK_PREVIEW_SUFFIX = ".pack.png"
 
 
@@ -51,9 +54,18 @@ def parse_adapter_spec(spec: str) -> tuple[str, float]:
         name = name[: -len(ADAPTER_SUFFIX)]
     if not name:
         raise PackError(f"{spec!r}: no adapter name")
-    if not math.isfinite(weight):
-        raise PackError(f"{spec!r}: weight must be a finite number")
+    check_weight(weight, what=repr(spec))
     return name, weight
+
+
+def check_weight(weight: float, *, what: str) -> float:
+    """`weight` if it is a sane adapter weight (MIN_WEIGHT..MAX_WEIGHT), else PackError saying the bounds."""
+    if not math.isfinite(weight):
+        raise PackError(f"{what}: weight must be a finite number")
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        raise PackError(f"{what}: weight {weight:g} is outside {MIN_WEIGHT:g} to {MAX_WEIGHT:g}",
+                        hint="LoRA weights are usually 0.3 to 1.2; past ±2 the images break down")
+    return weight
 
 
 def create_pack(folder: str | os.PathLike, name: str, adapters: list[tuple[str, float]], *,
@@ -82,6 +94,7 @@ def create_pack(folder: str | os.PathLike, name: str, adapters: list[tuple[str, 
         raise PackError("an adapter is listed twice")
     entries, versions, bases = [], set(), set()
     for adapter, weight in adapters:
+        check_weight(float(weight), what=f"adapter {adapter!r}")
         path = adapter_path(folder, adapter)
         if not path.is_file():
             raise PackError(f"no adapter {adapter!r} in {folder}", hint="publish it first with loradeck export")

@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 from trainer import buckets, caption_ops, prep
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.project import Project, dataset_images
 
@@ -104,7 +105,7 @@ def check(project: Project, config=None) -> dict:
 
     originals = prep.list_originals(project)
     if not images:
-        hint = "run: loradeck prep " + project.name if originals else "run: loradeck import " + project.name + " FOLDER"
+        hint = "run: " + (command("prep", project.name) if originals else command("import", project.name, "FOLDER"))
         problems.append(_problem("error", "no_images", f"the dataset has no images ({hint})"))
     if unreadable:
         problems.append(_problem("error", "unreadable", f"{len(unreadable)} dataset image(s) cannot be read",
@@ -123,7 +124,7 @@ def check(project: Project, config=None) -> dict:
     missing = [s.image for s in statuses if s.status in (caption_ops.MISSING, caption_ops.EMPTY)]
     if missing:
         problems.append(_problem("warning", "uncaptioned", f"{len(missing)} image(s) have no caption"
-                                 " (they train on an empty prompt; try: loradeck caption)", missing))
+                                 f" (they train on an empty prompt; try: {command('caption', project.name)})", missing))
     orphans = caption_ops.orphan_captions(project)
     if orphans:
         problems.append(_problem("warning", "orphan_captions", f"{len(orphans)} caption file(s) have no image",
@@ -136,8 +137,8 @@ def check(project: Project, config=None) -> dict:
         if lacking:
             problems.append(_problem("info", "trigger_missing",
                                      f"{len(lacking)} caption(s) lack the trigger word {trigger!r}; training"
-                                     f" prepends it (to write it into the files: loradeck captions trigger"
-                                     f" {project.name})", lacking))
+                                     " prepends it (to write it into the files:"
+                                     f" {command('captions', 'trigger', project.name)})", lacking))
 
     bad_sides = [{"image": n, "width": w, "height": h} for n, (w, h) in sizes.items() if w % 8 or h % 8]
     if bad_sides:
@@ -153,15 +154,15 @@ def check(project: Project, config=None) -> dict:
     if large:
         problems.append(_problem("warning", "large_images",
                                  f"{len(large)} image(s) are larger than the {res} px resolution"
-                                 f" (prepared for another resolution? run: loradeck prep {project.name}"
-                                 f" --resolution {res})", large))
+                                 " (prepared for another resolution? run:"
+                                 f" {command('prep', project.name, '--resolution', res)})", large))
     not_prepared, stale = _unprepared(project, res)
     if not_prepared:
         problems.append(_problem("warning", "unprepared", f"{len(not_prepared)} original(s) are not in the"
-                                 f" dataset yet (run: loradeck prep {project.name})", not_prepared))
+                                 f" dataset yet (run: {command('prep', project.name)})", not_prepared))
     if stale:
         problems.append(_problem("warning", "stale_prep", f"{len(stale)} image(s) were prepared with other"
-                                 f" settings (run: loradeck prep {project.name} --resolution {res})", stale))
+                                 f" settings (run: {command('prep', project.name, '--resolution', res)})", stale))
     dups = _duplicates(project, images)
     if dups:
         problems.append(_problem("warning", "duplicates", f"{len(dups)} group(s) of identical images", dups))

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.cli_hint import command
 from trainer.errors import ProjectError
 
 ROOT_ENV = "LORADECK_ROOT"
@@ -99,14 +100,64 @@ class Project:
 
 def open_project(name: str, root: str | os.PathLike | None = None) -> Project:
     """The existing project `name` under the resolved root; ProjectError if there is none."""
-    project = Project(resolve_root(root), validate_name(name))
+    project = Project(check_root(resolve_root(root)), validate_name(name))
     if not project.exists():
-        if _lost_its_settings(project):
+        if _lost_its_settings(project) or is_damaged(project):
             raise ProjectError(f"{project.path} has no {SETTINGS_FILE}",
-                               hint=f"restore it, or write a fresh one with: loradeck init {name}"
-                                    " (keeps originals/, dataset/ and runs/)")
+                               hint=f"restore it, or write a fresh one with: {command('repair', name)}"
+                                    f" (keeps originals/, dataset/ and runs/), or remove it with:"
+                                    f" {command('delete', name)}")
         raise ProjectError(f"no project {name!r} in {project.root}",
-                           hint=f"create it with: loradeck init {name}")
+                           hint=f"create it with: {command('init', name)}")
+    return project
+
+
+def check_root(base: Path) -> Path:
+    """`base` if it can hold projects (a folder, or nothing yet); a root that is a file is an error,
+    not an empty list of projects."""
+    if base.exists() and not base.is_dir():
+        raise ProjectError(f"projects root {base} is not a folder",
+                           hint="pass --root DIR (or set $LORADECK_ROOT) to a folder")
+    return base
+
+
+def is_damaged(project: Project) -> bool:
+    """A project folder that is half there: it has originals/, dataset/ or runs/ but no project.toml
+    (deleted by hand, or a trainer wrote into a deleted project before loradeck refused that)."""
+    if project.settings_file.exists() or not project.path.is_dir():
+        return False
+    return any((project.path / sub).is_dir() for sub in (ORIGINALS_DIR, DATASET_DIR, RUNS_DIR))
+
+
+def list_damaged(root: str | os.PathLike | None = None) -> list[Project]:
+    """The damaged project folders under the root (see is_damaged), sorted by name; listings show
+    them with a repair or remove action."""
+    base = check_root(resolve_root(root))
+    if not base.is_dir():
+        return []
+    found = []
+    for child in sorted(base.iterdir(), key=lambda p: p.name.lower()):
+        if child.name.startswith(".") or not child.is_dir() or not _NAME_RE.match(child.name):
+            continue
+        if is_damaged(Project(base, child.name)):
+            found.append(Project(base, child.name))
+    return found
+
+
+def repair_project(name: str, root: str | os.PathLike | None = None) -> Project:
+    """Give a damaged project (see is_damaged) a fresh project.toml with default settings and its
+    missing sub-folders; nothing already there changes. ProjectError when there is nothing to repair."""
+    from trainer import settings as settings_mod
+
+    project = Project(check_root(resolve_root(root)), validate_name(name))
+    if project.exists():
+        raise ProjectError(f"project {name!r} is not damaged: {project.settings_file} is there")
+    if not is_damaged(project):
+        raise ProjectError(f"no damaged project {name!r} in {project.root}",
+                           hint=f"create a new one with: {command('init', name)}")
+    for sub in (ORIGINALS_DIR, DATASET_DIR, RUNS_DIR):
+        (project.path / sub).mkdir(exist_ok=True)
+    settings_mod.write_new(project.settings_file, name=name)
     return project
 
 
@@ -128,7 +179,7 @@ def create_project(name: str, root: str | os.PathLike | None = None, **settings)
     """
     from trainer import settings as settings_mod
 
-    project = Project(resolve_root(root), validate_name(name))
+    project = Project(check_root(resolve_root(root)), validate_name(name))
     if project.path.exists() and _lost_its_settings(project):
         # Its project.toml was deleted: write a fresh one, keep everything else as it is.
         for sub in (ORIGINALS_DIR, DATASET_DIR, RUNS_DIR):
@@ -155,8 +206,9 @@ def create_project(name: str, root: str | os.PathLike | None = None, **settings)
 
 
 def list_projects(root: str | os.PathLike | None = None) -> list[Project]:
-    """Every project (a folder with a project.toml) under the root, sorted by name."""
-    base = resolve_root(root)
+    """Every project (a folder with a project.toml) under the root, sorted by name. A root that is a
+    file is a ProjectError; one that does not exist yet has no projects."""
+    base = check_root(resolve_root(root))
     if not base.is_dir():
         return []
     found = []
@@ -169,9 +221,16 @@ def list_projects(root: str | os.PathLike | None = None) -> list[Project]:
 
 
 def delete_project(project: Project) -> None:
-    """Remove a whole project folder. Callers confirm with the user first."""
-    if not project.exists():
+    """Remove a whole project folder (a damaged one too). Callers confirm with the user first.
+
+    Refused (trainer.live_runs.ProjectBusy, naming the runs and the commands that stop them) while
+    any of its runs is live: its trainer would go on writing into a deleted folder.
+    """
+    from trainer import live_runs
+
+    if not project.exists() and not is_damaged(project):
         raise ProjectError(f"no project {project.name!r} in {project.root}")
+    live_runs.refuse_if_busy(project, doing="delete")
     trash = project.root / f".{project.name}.deleting"
     project.path.rename(trash)  # atomic disappearance from listings, then the slow part
     shutil.rmtree(trash)

@@ -23,6 +23,7 @@ class ProjectSummary:
     last_run: str | None   # run id
     last_run_status: str | None  # running / completed / stopped / failed / crashed / ...
     problem: str | None = None   # e.g. an unreadable project.toml
+    damaged: bool = False        # no project.toml: listed with a repair or remove action
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +53,10 @@ def summarize(project: Project) -> ProjectSummary:
         base, trigger, ext = s.project.base_model, s.project.trigger_word, s.caption_extension
     except Exception as e:  # the listing must still show the project
         base, trigger, ext, problem = "?", "", ".txt", str(e).splitlines()[0] if str(e) else type(e).__name__
+    damaged = not project.exists()
+    if damaged:
+        problem = "damaged: no project.toml"
     listing = list_dataset(project, ext)
     run_id, status = last_run(project)
     return ProjectSummary(project.name, listing.images, listing.captioned, listing.originals,
-                          base, trigger, run_id, status, problem)
+                          base, trigger, run_id, status, problem, damaged)

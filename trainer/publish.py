@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainer.atomic import TMP_PREFIX, fsync_dir
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.lora_file import copy_with_metadata, file_model_hash, kohya_metadata, legacy_hash, read_header
 from trainer.run_files import RunFiles
@@ -97,7 +98,7 @@ def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, u
         user = user or load_user_config()
         if not user.export_dest:
             raise PublishError("no destination to publish to",
-                               hint=f"pass --to DIR, set [export] dest in project.toml, or in {user.path}")
+                               hint=f"pass {flag} DIR, set [export] dest in project.toml, or in {user.path}")
         dest = Destination(Path(user.export_dest).expanduser(), "user config")
     if not dest.path.is_dir():
         raise PublishError(f"destination {dest.path} (from {dest.source}) does not exist or is not a folder",
@@ -386,7 +387,7 @@ def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, An
         output = _output_of(run_dir, config)
         if output is None:
             state = runs_mod.run_state(RunFiles(run_dir)) if runs_mod is not None else None
-            hint = (f"it is {state}: resume it with `loradeck resume {project.name} {run_dir.name}`, or export"
+            hint = (f"it is {state}: resume it with `{command('resume', project.name, run_dir.name)}`, or export"
                     " another run" if state in ("stopped", "failed", "crashed")
                     else "wait for it to finish, or export another run")
             raise PublishError(f"run {run_dir.name} has no final LoRA yet ({config.get('output_name', 'lora')}"
@@ -402,7 +403,7 @@ def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, An
         if output is not None:
             return run_dir, config, output
     raise PublishError(f"project {project.name!r} has no finished run with a final LoRA",
-                       hint=f"train one with: loradeck train {project.name}")
+                       hint=f"train one with: {command('train', project.name)}")
 
 
 def run_checkpoints(run_dir: Path, config: dict[str, Any]) -> dict[int, Path]:

@@ -38,6 +38,7 @@ from typing import Any, Iterator
 
 from trainer import gpu_processes, process_info, run_config, run_memory, runs
 from trainer.atomic import atomic_write_text
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.events import EventWriter
 from trainer.project import Project
@@ -377,7 +378,7 @@ def cancel(files: RunFiles) -> dict[str, Any]:
         with locked(qdir) if qdir.is_dir() else contextlib.nullcontext():
             if runs.run_state(files) != "queued":  # its waiter started it meanwhile
                 raise LoradeckError(f"run {files.run_id} has just started; stop it instead",
-                                    hint=f"loradeck stop {files.dir.parent.parent.name} {files.run_id}")
+                                    hint=command("stop", files.dir.parent.parent.name, files.run_id))
             data = _read(ticket) or {}
             if waiter_alive(data) and (data.get("waiter") or {}).get("host") == _host():
                 waiter_pid = data["waiter"]["pid"]

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 from trainer import process_info, run_config
 from trainer.atomic import atomic_write_text
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.events import EventReader, EventWriter, parse_line
 from trainer.project import Project, dataset_images
@@ -67,11 +68,11 @@ def check_dataset(project: Project, cfg=None) -> list[str]:
         report = {"problems": [{"level": "warning", "message": f"preflight could not run ({e})"}]}
     errors = [p["message"] for p in report["problems"] if p["level"] == "error"]
     if not dataset_images(project) and not errors:
-        errors = [f"the dataset has no images (run: loradeck import {project.name} FOLDER,"
-                  f" then loradeck prep {project.name})"]
+        errors = [f"the dataset has no images (run: {command('import', project.name, 'FOLDER')},"
+                  f" then {command('prep', project.name)})"]
     if errors:
         raise LoradeckError(f"cannot train {project.name!r}: " + "; ".join(errors),
-                            hint=f"details: loradeck check {project.name}")
+                            hint=f"details: {command('check', project.name)}")
     return [p["message"] for p in report["problems"] if p["level"] != "error"]
 
 
@@ -542,7 +543,7 @@ def find_run(project: Project, run_id_or_prefix: str) -> RunFiles:
     if run_id_or_prefix in ("latest", "last"):
         if not folders:
             raise LoradeckError(f"project {project.name!r} has no runs",
-                                hint=f"start one with: loradeck train {project.name}")
+                                hint=f"start one with: {command('train', project.name)}")
         return folders[-1]
     exact = [f for f in folders if f.run_id == run_id_or_prefix]
     matches = exact or [f for f in folders if f.run_id.startswith(run_id_or_prefix)]
@@ -550,7 +551,7 @@ def find_run(project: Project, run_id_or_prefix: str) -> RunFiles:
         return matches[0]
     if not matches:
         raise LoradeckError(f"no run {run_id_or_prefix!r} in project {project.name!r}",
-                            hint=f"list them with: loradeck runs {project.name}")
+                            hint=f"list them with: {command('runs', project.name)}")
     raise LoradeckError(f"run {run_id_or_prefix!r} is ambiguous: {', '.join(f.run_id for f in matches)}")
 
 
@@ -681,9 +682,7 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
 
 
 def cli_hint_runs(files: RunFiles) -> str:
-    import shlex
-
-    return f"loradeck runs {shlex.quote(files.dir.parent.parent.name)}"
+    return command("runs", files.dir.parent.parent.name)
 
 
 def _stop_slurm_run(files: RunFiles, timeout: float, *, force: bool) -> dict[str, Any]:
@@ -734,8 +733,8 @@ def check_resumable(files: RunFiles) -> str:
                             hint=f"see: {cli_hint_runs(files)}")
     if state == "queued":
         raise LoradeckError(f"run {files.run_id} is queued; it starts by itself",
-                            hint=f"an orphaned one (its waiter gone): loradeck requeue"
-                                 f" {files.dir.parent.parent.name} {files.run_id}; or cancel it: loradeck cancel")
+                            hint=f"an orphaned one (its waiter gone): {command('requeue', files.dir.parent.parent.name, files.run_id)};"
+                                 f" or cancel it: {command('cancel', files.dir.parent.parent.name, files.run_id)}")
     if state == "completed":
         raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
                             hint="start a new run with `loradeck train`")
@@ -743,8 +742,8 @@ def check_resumable(files: RunFiles) -> str:
     if pid is not None:
         # Silent but alive (hung): two trainers must never write one run folder.
         raise LoradeckError(f"run {files.run_id} reads as {state}, but its trainer (pid {pid}) is still alive",
-                            hint=f"stop it first: loradeck stop {files.dir.parent.parent.name} {files.run_id}"
-                                 " --force")
+                            hint="stop it first: "
+                                 + command("stop", files.dir.parent.parent.name, files.run_id, "--force"))
     return state
 
 

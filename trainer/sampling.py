@@ -61,6 +61,6 @@ def save_image(image, path: Path) -> Path:
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(exist_ok=True)  # samples/ in the run folder, never the run folder itself
     atomic_write_bytes(path, buf.getvalue())
     return path

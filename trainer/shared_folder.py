@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.lora_file import LoraFileError, read_header
 
@@ -223,7 +224,8 @@ def describe_adapter(folder: Path, name: str) -> SharedAdapter:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise SharedFolderError(f"no adapter {name!r} in {folder}", hint=f"list them with: loradeck shared list --dir {folder}") from None
+        raise SharedFolderError(f"no adapter {name!r} in {folder}",
+                                hint=f"list them with: {command('shared', 'list', '--dir', folder)}") from None
     sidecar = read_sidecar(sidecar_path(folder, name))
     info = (sidecar or {}).get("loradeck") if isinstance((sidecar or {}).get("loradeck"), dict) else None
     problem = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 
 
@@ -60,7 +61,8 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
     from trainer.project import is_image_file
 
     if not dataset_dir.is_dir():
-        raise DataError(f"no dataset folder at {dataset_dir}", hint="import images and run: loradeck prep NAME")
+        raise DataError(f"no dataset folder at {dataset_dir}",
+                        hint=f"import images and run: {command('prep', dataset_dir.parent.name)}")
     items, bad = [], []
     for path in sorted(p for p in dataset_dir.iterdir() if p.is_file() and is_image_file(p)
                        and not p.name.startswith(".")):
@@ -79,7 +81,7 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
     if not items:
         extra = f"; unreadable: {', '.join(bad[:5])}" if bad else ""
         raise DataError(f"no trainable images in {dataset_dir}{extra}",
-                        hint="import images and run: loradeck prep NAME")
+                        hint=f"import images and run: {command('prep', dataset_dir.parent.name)}")
     return items
 
 

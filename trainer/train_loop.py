@@ -29,6 +29,7 @@ from trainer.config import TrainConfig
 from trainer.diagnostics import TrainingFailed
 from trainer.errors import ConfigError
 from trainer.run_files import RunFiles
+from trainer.run_guard import check_run_folder
 
 WEIGHT_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Test hook: LORADECK_FAULT=oom:3 raises a CUDA out-of-memory error in the forward pass of step 3.
@@ -190,6 +191,7 @@ def train(ctx: RunContext) -> Outcome:
     def save_state(step: int) -> Path | None:
         if not ctx.is_main:
             return None
+        check_run_folder(ctx.files, ctx.dataset.get("project_dir"))  # never recreate a deleted run
         return train_state.save(
             ctx.files.state, step=step, meta={"epoch": epoch_of(step), "total_steps": total_steps,
                                               "micro_batches": step * ga},
@@ -299,6 +301,8 @@ def train(ctx: RunContext) -> Outcome:
         step += 1
         step_time = time.perf_counter() - t_start
         ctx.progress.update(step=step)
+        if ctx.is_main:  # a project deleted under the run ends it now, not at its next save
+            check_run_folder(ctx.files, ctx.dataset.get("project_dir"))
         ctx.events.emit("step", step=step, total_steps=total_steps, epoch=epoch_of(step - 1) + 1,
                         loss=loss_sum / max(1, n_images), lr=lr_scheduler.get_last_lr()[0],
                         lr_te=lr_scheduler.get_last_lr()[1] if te_params else None,
@@ -530,7 +534,8 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoder, items, model, 
         extra={"trigger": ctx.dataset.get("trigger_word") or "", "run_id": ctx.files.run_id,
                "training_started_at": run_started_at(ctx.files)},
         dataset_dirs={f"{n}_{name}": {"n_repeats": n, "img_count": len(members)} for n, members in folders.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_run_folder(ctx.files, ctx.dataset.get("project_dir"))
+    path.parent.mkdir(exist_ok=True)  # checkpoints/ or the run folder itself: never its parents
     lora_file.save_kohya_lora(path, tensors, metadata, precision=cfg.save_precision)
     return path
 
@@ -572,6 +577,7 @@ def make_samples(ctx: RunContext, accelerator, unet, vae, scheduler_config, prom
         unet=accelerator.unwrap_model(unet), vae=vae, scheduler_config=scheduler_config, prompt_embeds=list(embeds),
         negative_embeds=negative, resolution=cfg.resolution, steps=cfg.sample_steps, guidance=cfg.sample_guidance,
         seed=cfg.seed, device=device, dtype=weight_dtype, autocast_ctx=accelerator.autocast)
+    check_run_folder(ctx.files, ctx.dataset.get("project_dir"))
     for k, (prompt, image) in enumerate(zip(prompts, images)):
         path = sampling.save_image(image, ctx.files.samples / f"step{step:08d}-{k:02d}.png")
         ctx.events.emit("sample", step=step, path=str(path), prompt=prompt, index=k)

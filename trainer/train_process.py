@@ -32,7 +32,8 @@ from trainer.errors import LoradeckError
 from trainer.events import EventWriter
 from trainer.run_files import HEARTBEAT_SECONDS, RunFiles, write_status
 
-ERROR_KINDS_BY_CLASS = {"ConfigError": "config", "ModelError": "model", "DataError": "data"}
+ERROR_KINDS_BY_CLASS = {"ConfigError": "config", "ModelError": "model", "DataError": "data",
+                        "RunFolderGone": "io"}
 
 
 class Heartbeat:

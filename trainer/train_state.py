@@ -71,7 +71,7 @@ def save(state_root: Path, *, step: int, meta: dict[str, Any], unet_lora: dict, 
     import torch
     from safetensors.torch import save_file
 
-    state_root.mkdir(parents=True, exist_ok=True)
+    state_root.mkdir(exist_ok=True)  # not parents: a deleted run folder must not come back
     final = state_root / f"{STATE_PREFIX}{step}"
     tmp = state_root / f".tmp-{STATE_PREFIX}{step}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from trainer import runs
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.project import Project
 from trainer.run_files import RunFiles
@@ -82,7 +83,8 @@ def stop(files: RunFiles) -> None:
     report = runs.stop(files)
     if not report.get("ok", True):
         raise LoradeckError(f"run {files.run_id} did not stop within the wait (it is {report.get('state')})",
-                            hint="it may be saving; check again in a moment, or `loradeck stop --force`")
+                            hint="it may be saving; check again in a moment, or"
+                                 f" `{command('stop', files.dir.parent.parent.name, files.run_id, '--force')}`")
 
 
 def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:

@@ -102,7 +102,8 @@ def test_a_project_that_lost_its_project_toml_says_so_and_init_restores_it_keepi
     project.settings_file.unlink()
     proc = cli("check", "lost", root=root)
     assert proc.returncode == 1
-    assert proc.stderr.startswith(f"error: {project.path} has no project.toml") and "loradeck init lost" in proc.stderr
+    assert proc.stderr.startswith(f"error: {project.path} has no project.toml")
+    assert "loradeck repair lost" in proc.stderr
     proc = cli("init", "lost", root=root)
     assert proc.returncode == 0, proc.stderr
     assert project.settings_file.is_file()

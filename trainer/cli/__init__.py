@@ -37,12 +37,21 @@ class CommandResult:
         self.data, self.text, self.code = data, text, code
 
 
+class UsageError(SystemExit):
+    """A command line argparse refuses; main() reports it like every other failure (exit status 2).
+    A SystemExit(2), as argparse's own, for code that parses without main()."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (`error: ...`), like every other failure."""
+    """argparse with one-line usage errors (`error: ...`), like every other failure; under --json
+    main() also prints them as the one JSON object."""
 
     def error(self, message: str):
-        print(f"error: {self.prog}: {message} (see: {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -83,7 +92,15 @@ def main(argv: Sequence[str] | None = None, *, extra: Sequence[Callable] = (),
          default: Callable | None = None) -> int:
     """Run the CLI. `extra` registers more subcommands; `default` runs when no command is given."""
     parser = build_parser(extra)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        options = argv[:argv.index("--")] if "--" in argv else argv
+        if "--json" in options:
+            print(json.dumps({"ok": False, "error": e.message}))
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
     args.root = getattr(args, "root", None)
     args.json = getattr(args, "json", False)
     handler = getattr(args, "handler", None)

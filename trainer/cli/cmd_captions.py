@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from trainer.cli import CommandResult
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 
 
@@ -126,7 +127,7 @@ def cmd_trigger(args) -> CommandResult:
     word = args.word or settings.load(project.settings_file).project.trigger_word
     if not word:
         raise LoradeckError("no trigger word given and none set in project.toml",
-                            hint=f"loradeck captions trigger {project.name} WORD")
+                            hint=command("captions", "trigger", project.name, "WORD"))
     result = caption_ops.set_trigger(project, word, include_uncaptioned=args.all, dry_run=args.dry_run)
     return _edit_result(project, result, "changed")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 
+from trainer.cli_hint import command
 from trainer.cli import CommandResult
 
 CONFLICT_CHOICES = ("refuse", "version")
@@ -134,7 +135,7 @@ def cmd_validate(args) -> CommandResult:
         raise LoradeckError(f"{args.file} {what}")
     report = validate(args.file, base_model=args.base, load_check=not args.no_load_check)
     text = report.summary()
-    hint = f"loradeck convert {args.file} OUT.safetensors --to kohya" if report.layout == "diffusers" else None
+    hint = command("convert", args.file, "OUT.safetensors", "--to", "kohya") if report.layout == "diffusers" else None
     if hint:
         text += f"\n  hint: {hint}"
     if not report.ok:  # the report is the output; stderr still gets the one-line verdict
@@ -226,7 +227,8 @@ def cmd_shared_import(args) -> CommandResult:
                                writable=False)
     out = import_into_project(project, dest.path, args.adapter, dry_run=args.dry_run)
     verb = "would set" if args.dry_run else "set"
-    lines = [f"{'(dry run) ' if args.dry_run else ''}imported {args.adapter} into {project.name}"]
+    lines = [f"would import {args.adapter} into {project.name} (dry run: nothing changed)" if args.dry_run
+             else f"imported {args.adapter} into {project.name}"]
     lines += [f"  {verb} [project] {k} = {v!r}" for k, v in out["project"].items()]
     lines += [f"  {verb} [train] {k} = {v!r}" for k, v in out["train"].items()]
     if not out["project"] and not out["train"]:

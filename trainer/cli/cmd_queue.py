@@ -15,6 +15,7 @@ from typing import Any
 from trainer import gpu_processes, run_queue, runs
 from trainer import project as projects
 from trainer.cli import CommandResult
+from trainer.cli_hint import command
 
 
 def register(sub, parent) -> None:
@@ -64,8 +65,8 @@ def _queued_text(project, files, info: dict[str, Any]) -> CommandResult:
     text = (f"queued run {files.run_id}: {run_queue.queue_line(info)}\n"
             f"  it needs {gpu_processes.fmt_gib(info.get('need'))} free"
             f" on {'GPU ' + str(info['gpu']) if isinstance(info.get('gpu'), int) else 'a GPU (or the CPU)'}\n"
-            f"  place: loradeck runs {project.name}\n"
-            f"  cancel: loradeck cancel {project.name} {files.run_id}")
+            f"  place: {command('runs', project.name)}\n"
+            f"  cancel: {command('cancel', project.name, files.run_id)}")
     return CommandResult(data, text)
 
 

@@ -19,6 +19,7 @@ from trainer import config as train_config
 from trainer import project as projects
 from trainer import run_config, runs
 from trainer.cli import CommandResult, cmd_queue
+from trainer.cli_hint import command
 from trainer.config import TrainConfig
 from trainer.errors import LoradeckError
 
@@ -179,11 +180,11 @@ def _submitted(project, files, settings, *, notes=(), resumed=False, job_id=None
             raise
     data = {"ok": True, "project": project.name, "run_id": files.run_id, "run_dir": str(files.dir),
             "slurm_job": job_id, "state": "queued", "resumed": resumed, "notes": list(notes)}
-    name, run = shlex.quote(project.name), files.run_id
+    name, run = project.name, files.run_id
     text = (f"{'resubmitted' if resumed else 'submitted'} run {run} as Slurm job {job_id}\n"
-            f"  state: loradeck runs {name}\n"
-            f"  watch: loradeck monitor {name} {run}\n"
-            f"  stop:  loradeck stop {name} {run}\n"
+            f"  state: {command('runs', name)}\n"
+            f"  watch: {command('monitor', name, run)}\n"
+            f"  stop:  {command('stop', name, run)}\n"
             f"  job script: {files.slurm_script}")
     return CommandResult(data, text)
 
@@ -219,10 +220,11 @@ def cmd_stop(args) -> CommandResult:
     if report["ok"]:
         text = f"run {files.run_id} {report['state']} after {report['waited_s']:.1f} s"
         if report["forced"]:
-            text += f" (killed; resume with: loradeck resume {project.name} {files.run_id})"
+            text += f" (killed; resume with: {command('resume', project.name, files.run_id)})"
         return CommandResult(report, text)
     return CommandResult(report, f"run {files.run_id} is still stopping after {report['waited_s']:.0f} s"
-                                 " (it finishes its step and saves first); --force kills it", code=1)
+                                 " (it finishes its step and saves first); to kill it:"
+                                 f" {command('stop', project.name, files.run_id, '--force')}", code=1)
 
 
 def cmd_runs(args) -> CommandResult:
@@ -231,7 +233,7 @@ def cmd_runs(args) -> CommandResult:
     rows = [info.to_dict() for info in infos]
     if not infos:
         return CommandResult({"ok": True, "project": project.name, "runs": []},
-                             f"no runs in {project.name} (start one with: loradeck train {project.name})")
+                             f"no runs in {project.name} (start one with: {command('train', project.name)})")
     lines = [f"{'RUN':<24} {'STATE':<10} {'STEP':>11} {'LOSS':>8}  {'STARTED':<16}  BASE MODEL"]
     for info in infos:
         step = f"{info.step}/{info.total_steps}" if info.total_steps else str(info.step)
@@ -251,8 +253,8 @@ def _detached(project, files, pid: int, *, notes=(), resumed=False) -> CommandRe
     data = {"ok": True, "project": project.name, "run_id": files.run_id, "run_dir": str(files.dir),
             "pid": pid, "state": "starting", "resumed": resumed, "notes": list(notes)}
     text = (f"{'resumed' if resumed else 'started'} run {files.run_id} (pid {pid}) in the background\n"
-            f"  watch: loradeck monitor {project.name} {files.run_id}\n"
-            f"  stop:  loradeck stop {project.name} {files.run_id}\n"
+            f"  watch: {command('monitor', project.name, files.run_id)}\n"
+            f"  stop:  {command('stop', project.name, files.run_id)}\n"
             f"  log:   {files.log}")
     return CommandResult(data, text)
 
@@ -377,7 +379,7 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     except KeyboardInterrupt:
         data = {"ok": False, "run_id": files.run_id, "state": runs.run_state(files), "detached": True}
         return CommandResult(data, f"stopped watching; run {files.run_id} is stopping on its own"
-                                   f" (see: loradeck runs {project.name})", code=130)
+                                   f" (see: {command('runs', project.name)})", code=130)
     finally:
         signal.signal(signal.SIGINT, previous)
     info = runs.run_info(files)
@@ -394,7 +396,7 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     if state in ("stopped", "crashed", "failed"):
         if info.message:
             text += f"\n  {info.message}"
-        text += f"\n  resume with: loradeck resume {project.name} {files.run_id}\n  log: {files.log}"
+        text += f"\n  resume with: {command('resume', project.name, files.run_id)}\n  log: {files.log}"
     if quiet and state in ("failed", "crashed"):
         # --json: the progress view said nothing, so the failure's one line goes to stderr here.
         _say(f"error: run {files.run_id} {state}: "

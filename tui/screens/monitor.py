@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Static
 
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.project import Project
 from trainer.run_files import RunFiles
@@ -221,7 +222,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
             self.query_one("#status", Static).update(Text("no runs yet", style="bold"))
             self.query_one("#finished", Static).update(
                 f"{self.project.name} has no runs yet: start one from the train screen (t on the project)"
-                f" or with `loradeck train {self.project.name}`")
+                f" or with `{command('train', self.project.name)}`")
             return
         self.run_id = self.files.run_id
         self.sub_title = self.run_id

@@ -10,7 +10,8 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from trainer.project import Project, delete_project, list_projects
+from trainer.errors import LoradeckError
+from trainer.project import Project, delete_project, list_damaged, list_projects, repair_project
 from tui.keys import bind
 from tui.worker_errors import ShowsWorkerErrors
 
@@ -65,13 +66,13 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         from trainer.project_summary import summarize
 
         try:
-            projects = list_projects(self.root)
+            projects = sorted(list_projects(self.root) + list_damaged(self.root), key=lambda p: p.name.lower())
             if not self.summaries:  # first listing: names at once, counts when they are read
                 self.app.call_from_thread(self._fill_names, [p.name for p in projects])
             summaries = [summarize(p).to_dict() for p in projects]
-        except OSError as e:  # shown in place: a modal would come back on every refresh
-            self.app.call_from_thread(self.query_one("#projects-hint", Static).update,
-                                      f"cannot read {self.root}: {e.strerror or e}")
+        except (OSError, LoradeckError) as e:  # shown in place: a modal would come back on every refresh
+            why = e.one_line() if isinstance(e, LoradeckError) else f"cannot read {self.root}: {e.strerror or e}"
+            self.app.call_from_thread(self.query_one("#projects-hint", Static).update, why)
             return
         self.app.call_from_thread(self._fill, summaries)
 
@@ -104,6 +105,8 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         hint = EMPTY_HINT if not summaries else f"{len(summaries)} project(s) in {self.root}"
         if any(s["originals"] > s["images"] for s in summaries):
             hint += "  ·  (+N): imported, not prepared yet"
+        if any(s.get("damaged") for s in summaries):
+            hint += "  ·  damaged: enter to repair or remove"
         self.query_one("#projects-hint", Static).update(hint)
 
     def selected_name(self) -> str | None:
@@ -123,10 +126,36 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     def _row_chosen(self) -> None:
         self.action_open()
 
-    def action_open(self) -> None:
+    def _usable(self) -> Project | None:
+        """The selected project; a damaged one offers its repair/remove dialog instead."""
         project = self.selected()
+        if project and self.summaries.get(project.name, {}).get("damaged"):
+            self._offer_repair(project)
+            return None
+        return project
+
+    def action_open(self) -> None:
+        project = self._usable()
         if project:
             self.app.open_dataset(project)
+
+    def _offer_repair(self, project: Project) -> None:
+        from tui.screens.damaged_project import DamagedProjectScreen
+
+        def chosen(choice: str | None) -> None:
+            if choice == "repair":
+                self._repair(project)
+            elif choice == "remove":
+                self.action_delete()
+
+        self.app.push_screen(DamagedProjectScreen(project.name, str(project.path)), chosen)
+
+    @work(thread=True, exclusive=True, group="projects-repair", exit_on_error=False,
+          description="repairing project")
+    def _repair(self, project: Project) -> None:
+        repair_project(project.name, project.root)
+        self.app.call_from_thread(self.notify, f"repaired {project.name}: a fresh project.toml with defaults")
+        self.app.call_from_thread(self.refresh_projects, project.name)
 
     def action_new(self) -> None:
         from tui.screens.new_project import NewProjectScreen
@@ -139,7 +168,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         self.app.push_screen(NewProjectScreen(self.root), created)
 
     def action_import_folder(self) -> None:
-        project = self.selected()
+        project = self._usable()
         if project:
             from tui.screens.import_files import ImportScreen
 
@@ -147,8 +176,54 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
 
     def action_delete(self) -> None:
         project = self.selected()
-        if not project:
-            return
+        if project:
+            self._check_live_then_confirm(project)
+
+    @work(thread=True, exclusive=True, group="projects-delete", exit_on_error=False,
+          description="checking for live runs")
+    def _check_live_then_confirm(self, project: Project) -> None:
+        self._ask_stop_or_delete(project)
+
+    def _ask_stop_or_delete(self, project: Project) -> None:
+        """(worker thread) The next question: stop its live runs, or delete it."""
+        from trainer.live_runs import live_runs
+
+        live = live_runs(project)
+        if live:
+            self.app.call_from_thread(self._offer_stop, project, live)
+        else:
+            self.app.call_from_thread(self._confirm_delete, project)
+
+    def _offer_stop(self, project: Project, live: list) -> None:
+        """A project with live runs is not deleted: name them and offer to stop them first."""
+        from tui.screens.confirm import ConfirmScreen
+
+        names = "\n".join(f"  {r.describe()}" for r in live)
+        question = (f"Project {project.name!r} cannot be deleted: {len(live)} run(s) still live:\n{names}\n\n"
+                    "Stop them first? Each finishes its step and saves its state; then you are asked"
+                    " again about the delete.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._stop_then_confirm(project, live)
+
+        self.app.push_screen(ConfirmScreen(question, yes_label="Stop runs"), answered)
+
+    @work(thread=True, exclusive=True, group="projects-delete", exit_on_error=False,
+          description="stopping runs")
+    def _stop_then_confirm(self, project: Project, live: list) -> None:
+        from trainer import runs
+        from trainer.live_runs import TERMINAL
+
+        for run in live:
+            self.app.call_from_thread(self.notify, f"stopping run {run.run_id}…")
+            try:  # a trainer that already reads as ended but is still alive (hung) is killed
+                runs.stop(run.files, timeout=60.0, force=run.state in TERMINAL)
+            except LoradeckError:
+                pass  # it ended on its own meanwhile; the check below decides
+        self._ask_stop_or_delete(project)
+
+    def _confirm_delete(self, project: Project) -> None:
         from tui.screens.confirm import ConfirmScreen
 
         s = self.summaries.get(project.name, {})
@@ -170,11 +245,11 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         self.app.call_from_thread(self.refresh_projects)
 
     def action_train(self) -> None:
-        project = self.selected()
+        project = self._usable()
         if project:
             self.app.open_train(project)
 
     def action_runs(self) -> None:
-        project = self.selected()
+        project = self._usable()
         if project:
             self.app.open_runs(project)

@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
+from trainer.cli_hint import command
 from trainer.project import Project
 from trainer.runs import RunInfo
 
@@ -176,7 +177,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
                 table.move_cursor(row=table.get_row_index(selected))
         if not rows:
             self.query_one("#runs-detail", Static).update(
-                f"no runs yet: press t to set one up, or run `loradeck train {self.project.name}`")
+                f"no runs yet: press t to set one up, or run `{command('train', self.project.name)}`")
         else:
             self._describe()
 
