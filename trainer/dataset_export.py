@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from trainer import caption_store, repeat_folders, settings as settings_mod
+from trainer.cli_hint import command
 from trainer.errors import LoradeckError
 from trainer.project import Project, is_image_file
 
@@ -54,7 +55,7 @@ def export_dataset(project: Project, dest: str | os.PathLike, fmt: str) -> dict:
         raise LoradeckError(f"{dest} exists and is not an empty folder", hint="name a new folder with --to")
     originals = _originals(project)
     if not originals:
-        raise LoradeckError(f"{project.name} has no images to export", hint=f"loradeck import {project.name} PATH")
+        raise LoradeckError(f"{project.name} has no images to export", hint=command("import", project.name, "PATH"))
     cfg = settings_mod.load(project.settings_file)
     ext = cfg.caption_extension
     dest.parent.mkdir(parents=True, exist_ok=True)

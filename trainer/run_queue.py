@@ -220,7 +220,7 @@ def describe(files: RunFiles) -> dict[str, Any] | None:
     info: dict[str, Any] = {"gpu": record.get("gpu"), "need": record.get("need"), "place": None, "of": None,
                             "orphaned": False, "waits_for": None, "ticket": str(ticket)}
     project = files.dir.parent.parent.name
-    requeue = f"requeue it: loradeck requeue {project} {files.run_id}"
+    requeue = f"requeue it: {command('requeue', project, files.run_id)}"
     if data is None:
         info.update(orphaned=True, waits_for=f"its queue ticket is gone; {requeue}")
         return info
