@@ -14,9 +14,13 @@ def _register_tui_commands(sub, parent) -> None:
     p = sub.add_parser("demo", parents=[parent], help="create a demo project, then open the TUI")
     p.add_argument("--no-tui", action="store_true", help="only create the demo project")
     p.set_defaults(handler=_run_demo)
-    p = sub.add_parser("monitor", parents=[parent], help="open the live monitor of a run")
+    p = sub.add_parser("monitor", parents=[parent], help="open the live monitor of a run",
+                       description="The TUI's live monitor of a run. Without a terminal (a script, a pipe) or"
+                                   " with --json it prints the run's progress until the run ends instead,"
+                                   " and exits 0 completed, 2 stopped, 1 failed or crashed.")
     p.add_argument("name")
-    p.add_argument("run", nargs="?")
+    p.add_argument("run", nargs="?", help="run id, a unique prefix of it, or 'latest' (default: the"
+                                          " project's one active run, else its newest)")
     p.set_defaults(handler=_run_monitor)
 
 
@@ -32,10 +36,22 @@ def _run_demo(args) -> int:
     return run_demo(root=args.root, open_tui=not args.no_tui)
 
 
-def _run_monitor(args) -> int:
+def _run_monitor(args):
+    from trainer import run_choice
+    from trainer.project import open_project
+
+    project = open_project(args.name, args.root)
+    files, why = run_choice.choose_run(project, args.run, "monitor")
+    run_choice.says_which(files, why)
+    if args.json or not (sys.stdout.isatty() and sys.stdin.isatty()):
+        from trainer.cli.cmd_train import watch  # no terminal to draw on: follow it as text
+
+        result = watch(project, files, quiet=args.json)
+        result.data["chosen"] = why
+        return result
     from tui.app import run_monitor
 
-    return run_monitor(root=args.root, project=args.name, run=args.run)
+    return run_monitor(root=args.root, project=args.name, run=files.run_id)
 
 
 def _bare_tui_root(argv: Sequence[str]) -> str | None | bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from trainer import config as train_config
 from trainer import project as projects
-from trainer import run_config, runs
+from trainer import run_choice, run_config, runs
 from trainer.cli import CommandResult
 from trainer.config import TrainConfig
 from trainer.errors import LoradeckError
@@ -75,6 +75,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
 
 
+RUN_HELP = ("run id, a unique prefix of it, or 'latest' (default: the project's one active run, else its"
+            " newest; several active runs must be named)")
+
+
 def register(sub, parent) -> None:
     """Add this area's subcommands to `sub` (argparse subparsers); `parent` has --root/--json."""
     p = sub.add_parser("train", parents=[parent], help="train a LoRA on a project's dataset",
@@ -93,14 +97,14 @@ def register(sub, parent) -> None:
 
     p = sub.add_parser("stop", parents=[parent], help="stop a running run (it saves state first)")
     p.add_argument("name", help="project name")
-    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("run", nargs="?", help=RUN_HELP)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it to stop (default 120)")
     p.add_argument("--force", action="store_true", help="kill it (SIGKILL) if it has not stopped by then")
     p.set_defaults(handler=cmd_stop)
 
     p = sub.add_parser("resume", parents=[parent], help="continue a stopped, failed or crashed run")
     p.add_argument("name", help="project name")
-    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("run", nargs="?", help=RUN_HELP)
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     p.set_defaults(handler=cmd_resume)
 
@@ -125,16 +129,22 @@ def cmd_train(args) -> CommandResult:
 
 def cmd_resume(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
-    files = runs.find_run(project, args.run)
+    files, why = run_choice.choose_run(project, args.run, "resume")
+    run_choice.says_which(files, why)
     if args.detach:
-        return _detached(project, files, runs.resume(files, detach=True), resumed=True)
-    return _foreground(project, files, runs.resume(files, detach=False), quiet=args.json)
+        result = _detached(project, files, runs.resume(files, detach=True), resumed=True)
+    else:
+        result = _foreground(project, files, runs.resume(files, detach=False), quiet=args.json)
+    result.data["chosen"] = why
+    return result
 
 
 def cmd_stop(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
-    files = runs.find_run(project, args.run)
+    files, why = run_choice.choose_run(project, args.run, "stop")
+    run_choice.says_which(files, why)
     report = runs.stop(files, timeout=args.timeout, force=args.force)
+    report["chosen"] = why
     if report["ok"]:
         text = f"run {files.run_id} {report['state']} after {report['waited_s']:.1f} s"
         if report["forced"]:
@@ -299,6 +309,27 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
                                    f" (see: loradeck runs {project.name})", code=130)
     finally:
         signal.signal(signal.SIGINT, previous)
+    return _outcome(project, files, state, view, quiet=quiet, notes=notes)
+
+
+def watch(project, files, *, quiet: bool) -> CommandResult:
+    """`loradeck monitor` without a terminal (a script, a pipe, a CI job): follow a run started
+    elsewhere, its history first, printing what the foreground view prints, until it ends; the exit
+    status is the run's (0 completed, 2 stopped, 1 failed or crashed). Ctrl-C stops watching only."""
+    view = _ProgressView(quiet)
+    try:
+        with view:
+            view.say(f"watching run {files.run_id} (log: {files.log})", "dim")
+            state = runs.follow(files, None, view.on_event, from_start=True, on_status=view.on_status)
+    except KeyboardInterrupt:
+        data = {"ok": False, "run_id": files.run_id, "state": runs.run_state(files), "detached": True}
+        return CommandResult(data, f"stopped watching; run {files.run_id} goes on"
+                                   f" (see: loradeck runs {project.name})", code=130)
+    return _outcome(project, files, state, view, quiet=quiet)
+
+
+def _outcome(project, files, state: str, view: _ProgressView, *, quiet: bool, notes=()) -> CommandResult:
+    """The result of a run followed to its end: its summary, exit status and what to do next."""
     info = runs.run_info(files)
     code = runs.exit_code(state)
     data = {"ok": code == 0, "project": project.name, **info.to_dict(), "exit_code": code,
@@ -313,7 +344,10 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     if state in ("stopped", "crashed", "failed"):
         if info.message:
             text += f"\n  {info.message}"
-        text += f"\n  resume with: loradeck resume {project.name} {files.run_id}\n  log: {files.log}"
+        if state == "failed" and runs.never_started(files):  # nothing to resume
+            text += f"\n  fix that, then start a new run: loradeck train {project.name}\n  log: {files.log}"
+        else:
+            text += f"\n  resume with: loradeck resume {project.name} {files.run_id}\n  log: {files.log}"
     if quiet and state in ("failed", "crashed"):
         # --json: the progress view said nothing, so the failure's one line goes to stderr here.
         _say(f"error: run {files.run_id} {state}: "
