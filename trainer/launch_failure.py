@@ -1,10 +1,10 @@
 """A trainer that died before it started: telling it apart from a crash, and saying why.
 
 The trainer process writes its first heartbeat (status.json) before it does anything else; only a
-start-up failure leaves none: a run folder it cannot read (exit status 2), a broken install (an
-import error in the interpreter), a bad interpreter path. Such a run is `failed`, not `crashed`:
-nothing was trained and nothing was saved, so resume cannot help it; the reason is in train.log,
-after the launcher's `=== loradeck ...` header line for that launch.
+start-up failure leaves none: a run folder it cannot read (exit status 2, `error: ...`), a broken
+install (an import error's traceback). Such a run is `failed`, not `crashed`: nothing was trained
+and nothing was saved, so resume cannot help it; the reason is in train.log, after the launcher's
+`=== loradeck ...` header line for that launch.
 
 Pure Python and no torch: the CLI and the TUI both use it.
 """
@@ -24,16 +24,20 @@ NEVER_STARTED = "the trainer exited before it started"
 
 
 def never_started(launch_rec: dict | None, status: dict | None, started_event: dict | None,
-                  t_launch: float) -> bool:
-    """True when the newest launch left no trace of a running trainer: no heartbeat and no
-    run_started since it. Only meaningful once the launched process is known to be gone."""
+                  t_launch: float, log: Path) -> bool:
+    """True when the newest launch left no trace of a running trainer (no heartbeat and no
+    run_started since it) and its output in `log` says why. Only meaningful once the launched
+    process is known to be gone. A process that vanished without a word (killed at once) is not
+    this: it stays `crashed`, resumable from whatever state an earlier launch saved."""
     if not launch_rec:
         return False
     beat = status.get("heartbeat") if status else None
     if isinstance(beat, (int, float)) and beat >= t_launch:
         return False
     started = started_event.get("time") if started_event else None
-    return not (isinstance(started, (int, float)) and started >= t_launch)
+    if isinstance(started, (int, float)) and started >= t_launch:
+        return False
+    return error_line(last_launch_lines(log)) is not None
 
 
 def last_launch_lines(log: Path) -> list[str]:
@@ -53,11 +57,13 @@ def last_launch_lines(log: Path) -> list[str]:
 
 
 def error_line(lines: Iterable[str]) -> str | None:
-    """The line that says why a process failed: its `error: ...` line (without the prefix), else a
-    traceback's final exception line, else its last non-empty line; None for no output."""
+    """The line that says why a process failed, from its output (after the newest launch header,
+    when `lines` hold one): its `error: ...` line (without the prefix), else a traceback's final
+    exception line, else its last non-empty line; None for no output."""
     text = [ln.strip() for ln in lines if ln.strip()]
-    if text and text[0].startswith(LAUNCH_HEADER):
-        text = text[1:]
+    headers = [i for i, ln in enumerate(text) if ln.startswith(LAUNCH_HEADER)]
+    if headers:
+        text = text[headers[-1] + 1:]
     for ln in reversed(text):
         if ln.startswith("error:"):
             return ln[len("error:"):].strip()
@@ -69,5 +75,10 @@ def error_line(lines: Iterable[str]) -> str | None:
 
 def describe(log: Path) -> str:
     """`the trainer exited before it started: <the log's error line>`."""
-    line = error_line(last_launch_lines(log))
-    return f"{NEVER_STARTED}: {line}" if line else f"{NEVER_STARTED} (train.log says nothing more)"
+    return describe_lines(last_launch_lines(log))
+
+
+def describe_lines(lines: Iterable[str]) -> str:
+    """`describe` from lines of train.log already read (the monitor's log tail)."""
+    line = error_line(lines)
+    return f"{NEVER_STARTED}: {line}" if line else f"{NEVER_STARTED} (see train.log)"

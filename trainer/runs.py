@@ -415,7 +415,7 @@ def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = No
         except OSError:
             alive = False
     if not alive:
-        if launch_failure.never_started(launch_rec, status, started, t_launch):
+        if launch_failure.never_started(launch_rec, status, started, t_launch, files.log):
             return "failed"  # nothing ran, nothing to resume: the log's error line says why
         return "crashed"
     return "running" if started is not None and _time(started) >= t_launch else "starting"
@@ -553,7 +553,8 @@ def never_started(files: RunFiles) -> bool:
     events = event_summary(files.events)
     if _time(events.get("run_finished")) >= t_launch:
         return False  # it reported its own end
-    return launch_failure.never_started(launch_rec, read_status(files), events.get("run_started"), t_launch)
+    return launch_failure.never_started(launch_rec, read_status(files), events.get("run_started"), t_launch,
+                                        files.log)
 
 
 def lingering_pid(files: RunFiles) -> int | None:

@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
+from trainer.launch_failure import NEVER_STARTED
 from trainer.project import Project
 from trainer.runs import RunInfo
 
@@ -201,6 +202,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
                  "stopped": "r: resume  m/enter: monitor", "failed": "r: resume  m/enter: monitor",
                  "crashed": "the process is gone without finishing; r: resume from its last state"}
         hint = hints.get(row.state, "")
+        if row.state == "failed" and (row.message or "").startswith(NEVER_STARTED):
+            hint = "nothing was trained: fix that, then start a new run (t on the dataset screen)"
         if row.state != "completed" and run_actions.has_checkpoints(self.project, row.run_id):
             hint += "  e: export a checkpoint"  # one folder listing: cheap enough for the UI thread
         why = f" ({row.message})" if row.message else ""
