@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from trainer import launch_failure, procfs, run_config
+from trainer import launch_failure, optional_packages, procfs, run_config
 from trainer.atomic import atomic_write_text
 from trainer.errors import LoradeckError
 from trainer.events import EventReader, EventWriter, parse_line
@@ -72,7 +72,8 @@ def check_dataset(project: Project, cfg=None) -> list[str]:
     if errors:
         raise LoradeckError(f"cannot train {project.name!r}: " + "; ".join(errors),
                             hint=f"details: loradeck check {project.name}")
-    return [p["message"] for p in report["problems"] if p["level"] != "error"]
+    # Package warnings are check_requirements' to say (once, with the run's other notes).
+    return [p["message"] for p in report["problems"] if p["level"] != "error" and p.get("code") != "package"]
 
 
 def check_gpus(gpus: int) -> list[str]:
@@ -105,11 +106,10 @@ def _hub_cached(repo_id: str) -> bool:
 def check_requirements(cfg) -> list[str]:
     """Refuse, before any run folder or process exists, a run that would fail while loading: a
     base model that is not there (a missing local path, or a hub id absent from the cache while
-    HF_HUB_OFFLINE is set) and knobs whose package is not installed. Returns notes."""
-    import importlib.util
-
+    HF_HUB_OFFLINE is set) and knobs whose package is not installed (trainer.optional_packages).
+    Returns notes."""
     from trainer import models
-    from trainer.errors import ConfigError, ModelError
+    from trainer.errors import ModelError
 
     notes: list[str] = []
     if models.kind_of(cfg.base_model) == "hub" and not _hub_cached(cfg.base_model):
@@ -120,12 +120,8 @@ def check_requirements(cfg) -> list[str]:
                              hint=f"pre-download it on a machine with network: hf download {cfg.base_model},"
                                   " or point --base-model at a local folder or .safetensors file")
         notes.append(f"base model {cfg.base_model} is not in the Hugging Face cache: the run downloads it first")
-    if cfg.attention == "xformers" and importlib.util.find_spec("xformers") is None:
-        raise ConfigError("attention xformers: the xformers package is not installed",
-                          hint="pip install xformers (CUDA builds only), or use --attention sdpa")
-    if cfg.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
-                          hint="pip install bitsandbytes (CUDA), or use --optimizer adamw")
+    optional_packages.check_optimizer(cfg.optimizer)
+    notes.extend(optional_packages.warnings_for(cfg))  # xformers missing: sdpa, said here and in the run
     return notes
 
 
