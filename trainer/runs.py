@@ -9,7 +9,8 @@ use it freely.
 A run's state comes from three files: events.jsonl (run_started / run_finished), status.json (the
 trainer's pid and heartbeat, every <= 2 s) and launch.json (what this module started, when). A run
 whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`; one whose
-process is gone without ever having beaten (it died at start-up: trainer.launch_failure) is `failed`.
+process is gone without ever having beaten and whose log says why (it died at start-up:
+trainer.launch_failure) is `failed`.
 """
 
 from __future__ import annotations
