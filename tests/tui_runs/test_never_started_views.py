@@ -24,3 +24,23 @@ def test_a_run_that_failed_while_training_still_offers_resume():
 
 def test_a_crash_still_offers_resume():
     assert "press r to resume" in finished_line(RunView(run_id="r1", state="crashed", log_tail=LOG))
+
+
+async def test_the_runs_screen_shows_a_run_that_never_started_as_failed_with_its_reason(trainable, monkeypatch):
+    from textual.widgets import DataTable, Static
+
+    from trainer import runs
+    from tui.screens.runs import RunsScreen
+    from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+    monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.no_such_trainer_module")  # a broken install
+    files = runs.create_run(trainable, {"max_train_steps": 2, "resolution": 64})
+    runs.launch(files).wait()
+    app = ScreenApp(lambda: RunsScreen(trainable))
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the row")
+        assert str(table.get_cell(files.run_id, "state")) == "failed"
+        detail = text_of(app.screen.query_one("#runs-detail", Static))
+        assert "the trainer exited before it started" in detail and "No module named" in detail
+        assert "start a new run" in detail and "r: resume" not in detail
