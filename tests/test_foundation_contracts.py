@@ -51,10 +51,13 @@ def test_root_resolution_order(tmp_path, monkeypatch):
     from trainer.project import resolve_root
 
     monkeypatch.delenv("LORADECK_ROOT", raising=False)
-    assert resolve_root() == Path("projects")
+    monkeypatch.chdir(tmp_path)
+    # ./projects, made absolute where it is chosen (trainers start in other working folders)
+    assert resolve_root() == tmp_path.resolve() / "projects"
     monkeypatch.setenv("LORADECK_ROOT", str(tmp_path / "env"))
-    assert resolve_root() == tmp_path / "env"
-    assert resolve_root(tmp_path / "flag") == tmp_path / "flag"
+    assert resolve_root() == tmp_path.resolve() / "env"
+    assert resolve_root(tmp_path / "flag") == tmp_path.resolve() / "flag"
+    assert resolve_root("rel") == tmp_path.resolve() / "rel"
 
 
 def test_settings_keep_comments_and_refuse_unknown_keys(root):

@@ -346,7 +346,7 @@ def _import_one(project: Project, loaded: _Loaded, caption_ext: str, index: dict
         reason = f"could not copy into the project: {e.strerror or e}"
         report.refused.append((str(src), reason))
         return reason
-    index[loaded.sha256] = {"file": name, "source": str(src),
+    index[loaded.sha256] = {"file": name, "source": os.path.abspath(src),
                             "imported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if key in overrides.repeats:
         index[loaded.sha256]["repeats"] = overrides.repeats[key]

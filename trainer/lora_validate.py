@@ -406,7 +406,10 @@ def _check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
 
 def _check_loads_isolated(path: str, base_model: str) -> list[Problem]:
     """Run the load check in a child process (`python -m trainer validate --json`)."""
-    cmd = [sys.executable, "-m", "trainer", "validate", str(path), "--base", base_model, "--json"]
+    # Paths go to the child absolute, so its working folder never changes what they name.
+    base = os.path.abspath(os.path.expanduser(base_model)) if os.path.exists(os.path.expanduser(base_model)) \
+        else base_model
+    cmd = [sys.executable, "-m", "trainer", "validate", os.path.abspath(path), "--base", base, "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     try:
         data = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -66,6 +66,9 @@ def follow(files: RunFiles, write: Callable[[str], None] = print, *, poll: float
         state = runs.run_state(files)
         if state in ENDED and runs.lingering_pid(files) is None:
             drain()  # what it wrote just before it ended
-            write(f"run {files.run_id} {state}")
+            info = runs.run_info(files)
+            total = f"/{info.total_steps}" if info.total_steps else ""
+            write(f"run {files.run_id} {state} at step {info.step}{total}"
+                  + (f": {info.message}" if info.message and state != "completed" else ""))
             return runs.exit_code(state)
         time.sleep(poll)

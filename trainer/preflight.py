@@ -23,6 +23,9 @@ SMALL_AREA_SHARE = 0.75
 MAX_LISTED = 50  # items listed per problem (the count is always exact)
 
 
+PACKAGE_CODE = "package"  # a knob whose optional package is missing (trainer.optional_packages)
+
+
 def _problem(level: str, code: str, message: str, items: list | None = None) -> dict:
     items = items or []
     return {"level": level, "code": code, "message": message, "count": len(items),
@@ -177,6 +180,13 @@ def check(project: Project, config=None) -> dict:
         problems.append(_problem("warning", "thin_buckets",
                                  f"{len(thin)} bucket(s) hold fewer images than the batch size {batch}"
                                  " (their batches are smaller)", thin))
+
+    from trainer import optional_packages
+
+    for message in optional_packages.problems_for(cfg):  # e.g. adamw8bit without bitsandbytes
+        problems.append(_problem("error", PACKAGE_CODE, message))
+    for message in optional_packages.warnings_for(cfg):  # e.g. xformers missing: sdpa instead
+        problems.append(_problem("warning", PACKAGE_CODE, message))
 
     from trainer.repeat_folders import image_repeats, weighted_count
 

@@ -35,13 +35,24 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,63}$")
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """`--root DIR`, else `$LORADECK_ROOT`, else `./projects`."""
-    if root:
-        return Path(root).expanduser()
-    env = os.environ.get(ROOT_ENV)
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_ROOT
+    """`--root DIR`, else `$LORADECK_ROOT`, else `./projects`: absolute, `~` expanded, symlinks resolved.
+
+    Resolved here, once, because run folders, task and trainer command lines cross into processes
+    that start in other working folders (a trainer starts in its run folder): a relative root would
+    name a different place there. Symlinks are resolved so that every process names a run by one
+    path (the stop/resume checks compare command lines).
+    """
+    chosen = root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    return absolute_path(chosen)
+
+
+def absolute_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
+    """`path` with `~` expanded, made absolute against `base` (default: the current folder), with
+    symlinks and `..` resolved; the path need not exist."""
+    expanded = Path(path).expanduser()
+    if not expanded.is_absolute():
+        expanded = Path(base if base is not None else os.getcwd()).expanduser() / expanded
+    return expanded.resolve()
 
 
 def validate_name(name: str) -> str:
@@ -65,6 +76,11 @@ class Project:
 
     root: Path
     name: str
+
+    def __post_init__(self) -> None:
+        # A Project built by hand on a relative root still names one place from any process.
+        if not Path(self.root).is_absolute():
+            object.__setattr__(self, "root", absolute_path(self.root))
 
     @property
     def path(self) -> Path:

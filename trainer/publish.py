@@ -79,27 +79,32 @@ class PublishResult:
 # ----------------------------------------------------------------------------------- destination
 
 def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, user=None,
-                        flag: str = "--to", writable: bool = True) -> Destination:
+                        flag: str = "--to", writable: bool = True,
+                        project_dir: str | os.PathLike | None = None) -> Destination:
     """Where to publish: `to`, else the project's [export] dest, else the user config's [export] dest.
 
     `settings` is a trainer.settings.Settings (or None), `user` a trainer.user_config.UserConfig (loaded
-    when None). A relative project dest is relative to the project folder; raises PublishError when
+    when None). The folder comes back absolute: a relative `to` is relative to the current folder,
+    a relative project dest to the project folder (`project_dir`), a relative user-config dest to
+    the user config's folder. Raises PublishError when
     none is set or the folder does not exist (a missing network mount must not become a local folder).
     `flag` names the option `to` came from in messages; `writable=False` is for commands that only
     read the folder (listing a teammate's read-only share must work).
     """
     from trainer.user_config import load_user_config
 
+    from trainer.project import absolute_path
+
     if to:
-        dest = Destination(Path(to).expanduser(), flag)
+        dest = Destination(absolute_path(to), flag)
     elif settings is not None and settings.export.dest:
-        dest = Destination(Path(settings.export.dest).expanduser(), "project")
+        dest = Destination(absolute_path(settings.export.dest, project_dir), "project")
     else:
         user = user or load_user_config()
         if not user.export_dest:
             raise PublishError("no destination to publish to",
                                hint=f"pass {flag} DIR, set [export] dest in project.toml, or in {user.path}")
-        dest = Destination(Path(user.export_dest).expanduser(), "user config")
+        dest = Destination(absolute_path(user.export_dest, Path(user.path).expanduser().parent), "user config")
     if not dest.path.is_dir():
         raise PublishError(f"destination {dest.path} (from {dest.source}) does not exist or is not a folder",
                            hint="create it or mount the shared folder first")
@@ -522,7 +527,7 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
     project = open_project(project_name, root)
     settings = settings_mod.load(project.settings_file)
     user = load_user_config()
-    dest = resolve_destination(to, settings=settings, user=user, flag=to_source)
+    dest = resolve_destination(to, settings=settings, user=user, flag=to_source, project_dir=project.path)
     policy = resolve_on_conflict(on_conflict, settings=settings, user=user)
     step = None
     if checkpoint is not None:

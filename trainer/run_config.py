@@ -107,11 +107,16 @@ def _limit_rule(values: dict[str, Any], layer: Mapping[str, Any]) -> None:
         values["max_train_epochs"] = None
 
 
-def _absolute_model(base_model: str, relative_to: Path | None = None) -> str:
-    """A base model that names an existing local path is stored absolute (runs start in their own dir)."""
-    if not base_model or base_model.startswith("synthetic:"):
+def absolute_model(base_model: str, relative_to: Path | None = None, *, folder_first: bool = False) -> str:
+    """A base model that names an existing local path is stored absolute (runs start in their own dir).
+
+    A relative path is looked up in the current folder, then in `relative_to` (the folder of the file
+    that names it); `folder_first` reverses that (project.toml: the project folder first).
+    """
+    if not base_model or not isinstance(base_model, str) or base_model.startswith("synthetic:"):
         return base_model
-    for base in (Path.cwd(), relative_to):
+    bases = (relative_to, Path.cwd()) if folder_first else (Path.cwd(), relative_to)
+    for base in bases:
         if base is None:
             continue
         candidate = (base / Path(base_model).expanduser())
@@ -146,7 +151,7 @@ def load_config_file(path: str | os.PathLike) -> ConfigLayer:
     if kohya_config.looks_like_kohya(doc):
         values, notes = kohya_config.map_kohya(doc, base_dir=path.parent, source=source)
         if "base_model" in values:
-            values["base_model"] = _absolute_model(values["base_model"], path.parent)
+            values["base_model"] = absolute_model(values["base_model"], path.parent)
         return ConfigLayer(source, values, notes, kind="kohya")
     values, notes = {}, []
     for key, value in doc.items():
@@ -158,7 +163,7 @@ def load_config_file(path: str | os.PathLike) -> ConfigLayer:
             values[key] = value
     train_config.apply(TrainConfig(), values, source=source)  # refuses unknown keys, by name
     if "base_model" in values and isinstance(values["base_model"], str):
-        values["base_model"] = _absolute_model(values["base_model"], path.parent)
+        values["base_model"] = absolute_model(values["base_model"], path.parent)
     return ConfigLayer(source, values, notes)
 
 
@@ -166,10 +171,14 @@ def project_layers(project: Project) -> tuple[list[ConfigLayer], settings_mod.Se
     """The project's layers: its [project] base_model and [prep] resolution (the dataset is prepared
     for it), then its [train] defaults."""
     s = settings_mod.load(project.settings_file)
-    layers = [ConfigLayer("project.toml [project] base_model", {"base_model": s.project.base_model}),
+    base_model = absolute_model(s.project.base_model, project.path, folder_first=True)
+    layers = [ConfigLayer("project.toml [project] base_model", {"base_model": base_model}),
               ConfigLayer("project.toml [prep] resolution", {"resolution": s.prep.resolution})]
     if s.train:
-        layers.append(ConfigLayer("project.toml [train]", dict(s.train)))
+        train = dict(s.train)
+        if "base_model" in train:  # a relative local path: the project folder's, whatever the cwd
+            train["base_model"] = absolute_model(train["base_model"], project.path, folder_first=True)
+        layers.append(ConfigLayer("project.toml [train]", train))
     return layers, s
 
 
@@ -185,7 +194,7 @@ def resolve(project: Project, overrides: Mapping[str, Any] | None = None,
     if overrides:
         cli = {k: v for k, v in overrides.items() if v is not None}  # None: the flag was not given
         if "base_model" in cli and isinstance(cli["base_model"], str):
-            cli["base_model"] = _absolute_model(cli["base_model"])
+            cli["base_model"] = absolute_model(cli["base_model"])
         layers.append(ConfigLayer("command line", cli))
     values = TrainConfig().to_dict()
     sources = {name: "default" for name in values}

@@ -8,7 +8,9 @@ use it freely.
 
 A run's state comes from three files: events.jsonl (run_started / run_finished), status.json (the
 trainer's pid and heartbeat, every <= 2 s) and launch.json (what this module started, when). A run
-whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`.
+whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`; one whose
+process is gone without ever having beaten and whose log says why (it died at start-up:
+trainer.launch_failure) is `failed`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from trainer import process_info, run_config
+from trainer import launch_failure, optional_packages, process_info, run_config
 from trainer.atomic import atomic_write_text
 from trainer.cli_hint import command
 from trainer.errors import LoradeckError
@@ -73,7 +75,8 @@ def check_dataset(project: Project, cfg=None) -> list[str]:
     if errors:
         raise LoradeckError(f"cannot train {project.name!r}: " + "; ".join(errors),
                             hint=f"details: {command('check', project.name)}")
-    return [p["message"] for p in report["problems"] if p["level"] != "error"]
+    # Package warnings are check_requirements' to say (once, with the run's other notes).
+    return [p["message"] for p in report["problems"] if p["level"] != "error" and p.get("code") != "package"]
 
 
 def check_gpus(gpus: int) -> list[str]:
@@ -106,11 +109,10 @@ def _hub_cached(repo_id: str) -> bool:
 def check_requirements(cfg) -> list[str]:
     """Refuse, before any run folder or process exists, a run that would fail while loading: a
     base model that is not there (a missing local path, or a hub id absent from the cache while
-    HF_HUB_OFFLINE is set) and knobs whose package is not installed. Returns notes."""
-    import importlib.util
-
+    HF_HUB_OFFLINE is set) and knobs whose package is not installed (trainer.optional_packages).
+    Returns notes."""
     from trainer import models
-    from trainer.errors import ConfigError, ModelError
+    from trainer.errors import ModelError
 
     notes: list[str] = []
     if models.kind_of(cfg.base_model) == "hub" and not _hub_cached(cfg.base_model):
@@ -121,12 +123,8 @@ def check_requirements(cfg) -> list[str]:
                              hint=f"pre-download it on a machine with network: hf download {cfg.base_model},"
                                   " or point --base-model at a local folder or .safetensors file")
         notes.append(f"base model {cfg.base_model} is not in the Hugging Face cache: the run downloads it first")
-    if cfg.attention == "xformers" and importlib.util.find_spec("xformers") is None:
-        raise ConfigError("attention xformers: the xformers package is not installed",
-                          hint="pip install xformers (CUDA builds only), or use --attention sdpa")
-    if cfg.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
-                          hint="pip install bitsandbytes (CUDA), or use --optimizer adamw")
+    optional_packages.check_optimizer(cfg.optimizer)
+    notes.extend(optional_packages.warnings_for(cfg))  # xformers missing: sdpa, said here and in the run
     return notes
 
 
@@ -186,9 +184,12 @@ def _source_root() -> str | None:
 
 def build_command(run_dir: Path, *, resume: bool = False, gpus: int = 1,
                   mixed_precision: str = "no", python: str | None = None) -> list[str]:
-    """The trainer's command line: one process, or `accelerate launch` for several GPUs."""
+    """The trainer's command line: one process, or `accelerate launch` for several GPUs.
+
+    The run folder goes in absolute: the trainer starts with its run folder as working folder.
+    """
     python = python or sys.executable
-    tail = ["-m", TRAIN_MODULE, str(run_dir)] + (["--resume"] if resume else [])
+    tail = ["-m", TRAIN_MODULE, os.path.abspath(run_dir)] + (["--resume"] if resume else [])
     if gpus <= 1:
         return [python, *tail]
     # `python -m accelerate.commands.launch` is `accelerate launch` from this interpreter's env.
@@ -443,6 +444,8 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
         except OSError:
             alive = False
     if not alive:
+        if launch_failure.never_started(launch_rec, status, started, t_launch, files.log):
+            return "failed"  # nothing ran, nothing to resume: the log's error line says why
         return "crashed"
     return "running" if started is not None and _time(started) >= t_launch else "starting"
 
@@ -501,6 +504,8 @@ def run_info(files: RunFiles) -> RunInfo:
     if state == "failed" and not message:
         err = events.get("error")
         message = err.get("message") if err else None
+    if state == "failed" and not message and never_started(files):
+        message = launch_failure.describe(files.log)
     if detail:
         message = f"{detail}: {message}" if message and state in FINISHED else detail
     loss = _number(step_ev.get("loss"))
@@ -574,6 +579,20 @@ def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
         except OSError:
             return None, status["pid"]
     return None, None
+
+
+def never_started(files: RunFiles) -> bool:
+    """Did the newest launch of this run die before its trainer started (trainer.launch_failure)?
+    Only for a run whose process is gone (its state is failed or crashed)."""
+    launch_rec = read_launch(files)
+    if not launch_rec:
+        return False
+    t_launch = _number(launch_rec.get("time")) or 0.0
+    events = event_summary(files.events)
+    if _time(events.get("run_finished")) >= t_launch:
+        return False  # it reported its own end
+    return launch_failure.never_started(launch_rec, read_status(files), events.get("run_started"), t_launch,
+                                        files.log)
 
 
 def lingering_pid(files: RunFiles) -> int | None:
@@ -667,7 +686,7 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
             pass
         time.sleep(0.5)
         state = run_state(files)
-    if state == "crashed" and not was_started and not forced:
+    if not was_started and not forced and (state == "crashed" or (state == "failed" and never_started(files))):
         # Stopped while it was still loading: nothing was trained, so this is a stop, not a crash.
         writer = EventWriter(files.events)
         try:
@@ -738,6 +757,14 @@ def check_resumable(files: RunFiles) -> str:
     if state == "completed":
         raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
                             hint="start a new run with `loradeck train`")
+    if state == "failed" and never_started(files):
+        from trainer import train_state
+
+        if train_state.latest(files.state) is None:
+            project = files.dir.parent.parent.name
+            raise LoradeckError(f"run {files.run_id} cannot be resumed: {launch_failure.describe(files.log)};"
+                                " nothing was trained or saved",
+                                hint=f"fix that, then start a new run: loradeck train {project}")
     pid = lingering_pid(files)
     if pid is not None:
         # Silent but alive (hung): two trainers must never write one run folder.
@@ -780,11 +807,12 @@ def submit_to_slurm(files: RunFiles, settings) -> str:
     return slurm.submit(files, settings, gpus=cfg.gpus, label=slurm_label(files), reason="submit")
 
 
-def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str, Any]], None],
+def follow(files: RunFiles, proc: subprocess.Popen | None, on_event: Callable[[dict[str, Any]], None],
            *, poll: float = 0.25, from_start: bool = False,
            on_status: Callable[[dict[str, Any]], None] | None = None) -> str:
     """Feed the run's new events to `on_event` (and each poll's status.json to `on_status`) until
-    `proc` exits; returns the final state."""
+    `proc` exits, or with `proc` None (a run started elsewhere) until the run is no longer active;
+    returns the final state."""
     offset = 0
     if not from_start:
         try:
@@ -793,7 +821,7 @@ def follow(files: RunFiles, proc: subprocess.Popen, on_event: Callable[[dict[str
             pass
     reader = EventReader(files.events, offset=offset)
     while True:
-        done = proc.poll() is not None
+        done = proc.poll() is not None if proc is not None else run_state(files) not in ACTIVE
         for event in reader.read_new():
             on_event(event)
         if on_status is not None:

@@ -89,7 +89,11 @@ def train(ctx: RunContext) -> Outcome:
         vae.decoder = vae.post_quant_conv = None
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
-    set_attention(cfg.attention, unet, vae)
+    from trainer import optional_packages
+
+    if optional_packages.attention_warning(cfg.attention):  # xformers asked for, not installed
+        warn(optional_packages.attention_warning(cfg.attention))
+    set_attention(optional_packages.attention_used(cfg.attention), unet, vae)
     for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), (text_encoder, weight_dtype)):
         if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
             module.to(device)
@@ -392,8 +396,9 @@ def make_optimizer(cfg: TrainConfig, unet_params: list, te_params: list):
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
-                              hint="pip install bitsandbytes (CUDA), or use --optimizer adamw") from None
+            from trainer import optional_packages
+
+            raise optional_packages.missing_bitsandbytes() from None  # the one refusal, naming the extra
         return bnb.optim.AdamW8bit(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     import torch
 

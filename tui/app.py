@@ -124,21 +124,17 @@ def run_demo(root: str | os.PathLike | None = None, open_tui: bool = True) -> in
 
 
 def run_monitor(root: str | os.PathLike | None, project: str, run: str | None = None) -> int:
-    """Open the live monitor of `project`'s run `run` (default: its latest run). An unknown project
-    or run is a one-line error (exit 1); without a terminal the run is followed as plain lines
-    (trainer.plain_monitor) instead of the TUI, which would have no keyboard to read."""
+    """Open the live monitor of `project`'s run `run` (default: its latest run) in the TUI. An
+    unknown project or run is a one-line error (exit 1). `loradeck monitor` without a terminal never
+    gets here: tui.launcher follows the run as plain lines (trainer.plain_monitor) instead."""
     import sys
 
     from trainer import runs
 
     try:
         found = open_project(project, root)
-        files = runs.find_run(found, run) if run else None
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            from trainer import plain_monitor
-
-            files = files or runs.find_run(found, "latest")
-            return plain_monitor.follow(files, lambda line: print(line, flush=True))
+        if run:
+            runs.find_run(found, run)
     except LoradeckError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
         return 1

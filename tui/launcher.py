@@ -14,9 +14,13 @@ def _register_tui_commands(sub, parent) -> None:
     p = sub.add_parser("demo", parents=[parent], help="create a demo project, then open the TUI")
     p.add_argument("--no-tui", action="store_true", help="only create the demo project")
     p.set_defaults(handler=_run_demo)
-    p = sub.add_parser("monitor", parents=[parent], help="open the live monitor of a run")
+    p = sub.add_parser("monitor", parents=[parent], help="open the live monitor of a run",
+                       description="The TUI's live monitor of a run. Without a terminal (a script, a pipe) or"
+                                   " with --json it prints the run's progress until the run ends instead,"
+                                   " and exits 0 completed, 2 stopped, 1 failed or crashed.")
     p.add_argument("name")
-    p.add_argument("run", nargs="?")
+    p.add_argument("run", nargs="?", help="run id, a unique prefix of it, or 'latest' (default: the"
+                                          " project's one active run, else its newest)")
     p.set_defaults(handler=_run_monitor)
 
 
@@ -32,10 +36,29 @@ def _run_demo(args) -> int:
     return run_demo(root=args.root, open_tui=not args.no_tui)
 
 
-def _run_monitor(args) -> int:
+def _run_monitor(args):
+    from trainer import run_choice
+    from trainer.project import open_project
+
+    project = open_project(args.name, args.root)
+    files, why = run_choice.choose_run(project, args.run, "monitor")
+    run_choice.says_which(files, why)
+    if args.json:
+        from trainer.cli.cmd_train import watch  # one JSON object with the run's outcome, at its end
+
+        result = watch(project, files, quiet=True)
+        result.data["chosen"] = why
+        return result
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        from trainer import plain_monitor  # no terminal to draw on: plain lines until the run ends
+
+        try:
+            return plain_monitor.follow(files, lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            return 130
     from tui.app import run_monitor
 
-    return run_monitor(root=args.root, project=args.name, run=args.run)
+    return run_monitor(root=args.root, project=args.name, run=files.run_id)
 
 
 def _bare_tui_root(argv: Sequence[str]) -> str | None | bool:

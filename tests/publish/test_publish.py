@@ -65,6 +65,9 @@ def test_cli_export_publishes_adapter_sidecar_and_latest_sample(project, lora_by
     data = json.loads(proc.stdout)
     assert data["ok"] and data["name"] == "mylora" and data["run"] == run_dir.name
     assert data["load_check"] == "skipped: disabled"
+    # no run named: the command says which it took, on stderr and in --json
+    assert data["chosen"] == "the newest run of heroes with a final LoRA"
+    assert f"run {run_dir.name}: the newest run of heroes with a final LoRA" in proc.stderr
     published = shared / "mylora.safetensors"
     assert sorted(p.name for p in shared.iterdir()) == ["mylora.json", "mylora.preview.png", "mylora.safetensors"]
     assert check_rules(published).ok

@@ -114,7 +114,8 @@ def test_run_management_modules_import_without_torch_or_textual():
     import sys
 
     code = ("import sys, trainer.runs, trainer.run_config, trainer.kohya_config, trainer.gpu_monitor,"
-            " trainer.cli.cmd_train; heavy = {'torch', 'textual', 'diffusers', 'pynvml'} & set(sys.modules);"
+            " trainer.cli.cmd_train, trainer.run_choice, trainer.launch_failure, trainer.optional_packages;"
+            " heavy = {'torch', 'textual', 'diffusers', 'pynvml'} & set(sys.modules);"
             " assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 

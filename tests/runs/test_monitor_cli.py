@@ -58,5 +58,5 @@ def test_monitor_without_a_terminal_prints_plain_lines_stays_idle_and_exits_with
             os.killpg(monitor.pid, signal.SIGKILL)
     reader.join(timeout=5)
     assert lines[0].startswith(f"following run {files.run_id}")
-    assert lines[-1].strip() == f"run {files.run_id} stopped"
+    assert lines[-1].strip().startswith(f"run {files.run_id} stopped at step ")
     assert monitor.stderr.read() == ""

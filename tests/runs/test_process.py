@@ -177,12 +177,16 @@ def test_foreground_failure_exits_1_and_shows_error_with_hint(project, fake_trai
     assert "loss is nan" in captured.err and "lower the learning rate" in captured.err
 
 
-def test_foreground_crash_shows_the_end_of_train_log(project, monkeypatch, capsys):
+def test_foreground_trainer_that_cannot_start_fails_with_the_logs_error_line(project, monkeypatch, capsys):
+    """A trainer that dies before it starts (here: it cannot be imported) is failed, not crashed,
+    says the log's error line and points at a new run, not at resume."""
     monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.no_such_trainer_module")
     code = cli_main(["train", "toy", "--steps", "2", "--resolution", "64"])
     captured = capsys.readouterr()
-    assert code == 1 and "crashed" in captured.out and "resume with" in captured.out
-    assert "No module named tests.runs.no_such_trainer_module" in captured.err
+    assert code == 1 and "failed at step 0" in captured.out and "resume with" not in captured.out
+    assert "the trainer exited before it started: " in captured.out
+    assert "No module named tests.runs.no_such_trainer_module" in captured.out
+    assert "start a new run: loradeck train toy" in captured.out
 
 
 def test_a_second_stop_waits_for_a_run_that_reported_stopped_but_is_still_exiting(project, fake_trainer, reap,

@@ -3,8 +3,6 @@ no run folder, no process, one clear line."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from trainer import runs
@@ -31,14 +29,62 @@ def test_a_missing_local_model_path_is_refused_before_the_run_exists(project, tm
     assert run_dirs(project) == []
 
 
-@pytest.mark.parametrize("knob, package", [({"attention": "xformers"}, "xformers"),
-                                           ({"optimizer": "adamw8bit"}, "bitsandbytes")])
-def test_a_knob_whose_package_is_missing_is_refused_before_the_run_exists(project, monkeypatch, knob, package):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
-    with pytest.raises(ConfigError, match=package):
-        runs.create_run(project, {**knob, "max_train_steps": 1})
+def without(monkeypatch, *packages):
+    """This box, as if `packages` were not installed."""
+    from trainer import optional_packages
+
+    real = optional_packages.installed
+    monkeypatch.setattr(optional_packages, "installed", lambda name: name not in packages and real(name))
+
+
+def test_adamw8bit_without_bitsandbytes_is_refused_naming_the_extra(project, monkeypatch):
+    without(monkeypatch, "bitsandbytes")
+    with pytest.raises(ConfigError, match="optimizer adamw8bit needs bitsandbytes") as err:
+        runs.create_run(project, {"optimizer": "adamw8bit", "max_train_steps": 1})
+    assert "pip install 'loradeck[gpu]'" in err.value.hint
     assert run_dirs(project) == []
+
+
+def test_xformers_without_the_package_becomes_sdpa_with_a_note(project, monkeypatch):
+    without(monkeypatch, "xformers")
+    resolved = runs.run_config.resolve(project, {"attention": "xformers", "max_train_steps": 1})
+    files = runs.create_run_from(project, resolved)
+    assert files.config.is_file()  # created: not refused
+    [note] = [n for n in resolved.notes if "xformers" in n]
+    assert "using sdpa instead" in note and "loradeck[gpu]" in note
+    assert not any(n.startswith("dataset: ") and "xformers" in n for n in resolved.notes)  # said once
+
+
+def test_a_pasted_kohya_config_with_xformers_and_adamw8bit_is_refused_for_bitsandbytes_only(
+        project, monkeypatch, tmp_path, capsys):
+    """The seed's kohya config on a box with neither package: the refusal names bitsandbytes and
+    the extra; with AdamW instead it trains, on sdpa, and says so."""
+    from trainer.cli import main as cli_main
+    from tests.runs.test_kohya_config import ISSUE_EXAMPLE
+
+    without(monkeypatch, "xformers", "bitsandbytes")
+    pasted = tmp_path / "kohya.toml"
+    pasted.write_text(ISSUE_EXAMPLE)
+    assert cli_main(["train", "toy", "--config", str(pasted), "--detach"]) == 1
+    err = capsys.readouterr().err
+    assert "bitsandbytes" in err and "loradeck[gpu]" in err and "xformers" not in err
+    assert run_dirs(project) == []
+    pasted.write_text(ISSUE_EXAMPLE.replace('"AdamW8bit"', '"AdamW"'))
+    resolved = runs.run_config.resolve(project, {"max_train_steps": 1}, pasted)
+    runs.create_run_from(project, resolved)
+    assert any("using sdpa instead" in n for n in resolved.notes)
+
+
+def test_check_and_preflight_show_the_package_problems(project, monkeypatch):
+    from trainer import preflight
+    from trainer.config import TrainConfig
+
+    without(monkeypatch, "xformers", "bitsandbytes")
+    report = preflight.check(project, TrainConfig(base_model="synthetic:tiny", attention="xformers",
+                                                  optimizer="adamw8bit", resolution=64))
+    by_level = {p["level"]: p["message"] for p in report["problems"] if p["code"] == "package"}
+    assert "using sdpa instead" in by_level["warning"]
+    assert "bitsandbytes" in by_level["error"] and not report["ok"]
 
 
 def test_cli_train_with_a_missing_model_fails_with_one_line_and_no_run(project, cli, root):

@@ -265,7 +265,6 @@ def test_out_of_memory_becomes_an_error_event_with_the_knobs_and_saved_state(mak
 
 
 @pytest.mark.parametrize("knob, expected", [
-    ({"attention": "xformers"}, "xformers"),
     ({"optimizer": "adamw8bit"}, "bitsandbytes"),
     ({"base_model": "/nonexistent/model"}, "does not exist"),
 ])
@@ -275,6 +274,16 @@ def test_unavailable_knobs_and_models_fail_with_clear_errors(make_run, knob, exp
     [error] = events_of(run, "error")
     assert expected in error["message"] and error["kind"] in ("config", "model") and error["hint"]
     assert finished(run)["status"] == "failed"
+
+
+def test_xformers_without_the_package_trains_on_sdpa_with_a_warning_event(make_run, monkeypatch):
+    from trainer import optional_packages
+
+    monkeypatch.setattr(optional_packages, "installed", lambda name: name != "xformers")
+    run = make_run(max_train_steps=1, attention="xformers")
+    assert train_in_process(run) == 0
+    assert finished(run)["status"] == "completed"
+    assert any("using sdpa instead" in w["message"] for w in events_of(run, "warning"))
 
 
 def test_adamw_uses_the_fused_kernel_for_fp32_adapters_only():

@@ -100,10 +100,11 @@ def _shared_folder(args, folder: str | None, project_name: str | None, *, flag: 
     from trainer.project import open_project
     from trainer.publish import resolve_destination
 
-    settings = None
+    settings = project_dir = None
     if project_name and not folder:
-        settings = settings_mod.load(open_project(project_name, args.root).settings_file)
-    return resolve_destination(folder, settings=settings, flag=flag, writable=writable)
+        project = open_project(project_name, args.root)
+        settings, project_dir = settings_mod.load(project.settings_file), project.path
+    return resolve_destination(folder, settings=settings, flag=flag, writable=writable, project_dir=project_dir)
 
 
 # ------------------------------------------------------------------------------------------ handlers
@@ -114,13 +115,18 @@ def cmd_export(args) -> CommandResult:
     result = export_run(args.name, args.run, root=args.root, to=args.to, name=args.out_name,
                         on_conflict=args.on_conflict, base_model=args.base, load_check=not args.no_load_check,
                         description=args.description, checkpoint=args.checkpoint)
+    chosen = None
+    if not args.run:  # say which run was meant (trainer.publish picked it)
+        chosen = (f"the newest run of {args.name} with checkpoints" if args.checkpoint
+                  else f"the newest run of {args.name} with a final LoRA")
+        print(f"run {result.run}: {chosen}", file=sys.stderr)
     what = f"run {result.run}" + (f" checkpoint at step {result.step}" if result.step is not None else "")
     lines = [f"published {result.name} -> {result.adapter}" + (" (new version)" if result.versioned else ""),
              f"  {what}; {result.size / 1e6:.1f} MB; sshs_model_hash {result.sshs_model_hash[:12]}",
              f"  sidecar {result.sidecar}" + (f"; preview {result.preview}" if result.preview else "; no preview"),
              f"  load check {result.load_check}"]
     lines += [f"  warning: {w}" for w in result.warnings]
-    return CommandResult({"ok": True, **result.to_dict()}, "\n".join(lines))
+    return CommandResult({"ok": True, **result.to_dict(), "chosen": chosen}, "\n".join(lines))
 
 
 def cmd_validate(args) -> CommandResult:
@@ -224,7 +230,7 @@ def cmd_shared_import(args) -> CommandResult:
 
     project = open_project(args.project, args.root)
     dest = resolve_destination(args.dir, settings=settings_mod.load(project.settings_file), flag="--dir",
-                               writable=False)
+                               writable=False, project_dir=project.path)
     out = import_into_project(project, dest.path, args.adapter, dry_run=args.dry_run)
     verb = "would set" if args.dry_run else "set"
     lines = [f"would import {args.adapter} into {project.name} (dry run: nothing changed)" if args.dry_run

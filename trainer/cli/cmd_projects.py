@@ -39,8 +39,12 @@ def register(sub, parent) -> None:
 
 
 def cmd_init(args) -> CommandResult:
+    from trainer.run_config import absolute_model
+
+    # A local model path given relative is stored absolute: it names the same model from anywhere.
+    base_model = absolute_model(args.base_model) if args.base_model else None
     proj = projects.create_project(args.name, args.root, trigger_word=args.trigger_word,
-                                   base_model=args.base_model, caption_extension=args.caption_extension)
+                                   base_model=base_model, caption_extension=args.caption_extension)
     return CommandResult({"ok": True, "project": proj.name, "path": str(proj.path)},
                          f"created project {proj.name} at {proj.path}")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from trainer import config as train_config
 from trainer import project as projects
-from trainer import run_config, runs
+from trainer import run_choice, run_config, runs
 from trainer.cli import CommandResult, cmd_queue
 from trainer.cli_hint import command
 from trainer.config import TrainConfig
@@ -101,6 +101,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
 
 
+RUN_HELP = ("run id, a unique prefix of it, or 'latest' (default: the project's one active run, else its"
+            " newest; several active runs must be named)")
+
+
 def register(sub, parent) -> None:
     """Add this area's subcommands to `sub` (argparse subparsers); `parent` has --root/--json."""
     p = sub.add_parser("train", parents=[parent], help="train a LoRA on a project's dataset",
@@ -121,14 +125,14 @@ def register(sub, parent) -> None:
 
     p = sub.add_parser("stop", parents=[parent], help="stop a running run (it saves state first)")
     p.add_argument("name", help="project name")
-    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("run", nargs="?", help=RUN_HELP)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it to stop (default 120)")
     p.add_argument("--force", action="store_true", help="kill it (SIGKILL) if it has not stopped by then")
     p.set_defaults(handler=cmd_stop)
 
     p = sub.add_parser("resume", parents=[parent], help="continue a stopped, failed or crashed run")
     p.add_argument("name", help="project name")
-    p.add_argument("run", help="run id, a unique prefix of it, or 'latest'")
+    p.add_argument("run", nargs="?", help=RUN_HELP)
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     cmd_queue.placement_flags(p)
     p.set_defaults(handler=cmd_resume)
@@ -191,32 +195,42 @@ def _submitted(project, files, settings, *, notes=(), resumed=False, job_id=None
 
 def cmd_resume(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
-    files = runs.find_run(project, args.run)
+    files, why = run_choice.choose_run(project, args.run, "resume")
+    run_choice.says_which(files, why)
     from trainer import slurm
 
     if slurm.read_record(files) is not None:
-        return _submitted(project, files, None, resumed=True, job_id=runs.resume(files))
-    if runs.run_state(files) == "queued":  # an orphan (its waiter killed) gets a new waiter
-        return cmd_queue.cmd_requeue(args)
-    if args.queue:
+        result = _submitted(project, files, None, resumed=True, job_id=runs.resume(files))
+    elif runs.run_state(files) == "queued":  # an orphan (its waiter killed) gets a new waiter
+        args.run = files.run_id
+        result = cmd_queue.cmd_requeue(args)
+    elif args.queue:
         runs.check_resumable(files)
-        return cmd_queue.queued_result(project, files, resumed=True,
-                                       gpu=cmd_queue.gpu_processes.parse_gpu(args.gpu))
-    with cmd_queue.gpu_env(args, run_config.read_run_config(files.config)[0]):
-        if args.detach:
-            return _detached(project, files, runs.resume(files, detach=True), resumed=True)
-        proc = runs.resume(files, detach=False)
-    return _foreground(project, files, proc, quiet=args.json)
+        result = cmd_queue.queued_result(project, files, resumed=True,
+                                         gpu=cmd_queue.gpu_processes.parse_gpu(args.gpu))
+    else:
+        with cmd_queue.gpu_env(args, run_config.read_run_config(files.config)[0]):
+            if args.detach:
+                result = _detached(project, files, runs.resume(files, detach=True), resumed=True)
+            else:
+                proc = runs.resume(files, detach=False)
+        if not args.detach:
+            result = _foreground(project, files, proc, quiet=args.json)
+    result.data["chosen"] = why
+    return result
 
 
 def cmd_stop(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
-    files = runs.find_run(project, args.run)
+    files, why = run_choice.choose_run(project, args.run, "stop")
+    run_choice.says_which(files, why)
     from trainer import slurm
 
     if runs.run_state(files) == "queued" and slurm.read_record(files) is None:
+        args.run = files.run_id
         return cmd_queue.cmd_cancel(args)
     report = runs.stop(files, timeout=args.timeout, force=args.force)
+    report["chosen"] = why
     if report["ok"]:
         text = f"run {files.run_id} {report['state']} after {report['waited_s']:.1f} s"
         if report["forced"]:
@@ -382,6 +396,27 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
                                    f" (see: {command('runs', project.name)})", code=130)
     finally:
         signal.signal(signal.SIGINT, previous)
+    return _outcome(project, files, state, view, quiet=quiet, notes=notes)
+
+
+def watch(project, files, *, quiet: bool) -> CommandResult:
+    """`loradeck monitor` without a terminal (a script, a pipe, a CI job): follow a run started
+    elsewhere, its history first, printing what the foreground view prints, until it ends; the exit
+    status is the run's (0 completed, 2 stopped, 1 failed or crashed). Ctrl-C stops watching only."""
+    view = _ProgressView(quiet)
+    try:
+        with view:
+            view.say(f"watching run {files.run_id} (log: {files.log})", "dim")
+            state = runs.follow(files, None, view.on_event, from_start=True, on_status=view.on_status)
+    except KeyboardInterrupt:
+        data = {"ok": False, "run_id": files.run_id, "state": runs.run_state(files), "detached": True}
+        return CommandResult(data, f"stopped watching; run {files.run_id} goes on"
+                                   f" (see: {command('runs', project.name)})", code=130)
+    return _outcome(project, files, state, view, quiet=quiet)
+
+
+def _outcome(project, files, state: str, view: _ProgressView, *, quiet: bool, notes=()) -> CommandResult:
+    """The result of a run followed to its end: its summary, exit status and what to do next."""
     info = runs.run_info(files)
     code = runs.exit_code(state)
     data = {"ok": code == 0, "project": project.name, **info.to_dict(), "exit_code": code,
@@ -396,7 +431,10 @@ def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult
     if state in ("stopped", "crashed", "failed"):
         if info.message:
             text += f"\n  {info.message}"
-        text += f"\n  resume with: {command('resume', project.name, files.run_id)}\n  log: {files.log}"
+        if state == "failed" and runs.never_started(files):  # nothing to resume
+            text += f"\n  fix that, then start a new run: {command('train', project.name)}\n  log: {files.log}"
+        else:
+            text += f"\n  resume with: {command('resume', project.name, files.run_id)}\n  log: {files.log}"
     if quiet and state in ("failed", "crashed"):
         # --json: the progress view said nothing, so the failure's one line goes to stderr here.
         _say(f"error: run {files.run_id} {state}: "

@@ -18,6 +18,7 @@ from textual.widgets import Footer, ProgressBar, Static
 
 from trainer.cli_hint import command
 from trainer.errors import LoradeckError
+from trainer.launch_failure import describe_lines
 from trainer.project import Project
 from trainer.run_files import RunFiles
 
@@ -144,6 +145,10 @@ def finished_line(view: RunView) -> str:
         return f"completed: {view.output}" if view.output else "completed"
     if view.state == "crashed":
         return "the trainer process is gone without finishing (crashed): press r to resume from its last state"
+    if view.state == "failed" and view.finished_status != "failed" and \
+            not any(alert.level == "error" for alert in view.alerts):
+        # Failed without saying so: it died at start-up (trainer.launch_failure); resume cannot help.
+        return f"failed: {describe_lines(view.log_tail)}. Fix that, then start a new run"
     if view.state in ("stopped", "failed"):
         return f"{view.state}: press r to resume from the last saved state"
     return ""

@@ -17,6 +17,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
 from trainer.cli_hint import command
+from trainer.launch_failure import NEVER_STARTED
 from trainer.project import Project
 from trainer.runs import RunInfo
 
@@ -208,6 +209,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         if row.state == "queued" and (row.queue or {}).get("orphaned"):
             hints["queued"] = "r: requeue  s: cancel"
         hint = hints.get(row.state, "")
+        if row.state == "failed" and (row.message or "").startswith(NEVER_STARTED):
+            hint = "nothing was trained: fix that, then start a new run (t on the dataset screen)"
         if row.state != "completed" and run_actions.has_checkpoints(self.project, row.run_id):
             hint += "  e: export a checkpoint"  # one folder listing: cheap enough for the UI thread
         why = f" ({row.message})" if row.message else ""

@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
 from trainer import config as train_config
+from trainer import optional_packages
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError, LoradeckError
 from trainer.project import Project, dataset_images
@@ -291,6 +292,10 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                          " fixed number of steps")
         if self.base_problem:
             other.insert(0, self.base_problem)
+        notes = []
+        if cfg is not None:  # knobs whose package is missing: refused, or (xformers) replaced
+            other += optional_packages.problems_for(cfg)
+            notes = optional_packages.warnings_for(cfg)
         self.errors = errors
         for f in FIELDS:
             if self._set(f"err-{f.name}", errors.get(f.name, "")):
@@ -299,7 +304,10 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                 self.query_one(target).set_class(f.name in errors, "bad")
         self._set("problems", "\n".join(other))
         if cfg is not None:
-            self._set("steps", step_summary(cfg, self.n_images, self.n_weighted))
+            summary = step_summary(cfg, self.n_images, self.n_weighted)
+            for note in notes:
+                summary = Text.assemble(summary, ("\n⚠ " + note, "yellow not bold"))
+            self._set("steps", summary)
         else:
             n = len(errors) + len(other)
             self._set("steps", Text(f"{n} problem{'s' if n != 1 else ''} to fix before launch", style="bold red"))

@@ -1,0 +1,48 @@
+"""The first thing a new user does: `loradeck demo` from a fresh folder (no --root, no
+$LORADECK_ROOT), `t` for the train form, Ctrl+L. The run must train to `completed`, with the
+projects root left relative (./projects) where it was chosen."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input, Select, Static
+
+from trainer import runs
+from trainer.demo import DEMO_NAME, create_demo
+from trainer.project import ROOT_ENV
+from tui.app import LoradeckApp
+from tui.screens.monitor import MonitorScreen
+from tui.screens.train_form import TrainFormScreen
+from tui_runs_helpers import text_of, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+async def test_demo_train_form_launch_completes_with_the_default_relative_root(tmp_path, monkeypatch):
+    cwd = tmp_path / "fresh clone"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    project = create_demo()  # what `loradeck demo` does before it opens the TUI
+    assert project.path == cwd.resolve() / "projects" / DEMO_NAME
+    app = LoradeckApp(None, open_name=DEMO_NAME)  # `loradeck demo`: root not given
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "DatasetScreen", what="the dataset")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainFormScreen), what="the train form")
+        form = app.screen
+        await pilot.pause()
+        form.query_one("#f-length-unit", Select).value = "steps"
+        form.query_one("#f-length", Input).value = "2"  # the demo's run, only shorter
+        await pilot.pause()
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=30, what="the monitor")
+        monitor = app.screen
+        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.state in
+                       ("completed", "failed", "crashed", "stopped"), timeout=300, what="the run to end")
+        assert monitor.view.state == "completed", (monitor.view.alerts, monitor.view.log_tail[-5:])
+        assert monitor.view.step == 2
+        assert "completed" in text_of(monitor.query_one("#finished", Static))
+    [files] = runs.run_folders(project)
+    assert files.dir.parent == cwd.resolve() / "projects" / DEMO_NAME / "runs"
+    assert runs.run_info(files).output and files.output("lora").is_file()
