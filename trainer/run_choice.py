@@ -7,10 +7,9 @@ The caller says which run it picked (`says_which`), on stderr and in its --json 
 
 from __future__ import annotations
 
-import shlex
 import sys
 
-from trainer import runs
+from trainer import cli_hint, runs
 from trainer.errors import LoradeckError
 from trainer.project import Project
 from trainer.run_files import RunFiles
@@ -24,14 +23,14 @@ def choose_run(project: Project, run_id: str | None, command: str) -> tuple[RunF
     infos = runs.list_runs(project)
     if not infos:
         raise LoradeckError(f"project {project.name!r} has no runs",
-                            hint=f"start one with: loradeck train {shlex.quote(project.name)}")
-    active = [info for info in infos if info.state in runs.ACTIVE]
+                            hint=f"start one with: {cli_hint.command('train', project.name)}")
+    active = [info for info in infos if info.state in (*runs.ACTIVE, "queued")]
     if len(active) == 1:
         return active[0].files, f"the only active run of {project.name}"
     if len(active) > 1:
         listed = ", ".join(f"{info.run_id} ({info.state})" for info in active)
         raise LoradeckError(f"project {project.name!r} has {len(active)} active runs: {listed}; say which",
-                            hint=f"loradeck {command} {shlex.quote(project.name)} RUN_ID")
+                            hint=cli_hint.command(command, project.name) + " RUN_ID")
     newest = infos[-1]
     return newest.files, f"the newest run of {project.name} ({newest.state}; none is active)"
 

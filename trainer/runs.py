@@ -764,7 +764,7 @@ def check_resumable(files: RunFiles) -> str:
             project = files.dir.parent.parent.name
             raise LoradeckError(f"run {files.run_id} cannot be resumed: {launch_failure.describe(files.log)};"
                                 " nothing was trained or saved",
-                                hint=f"fix that, then start a new run: loradeck train {project}")
+                                hint=f"fix that, then start a new run: {command('train', project)}")
     pid = lingering_pid(files)
     if pid is not None:
         # Silent but alive (hung): two trainers must never write one run folder.
