@@ -157,7 +157,7 @@ def _wrap(draw, text: str, font, width: int, lines: int) -> list[str]:
 def render_contact_sheet(grid: SampleGrid, thumb: int = THUMB):
     """The grid as one PIL image: a header row with the prompts, a label column with the steps (and
     whether a LoRA of that step can be exported), a thumbnail per sample, a grey box where one is missing."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageOps
 
     if not grid.steps:
         raise LoradeckError(f"run {grid.run_dir.name} has no samples",
@@ -183,8 +183,7 @@ def render_contact_sheet(grid: SampleGrid, thumb: int = THUMB):
                 if path is None:
                     raise OSError("no sample")
                 with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    im.thumbnail((thumb, thumb))
+                    im = ImageOps.contain(im.convert("RGB"), (thumb, thumb))  # small samples scaled up too
                     sheet.paste(im, (x + (thumb - im.width) // 2, y + (thumb - im.height) // 2))
             except (OSError, ValueError):
                 draw.rectangle((x, y, x + thumb - 1, y + thumb - 1), outline=(90, 90, 90))
