@@ -13,6 +13,7 @@ RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     "train.launch": ("ctrl+l,f5", "launch", "Launch", True),
     "train.preset": ("f2", "next_preset", "Next preset", True),
     "train.runs": ("ctrl+r", "runs", "Runs", True),
+    "train.suggest": ("f3", "suggest_prompts", "Suggest prompts", False),  # named under the prompts field
     # monitor
     "monitor.stop": ("s", "stop_run", "Stop", True),
     "monitor.resume": ("r", "resume_run", "Resume", True),
