@@ -35,7 +35,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
     DEFAULT_CSS = """
     SampleGridScreen #grid-title { height: 1; padding: 0 1; text-style: bold; text-wrap: nowrap;
                                    text-overflow: ellipsis; }
-    SampleGridScreen #grid-table { height: 7; }
+    SampleGridScreen #grid-table { height: auto; max-height: 7; }
     SampleGridScreen #grid-prompt { height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap;
                                     text-overflow: ellipsis; }
     SampleGridScreen #grid-previews { height: 1fr; }
@@ -110,8 +110,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
                 f"{self.run_id}: no samples (train with sample prompts and a sample interval)")
             return
         self.query_one("#grid-title", Static).update(
-            f"{self.run_id}: {len(grid.steps)} steps × {len(grid.prompts)} prompts · arrows move,"
-            " c pins a step to compare, e exports its LoRA")
+            f"{self.run_id}: {len(grid.steps)} steps × {len(grid.prompts)} prompts (Esc back)")
         if keep is not None:
             table.cursor_coordinate = keep
         else:  # start on the newest step's first sample
