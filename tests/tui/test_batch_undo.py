@@ -65,3 +65,24 @@ async def test_editor_undo_history_survives_moving_to_the_next_image_and_back(ro
                          what="autosave of the undone text")
         await pilot.press("ctrl+y")
         assert editor.area.text == original + ", first edit"
+
+
+async def test_a_caption_changed_on_disk_while_away_comes_back_as_one_more_undoable_edit(root, demo):
+    app = make_app(root, open_name="demo")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await wait_screen(pilot, "DatasetScreen")
+        await wait_until(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
+        await pilot.press("enter")
+        editor = await wait_screen(pilot, "CaptionEditorScreen")
+        original = editor.area.text
+        await pilot.press("end", *", mine")
+        await pilot.press("pagedown")
+        await pilot.pause()
+        caption_ops.replace_text(demo, "mine", "a batch edit")  # e.g. a find/replace from the shell
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert editor.area.text == original + ", a batch edit"  # what is on disk now
+        await pilot.press("ctrl+z")
+        assert editor.area.text == original + ", mine"
+        await pilot.press("ctrl+z")
+        assert editor.area.text == original
