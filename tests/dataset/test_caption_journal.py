@@ -114,7 +114,8 @@ def test_a_damaged_journal_entry_is_skipped_and_older_batches_still_undo(caption
 
 
 def test_cli_undo_list_and_undo(cli, root, captioned):
-    cli("captions", "replace", "tiny", "cat", "kitten", root=root, check=True)
+    replaced = cli("captions", "replace", "tiny", "cat", "kitten", root=root, check=True)
+    assert replaced.stdout.rstrip().endswith("undo: loradeck captions undo tiny")
     listed = json.loads(cli("captions", "undo", "tiny", "--list", "--json", root=root, check=True).stdout)
     assert [b["files"] for b in listed["batches"]] == [3]
     caption_store.write_caption(captioned.dataset / "e.png", "by hand")
