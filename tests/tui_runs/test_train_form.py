@@ -186,11 +186,10 @@ async def test_f3_fills_the_sample_prompts_with_the_trigger_and_frequent_tags(tr
     app = form_app(trainable)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        hint = screen.query_one("#prompt-suggestions", Static)
-        await wait_for(pilot, lambda: "F3 fills in" in text_of(hint), what="the suggestions")
-        assert text_of(hint) == "F3 fills in: sks · sks, a photo of a cat"
-        await pilot.press("f3")
         area = screen.query_one("#f-sample_prompts", TextArea)
+        await wait_for(pilot, lambda: screen.prompt_suggestions, what="the suggestions")
+        assert str(area.placeholder) == "F3 fills in: sks · sks, a photo of a cat"  # shown while empty
+        await pilot.press("f3")
         assert area.text == "sks\nsks, a photo of a cat"
         await pilot.pause()
         assert screen.overrides()["sample_prompts"] == ["sks", "sks, a photo of a cat"]

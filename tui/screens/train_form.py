@@ -132,7 +132,6 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen .row > TextArea { width: 1fr; height: 3; border: none; }
     TrainFormScreen .field-error { color: $error; padding: 0 0 0 24; height: auto; display: none; }
     TrainFormScreen .field-error.shown { display: block; }
-    TrainFormScreen #prompt-suggestions { height: auto; padding: 0 0 0 24; color: $text-muted; }
     TrainFormScreen #problems { height: auto; padding: 0 1; color: $error; }
     TrainFormScreen #buttons { height: auto; padding: 0 1; }
     TrainFormScreen #buttons Button { height: 1; border: none; min-width: 16; margin: 0 2 0 0; }
@@ -171,8 +170,6 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                     yield Label(f.label)
                     yield from self._widget(f)
                 yield Static("", classes="field-error", id=f"err-{f.name}", markup=False)
-                if f.kind == "prompts":
-                    yield Static("", id="prompt-suggestions", markup=False)
         yield Static("", id="problems", markup=False)
         with Horizontal(id="buttons"):
             yield Button("Launch run", id="launch", variant="success")
@@ -379,9 +376,12 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.app.call_from_thread(self._show_prompt_suggestions, prompts)
 
     def _show_prompt_suggestions(self, prompts: list[str]) -> None:
+        """Shown in the empty prompts field (its placeholder) and its tooltip: no line of layout added."""
         self.prompt_suggestions = prompts
-        self.query_one("#prompt-suggestions", Static).update(
-            "F3 fills in: " + " · ".join(prompts) if prompts else "")
+        if prompts:
+            area = self.query_one("#f-sample_prompts", TextArea)
+            area.placeholder = "F3 fills in: " + " · ".join(prompts)
+            area.tooltip = "one prompt per line; F3 fills in: " + " · ".join(prompts)
 
     def action_suggest_prompts(self) -> None:
         """F3: put the suggested prompts in the field (one undoable edit; Ctrl+Z in it brings back the old)."""
