@@ -119,3 +119,20 @@ async def test_monitor_steps_back_through_earlier_samples_and_opens_the_grid(pro
         await pilot.press("g")
         await wait_for(pilot, lambda: isinstance(app.screen, SampleGridScreen), what="the grid")
         assert app.screen.run_id == RUN_ID
+
+
+def test_the_new_modules_keep_the_layer_rules():
+    """The grid screen brings no torch into the TUI; the engine modules it and others call bring no textual."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\n"
+            "import trainer.sample_grid, trainer.sample_prompts, trainer.caption_journal, trainer.cli.cmd_samples\n"
+            "assert 'textual' not in sys.modules, 'textual in the engine'\n"
+            "import tui.screens.sample_grid\n"
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
+            "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], check=True)
+    assert out.stdout.strip() == ""
