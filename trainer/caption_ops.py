@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trainer import caption_store
+from trainer import caption_journal, caption_store
 from trainer.atomic import atomic_write_text
 from trainer.errors import LoradeckError
 from trainer.project import Project, dataset_images
@@ -116,8 +116,9 @@ def orphan_captions(project: Project) -> list[str]:
 
 
 def _apply(project: Project, ext: str, planned: list[tuple[Path, str | None, str, object]],
-           result: EditResult, dry_run: bool) -> EditResult:
-    """Write the planned (image, before, after, signature) edits unless dry_run; conflicts are skipped."""
+           result: EditResult, dry_run: bool, label: str) -> EditResult:
+    """Write the planned (image, before, after, signature) edits unless dry_run; conflicts are skipped.
+    What was written is journalled as one batch named `label` (trainer.caption_journal: undoable)."""
     for image, before, after, signature in planned:
         change = Change(image.name, image.stem + ext, before, after)
         if not dry_run:
@@ -128,6 +129,8 @@ def _apply(project: Project, ext: str, planned: list[tuple[Path, str | None, str
                 continue
         result.changes.append(change)
     result.applied = not dry_run
+    if not dry_run:
+        caption_journal.record_batch(project, label, result.changes)
     return result
 
 
@@ -171,7 +174,28 @@ def set_trigger(project: Project, trigger: str, *, include_uncaptioned: bool = F
             result.unchanged += 1
         else:
             planned.append((image, text, after, signature))
-    return _apply(project, ext, planned, result, dry_run)
+    return _apply(project, ext, planned, result, dry_run, f"trigger {trigger!r}")
+
+
+def remove_trigger(project: Project, trigger: str, *, dry_run: bool = False) -> EditResult:
+    """Drop the tag `trigger` from every caption that has it (the undo of set_trigger's effect on
+    captions; a caption that is only the trigger word is skipped: captions are never deleted here)."""
+    trigger = " ".join(trigger.split())
+    if not trigger or "," in trigger:
+        raise LoradeckError("a trigger word must be non-empty and contain no comma")
+    ext = caption_extension(project)
+    result, planned = EditResult(), []
+    for image, text, signature in _read_all(project, ext):
+        tags = caption_store.split_tags(text or "")
+        if trigger not in tags:
+            result.unchanged += bool(text)
+            continue
+        after = caption_store.join_tags([t for t in tags if t != trigger])
+        if not after:
+            result.skipped.append((image.name, "the caption is only the trigger word"))
+            continue
+        planned.append((image, text, after, signature))
+    return _apply(project, ext, planned, result, dry_run, f"remove trigger {trigger!r}")
 
 
 def _tidy(text: str, had_commas: bool) -> str:
@@ -216,7 +240,7 @@ def replace_text(project: Project, find: str, replacement: str, *, regex: bool =
             result.skipped.append((image.name, "the replacement would leave the caption empty"))
             continue
         planned.append((image, text, after, signature))
-    return _apply(project, ext, planned, result, dry_run)
+    return _apply(project, ext, planned, result, dry_run, f"replace {find!r} with {replacement!r}")
 
 
 def set_caption(project: Project, image_name: str, text: str) -> Change:
@@ -323,4 +347,4 @@ def import_metadata(project: Project, source: str | Path, *, overwrite: bool = F
             result.skipped.append((image.name, "already captioned differently (use overwrite)"))
         else:
             planned.append((image, before, after, signature))
-    return _apply(project, ext, planned, result, dry_run)
+    return _apply(project, ext, planned, result, dry_run, f"import {source.name}")

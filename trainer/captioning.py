@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from trainer import caption_store, settings as settings_mod
+from trainer import caption_journal, caption_store, settings as settings_mod
 from trainer.blip_model import DEFAULT_MODEL
 from trainer.errors import ConfigError, LoradeckError
 from trainer.project import Project, dataset_images
@@ -342,7 +342,10 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
             import torch
 
             torch.manual_seed(options.seed)
-        _run_batches(captioner, todo, options, ext, prefix or "", report, emit, stop)
+        # What the run writes is one undoable batch (`loradeck captions undo`), even if it stops half way.
+        label = f"caption {captioner.name}" + (" (overwrite)" if options.overwrite else "")
+        with caption_journal.batch(project, label) as journal:
+            _run_batches(captioner, todo, options, ext, prefix or "", report, emit, stop, journal)
     except LoradeckError as e:
         finish("failed", message=e.one_line())
         raise
@@ -362,7 +365,7 @@ def _load(options: CaptionOptions, emit: EventSink, total: int):
 
 
 def _run_batches(captioner, todo, options: CaptionOptions, ext: str, prefix: str, report: CaptionReport,
-                 emit: EventSink, stop: Callable[[], bool]) -> None:
+                 emit: EventSink, stop: Callable[[], bool], journal) -> None:
     signatures = dict(todo)
     workers = options.workers or min(4, os.cpu_count() or 1)
     batch_size = report.batch_size
@@ -378,7 +381,7 @@ def _run_batches(captioner, todo, options: CaptionOptions, ext: str, prefix: str
                     _fail(report, emit, path, str(px))
             texts, batch_size = _generate_adaptive(captioner, good, options, batch_size, report, emit)
             for (path, _), text in zip(good, texts):
-                _save(path, text, ext, prefix, options.suffix, signatures[path], report, emit)
+                _save(path, text, ext, prefix, options.suffix, signatures[path], report, emit, journal)
             done += len(batch)
             rate = len(report.captioned) / max(time.monotonic() - started, 1e-9)
             emit("progress", task=TASK, done=done, total=len(todo), item=batch[-1][0].name,
@@ -422,15 +425,18 @@ def _fail(report: CaptionReport, emit: EventSink, path: Path, reason: str) -> No
     emit("item_failed", task=TASK, item=path.name, reason=reason)
 
 
-def _save(path: Path, text: str, ext: str, prefix: str, suffix: str, seen, report, emit) -> None:
+def _save(path: Path, text: str, ext: str, prefix: str, suffix: str, seen, report, emit, journal) -> None:
     if not text:
         # Writing a blank caption would delete the file: never let the model erase anything.
         return _fail(report, emit, path, "the model produced an empty caption")
+    before = caption_store.read_caption(path, ext) if seen else None  # for the undo journal
+    caption = apply_affixes(text, prefix, suffix)
     try:
-        caption_store.write_caption(path, apply_affixes(text, prefix, suffix), ext, if_unchanged_since=seen)
+        caption_store.write_caption(path, caption, ext, if_unchanged_since=seen)
     except caption_store.CaptionConflict:
         return _fail(report, emit, path, "its caption was written by someone else meanwhile; kept that one")
     except OSError as e:
         raise LoradeckError(f"cannot write the caption of {path.name}: {e.strerror or e}",
                             hint="check free disk space and permissions of dataset/") from None
+    journal.add(caption_store.caption_path(path, ext), before, caption)
     report.captioned.append(path.name)

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "dataset.train": ("t", "train", "Train", True),
     "dataset.runs": ("r", "runs", "Runs", False),
     "dataset.refresh": ("f5", "refresh", "Refresh", False),
+    "dataset.undo": ("ctrl+z", "undo_batch", "Undo batch edit", False),  # F1 / palette list it
     # caption editor
     "editor.next": ("pagedown,ctrl+n", "next_image", "Next", True),
     "editor.prev": ("pageup,ctrl+b", "prev_image", "Prev", True),

@@ -13,11 +13,15 @@ RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     "train.launch": ("ctrl+l,f5", "launch", "Launch", True),
     "train.preset": ("f2", "next_preset", "Next preset", True),
     "train.runs": ("ctrl+r", "runs", "Runs", True),
+    "train.suggest": ("f3", "suggest_prompts", "Suggest prompts", False),  # named under the prompts field
     # monitor
     "monitor.stop": ("s", "stop_run", "Stop", True),
     "monitor.resume": ("r", "resume_run", "Resume", True),
     "monitor.log": ("l", "toggle_log", "Log", True),
     "monitor.runs": ("u", "runs", "Runs", True),
+    "monitor.samples": ("g", "samples", "Samples grid", False),  # F1 / palette; footer keeps 80 columns
+    "monitor.sample_prev": ("left_square_bracket", "sample_prev", "Earlier sample", False),
+    "monitor.sample_next": ("right_square_bracket", "sample_next", "Later sample", False),
     # runs screen
     "runs.open": ("enter,m", "open_monitor", "Monitor", True),
     "runs.stop": ("s", "stop_run", "Stop", True),
@@ -25,6 +29,12 @@ RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     "runs.export": ("e", "export_run", "Export", True),
     "runs.train": ("t", "train", "New run", True),
     "runs.refresh": ("f5", "refresh", "Refresh", False),
+    "runs.samples": ("g", "samples", "Samples", False),  # named in the detail line; F1 / palette
+    # samples grid
+    "samples.compare": ("c,space", "pin_compare", "Compare", True),
+    "samples.export": ("e", "export_step", "Export step", True),
+    "samples.sheet": ("s", "write_sheet", "Contact sheet", True),
+    "samples.refresh": ("f5", "refresh", "Refresh", False),
 }
 
 

@@ -235,3 +235,18 @@ def test_an_image_with_too_many_pixels_is_skipped_with_a_reason(make_project, ti
     report = caption_project(project, CaptionOptions(**SHORT), captioner=tiny_captioner)
     assert "too many pixels" in report.failed["huge.png"]
     assert len(report.captioned) == 1
+
+
+def test_an_overwrite_run_is_one_undoable_batch(make_project, tiny_captioner):
+    from trainer import caption_journal
+
+    project = make_project(3)
+    first, second, third = dataset_images(project)
+    caption_store.write_caption(first, "old words")
+    caption_project(project, CaptionOptions(**SHORT, overwrite=True), captioner=tiny_captioner)
+    assert caption_store.read_caption(first) != "old words"
+    [batch] = caption_journal.list_batches(project)
+    assert "overwrite" in batch.label and len(batch.changes) == 3
+    undone = caption_journal.undo_last(project)
+    assert sorted(undone.restored) == sorted(caption_store.caption_path(p).name for p in (first, second, third))
+    assert captions(project) == {first.name: "old words", second.name: None, third.name: None}

@@ -177,3 +177,19 @@ async def test_a_focused_choice_still_shows_its_value_in_its_one_line_row(traina
             strips = screen._compositor.render_strips()  # what the terminal gets, line by line
             row = "".join(segment.text for segment in strips[select.region.y])
             assert shown in row, f"{select_id} focused shows {row!r}"
+
+
+async def test_f3_fills_the_sample_prompts_with_the_trigger_and_frequent_tags(trainable):
+    from textual.widgets import TextArea
+
+    settings.update(trainable.settings_file, "project", {"trigger_word": "sks"})
+    app = form_app(trainable)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        area = screen.query_one("#f-sample_prompts", TextArea)
+        await wait_for(pilot, lambda: screen.prompt_suggestions, what="the suggestions")
+        assert str(area.placeholder) == "F3 fills in: sks · sks, a photo of a cat"  # shown while empty
+        await pilot.press("f3")
+        assert area.text == "sks\nsks, a photo of a cat"
+        await pilot.pause()
+        assert screen.overrides()["sample_prompts"] == ["sks", "sks, a photo of a cat"]

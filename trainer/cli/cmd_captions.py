@@ -8,6 +8,7 @@
     captions export NAME [--to FILE]               metadata.jsonl (diffusers imagefolder)
     captions export NAME --format imagefolder|kohya --to DIR   images + captions for other tools
     captions import NAME FILE [--overwrite] [--dry-run]
+    captions undo NAME [--list]                    undo the last batch edit (trainer.caption_journal)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def register(sub, parent) -> None:
     p.add_argument("name")
     p.add_argument("word", nargs="?", help="default: [project] trigger_word")
     p.add_argument("--all", action="store_true", help="also caption uncaptioned images with the word")
+    p.add_argument("--remove", action="store_true", help="remove the word from every caption instead")
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
     p.set_defaults(handler=cmd_trigger)
 
@@ -73,6 +75,13 @@ def register(sub, parent) -> None:
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
     p.set_defaults(handler=cmd_import)
 
+    p = cmds.add_parser("undo", parents=[parent],
+                        help="restore the captions the last batch edit changed (find/replace, trigger,"
+                             " captioning, import); again for the one before")
+    p.add_argument("name")
+    p.add_argument("--list", action="store_true", help="list the batches that can be undone, newest first")
+    p.set_defaults(handler=cmd_undo)
+
 
 def _project(args):
     from trainer.project import open_project
@@ -90,6 +99,8 @@ def _edit_result(project, result, verb: str) -> CommandResult:
     lines += [f"skipped {image}: {why}" for image, why in result.skipped]
     lines += [f"no image for {name}" for name in result.unmatched]
     lines += [f"line {n}: {why}" for n, why in result.bad_lines]
+    if result.applied and result.changes:
+        lines.append(f"undo: loradeck captions undo {project.name}")
     return CommandResult(data, "\n".join(lines))
 
 
@@ -128,7 +139,12 @@ def cmd_trigger(args) -> CommandResult:
     if not word:
         raise LoradeckError("no trigger word given and none set in project.toml",
                             hint=command("captions", "trigger", project.name, "WORD"))
-    result = caption_ops.set_trigger(project, word, include_uncaptioned=args.all, dry_run=args.dry_run)
+    if args.remove:
+        if args.all:
+            raise LoradeckError("--all and --remove do not go together")
+        result = caption_ops.remove_trigger(project, word, dry_run=args.dry_run)
+    else:
+        result = caption_ops.set_trigger(project, word, include_uncaptioned=args.all, dry_run=args.dry_run)
     return _edit_result(project, result, "changed")
 
 
@@ -183,3 +199,23 @@ def cmd_import(args) -> CommandResult:
         print(f"error: nothing imported from {args.file}: {len(result.bad_lines)} bad line(s),"
               f" {len(result.unmatched)} row(s) naming no image in {project.name}'s dataset", file=sys.stderr)
     return out
+
+
+def cmd_undo(args) -> CommandResult:
+    import time
+
+    from trainer import caption_journal
+
+    project = _project(args)
+    if args.list:
+        batches = caption_journal.list_batches(project)
+        lines = [f"{i + 1:>3}. {time.strftime('%Y-%m-%d %H:%M', time.localtime(b.time))}  {b.label}"
+                 f"  ({len(b.changes)} file(s))" for i, b in enumerate(batches)]
+        return CommandResult({"ok": True, "project": project.name, "batches": [b.summary() for b in batches]},
+                             "\n".join(lines) or "nothing to undo")
+    result = caption_journal.undo_last(project)
+    lines = [f"undid {result.label}: restored {len(result.restored)} caption(s)"
+             + (f", {len(result.conflicts)} edited since and kept" if result.conflicts else "")
+             + f"; {result.remaining} more batch(es) can be undone"]
+    lines += [f"kept {name}: changed after that batch" for name in result.conflicts]
+    return CommandResult({"ok": True, "project": project.name, **result.to_dict()}, "\n".join(lines))

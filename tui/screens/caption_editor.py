@@ -5,6 +5,9 @@ asking. Every write goes through `caption_store.write_caption(..., if_unchanged_
 a watchdog observer on dataset/ notices outside edits at once, reloads them when there is nothing
 unsaved here, and otherwise asks (reload theirs / keep mine). A reload replaces the text as one
 undoable edit, so Ctrl+Z brings the editor's own text back.
+
+Each image keeps its own undo history for the editor session: moving to the next image and back
+restores it (a caption changed on disk meanwhile comes back as one more undoable edit on top).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
+from textual.widgets.text_area import EditHistory
 
 from trainer import caption_store
 from trainer.caption_store import CaptionConflict, Signature
@@ -81,6 +85,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         self._autosave_timer = None
         self._disk_timer = None
         self._observer = None
+        self._histories: dict[str, tuple[str, EditHistory]] = {}  # image -> (text when left, its undo)
 
     # layout
     def compose(self) -> ComposeResult:
@@ -134,7 +139,17 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         self.index = index
         self.signature = Signature.of(self.caption_file)
         self.saved_text = caption_store.read_caption(self.entry.path, self.ext) or ""
-        self.area.load_text(self.saved_text)
+        kept = self._histories.pop(self.entry.name, None)
+        if kept is None:
+            self.area.load_text(self.saved_text)
+        else:
+            # Back on an image edited earlier in this session: its own undo history again.
+            left_text, history = kept
+            self.area.load_text(left_text)
+            self.area.history = history
+            if left_text != self.saved_text:  # changed on disk since: one more undoable edit
+                history.checkpoint()
+                self.area.replace(self.saved_text, (0, 0), self.area.document.end)
         self.area.move_cursor(self.area.document.end)
         self.query_one("#editor-name", Static).update(
             f"{self.index + 1}/{len(self.entries)}  {self.entry.name}  →  {self.caption_file.name}")
@@ -303,7 +318,15 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
             self.notify("first image" if index < 0 else "last image", timeout=1)
             return
         if self.save():
+            self._keep_history()
             self.load_entry(index)
+
+    def _keep_history(self) -> None:
+        """Put this image's undo history aside (the text area gets a fresh one for the next image)."""
+        old = self.area.history
+        self._histories[self.entry.name] = (self.area.text, old)
+        self.area.history = EditHistory(max_checkpoints=old.max_checkpoints, checkpoint_timer=old.checkpoint_timer,
+                                        checkpoint_max_characters=old.checkpoint_max_characters)
 
     def action_next_image(self) -> None:
         self._go(self.index + 1)

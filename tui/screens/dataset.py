@@ -99,7 +99,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                 bind("dataset.prep"), bind("dataset.caption"), bind("dataset.cancel"),
                 bind("dataset.check"), bind("dataset.replace"), bind("dataset.import"),
                 bind("dataset.preview"), bind("dataset.train"), bind("dataset.runs"),
-                bind("dataset.refresh")]
+                bind("dataset.refresh"), bind("dataset.undo")]
 
     def __init__(self, project: Project):
         super().__init__()
@@ -392,6 +392,30 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                 self.reload()
 
         self.app.push_screen(FindReplaceScreen(self.project), closed)
+
+    def action_undo_batch(self) -> None:
+        """Ctrl+Z: undo the last batch caption edit (trainer.caption_journal), one level per press."""
+        if self.task_name is not None:
+            self.notify(f"{TASK_TITLES[self.task_name]} is running: undo once it has finished",
+                        severity="warning")
+            return
+        self._undo_worker()
+
+    @work(thread=True, exclusive=True, group="dataset-undo", exit_on_error=False, description="undo batch")
+    def _undo_worker(self) -> None:
+        from trainer.caption_journal import undo_last
+
+        result = undo_last(self.project)  # "nothing to undo" arrives in the error modal
+        self.app.call_from_thread(self._undone, result)
+
+    def _undone(self, result) -> None:
+        text = f"undid {result.label}: {len(result.restored)} caption(s) restored"
+        if result.conflicts:
+            shown = ", ".join(result.conflicts[:3]) + (" …" if len(result.conflicts) > 3 else "")
+            text += f"; {len(result.conflicts)} edited since, kept: {shown}"
+        self.notify(text, severity="warning" if result.conflicts else "information", timeout=8)
+        self.captions = None
+        self.reload()
 
     def action_train(self) -> None:
         self.app.open_train(self.project)

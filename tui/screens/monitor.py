@@ -179,6 +179,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
     """
 
     BINDINGS = [bind("monitor.stop"), bind("monitor.resume"), bind("monitor.log"), bind("monitor.runs"),
+                bind("monitor.samples"), bind("monitor.sample_prev"), bind("monitor.sample_next"),
                 bind("app.back")]
 
     def __init__(self, project: Project, run_id: str | None = None, *, poll_interval: float = 0.25) -> None:
@@ -191,6 +192,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self.poll_interval = poll_interval
         self.updates_applied = 0
         self._sample_shown: str | None = None
+        self._sample_back = 0  # [ / ]: how many samples before the newest the panel shows (0: follow)
         self._log_lines = LOG_LINES_SMALL
         self._shown: dict[str, str] = {}  # selector -> the text a Static shows now
 
@@ -289,6 +291,8 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self.query_one(selector, Static).update(content, layout=not fixed)
 
     def _show_sample(self, view: RunView) -> None:
+        if self._sample_back:
+            return  # browsing earlier samples with [ / ]: the newest waits until ] comes back to it
         if not view.sample_path or view.sample_path == self._sample_shown or self.files is None:
             return
         path = Path(view.sample_path)
@@ -303,6 +307,49 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         from tui.widgets.image_preview import ImagePreview
 
         self.query_one(ImagePreview).show(path)
+
+    def action_sample_prev(self) -> None:
+        self._step_samples(+1)
+
+    def action_sample_next(self) -> None:
+        self._step_samples(-1)
+
+    @work(thread=True, exclusive=True, group="sample-history", exit_on_error=False, description="earlier samples")
+    def _step_samples(self, delta: int) -> None:
+        """Show the sample `delta` places earlier (+) or later (-) than the one shown, in (step, prompt)
+        order; back at the newest, the panel follows new samples again."""
+        if self.files is None:
+            return
+        from trainer.sample_grid import collect
+
+        grid = collect(self.files.dir)
+        ordered = sorted(grid.cells.items())  # ((step, prompt index), path), oldest first
+        self.app.call_from_thread(self._show_sample_at, grid, ordered, delta)
+
+    def _show_sample_at(self, grid, ordered, delta: int) -> None:
+        if not ordered:
+            self.notify("no samples yet", timeout=2)
+            return
+        back = max(0, min(self._sample_back + delta, len(ordered) - 1))
+        if back == self._sample_back and delta:
+            self.notify("oldest sample" if delta > 0 else "newest sample", timeout=1)
+        self._sample_back = back
+        (step, index), path = ordered[len(ordered) - 1 - back]
+        self._sample_shown = str(path)
+        self.query_one("#side").remove_class("hidden")
+        where = f"{len(ordered) - back}/{len(ordered)}"
+        prompt = grid.prompts[index] if index < len(grid.prompts) else ""
+        caption = (f"sample {where} @ step {step}" + (" ([ ] browse)" if back else "")
+                   + (f": {prompt}" if prompt else ""))
+        self.query_one("#sample-caption", Static).update(caption)
+        from tui.widgets.image_preview import ImagePreview
+
+        self.query_one(ImagePreview).show(path)
+
+    def action_samples(self) -> None:
+        from tui.screens.sample_grid import SampleGridScreen
+
+        self.app.push_screen(SampleGridScreen(self.project, self.run_id))
 
     # -- actions ------------------------------------------------------------------------------
     def action_toggle_log(self) -> None:

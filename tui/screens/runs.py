@@ -94,7 +94,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     """
 
     BINDINGS = [bind("runs.open"), bind("runs.stop"), bind("runs.resume"), bind("runs.export"),
-                bind("runs.train"), bind("runs.refresh"), bind("app.back")]
+                bind("runs.train"), bind("runs.refresh"), bind("runs.samples"), bind("app.back")]
 
     COLUMNS = ("run", "state", "steps", "loss", "started", "output")
 
@@ -285,6 +285,13 @@ class RunsScreen(ShowsWorkerErrors, Screen):
                 self._engine("export", row, *answer)
 
         self.app.push_screen(ExportScreen(row.run_id, dest, checkpoint), chosen)
+
+    def action_samples(self) -> None:
+        row = self.selected()
+        if row is not None:
+            from tui.screens.sample_grid import SampleGridScreen
+
+            self.app.push_screen(SampleGridScreen(self.project, row.run_id))
 
     def action_train(self) -> None:
         from tui.screens.train_form import TrainFormScreen

@@ -139,7 +139,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen #buttons Button { height: 1; border: none; min-width: 16; margin: 0 2 0 0; }
     """
 
-    BINDINGS = [bind("train.launch"), bind("train.preset"), bind("train.runs"), bind("app.back")]
+    BINDINGS = [bind("train.launch"), bind("train.preset"), bind("train.runs"), bind("train.suggest"),
+                bind("app.back")]
 
     def __init__(self, project: Project) -> None:
         super().__init__()
@@ -154,6 +155,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self._loading = False
         self._validation_queued = False
         self._shown: dict[str, str] = {}  # widget id -> the text it shows
+        self.prompt_suggestions: list[str] = []  # trainer.sample_prompts, read after mount
 
     # -- building -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -212,6 +214,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         head.append(f"  ·  {self.n_images} prepared images", style="dim")
         self.query_one("#head", Static).update(head)
         self.query_one("#f-base_model", Input).focus()
+        self._load_prompt_suggestions()
 
     def fill(self, cfg: TrainConfig) -> None:
         """Show `cfg` in the widgets (no validation runs until all are set)."""
@@ -375,6 +378,33 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         current = self.query_one("#preset", Select).value
         nxt = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
         self.query_one("#preset", Select).value = nxt  # Select.Changed applies it
+
+    # -- sample prompt suggestions (trainer.sample_prompts) ------------------------------------------
+    @work(thread=True, exclusive=True, group="prompt-suggestions", exit_on_error=False,
+          description="suggest sample prompts")
+    def _load_prompt_suggestions(self) -> None:
+        from trainer.sample_prompts import suggest
+
+        prompts = suggest(self.project)
+        self.app.call_from_thread(self._show_prompt_suggestions, prompts)
+
+    def _show_prompt_suggestions(self, prompts: list[str]) -> None:
+        """Shown in the empty prompts field (its placeholder) and its tooltip: no line of layout added."""
+        self.prompt_suggestions = prompts
+        if prompts:
+            area = self.query_one("#f-sample_prompts", TextArea)
+            area.placeholder = "F3 fills in: " + " · ".join(prompts)
+            area.tooltip = "one prompt per line; F3 fills in: " + " · ".join(prompts)
+
+    def action_suggest_prompts(self) -> None:
+        """F3: put the suggested prompts in the field (one undoable edit; Ctrl+Z in it brings back the old)."""
+        prompts = self.prompt_suggestions
+        if not prompts:
+            self.notify("no suggestions: set a trigger word or caption the dataset first", severity="warning")
+            return
+        area = self.query_one("#f-sample_prompts", TextArea)
+        area.replace("\n".join(prompts), (0, 0), area.document.end)
+        area.focus()
 
     # -- launch --------------------------------------------------------------------------------
     @on(Button.Pressed, "#launch")
