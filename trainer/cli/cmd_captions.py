@@ -100,7 +100,7 @@ def _edit_result(project, result, verb: str) -> CommandResult:
     lines += [f"no image for {name}" for name in result.unmatched]
     lines += [f"line {n}: {why}" for n, why in result.bad_lines]
     if result.applied and result.changes:
-        lines.append(f"undo: loradeck captions undo {project.name}")
+        lines.append(f"undo: {command('captions', 'undo', project.name)}")
     return CommandResult(data, "\n".join(lines))
 
 

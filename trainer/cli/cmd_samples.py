@@ -8,6 +8,7 @@ trainer.sample_grid; export the chosen step with `loradeck export NAME RUN --che
 
 from __future__ import annotations
 
+from trainer.cli_hint import command
 from trainer.cli import CommandResult
 from trainer.errors import LoradeckError
 
@@ -29,7 +30,7 @@ def cmd_samples(args) -> CommandResult:
     project = open_project(args.name, args.root)
     files = runs.find_run(project, args.run) if args.run else runs.latest_run(project)
     if files is None:
-        raise LoradeckError(f"project {project.name!r} has no runs", hint=f"loradeck train {project.name}")
+        raise LoradeckError(f"project {project.name!r} has no runs", hint=command("train", project.name))
     grid = sample_grid.collect(files.dir)
     data = {"ok": True, "project": project.name, **grid.to_dict()}
     if not grid.steps:
@@ -46,5 +47,5 @@ def cmd_samples(args) -> CommandResult:
         lines.append(f"contact sheet: {sheet}")
     exportable = [s for s in grid.steps if grid.export_choice(s)]
     if exportable:
-        lines.append(f"export a step: loradeck export {project.name} {files.run_id} --checkpoint STEP")
+        lines.append(f"export a step: {command('export', project.name, files.run_id, '--checkpoint')} STEP")
     return CommandResult(data, "\n".join(lines))
