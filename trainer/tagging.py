@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from trainer import caption_journal
 from trainer import caption_store, settings as settings_mod
 from trainer.captioning import TASK, CaptionReport, apply_affixes, plan
 from trainer.errors import ConfigError, LoradeckError
@@ -151,7 +152,13 @@ def tag_project(project: Project, options: TagOptions | None = None, *, on_event
             emit("progress", task=TASK, done=0, total=len(todo), message=f"tagger on {tagger.device}")
         report.device = tagger.device
         report.batch_size = min(options.batch_size or default_batch_size(tagger), tagger.max_batch or 1 << 30)
-        _run_batches(tagger, todo, options, rules, ext, prefix or "", report, emit, stop)
+        try:
+            _run_batches(tagger, todo, options, rules, ext, prefix or "", report, emit, stop)
+        finally:
+            # What the run wrote is one undoable batch (`loradeck captions undo`), even if it stopped.
+            caption_journal.record_batch(
+                project, f"tag wd14 ({options.policy})",
+                [(project.dataset / c["caption_file"], c["before"], c["after"]) for c in report.changes])
     except LoradeckError as e:
         finish("failed", message=e.one_line())
         raise

@@ -337,3 +337,18 @@ def test_engine_modules_load_onnxruntime_only_when_a_tagger_is_loaded():
                          env=_env())
     loaded = {m.split(".")[0] for m in out.stdout.split()}
     assert not loaded & {"onnxruntime", "onnx", "torch", "textual", "numpy"}
+
+
+def test_an_overwrite_tagging_run_is_one_undoable_batch(root, color_tagger):
+    """A WD14 run that overwrites captions is recorded in the caption journal; undo restores them."""
+    from trainer import caption_journal
+
+    project = _project(root, [RED, BLUE])
+    for path in dataset_images(project):
+        caption_store.write_caption(path, f"hand caption of {path.stem}")
+    before = _captions(project)
+    report = tag_project(project, TagOptions(model=str(color_tagger), device="cpu", policy="overwrite"))
+    assert report.changes and _captions(project) != before
+    assert caption_journal.list_batches(project)[-1].label == "tag wd14 (overwrite)"
+    caption_journal.undo_last(project)
+    assert _captions(project) == before
