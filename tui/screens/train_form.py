@@ -158,6 +158,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self._shown: dict[str, str] = {}  # widget id -> the text it shows
         self.trigger = ""  # the project's trigger word (a preset's sample prompt is made from it)
         self.remembered = False  # the form opened with the values it had at the last launch / close
+        self._preset_set_quietly: str | None = None  # a preset name shown without applying it again
 
     # -- building -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -244,11 +245,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
             return False
         self.fill(cfg)
         if preset and preset != PRESET_NONE and preset in presets.BY_NAME:
-            self._loading = True
-            try:
-                self.query_one("#preset", Select).value = preset
-            finally:
-                self._loading = False
+            self._preset_set_quietly = preset  # its values are on the form already: show its name only
+            self.query_one("#preset", Select).value = preset
         return True
 
     def remember_values(self) -> None:
@@ -406,6 +404,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     # -- presets -------------------------------------------------------------------------------
     @on(Select.Changed, "#preset")
     def _preset_chosen(self, event: Select.Changed) -> None:
+        if event.value == self._preset_set_quietly:
+            self._preset_set_quietly = None
+            return
         if event.value != PRESET_NONE and not self._loading:
             self.apply_preset(str(event.value))
 
