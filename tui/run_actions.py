@@ -7,6 +7,7 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 
 from __future__ import annotations
 
+import shlex
 import time
 from typing import Any
 
@@ -37,12 +38,27 @@ def launch(project: Project, overrides: dict[str, Any]) -> RunFiles:
     return files
 
 
-def stop(files: RunFiles) -> None:
-    """Ask the run to stop and wait for it (it finishes the step and saves resumable state)."""
-    report = runs.stop(files)
+def project_of(files: RunFiles) -> str:
+    """The name of the project a run folder belongs to (<root>/<project>/runs/<run-id>)."""
+    return files.dir.parent.parent.name
+
+
+def stop_command(files: RunFiles, *, force: bool = False) -> str:
+    """The complete, copy-pasteable `loradeck stop` of this run."""
+    return (f"loradeck stop {shlex.quote(project_of(files))} {shlex.quote(files.run_id)}"
+            + (" --force" if force else ""))
+
+
+def stop(files: RunFiles, *, force: bool = False, timeout: float = 60.0) -> None:
+    """Ask the run to stop and wait for it (it finishes the step and saves resumable state).
+
+    With `force`, a run still alive after `timeout` is killed: it then reads as crashed and resumes
+    from its last saved state (the step it was finishing is lost)."""
+    report = runs.stop(files, timeout=timeout, force=force)
     if not report.get("ok", True):
         raise LoradeckError(f"run {files.run_id} did not stop within the wait (it is {report.get('state')})",
-                            hint="it may be saving; check again in a moment, or `loradeck stop --force`")
+                            hint="it may still be saving: wait, or press s again to force-stop it"
+                                 f" (from a shell: {stop_command(files, force=True)})")
 
 
 def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
