@@ -14,7 +14,7 @@ RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     "train.preset": ("f2", "next_preset", "Preset", True),
     "train.prompts": ("f3", "sample_prompts", "Prompts", True),  # 20 fields down otherwise
     "train.runs": ("ctrl+r", "runs", "Runs", True),
-    "train.reprep": ("f6", "reprep", "Re-prep", False),  # offered by the preflight panel's button
+    "train.reprep": ("f8", "reprep", "Re-prep", False),  # offered by the preflight panel's button (f6, f7: the prompts box)
     "train.defaults": ("f4", "defaults", "Defaults", False),  # named in the form's head line
     # monitor
     "monitor.stop": ("s", "stop_run", "Stop", True),

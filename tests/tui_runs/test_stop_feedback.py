@@ -49,7 +49,8 @@ async def test_the_monitor_says_stopping_at_once_and_a_second_press_force_stops(
         await wait_for(pilot, lambda: not screen.view.is_live, timeout=15, what="the forced stop")
         assert screen.view.state == "crashed"  # killed mid-step: resumable from its last saved state
         assert "stopping" not in text_of(screen.query_one("#status", Static))
-        assert "r Resume" in footer(screen) and "s Stop" not in footer(screen)
+        await wait_for(pilot, lambda: "r Resume" in footer(screen), what="the footer offering resume")
+        assert "s Stop" not in footer(screen)
 
 
 async def test_the_runs_screen_says_stopping_at_once_and_offers_force_stop(trainable, slow_run):
@@ -98,7 +99,7 @@ async def test_the_monitor_offers_only_the_keys_the_runs_state_allows(project):
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.screen
             await wait_for(pilot, lambda: screen.view is not None, what="the view")
-            await pilot.pause(0.1)
+            await wait_for(pilot, lambda: "l Log" in footer(screen), what="the footer")
             for key in shown:
                 assert key in footer(screen), (run_id, footer(screen))
             for key in hidden:
@@ -125,3 +126,18 @@ async def test_the_runs_screen_moves_its_cursor_to_a_new_run(project):
         await pilot.press("down")  # later refreshes leave the cursor where the user puts it
         await pilot.pause(0.4)
         assert screen.selected_run_id() == "20260102-000000-bbbb"
+
+
+async def test_the_monitor_names_form_fields_in_an_error_hint_not_cli_flags(project):
+    make_run(project, "oom", [run_started("oom")] + step_events(1, 3, 10) + [
+        {"type": "error", "time": T0 + 5, "kind": "oom", "message": "CUDA out of memory",
+         "hint": "enable gradient checkpointing (--gradient-checkpointing); use --optimizer adamw8bit"},
+        finished("failed", T0 + 5)], state="failed")
+    app = ScreenApp(lambda: MonitorScreen(project, "oom", poll_interval=0.05))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None and screen.view.state == "failed", what="the view")
+        await pilot.pause(0.1)
+        alerts = text_of(screen.query_one("#alerts", Static))
+        assert "--" not in alerts
+        assert "“Gradient checkpointing”" in alerts and "“Optimizer” adamw8bit" in alerts

@@ -22,6 +22,7 @@ from trainer.project import Project
 from trainer.run_files import RunFiles
 
 from tui import run_actions
+from tui.form_hints import form_hint
 from tui.run_keys import bind
 from tui.run_watch import RunUpdated, RunView, RunWatcher
 from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
@@ -125,18 +126,19 @@ def alerts_text(view: RunView, limit: int = 3) -> Text:
     shown = shown[:limit]
     text = Text()
     for alert in shown:
+        hint = form_hint(alert.hint)  # the train form's fields, not the CLI's flags
         if text:
             text.append("\n")
         if alert.level == "error":
             text.append(f"✖ {alert.kind.upper()}: ", style="bold red")
             text.append(alert.message)
-            if alert.hint:
-                text.append("\n  → " + alert.hint, style="bold yellow")
+            if hint:
+                text.append("\n  → " + hint, style="bold yellow")
         else:
             text.append("⚠ ", style="yellow")
             text.append(alert.message)
-            if alert.hint:
-                text.append(f"  ({alert.hint})", style="dim")
+            if hint:
+                text.append(f"  ({hint})", style="dim")
     if view.finished_status and view.finished_status != "completed" and view.finished_message:
         text.append(("\n" if text else "") + f"run {view.finished_status}: {view.finished_message}",
                     style="bold")
@@ -199,6 +201,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self._log_lines = LOG_LINES_SMALL
         self._shown: dict[str, str] = {}  # selector -> the text a Static shows now
         self.stopping: int | None = None  # a stop was asked for: the step the run is finishing
+        self._forced = False  # a force-stop was done (the stop it overtook then ends quietly)
         self._bindings_state: tuple | None = None  # what the footer's keys were chosen for
 
     def compose(self) -> ComposeResult:
@@ -395,6 +398,10 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
                 self.watcher.poke()
             self.app.call_from_thread(self._engine_failed, what, e)
             return
+        if force:
+            self._forced = True
+        elif what == "stop" and self._forced:
+            return  # the stop a force-stop overtook: "force-stopped" said it already
         done = "force-stopped" if force else "stopped" if what == "stop" else f"{what} requested for"
         self.app.call_from_thread(self.notify, f"{done} {self.run_id}")
         if self.watcher is not None:

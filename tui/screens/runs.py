@@ -17,10 +17,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
+from trainer.errors import LoradeckError
 from trainer.project import Project
 from trainer.runs import RunInfo
 
 from tui import run_actions
+from tui.form_hints import form_hint
 from tui.run_keys import bind
 from tui.screens.monitor import visible
 from tui.worker_errors import ShowsWorkerErrors, show_error
@@ -121,6 +123,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         self.refreshes = 0
         self._timer = None
         self.stopping: dict[str, int] = {}  # run id -> the step it is finishing after a stop was asked
+        self._forced: set[str] = set()  # runs force-stopped here
 
     def compose(self) -> ComposeResult:
         yield Static(f"Runs of {self.project.name}", id="runs-title", markup=False)
@@ -325,6 +328,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
             if runs.run_state(row.files) not in runs.ACTIVE:
                 self.refresh_runs()
                 return  # it stopped after all (a force-stop overtook this stop)
+        if isinstance(error, LoradeckError):
+            error.hint = form_hint(error.hint)  # e.g. "train with --save-every-steps N": a form field here
         show_error(self, error, f"Could not {what.replace('_', '-')} {row.run_id}")
 
     @work(thread=True, group="run-action", exit_on_error=False, description="run action")
@@ -339,6 +344,11 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         except Exception as e:
             self.app.call_from_thread(self._engine_failed, what, row, e)
             return
+        if what == "force_stop":
+            self._forced.add(row.run_id)
+        elif what == "stop" and row.run_id in self._forced:
+            self.app.call_from_thread(self.refresh_runs)
+            return  # the stop a force-stop overtook: "force-stopped" said it already
         done = (f"exported {row.run_id} to {getattr(result, 'adapter', result)}" if what == "export"
                 else f"stopped {row.run_id}" if what == "stop"
                 else f"force-stopped {row.run_id}" if what == "force_stop"

@@ -131,7 +131,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen Select > SelectCurrent { border: none; height: 1; padding: 0 1; }
     TrainFormScreen Select:focus > SelectCurrent { border: none; background: $boost; }
     TrainFormScreen .row > #f-length-unit { width: 14; }
-    TrainFormScreen .row > Checkbox { border: none; height: 1; padding: 0; width: 1fr; }
+    TrainFormScreen .row > Checkbox { border: none; height: 1; padding: 0 0 0 1; width: 1fr; }
     TrainFormScreen .row > TextArea { width: 1fr; height: 3; border: none; }
     TrainFormScreen .field-error { color: $error; padding: 0 0 0 24; height: auto; display: none; }
     TrainFormScreen .field-error.shown { display: block; }

@@ -35,8 +35,10 @@ REPREP_CODES = frozenset({"large_images", "stale_prep", "unprepared", "bad_size"
 _CLI_ADVICE = re.compile(r"\s*\([^()]*loradeck [^()]*\)")
 TUI_ADVICE = {
     "uncaptioned": "caption them on the dataset screen (c)",
+    "no_images": "import and prep images on the dataset screen (i, p)",
     "orphan_captions": "see the dataset screen",
 }
+LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2}
 MARK = {"error": ("✖ ", "bold red"), "warning": ("⚠ ", "yellow"), "info": ("· ", "dim")}
 
 
@@ -86,7 +88,7 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("checking the dataset for these settings…", style="dim"), id="preflight-lines")
-        yield Button("Re-prep (f6)", id="reprep", variant="warning")
+        yield Button("Re-prep (f8)", id="reprep", variant="warning")
 
     # -- checking -----------------------------------------------------------------------------
     def check(self, cfg: TrainConfig) -> None:
@@ -117,6 +119,7 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
         self.offer = reprep_offer(report)
         text = Text()
         problems = [p for p in report["problems"] if p["code"] != "config"]  # the form shows config problems
+        problems.sort(key=lambda p: LEVEL_ORDER.get(p["level"], len(LEVEL_ORDER)))  # notes last: room is short
         for problem in problems:
             mark, style = MARK.get(problem["level"], ("· ", ""))
             if text:
@@ -126,7 +129,7 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
         if not problems:
             text.append("preflight: no problems found in the dataset for these settings", style="dim")
         self.query_one("#preflight-lines", Static).update(text)
-        self.query_one("#reprep", Button).label = f"Re-prep at {self.offer} px (f6)" if self.offer else "Re-prep"
+        self.query_one("#reprep", Button).label = f"Re-prep at {self.offer} px (f8)" if self.offer else "Re-prep"
         self.set_class(self.offer is not None, "-offer")
 
     # -- re-prep -------------------------------------------------------------------------------
