@@ -141,3 +141,22 @@ async def test_the_monitor_names_form_fields_in_an_error_hint_not_cli_flags(proj
         alerts = text_of(screen.query_one("#alerts", Static))
         assert "--" not in alerts
         assert "“Gradient checkpointing”" in alerts and "“Optimizer” adamw8bit" in alerts
+
+
+async def test_the_run_screens_footers_keep_every_shown_key_and_the_palette_at_80_columns(project):
+    from tui.app import LoradeckApp
+
+    make_run(project, "halted", [run_started("halted")] + step_events(1, 3, 5) + [finished("stopped", T0 + 10)],
+             state="stopped")
+    app = LoradeckApp(project.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ProjectsScreen", what="the projects")
+        for screen, keys in ((RunsScreen(project), ("m Monitor", "s Stop", "r Resume", "e Export", "t New run")),
+                             (MonitorScreen(project, "halted"), ("r Resume", "l Log", "u Runs"))):
+            app.push_screen(screen)
+            await wait_for(pilot, lambda: keys[-1] in footer(app.screen), what=f"the footer of {screen}")
+            line = footer(app.screen)
+            for key in keys + ("^q Quit", "f1 Help", "^p palette"):
+                assert key in line, line
+            app.pop_screen()
+            await pilot.pause()
