@@ -48,10 +48,10 @@ async def test_the_form_shows_the_preflight_for_its_values_and_re_preps_at_its_r
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         panel = screen.query_one(PreflightPanel)
-        await wait_for(pilot, lambda: panel.checks_done >= 1, what="the first preflight")
+        await wait_for(pilot, lambda: panel.checks_done >= 1, timeout=30, what="the first preflight")
         assert panel.offer is None  # prepared at the form's resolution (128): nothing to re-prep
         screen.query_one("#preset", Select).value = "CPU demo"  # 64 px
-        await wait_for(pilot, lambda: panel.offer == 64, what="the preflight for 64 px")
+        await wait_for(pilot, lambda: panel.offer == 64, timeout=30, what="the preflight for 64 px")
         lines = text_of(panel.query_one("#preflight-lines", Static))
         assert "larger than the 64 px resolution" in lines
         assert "loradeck" not in lines  # the form offers a key, not a CLI command
@@ -72,12 +72,12 @@ async def test_the_preflight_waits_for_the_form_to_be_still(trainable):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         panel = screen.query_one(PreflightPanel)
-        await wait_for(pilot, lambda: panel.checks_done == 1, what="the first preflight")
+        await wait_for(pilot, lambda: panel.checks_done == 1, timeout=30, what="the first preflight")
         for text in ("1", "12", "128"):  # typing 128 changes the config three times
             screen.query_one("#f-resolution", Input).value = text
             await pilot.pause()
         await wait_for(pilot, lambda: panel.report is not None and panel.report["resolution"] == 128,
-                       what="the preflight for 128")
+                       timeout=30, what="the preflight for 128")
         assert panel.checks_done == 2  # one check for the burst, not one per key
 
 
@@ -228,3 +228,18 @@ async def test_a_launch_refused_by_the_engine_names_the_form_field(trainable, mo
         await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error")
         hint = text_of(app.screen.query_one("#error-hint", Static))
         assert "--optimizer" not in hint and "“Optimizer” adamw" in hint
+
+
+async def test_the_re_prep_button_holds_launch_too(root, monkeypatch):
+    project = prepared_at_128(root)
+    app = form_app(project)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        panel = screen.query_one(PreflightPanel)
+        screen.query_one("#f-resolution", Input).value = "64"
+        await wait_for(pilot, lambda: panel.offer == 64, timeout=30, what="the offer")
+        panel.query_one("#reprep", Button).press()
+        await pilot.pause()
+        assert panel.busy and screen.query_one("#launch", Button).disabled
+        await wait_for(pilot, lambda: not panel.busy and panel.report is not None, timeout=60, what="the re-prep")
+        assert not screen.query_one("#launch", Button).disabled

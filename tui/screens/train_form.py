@@ -479,6 +479,10 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.app.push_screen(RunsScreen(self.project))
 
     # -- the preflight's re-prep -----------------------------------------------------------------
+    @on(Button.Pressed, "#reprep")
+    def _reprep_pressed(self) -> None:
+        self.action_reprep()
+
     def action_reprep(self) -> None:
         if not self.query_one(PreflightPanel).reprep():
             self.notify("nothing to re-prep for these settings", timeout=2)

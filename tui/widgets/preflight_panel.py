@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
@@ -60,7 +60,8 @@ def reprep_offer(report: dict, originals: int | None = None) -> int | None:
 
 
 class PreflightPanel(ShowsWorkerErrors, Horizontal):
-    """The preflight report for the config last given to `check()`; `reprep()` re-preps the dataset."""
+    """The preflight report for the config last given to `check()`; `reprep()` re-preps the dataset
+    (the screen wires the #reprep button and its key to it, so it can hold its own launch meanwhile)."""
 
     DEFAULT_CSS = """
     PreflightPanel { height: auto; max-height: 4; padding: 0 1; }
@@ -133,11 +134,6 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
         self.set_class(self.offer is not None, "-offer")
 
     # -- re-prep -------------------------------------------------------------------------------
-    @on(Button.Pressed, "#reprep")
-    def _reprep_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        self.reprep()
-
     def reprep(self) -> bool:
         """Re-prep the dataset at the offered resolution (it becomes the project's [prep] resolution,
         as `loradeck prep --resolution N` makes it); False if nothing is offered or one runs."""
