@@ -67,7 +67,10 @@ async def test_the_form_shows_the_preflight_for_its_values_and_re_preps_at_its_r
     assert settings.load(project.settings_file).prep.resolution == 64  # as `prep --resolution 64` leaves it
 
 
-async def test_the_preflight_waits_for_the_form_to_be_still(trainable):
+async def test_the_preflight_waits_for_the_form_to_be_still(trainable, monkeypatch):
+    from tui.widgets import preflight_panel
+
+    monkeypatch.setattr(preflight_panel, "DEBOUNCE_SECONDS", 1.5)  # keys below come faster, even on a busy CI
     app = form_app(trainable)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
