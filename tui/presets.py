@@ -17,6 +17,8 @@ class Preset:
     name: str
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    # It turns sampling on, so it needs a prompt: one made from the project's trigger word.
+    prompts_from_trigger: bool = False
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -34,7 +36,8 @@ PRESETS: tuple[Preset, ...] = (
         "gradient_checkpointing": False, "cache_latents": False, "optimizer": "adamw",
         "batch_size": 1, "resolution": 64, "rank": 4, "alpha": 4.0,
         "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4,
-        "sample_every_steps": 3}),  # two samples, so the monitor's sample panel shows in the demo
+        "sample_every_steps": 3},  # two samples, so the monitor's sample panel shows in the demo
+        prompts_from_trigger=True),
 )
 
 BY_NAME = {p.name: p for p in PRESETS}
@@ -47,6 +50,18 @@ def get(name: str) -> Preset:
         raise KeyError(f"no preset {name!r} (known: {', '.join(BY_NAME)})") from None
 
 
-def applied(cfg: TrainConfig, name: str) -> TrainConfig:
-    """`cfg` with the preset's knobs set (every preset key is a TrainConfig field)."""
-    return apply(cfg, get(name).overrides, source=f"preset {name}")
+def sample_prompt(trigger: str) -> str:
+    """A sample prompt that shows what the LoRA learnt: its trigger word, else a plain photo prompt."""
+    trigger = " ".join(trigger.split())
+    return f"{trigger}, a photo" if trigger else "a photo"
+
+
+def applied(cfg: TrainConfig, name: str, *, trigger: str = "") -> TrainConfig:
+    """`cfg` with the preset's knobs set (every preset key is a TrainConfig field). A preset that turns
+    sampling on gives a config with no prompt one from `trigger` (the project's trigger word), so
+    the run makes the samples the preset promises; prompts already there are kept."""
+    preset = get(name)
+    overrides = dict(preset.overrides)
+    if preset.prompts_from_trigger and not cfg.sample_prompts:
+        overrides["sample_prompts"] = [sample_prompt(trigger)]
+    return apply(cfg, overrides, source=f"preset {name}")

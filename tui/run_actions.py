@@ -7,6 +7,7 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from typing import Any
@@ -72,19 +73,32 @@ def slurm_available() -> bool:
     return shutil.which("sbatch") is not None
 
 
-def stop(files: RunFiles) -> None:
+def project_of(files: RunFiles) -> str:
+    """The name of the project a run folder belongs to (<root>/<project>/runs/<run-id>)."""
+    return files.dir.parent.parent.name
+
+
+def stop_command(files: RunFiles, *, force: bool = False) -> str:
+    """The complete, copy-pasteable `loradeck stop` of this run."""
+    return command("stop", project_of(files), files.run_id, "--force" if force else None)
+
+
+def stop(files: RunFiles, *, force: bool = False, timeout: float = 60.0) -> None:
     """Ask the run to stop and wait for it (it finishes the step and saves resumable state); a
-    queued run is taken out of the queue."""
+    queued run is taken out of the queue.
+
+    With `force`, a run still alive after `timeout` is killed: it then reads as crashed and resumes
+    from its last saved state (the step it was finishing is lost)."""
     if runs.run_state(files) == "queued" and not files.slurm_record.is_file():
         from trainer import run_queue
 
         run_queue.cancel(files)
         return
-    report = runs.stop(files)
+    report = runs.stop(files, timeout=timeout, force=force)
     if not report.get("ok", True):
         raise LoradeckError(f"run {files.run_id} did not stop within the wait (it is {report.get('state')})",
-                            hint="it may be saving; check again in a moment, or"
-                                 f" `{command('stop', files.dir.parent.parent.name, files.run_id, '--force')}`")
+                            hint="it may still be saving: wait, or press s again to force-stop it"
+                                 f" (from a shell: {stop_command(files, force=True)})")
 
 
 def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     # train form
     "train.launch": ("ctrl+l,f5", "launch", "Launch", True),
-    "train.preset": ("f2", "next_preset", "Next preset", True),
+    "train.preset": ("f2", "next_preset", "Preset", True),
+    "train.prompts": ("f3", "sample_prompts", "Prompts", True),  # 20 fields down otherwise
     "train.runs": ("ctrl+r", "runs", "Runs", True),
-    "train.suggest": ("f3", "suggest_prompts", "Suggest prompts", False),  # named under the prompts field
+    "train.reprep": ("f8", "reprep", "Re-prep", False),  # offered by the preflight panel's button (f6, f7: the prompts box)
+    "train.defaults": ("f4", "defaults", "Defaults", False),  # named in the form's head line
     # monitor
     "monitor.stop": ("s", "stop_run", "Stop", True),
     "monitor.resume": ("r", "resume_run", "Resume", True),

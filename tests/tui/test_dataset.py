@@ -103,6 +103,8 @@ async def test_prep_runs_as_a_subprocess_with_progress(root):
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: "originals not prepared" in str(screen.query_one("#dataset-summary").render()))
         await pilot.press("p")
+        await wait_screen(pilot, "PrepDialog")
+        await pilot.press("enter")  # the dialog starts at the project's [prep] resolution (64)
         await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60, what="prep done")
         image_list = screen.query_one(ImageList)
         await wait_until(pilot, lambda: len(image_list.entries) == 5, what="listing refreshed")

@@ -43,6 +43,8 @@ def test_train_form_with_an_error(trainable, snap_compare):
 
     async def edit(pilot):
         await wait_for(pilot, lambda: app.screen.query("#f-rank") and app.screen.query_one("#f-rank").value)
+        # the preflight of the valid defaults shows first (a worker, after a debounce)
+        await wait_for(pilot, lambda: app.screen.query_one("#preflight").checks_done >= 1)
         app.screen.query_one("#f-rank").value = "0"
         await wait_for(pilot, lambda: "rank" in app.screen.errors)
         app.screen.set_focus(None)  # no blinking cursor in the picture

@@ -188,7 +188,7 @@ async def test_f3_fills_the_sample_prompts_with_the_trigger_and_frequent_tags(tr
         screen = app.screen
         area = screen.query_one("#f-sample_prompts", TextArea)
         await wait_for(pilot, lambda: screen.prompt_suggestions, what="the suggestions")
-        assert str(area.placeholder) == "F3 fills in: sks · sks, a photo of a cat"  # shown while empty
+        assert str(area.placeholder) == "one prompt per line; f3 fills in: sks · sks, a photo of a cat"
         await pilot.press("f3")
         assert area.text == "sks\nsks, a photo of a cat"
         await pilot.pause()

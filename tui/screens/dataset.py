@@ -294,7 +294,14 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self.app.push_screen(ImportScreen(self.project), lambda _: self.reload())
 
     def action_prep(self) -> None:
-        self._start_task("prep", [])
+        """Ask the resolution (default the project's [prep] resolution), then prep at it."""
+        from tui.screens.prep_dialog import PrepDialog
+
+        def chosen(resolution: int | None) -> None:
+            if resolution is not None:
+                self._start_task("prep", ["--resolution", str(resolution)])
+
+        self.app.push_screen(PrepDialog(self.project), chosen)
 
     def action_caption(self) -> None:
         if self.settings is None:

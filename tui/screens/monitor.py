@@ -7,6 +7,7 @@ time (re-attach) and then its live tail. Closing the monitor never touches the r
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from rich.text import Text
@@ -23,6 +24,7 @@ from trainer.project import Project
 from trainer.run_files import RunFiles
 
 from tui import run_actions
+from tui.form_hints import form_hint
 from tui.run_keys import bind
 from tui.run_watch import RunUpdated, RunView, RunWatcher
 from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
@@ -42,12 +44,26 @@ def visible(screen: Screen) -> bool:
     return top is screen or (top.is_modal and screen.app.screen_stack[-2:-1] == [screen])
 
 
-def status_line(view: RunView, width: int = 200) -> Text:
+def stopping_text(step: int) -> str:
+    return f"stopping (finishing step {step})"
+
+
+def finishing_step(view: RunView) -> int:
+    """The step a run asked to stop is still computing (it saves state once that step is done)."""
+    step = view.step + 1
+    return min(step, view.total_steps) if view.total_steps else step
+
+
+def status_line(view: RunView, width: int = 200, *, stopping: int | None = None) -> Text:
     """`● running  step 120/600  epoch 2  3.10 it/s  ETA 2m34s  lr 1.0e-04  loss 0.1234`, with the
-    least needed parts (lr, then epoch, then speed) left out when `width` is too narrow."""
+    least needed parts (lr, then epoch, then speed) left out when `width` is too narrow. `stopping`:
+    the step a live run asked to stop is finishing (shown as its state)."""
     parts: list[tuple[str, str, str | None]] = []  # (name, text, style)
-    state = f"● {view.state}" + (f" ({view.state_detail})" if view.state_detail else "")
-    parts.append(("state", state, STATE_STYLE.get(view.state, "bold")))
+    if stopping is not None and view.is_live:
+        parts.append(("state", "● " + stopping_text(stopping), STATE_STYLE["stopping"]))
+    else:
+        state = f"● {view.state}" + (f" ({view.state_detail})" if view.state_detail else "")
+        parts.append(("state", state, STATE_STYLE.get(view.state, "bold")))
     total = f"/{view.total_steps}" if view.total_steps else ""
     parts.append(("step", f"step {view.step}{total}", None))
     if view.epoch is not None:
@@ -62,7 +78,7 @@ def status_line(view: RunView, width: int = 200) -> Text:
     if view.loss is not None:
         finite = view.loss == view.loss
         parts.append(("loss", f"loss {view.loss:.4f}" if finite else "loss NaN", None if finite else "bold red"))
-    for drop in ("lr", "epoch", "speed"):
+    for drop in ("lr", "epoch", "speed", "eta"):
         if sum(len(p[1]) + 2 for p in parts) - 2 <= width:
             break
         parts = [p for p in parts if p[0] != drop]
@@ -114,18 +130,19 @@ def alerts_text(view: RunView, limit: int = 3) -> Text:
     shown = shown[:limit]
     text = Text()
     for alert in shown:
+        hint = form_hint(alert.hint)  # the train form's fields, not the CLI's flags
         if text:
             text.append("\n")
         if alert.level == "error":
             text.append(f"✖ {alert.kind.upper()}: ", style="bold red")
             text.append(alert.message)
-            if alert.hint:
-                text.append("\n  → " + alert.hint, style="bold yellow")
+            if hint:
+                text.append("\n  → " + hint, style="bold yellow")
         else:
             text.append("⚠ ", style="yellow")
             text.append(alert.message)
-            if alert.hint:
-                text.append(f"  ({alert.hint})", style="dim")
+            if hint:
+                text.append(f"  ({hint})", style="dim")
     if view.finished_status and view.finished_status != "completed" and view.finished_message:
         text.append(("\n" if text else "") + f"run {view.finished_status}: {view.finished_message}",
                     style="bold")
@@ -195,6 +212,9 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self._sample_back = 0  # [ / ]: how many samples before the newest the panel shows (0: follow)
         self._log_lines = LOG_LINES_SMALL
         self._shown: dict[str, str] = {}  # selector -> the text a Static shows now
+        self.stopping: int | None = None  # a stop was asked for: the step the run is finishing
+        self._forced = False  # a force-stop was done (the stop it overtook then ends quietly)
+        self._bindings_state: tuple | None = None  # what the footer's keys were chosen for
 
     def compose(self) -> ComposeResult:
         yield Static("", id="status")
@@ -268,7 +288,13 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
 
     def _apply(self, view: RunView) -> None:
         self.updates_applied += 1
-        self._set("#status", status_line(view, self.size.width - 2), fixed=True)
+        if not view.is_live:
+            self.stopping = None
+        state = (view.state, self.stopping is not None)
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()  # Stop only while it runs, Resume only when it can
+        self._set("#status", status_line(view, self.size.width - 2, stopping=self.stopping), fixed=True)
         if view.total_steps:
             self.query_one("#progress", ProgressBar).update(total=view.total_steps, progress=view.step)
         self._set("#device", device_line(view))
@@ -277,7 +303,10 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         vram.show(view)
         vram.set_class(not vram.traces, "empty")  # a message only: give the room to the loss graph
         self._set("#alerts", alerts_text(view))
-        self._set("#finished", finished_line(view))
+        finished = finished_line(view)
+        if self.stopping is not None:
+            finished = f"{stopping_text(self.stopping)}: it saves its state, then stops; s again: force-stop"
+        self._set("#finished", finished)
         self._set("#log", "\n".join(view.log_tail[-self._log_lines:]), fixed=True)
         self._show_sample(view)
 
@@ -359,6 +388,15 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         if self.view is not None:
             self._set("#log", "\n".join(self.view.log_tail[-self._log_lines:]), fixed=True)
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """The footer offers what the run's state allows: Stop while it runs, Resume once it can."""
+        state = self.view.state if self.view is not None else None
+        if action == "stop_run":
+            return self.view is not None and self.view.is_live
+        if action == "resume_run":
+            return state in ("stopped", "failed", "crashed")
+        return True
+
     def action_stop_run(self) -> None:
         if self.files is None:
             return
@@ -367,6 +405,14 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
             return
         from tui.screens.confirm import ConfirmScreen
 
+        if self.stopping is not None:
+            def force(yes: bool | None) -> None:
+                if yes:
+                    self._run_engine("stop", force=True)
+
+            self.app.push_screen(ConfirmScreen(
+                f"Force-stop {self.run_id} now? It is killed without finishing step {self.stopping};"
+                " resume continues from its last saved state.", yes_label="Force-stop", danger=True), force)
         if self.view is not None and self.view.state == "queued":
             self.app.push_screen(ConfirmScreen(f"Cancel queued run {self.run_id}? It leaves the queue.",
                                                yes_label="Cancel run", danger=True),
@@ -375,6 +421,9 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                self.stopping = finishing_step(self.view) if self.view is not None else 1
+                if self.view is not None:
+                    self._apply(self.view)  # say so at once: the step may take minutes
                 self._run_engine("stop")
 
         self.app.push_screen(ConfirmScreen(
@@ -400,14 +449,34 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         else:
             self.app.exit()
 
-    @work(thread=True, exclusive=True, group="run-action", exit_on_error=False, description="run action")
-    def _run_engine(self, what: str) -> None:
+    def _engine_failed(self, what: str, error: BaseException) -> None:
+        if what == "stop" and self.files is not None:
+            from trainer import runs
+
+            if runs.run_state(self.files) not in runs.ACTIVE:
+                return  # it stopped after all (a force-stop overtook this one)
+        show_error(self, error, f"Could not {what} {self.run_id}")
+
+    @work(thread=True, group="run-action", exit_on_error=False, description="run action")
+    def _run_engine(self, what: str, force: bool = False) -> None:
+        # Not exclusive: a force-stop must not cancel the stop it overrides (that one then ends
+        # quietly, seeing the run gone).
         assert self.files is not None
         try:
-            getattr(run_actions, what)(self.files)
+            if force:
+                run_actions.stop(self.files, force=True, timeout=0.5)
+            else:
+                getattr(run_actions, what)(self.files)
         except Exception as e:  # shown to the user; the monitor keeps running
-            self.app.call_from_thread(show_error, self, e, f"Could not {what} {self.run_id}")
+            if what == "stop" and self.watcher is not None:
+                self.watcher.poke()
+            self.app.call_from_thread(self._engine_failed, what, e)
             return
-        self.app.call_from_thread(self.notify, f"{what} requested for {self.run_id}")
+        if force:
+            self._forced = True
+        elif what == "stop" and self._forced:
+            return  # the stop a force-stop overtook: "force-stopped" said it already
+        done = "force-stopped" if force else "stopped" if what == "stop" else f"{what} requested for"
+        self.app.call_from_thread(self.notify, f"{done} {self.run_id}")
         if self.watcher is not None:
             self.watcher.poke()

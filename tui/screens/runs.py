@@ -6,6 +6,7 @@ run that finishes or crashes while the screen is open changes state in place.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static
 
 from trainer.cli_hint import command
+from trainer.errors import LoradeckError
 from trainer.launch_failure import NEVER_STARTED
 from trainer.project import Project
 from trainer.runs import RunInfo
 
 from tui import run_actions
+from tui.form_hints import form_hint
 from tui.run_keys import bind
 from tui.screens.monitor import visible
 from tui.worker_errors import ShowsWorkerErrors, show_error
@@ -98,16 +101,24 @@ class RunsScreen(ShowsWorkerErrors, Screen):
 
     COLUMNS = ("run", "state", "steps", "loss", "started", "output")
 
-    @staticmethod
-    def _cells(r: RunInfo) -> tuple:
+    def _cells(self, r: RunInfo) -> tuple:
         steps = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
         if r.state == "queued":  # its place in the queue instead of steps not taken yet
             q = r.queue or {}
             steps = "orphaned" if q.get("orphaned") else f"#{q.get('place') or '?'} of {q.get('of') or '?'}"
         loss = f"{r.loss:.4f}" if r.loss is not None else ""
         output = Path(r.output).name if r.output else ""  # the folder is the run's own
-        return (r.run_id, Text(r.state, style=STATE_STYLE.get(r.state, "")), steps, loss, started_text(r.started),
+        state = "stopping" if r.run_id in self.stopping and r.state in LIVE else r.state
+        return (r.run_id, Text(state, style=STATE_STYLE.get(state, "")), steps, loss, started_text(r.started),
                 output)
+
+    def _redraw(self, run_id: str) -> None:
+        row = self.rows.get(run_id)
+        if row is not None:
+            table = self.query_one(DataTable)
+            for column, value in zip(self.COLUMNS, self._cells(row)):
+                table.update_cell(run_id, column, value, update_width=True)
+            self._describe()
 
     def __init__(self, project: Project, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
         super().__init__()
@@ -116,6 +127,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         self.refresh_seconds = refresh_seconds
         self.refreshes = 0
         self._timer = None
+        self.stopping: dict[str, int] = {}  # run id -> the step it is finishing after a stop was asked
+        self._forced: set[str] = set()  # runs force-stopped here
 
     def compose(self) -> ComposeResult:
         yield Static(f"Runs of {self.project.name}", id="runs-title", markup=False)
@@ -164,10 +177,17 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         same_runs = list(self.rows) == [r.run_id for r in rows]
         old = self.rows
         self.rows = {r.run_id: r for r in rows}
+        for run_id in [k for k in self.stopping if k not in self.rows or self.rows[k].state not in LIVE]:
+            del self.stopping[run_id]
+        # A run that appeared since the last look (launched from the form or a shell) gets the
+        # cursor: it is the one the user wants to see next.
+        new_runs = [r.run_id for r in rows if r.run_id not in old] if self.refreshes > 1 else []
+        if new_runs:
+            selected = new_runs[0]
         if same_runs:
             # Update changed cells in place: no flicker, the cursor stays put.
             for r in rows:
-                if r != old[r.run_id]:
+                if r != old[r.run_id] or r.run_id in self.stopping:
                     for column, value in zip(self.COLUMNS, self._cells(r)):
                         table.update_cell(r.run_id, column, value, update_width=True)
         else:
@@ -214,7 +234,12 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         if row.state != "completed" and run_actions.has_checkpoints(self.project, row.run_id):
             hint += "  e: export a checkpoint"  # one folder listing: cheap enough for the UI thread
         why = f" ({row.message})" if row.message else ""
-        self.query_one("#runs-detail", Static).update(f"{row.run_id}: {row.state}{why}. {hint}")
+        state = row.state
+        if row.run_id in self.stopping and row.state in LIVE:
+            from tui.screens.monitor import stopping_text
+
+            state, hint = stopping_text(self.stopping[row.run_id]), "s again: force-stop  m/enter: monitor"
+        self.query_one("#runs-detail", Static).update(f"{row.run_id}: {state}{why}. {hint}")
 
     # -- actions ------------------------------------------------------------------------------
     @on(DataTable.RowSelected)
@@ -237,6 +262,14 @@ class RunsScreen(ShowsWorkerErrors, Screen):
             return
         from tui.screens.confirm import ConfirmScreen
 
+        if row.run_id in self.stopping:
+            def force(yes: bool | None) -> None:
+                if yes:
+                    self._engine("force_stop", row)
+
+            self.app.push_screen(ConfirmScreen(
+                f"Force-stop {row.run_id} now? It is killed without finishing step {self.stopping[row.run_id]};"
+                " resume continues from its last saved state.", yes_label="Force-stop", danger=True), force)
         if row.state == "queued":
             self.app.push_screen(ConfirmScreen(f"Cancel queued run {row.run_id}? It leaves the queue.",
                                                yes_label="Cancel run", danger=True),
@@ -245,6 +278,9 @@ class RunsScreen(ShowsWorkerErrors, Screen):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                # Said at once: the step it is finishing may take minutes on a slow device.
+                self.stopping[row.run_id] = min(row.step + 1, row.total_steps) if row.total_steps else row.step + 1
+                self._redraw(row.run_id)
                 self._engine("stop", row)
 
         self.app.push_screen(ConfirmScreen(
@@ -307,17 +343,37 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         else:
             self.app.exit()
 
+    def _engine_failed(self, what: str, row: RunInfo, error: BaseException) -> None:
+        if what in ("stop", "force_stop"):
+            from trainer import runs
+
+            if runs.run_state(row.files) not in runs.ACTIVE:
+                self.refresh_runs()
+                return  # it stopped after all (a force-stop overtook this stop)
+        if isinstance(error, LoradeckError):
+            error.hint = form_hint(error.hint)  # e.g. "train with --save-every-steps N": a form field here
+        show_error(self, error, f"Could not {what.replace('_', '-')} {row.run_id}")
+
     @work(thread=True, group="run-action", exit_on_error=False, description="run action")
     def _engine(self, what: str, row: RunInfo, *args) -> None:
         try:
             if what == "export":
                 result = run_actions.export(self.project, row.files, *args)
+            elif what == "force_stop":
+                result = run_actions.stop(row.files, force=True, timeout=0.5)
             else:
                 result = getattr(run_actions, what)(row.files)
         except Exception as e:
-            self.app.call_from_thread(show_error, self, e, f"Could not {what} {row.run_id}")
+            self.app.call_from_thread(self._engine_failed, what, row, e)
             return
+        if what == "force_stop":
+            self._forced.add(row.run_id)
+        elif what == "stop" and row.run_id in self._forced:
+            self.app.call_from_thread(self.refresh_runs)
+            return  # the stop a force-stop overtook: "force-stopped" said it already
         done = (f"exported {row.run_id} to {getattr(result, 'adapter', result)}" if what == "export"
+                else f"stopped {row.run_id}" if what == "stop"
+                else f"force-stopped {row.run_id}" if what == "force_stop"
                 else f"{what} requested for {row.run_id}")
         self.app.call_from_thread(self.notify, done)
         self.app.call_from_thread(self.refresh_runs)

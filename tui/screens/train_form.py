@@ -26,8 +26,11 @@ from trainer.errors import ConfigError, LoradeckError
 from trainer.project import Project, dataset_images
 from trainer.repeat_folders import image_repeats, weighted_count
 
-from tui import presets, run_actions
+from tui import presets, run_actions, train_form_memory
+from tui.form_hints import form_hint
 from tui.run_keys import bind
+from tui.widgets.preflight_panel import PreflightPanel
+from tui.widgets.tick_box import TickBox
 from tui.worker_errors import ShowsWorkerErrors, show_error
 from tui.widgets.run_placement import RunPlacement
 
@@ -130,7 +133,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen Select > SelectCurrent { border: none; height: 1; padding: 0 1; }
     TrainFormScreen Select:focus > SelectCurrent { border: none; background: $boost; }
     TrainFormScreen .row > #f-length-unit { width: 14; }
-    TrainFormScreen .row > Checkbox { border: none; height: 1; padding: 0; width: 1fr; }
+    TrainFormScreen .row > Checkbox { border: none; height: 1; padding: 0 0 0 1; width: 1fr; }
     TrainFormScreen .row > TextArea { width: 1fr; height: 3; border: none; }
     TrainFormScreen .field-error { color: $error; padding: 0 0 0 24; height: auto; display: none; }
     TrainFormScreen .field-error.shown { display: block; }
@@ -139,8 +142,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen #buttons Button { height: 1; border: none; min-width: 16; margin: 0 2 0 0; }
     """
 
-    BINDINGS = [bind("train.launch"), bind("train.preset"), bind("train.runs"), bind("train.suggest"),
-                bind("app.back")]
+    BINDINGS = [bind("train.launch"), bind("train.preset"), bind("train.prompts"), bind("train.runs"),
+                bind("train.reprep"), bind("train.defaults"), bind("app.back")]
 
     def __init__(self, project: Project) -> None:
         super().__init__()
@@ -156,6 +159,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self._validation_queued = False
         self._shown: dict[str, str] = {}  # widget id -> the text it shows
         self.prompt_suggestions: list[str] = []  # trainer.sample_prompts, read after mount
+        self.trigger = ""  # the project's trigger word (a preset's sample prompt is made from it)
+        self.remembered = False  # the form opened with the values it had at the last launch / close
+        self._preset_set_quietly: str | None = None  # a preset name shown without applying it again
 
     # -- building -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -174,6 +180,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                     yield from self._widget(f)
                 yield Static("", classes="field-error", id=f"err-{f.name}", markup=False)
         yield Static("", id="problems", markup=False)
+        yield PreflightPanel(self.project, id="preflight")
         with Horizontal(id="buttons"):
             yield Button("Launch run", id="launch", variant="success")
             # Shown where sbatch exists: the run goes to Slurm with the [slurm] settings (docs/cluster.md).
@@ -185,9 +192,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         if f.kind == "choice":
             yield Select([(c, c) for c in f.choices], allow_blank=False, id=f"f-{f.name}", tooltip=tip)
         elif f.kind == "bool":
-            yield Checkbox(id=f"f-{f.name}", tooltip=tip)
+            yield TickBox(id=f"f-{f.name}", tooltip=tip)
         elif f.kind == "prompts":
-            yield TextArea(id=f"f-{f.name}", tooltip="one prompt per line")
+            yield TextArea(id=f"f-{f.name}", tooltip="one prompt per line (f3 jumps here)")
         elif f.kind == "length":
             yield Input(id="f-length", tooltip=tip)
             yield Select([("steps", "steps"), ("epochs", "epochs")], allow_blank=False, id="f-length-unit")
@@ -209,12 +216,75 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         except LoradeckError as e:
             # A broken project.toml: start from the defaults and say so (launch will refuse too).
             self.base_problem = " ".join(str(e).split())
+        self._load_trigger()
+        self.query_one("#f-sample_prompts", TextArea).placeholder = (
+            f"one prompt per line, e.g. {presets.sample_prompt(self.trigger)} (empty: no samples)")
         self.fill(self.base)
-        head = Text(f"New run of {self.project.name}", style="bold")
-        head.append(f"  ·  {self.n_images} prepared images", style="dim")
-        self.query_one("#head", Static).update(head)
+        self.remembered = self._restore_last_values()
+        self._show_head()
         self.query_one("#f-base_model", Input).focus()
         self._load_prompt_suggestions()
+
+    def _load_trigger(self) -> None:
+        from trainer import settings
+
+        try:
+            self.trigger = settings.load(self.project.settings_file).project.trigger_word
+        except LoradeckError:
+            self.trigger = ""  # base_problem already says what is wrong with project.toml
+
+    def _show_head(self) -> None:
+        head = Text(f"New run of {self.project.name}", style="bold")
+        head.append(f"  ·  {self.n_images} prepared images", style="dim")
+        if self.remembered:
+            head.append("  ·  last values (f4: defaults)", style="dim")
+        self.query_one("#head", Static).update(head)
+
+    # -- the last values ------------------------------------------------------------------------
+    def _restore_last_values(self) -> bool:
+        """Show the values the form had when it last launched or closed; False if there are none."""
+        values, preset = train_form_memory.load(self.project)
+        if not values:
+            return False
+        self.extra = {k: v for k, v in values.items() if k not in FORM_KEYS}
+        try:
+            cfg = dataclasses.replace(self.base, **values)
+        except TypeError:
+            return False
+        self.fill(cfg)
+        if preset and preset != PRESET_NONE and preset in presets.BY_NAME:
+            self._preset_set_quietly = preset  # its values are on the form already: show its name only
+            self.query_one("#preset", Select).value = preset
+        return True
+
+    def remember_values(self) -> None:
+        """Store the form's values for the next time it opens (those that are values at all)."""
+        values, errors = self.read_form()
+        kept = {k: v for k, v in {**self.extra, **values}.items() if k not in errors}
+        try:
+            train_form_memory.save(self.project, kept, str(self.query_one("#preset", Select).value))
+        except OSError as e:
+            self.notify(f"could not remember the form's values: {e}", severity="warning")
+
+    def action_defaults(self) -> None:
+        """Back to the project's defaults (project.toml [train]), forgetting the last values shown."""
+        self.extra = {}
+        self._loading = True
+        self.query_one("#preset", Select).value = PRESET_NONE
+        self._loading = False
+        self.fill(self.base)
+        self.remembered = False
+        self._show_head()
+        self.notify("the project's defaults", timeout=2)
+
+    def action_sample_prompts(self) -> None:
+        """F3: to the sample prompts (20 fields down otherwise); an empty field gets the suggestions
+        (the trigger word and the dataset's frequent tags; one undoable edit: Ctrl+Z in it undoes)."""
+        prompts = self.query_one("#f-sample_prompts", TextArea)
+        if not prompts.text.strip() and self.prompt_suggestions:
+            prompts.replace("\n".join(self.prompt_suggestions), (0, 0), prompts.document.end)
+        prompts.focus()
+        prompts.scroll_visible()
 
     def fill(self, cfg: TrainConfig) -> None:
         """Show `cfg` in the widgets (no validation runs until all are set)."""
@@ -299,6 +369,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         if cfg is not None:  # knobs whose package is missing: refused, or (xformers) replaced
             other += optional_packages.problems_for(cfg)
             notes = optional_packages.warnings_for(cfg)
+        if cfg is not None:
+            self.query_one(PreflightPanel).check(cfg)  # debounced; runs in a worker
         self.errors = errors
         for f in FIELDS:
             if self._set(f"err-{f.name}", errors.get(f.name, "")):
@@ -315,7 +387,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
             n = len(errors) + len(other)
             self._set("steps", Text(f"{n} problem{'s' if n != 1 else ''} to fix before launch", style="bold red"))
         self.config = cfg if not other else None
-        self.query_one("#launch", Button).disabled = self.config is None
+        self.query_one("#launch", Button).disabled = self.config is None or self.query_one(PreflightPanel).busy
         return self.config
 
     def _set(self, widget_id: str, content: Text | str) -> bool:
@@ -351,6 +423,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     # -- presets -------------------------------------------------------------------------------
     @on(Select.Changed, "#preset")
     def _preset_chosen(self, event: Select.Changed) -> None:
+        if event.value == self._preset_set_quietly:
+            self._preset_set_quietly = None
+            return
         if event.value != PRESET_NONE and not self._loading:
             self.apply_preset(str(event.value))
 
@@ -362,7 +437,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
             current.setdefault(limit, None)
         preset = presets.get(name)
         self.extra.update({k: v for k, v in preset.overrides.items() if k not in FORM_KEYS})
-        cfg = presets.applied(dataclasses.replace(self.base, **self.extra, **current), name)
+        cfg = presets.applied(dataclasses.replace(self.base, **self.extra, **current), name, trigger=self.trigger)
         if not cfg.max_train_steps and not cfg.max_train_epochs:
             cfg = dataclasses.replace(cfg, max_train_epochs=self.base.max_train_epochs or 10)
         self.fill(cfg)
@@ -393,18 +468,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.prompt_suggestions = prompts
         if prompts:
             area = self.query_one("#f-sample_prompts", TextArea)
-            area.placeholder = "F3 fills in: " + " · ".join(prompts)
-            area.tooltip = "one prompt per line; F3 fills in: " + " · ".join(prompts)
-
-    def action_suggest_prompts(self) -> None:
-        """F3: put the suggested prompts in the field (one undoable edit; Ctrl+Z in it brings back the old)."""
-        prompts = self.prompt_suggestions
-        if not prompts:
-            self.notify("no suggestions: set a trigger word or caption the dataset first", severity="warning")
-            return
-        area = self.query_one("#f-sample_prompts", TextArea)
-        area.replace("\n".join(prompts), (0, 0), area.document.end)
-        area.focus()
+            area.placeholder = "one prompt per line; f3 fills in: " + " · ".join(prompts)
+            area.tooltip = "one prompt per line; f3 fills in: " + " · ".join(prompts)
 
     # -- launch --------------------------------------------------------------------------------
     @on(Button.Pressed, "#launch")
@@ -412,6 +477,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.action_launch()
 
     def action_launch(self) -> None:
+        if self.query_one(PreflightPanel).busy:
+            self.notify("the dataset is being re-prepped: launch when it is done", severity="warning")
+            return
         if self.validate_form() is None:
             self.notify("fix the problems shown before launching", severity="error")
             return
@@ -433,12 +501,15 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
 
     def _launch_failed(self, error: BaseException) -> None:
         self.validate_form()
+        if isinstance(error, LoradeckError):
+            error.hint = form_hint(error.hint)  # `--optimizer adamw` is the Optimizer field here
         show_error(self, error, "Could not launch the run")
 
     def _launched(self, run_id: str) -> None:
         from tui.screens.monitor import MonitorScreen
 
         self.launched_run = run_id
+        self.remember_values()
         self.app.switch_screen(MonitorScreen(self.project, run_id))
 
     def action_runs(self) -> None:
@@ -446,7 +517,29 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
 
         self.app.push_screen(RunsScreen(self.project))
 
+    # -- the preflight's re-prep -----------------------------------------------------------------
+    @on(Button.Pressed, "#reprep")
+    def _reprep_pressed(self) -> None:
+        self.action_reprep()
+
+    def action_reprep(self) -> None:
+        if not self.query_one(PreflightPanel).reprep():
+            self.notify("nothing to re-prep for these settings", timeout=2)
+            return
+        self.query_one("#launch", Button).disabled = True
+
+    @on(PreflightPanel.Prepped)
+    def _reprepped(self, message: PreflightPanel.Prepped) -> None:
+        images = dataset_images(self.project)
+        self.n_images = len(images)
+        self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
+        self._show_head()
+        self.validate_form()
+        if message.status == "completed":
+            self.notify(f"dataset re-prepped: {self.n_images} images", timeout=4)
+
     def action_back(self) -> None:
+        self.remember_values()
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
         else:
