@@ -14,6 +14,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -354,7 +355,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         table = self.query_one("#editor-tags", DataTable)
         table.clear()
         for tag, count in frequencies[:500]:
-            table.add_row(str(count).rjust(6), tag, key=tag)
+            table.add_row(Text(str(count), justify="right"), tag, key=tag)
 
     def action_find_replace(self) -> None:
         if not self.save():
