@@ -57,6 +57,6 @@ async def test_dataset_list_keeps_the_status_column_aligned_with_wide_names(root
 def test_preview_info_line_measures_wide_names_by_columns():
     from tui.widgets.image_preview import fit_info
 
-    # "日本日本.jpg" is 12 columns (8 characters): with its size it needs 21 columns, not 17.
-    assert fit_info(["日本日本.jpg", "64×64", "3 KiB"], 19) == "日本日本.jpg"
-    assert fit_info(["日本日本.jpg", "64×64", "3 KiB"], 21) == "日本日本.jpg  64×64"
+    # "日本日本.jpg" is 12 columns (8 characters): with its size it needs 19 columns, not 15.
+    assert fit_info(["日本日本.jpg", "64×64", "3 KiB"], 18) == "日本日本.jpg"
+    assert fit_info(["日本日本.jpg", "64×64", "3 KiB"], 19) == "日本日本.jpg  64×64"
