@@ -23,20 +23,17 @@ from tui.widgets.image_preview import ImagePreview
 from tui.widgets.task_bar import TaskBar
 from tui.worker_errors import ShowsWorkerErrors
 
-# The demo and test projects use the offline synthetic base model; their captioner is the offline
-# tiny BLIP too, so captioning never reaches for a download there.
-SYNTHETIC_CAPTION_MODEL = "synthetic:blip-tiny"
-
 TASK_TITLES = {"prep": "Prep", "caption": "Captioning"}
 LIVE_RELOAD_SECONDS = 1.0
 
 
-def caption_args(settings) -> list[str]:
-    """Extra `loradeck caption` arguments for a project: the model for synthetic projects and the
-    trigger word as an (idempotent) prefix."""
+def caption_args(settings, choice=None) -> list[str]:
+    """Extra `loradeck caption` arguments for a project: the model chosen in the caption dialog
+    (a tui.screens.caption_dialog.CaptionChoice; else the engine reads project.toml) and the trigger
+    word as an (idempotent) prefix."""
     args = []
-    if settings.project.base_model.startswith("synthetic:"):
-        args += ["--model", SYNTHETIC_CAPTION_MODEL]
+    if choice is not None and choice.model:
+        args += ["--model", choice.model]
     if settings.project.trigger_word:
         args += ["--prefix", settings.project.trigger_word]
     return args
@@ -283,7 +280,32 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
     def action_caption(self) -> None:
         if self.settings is None:
             return
-        self._start_task("caption", caption_args(self.settings))
+        if self.task_name is not None:
+            self._start_task("caption", [])  # says what is running
+            return
+        from tui.screens.caption_dialog import CaptionDialog
+
+        def chosen(choice) -> None:
+            if choice is None:
+                return
+            self._remember_caption_model(choice.model)
+            self._start_task("caption", caption_args(self.settings, choice))
+
+        self.app.push_screen(CaptionDialog(self.project.name, self.settings), chosen)
+
+    def _remember_caption_model(self, model: str) -> None:
+        """Save the chosen model as project.toml [caption] model (removed when it is the default)."""
+        from trainer import settings as settings_mod
+        from trainer.captioning import default_caption_model
+        from trainer.errors import LoradeckError
+
+        value = None if model == default_caption_model(self.settings) else model
+        if (value or "") == self.settings.caption.model:
+            return
+        try:
+            self.settings = settings_mod.update(self.project.settings_file, "caption", {"model": value})
+        except (LoradeckError, OSError) as e:  # the run still uses the model; only remembering failed
+            self.notify(f"could not save the model in project.toml: {e}", severity="warning")
 
     def _start_task(self, name: str, extra: list[str]) -> None:
         if self.task_name is not None:
