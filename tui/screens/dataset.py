@@ -76,7 +76,7 @@ def filter_entries(entries: list[DatasetEntry], captions: dict[str, str] | None,
 
 
 class DatasetScreen(ShowsWorkerErrors, Screen):
-    BINDINGS = [bind("app.back"), bind("dataset.edit"), bind("dataset.filter"), bind("dataset.missing"),
+    BINDINGS = [bind("app.back", show=True), bind("dataset.edit"), bind("dataset.filter"), bind("dataset.missing"),
                 bind("dataset.prep"), bind("dataset.caption"), bind("dataset.cancel"),
                 bind("dataset.check"), bind("dataset.replace"), bind("dataset.import"),
                 bind("dataset.preview"), bind("dataset.train"), bind("dataset.runs"),
@@ -109,9 +109,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                 yield Static("", id="dataset-caption", markup=False)
         yield Static("", id="dataset-summary", markup=False)
         yield TaskBar(id="dataset-task")
-        # Compact and without the palette marker, so F1 Help stays visible at 80 columns even with
-        # Cancel shown (Ctrl+P still works; the help screen says so).
-        yield Footer(compact=True, show_command_palette=False)
+        # Compact, with the palette hint: what the footer leaves out is there and in F1 (tui/keys.py).
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = self.project.name
@@ -177,7 +176,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             parts.append("import images with i")
         if self.settings and self.settings.project.trigger_word:
             parts.append(f"trigger: {self.settings.project.trigger_word}")
-        self.query_one("#dataset-summary", Static).update(" · ".join(parts), layout=False)
+        self.query_one("#dataset-summary", Static).update(" · ".join(parts))  # may wrap: a new layout
 
     @on(Input.Changed, "#dataset-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
