@@ -63,12 +63,15 @@ class ExportScreen(ModalScreen["ExportChoice | None"]):
     """Dismisses with an ExportChoice, or None when cancelled. `default_name(checkpoint)` gives the
     name the engine would use for that checkpoint ("" = the final LoRA); it may raise LoradeckError."""
 
+    # One line per field (compact inputs), so the whole dialog, buttons included, fits 80x24.
     DEFAULT_CSS = """
     ExportScreen { align: center middle; }
     ExportScreen #export-box { width: 76; max-width: 100%; height: auto; border: round $accent; padding: 0 1; }
-    ExportScreen .export-label { margin: 1 0 0 0; }
+    ExportScreen .export-row { height: 1; margin: 1 0 0 0; }
+    ExportScreen .export-label { width: 21; }
+    ExportScreen .export-row Input, ExportScreen .export-row Select { width: 1fr; }
     ExportScreen #export-problem { height: auto; margin: 1 0 0 0; }
-    ExportScreen Horizontal { height: auto; margin: 1 0 0 0; }
+    ExportScreen .buttons { height: auto; margin: 1 0 0 0; }
     """
     BINDINGS = [bind("app.back")]
 
@@ -83,15 +86,23 @@ class ExportScreen(ModalScreen["ExportChoice | None"]):
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
             yield Static(f"Export a LoRA of {self.run_id} (validated first)", classes="modal-title", markup=False)
-            yield Static("Folder (remembered for next time):", markup=False)
-            yield Input(self.dest, placeholder="a folder that exists, e.g. ~/loras", id="export-dest")
-            yield Static("Name (without .safetensors):", classes="export-label", markup=False)
-            yield Input("", id="export-name")
-            yield Static("Checkpoint: empty = the final LoRA; a step number, or latest", classes="export-label",
-                         markup=False)
-            yield Input(self.checkpoint, placeholder="empty: the final LoRA", id="export-checkpoint")
-            yield Static("If the name exists:", classes="export-label", markup=False)
-            yield Select(ON_CONFLICT_CHOICES, value=self.on_conflict, allow_blank=False, id="export-conflict")
+            with Horizontal(classes="export-row"):
+                yield Static("Folder", classes="export-label", markup=False)
+                yield Input(self.dest, placeholder="a folder that exists, e.g. ~/loras", id="export-dest",
+                            compact=True)
+            with Horizontal(classes="export-row"):
+                yield Static("Name", classes="export-label", markup=False)
+                yield Input("", placeholder="without .safetensors", id="export-name", compact=True)
+            with Horizontal(classes="export-row"):
+                yield Static("Checkpoint", classes="export-label", markup=False)
+                yield Input(self.checkpoint, placeholder="empty: the final LoRA; a step, or latest",
+                            id="export-checkpoint", compact=True)
+            with Horizontal(classes="export-row"):
+                yield Static("If the name exists", classes="export-label", markup=False)
+                yield Select(ON_CONFLICT_CHOICES, value=self.on_conflict, allow_blank=False, id="export-conflict",
+                             compact=True)
+            yield Static("Enter goes to the next field and exports from Checkpoint. The folder is"
+                         " remembered for next time.", classes="hint", markup=False)
             yield Static("", id="export-problem", classes="form-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Export", id="export-ok", variant="primary")
