@@ -60,7 +60,7 @@ class CaptionDialog(ModalScreen["CaptionChoice | None"]):
                          markup=False)
             yield Static("Model: a Hugging Face id, or a local folder (saved in project.toml [caption] model)",
                          markup=False)
-            yield Input(self.model, placeholder=self.default, id="caption-model")
+            yield Input(self.model, placeholder=self.default, id="caption-model", select_on_focus=False)
             yield Static(f"default: {self.default}", classes="hint", markup=False)
             yield Static("", id="caption-problem", classes="form-error", markup=False)
             with Horizontal(classes="buttons"):
