@@ -80,8 +80,8 @@ def resolve_device(device: str = "auto"):
 
 def load_captioner(name: str = DEFAULT_MODEL, *, device: str = "auto") -> Captioner:
     """Load a BLIP captioning model and its processor (see the module docstring for `name`)."""
+    source = _resolve_source(name)  # first: a model that is not here fails before torch is imported
     dev, dtype = resolve_device(device)
-    source = _resolve_source(name)
     with _quiet_transformers():
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
@@ -125,8 +125,32 @@ def _resolve_source(name: str) -> str:
             raise ModelError(f"captioning model folder {path} has no config.json",
                              hint="pass a folder saved with save_pretrained (config.json, weights, processor)")
         return str(path)
+    return _hub_source(name)
+
+
+def _hub_source(name: str) -> str:
+    """A Hugging Face id → its cached snapshot folder (loaded with no network at all), or the id when
+    the hub can be reached to download it. Not cached and offline or unreachable: ModelError at once
+    (trainer.hub_access), instead of huggingface_hub's half minute of retries."""
+    from trainer import hub_access
+
+    snapshot = hub_access.cached_snapshot(name, needs=(("preprocessor_config.json", "processor_config.json"),))
+    if snapshot is not None:
+        return str(snapshot)
+    offline = hub_access.offline_variable()
+    why = f"{offline} is set" if offline else None
+    if why is None:
+        unreachable = hub_access.unreachable_reason()
+        why = f"the hub cannot be reached ({unreachable})" if unreachable else None
+    if why:
+        raise ModelError(f"captioning model {name!r} is not in the Hugging Face cache and {why}",
+                         hint=_fetch_hint(name))
     return name
 
+
+def _fetch_hint(name: str) -> str:
+    return (f"download it once where there is network (`hf download {name}`), or set the captioning model"
+            " (--model, or [caption] model in project.toml) to a local folder")
 
 def _load_error(name: str, source: str, exc: Exception) -> ModelError:
     """One line that names the model, says why, and how to get it onto this machine."""
@@ -145,10 +169,7 @@ def _load_error(name: str, source: str, exc: Exception) -> ModelError:
                if os.environ.get(v, "").lower() in ("1", "true", "yes", "on")]
     where = f"is not in the Hugging Face cache and {offline[0]} is set" if offline else \
         "is not in the Hugging Face cache and could not be downloaded (no network, or no such model)"
-    return ModelError(
-        f"captioning model {name!r} {where}",
-        hint=f"download it once where there is network: `hf download {name}` "
-             f"(or `huggingface-cli download {name}`), or pass --model with a local folder")
+    return ModelError(f"captioning model {name!r} {where}", hint=_fetch_hint(name))
 
 
 def _check_is_blip(name: str, source: str) -> None:

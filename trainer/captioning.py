@@ -19,6 +19,7 @@ go to `on_event(type, **fields)`, which the CLI turns into a progress bar or JSO
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -26,11 +27,11 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from trainer import caption_journal, caption_store, settings as settings_mod
 from trainer.blip_model import DEFAULT_MODEL
-from trainer.errors import ConfigError, LoradeckError
+from trainer.errors import ConfigError, LoradeckError, StopRequested
 from trainer.project import Project, dataset_images
 
 TASK = "caption"
@@ -48,7 +49,7 @@ EventSink = Callable[..., Any]
 class CaptionOptions:
     """How to caption. Defaults follow kohya's make_captions (beam search, 5-75 tokens)."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None           # None: the project's model (project_caption_model)
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     batch_size: int | None = None      # None: DEFAULT_BATCH_CUDA on a GPU, DEFAULT_BATCH_CPU on a CPU
     overwrite: bool = False            # recaption images that already have a caption
@@ -125,6 +126,27 @@ class CaptionReport:
 
 
 # --- the caption policy (pure functions, one place each) ------------------------------------------
+
+# The offline tiny BLIP: the captioner of projects on a synthetic base model (the demo, tests), so
+# captioning them never reaches for a download.
+SYNTHETIC_CAPTION_MODEL = "synthetic:blip-tiny"
+
+
+def project_caption_model(settings, override: str | None = None) -> str:
+    """The captioning model for a project (`settings`: its trainer.settings.Settings): `override` (the
+    CLI's --model), else project.toml [caption] model, else SYNTHETIC_CAPTION_MODEL for a project on a
+    synthetic base model, else DEFAULT_MODEL."""
+    if override and override.strip():
+        return override.strip()
+    if settings.caption.model.strip():
+        return settings.caption.model.strip()
+    return default_caption_model(settings)
+
+
+def default_caption_model(settings) -> str:
+    """The model used when project.toml names none."""
+    return SYNTHETIC_CAPTION_MODEL if settings.project.base_model.startswith("synthetic:") else DEFAULT_MODEL
+
 
 _JOIN_PUNCT = ",;:."
 
@@ -301,17 +323,23 @@ def plan(project: Project, overwrite: bool = False, ext: str | None = None):
 
 def caption_project(project: Project, options: CaptionOptions | None = None, *,
                     on_event: EventSink | None = None,
-                    should_stop: Callable[[], bool] | None = None, captioner=None) -> CaptionReport:
+                    should_stop: Callable[[], bool] | None = None, captioner=None,
+                    interruptible: Callable[[], ContextManager] | None = None) -> CaptionReport:
     """Caption the dataset images of `project` (see the module docstring). Returns what was done.
 
     `on_event(type, **fields)` receives task events; `should_stop()` is asked between batches.
     `captioner`: a model from trainer.blip_model.load_captioner to reuse across calls (else
     `options.model` is loaded, only if some image needs a caption).
+    `interruptible()`: a context manager under which a stop request raises StopRequested at once (the
+    CLI's StopOnSignal.interrupting); the model load runs under it, so a stop while loading (which can
+    take a while) ends the run as stopped without waiting for the load. Between batches `should_stop`
+    is enough.
     Raises LoradeckError (ModelError, ConfigError, ...) when the run cannot go on; captions written
     before that stay written.
     """
     options = options or CaptionOptions()
     options.validate()
+    interruptible = interruptible or contextlib.nullcontext
     emit = on_event or (lambda *_a, **_k: None)
     stop = should_stop or (lambda: False)
     started = time.monotonic()
@@ -320,10 +348,11 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
     ext = cfg.caption_extension
     prefix = options.prefix if options.prefix is not None else \
         (cfg.project.trigger_word if options.use_trigger_word else "")
+    model = project_caption_model(cfg, options.model)
     todo, skipped = plan(project, options.overwrite, ext)
-    report = CaptionReport(project=project.name, model=options.model, total=len(todo) + len(skipped),
+    report = CaptionReport(project=project.name, model=model, total=len(todo) + len(skipped),
                            skipped=[p.name for p in skipped], prefix=prefix or "", suffix=options.suffix)
-    emit("task_started", task=TASK, total=len(todo), skipped=len(skipped), model=options.model)
+    emit("task_started", task=TASK, total=len(todo), skipped=len(skipped), model=model)
 
     def finish(status: str, **extra) -> CaptionReport:
         report.seconds = time.monotonic() - started
@@ -334,7 +363,9 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
     if not todo:
         return finish("completed", message="nothing to caption")
     try:
-        captioner = captioner or _load(options, emit, len(todo))
+        if captioner is None:
+            with interruptible():  # a stop asked while the model loads ends the run at once
+                captioner = _load(model, options.device, emit, len(todo))
         report.model = captioner.name
         report.device = str(captioner.device)
         report.batch_size = options.batch_size or default_batch_size(captioner.device)
@@ -346,6 +377,9 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
         label = f"caption {captioner.name}" + (" (overwrite)" if options.overwrite else "")
         with caption_journal.batch(project, label) as journal:
             _run_batches(captioner, todo, options, ext, prefix or "", report, emit, stop, journal)
+    except StopRequested:
+        report.stopped = True
+        return finish("stopped", message="stopped while loading the model")
     except LoradeckError as e:
         finish("failed", message=e.one_line())
         raise
@@ -355,11 +389,11 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
     return finish(report.status)
 
 
-def _load(options: CaptionOptions, emit: EventSink, total: int):
+def _load(model: str, device: str, emit: EventSink, total: int):
     from trainer.blip_model import load_captioner
 
-    emit("progress", task=TASK, done=0, total=total, message=f"loading {options.model}")
-    captioner = load_captioner(options.model, device=options.device)
+    emit("progress", task=TASK, done=0, total=total, message=f"loading {model}")
+    captioner = load_captioner(model, device=device)
     emit("progress", task=TASK, done=0, total=total, message=f"model on {captioner.device}")
     return captioner
 

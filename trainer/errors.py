@@ -27,3 +27,9 @@ class ProjectError(LoradeckError):
 
 class ModelError(LoradeckError):
     """A base or captioning model that cannot be found or loaded."""
+
+
+class StopRequested(BaseException):
+    """Raised inside a long blocking step (loading a model) when the user asked to stop: the step is
+    abandoned and the command ends as stopped. A BaseException, so `except Exception` in library code
+    on the way up does not swallow it."""

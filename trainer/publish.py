@@ -45,6 +45,15 @@ _VERSION_RE = re.compile(r"^(?P<base>.+)-v(?P<n>\d+)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 
 
+# How hints name the choices a user can change: the CLI's options by default; a front end with its
+# own fields (the TUI's export dialog) passes `wording` with its names for the same keys.
+CLI_WORDING = {"name": "--name", "version": "--on-conflict version"}
+
+
+def _words(wording: dict[str, str] | None) -> dict[str, str]:
+    return {**CLI_WORDING, **(wording or {})}
+
+
 class PublishError(LoradeckError):
     """A publish that could not happen (nothing was left in the destination)."""
 
@@ -254,7 +263,8 @@ def publish_metadata(src: Path, fill: dict[str, str] | None = None) -> dict[str,
 def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLike, name: str, *,
                     on_conflict: str = "refuse", fill_metadata: dict[str, str] | None = None,
                     preview: str | os.PathLike | None = None, who: str | None = None,
-                    project: str | None = None, run: str | None = None, description: str = "") -> PublishResult:
+                    project: str | None = None, run: str | None = None, description: str = "",
+                    wording: dict[str, str] | None = None) -> PublishResult:
     """Publish the kohya LoRA `src` as NAME in `dest`, with its sidecar and preview (see module doc).
 
     The tensor bytes are copied unchanged; the header gets `fill_metadata` for keys it lacks. The copy
@@ -273,7 +283,8 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
         raise PublishError(f"on-conflict must be refuse or version, got {on_conflict!r}")
     if on_conflict == "refuse" and os.path.lexists(adapter_path(folder, name)):
         raise PublishError(f"{adapter_path(folder, name)} already exists",
-                           hint="choose another --name, or --on-conflict version to publish it as a new version")
+                           hint=f"choose another {_words(wording)['name']}, or {_words(wording)['version']}"
+                                " to publish it as a new version")
     who = who or load_user_config().who
     metadata = publish_metadata(src, fill_metadata)
     mode = publish_mode()
@@ -316,7 +327,7 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
                 break
             if on_conflict == "refuse":
                 raise PublishError(f"{adapter_path(folder, final_name)} already exists",
-                                   hint="choose another --name, or --on-conflict version")
+                                   hint=f"choose another {_words(wording)['name']}, or {_words(wording)['version']}")
         else:
             raise PublishError(f"{name}: no free version name up to -v{MAX_VERSION}")
         placed_adapter = adapter_path(folder, final_name)
@@ -513,12 +524,13 @@ def run_fill_metadata(project, settings, run_dir: Path, config: dict[str, Any],
 def export_run(project_name: str, run: str | None = None, *, root=None, to=None, name: str | None = None,
                on_conflict: str | None = None, base_model: str | None = None, load_check: bool = True,
                isolate: bool = False, description: str = "", checkpoint: str | int | None = None,
-               to_source: str = "--to") -> PublishResult:
+               to_source: str = "--to", wording: dict[str, str] | None = None) -> PublishResult:
     """`loradeck export`: validate a run's final LoRA (rules + diffusers load on its base model when
     available) and publish it with sidecar and latest sample as preview. See `publish_adapter`.
     With `checkpoint` (a step or "latest"), one of the run's intermediate checkpoints instead, published
     as OUTPUT-stepN by default, with the last sample made up to that step as its preview. `to_source`
-    names where `to` came from in messages (the CLI's --to, the TUI's dialog)."""
+    names where `to` came from in messages (the CLI's --to, the TUI's dialog); `wording` how hints
+    name the other choices (see CLI_WORDING)."""
     from trainer import settings as settings_mod
     from trainer.lora_validate import InvalidLoraError, validate
     from trainer.project import open_project
@@ -534,11 +546,10 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
         run_dir, config, step, output = find_run_checkpoint(project, run, checkpoint)
     else:
         run_dir, config, output = find_run_output(project, run)
-    default_name = str(config.get("output_name") or project.name) + (f"-step{step}" if step is not None else "")
-    out_name = check_name(name or default_name)
+    out_name = check_name(name or _default_name(project, config, step))
     if policy == "refuse" and os.path.lexists(adapter_path(dest.path, out_name)):
         raise PublishError(f"{adapter_path(dest.path, out_name)} already exists",
-                           hint="choose another --name, or --on-conflict version")
+                           hint=f"choose another {_words(wording)['name']}, or {_words(wording)['version']}")
     run_base = str(config.get("base_model") or "")
     base = base_model or _local_base(run_base, project)
     report = validate(output, base_model=base, load_check=load_check and bool(base), isolate=isolate)
@@ -550,11 +561,26 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
     result = publish_adapter(output, dest, out_name, on_conflict=policy,
                              fill_metadata=run_fill_metadata(project, settings, run_dir, config, step),
                              preview=latest_sample(run_dir, up_to_step=step), who=user.who, project=project.name,
-                             run=run_dir.name, description=description or settings.project.description)
+                             run=run_dir.name, description=description or settings.project.description,
+                             wording=wording)
     result.step = step
     result.load_check = report.load_check
     result.warnings = [p.message for p in report.problems if p.severity == "warning"]
     return result
+
+
+def _default_name(project, config: dict[str, Any], step: int | None) -> str:
+    return str(config.get("output_name") or project.name) + (f"-step{step}" if step is not None else "")
+
+
+def export_name(project, run: str | None = None, checkpoint: str | int | None = None) -> str:
+    """The name `export_run` publishes under when given no `name`: the run's output name (else the
+    project's), with -stepN for a checkpoint. Raises PublishError as export_run would."""
+    if checkpoint is not None and str(checkpoint) != "":
+        _run_dir, config, step, _file = find_run_checkpoint(project, run, checkpoint)
+        return _default_name(project, config, step)
+    _run_dir, config, _output = find_run_output(project, run)
+    return _default_name(project, config, None)
 
 
 def _local_base(base: str, project) -> str | None:

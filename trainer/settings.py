@@ -2,6 +2,7 @@
 
     [project]  name, trigger_word, caption_extension, base_model, created, description
     [prep]     resolution, bucket_min_side, bucket_max_side, bucket_step, square_crop, background
+    [caption]  how `loradeck caption` captions (the model)
     [train]    defaults for `loradeck train` (keys of trainer.config.TrainConfig)
     [export]   destination for `loradeck export`
     [slurm]    how `loradeck train --slurm` submits runs (trainer.slurm_settings; optional)
@@ -48,6 +49,13 @@ class PrepSection:
 
 
 @dataclass
+class CaptionSection:
+    # "" = the built-in default (trainer.captioning.project_caption_model); else a Hugging Face id,
+    # a local folder saved with save_pretrained, or synthetic:blip-tiny. `loradeck caption --model` wins.
+    model: str = ""
+
+
+@dataclass
 class ExportSection:
     dest: str = ""
     on_conflict: str = "refuse"  # or "version": name-v2, name-v3, ...
@@ -71,6 +79,7 @@ class Settings:
     project: ProjectSection = field(default_factory=ProjectSection)
     prep: PrepSection = field(default_factory=PrepSection)
     train: dict[str, Any] = field(default_factory=dict)  # validated by trainer.config
+    caption: CaptionSection = field(default_factory=CaptionSection)
     export: ExportSection = field(default_factory=ExportSection)
     slurm: dict[str, Any] = field(default_factory=dict)  # validated by trainer.slurm_settings
     tagger: TaggerSection = field(default_factory=TaggerSection)
@@ -80,7 +89,8 @@ class Settings:
         return self.project.caption_extension
 
 
-_SECTIONS = {"project": ProjectSection, "prep": PrepSection, "export": ExportSection, "tagger": TaggerSection}
+_SECTIONS = {"project": ProjectSection, "prep": PrepSection, "caption": CaptionSection, "export": ExportSection,
+             "tagger": TaggerSection}
 
 
 def _check_section(path: Path, name: str, cls, table: dict) -> Any:
@@ -104,7 +114,7 @@ def _validate(path: Path, doc: dict) -> Settings:
     unknown = sorted(set(doc) - {*_SECTIONS, "train", "slurm"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}"
-                          " (known: project, prep, train, export, tagger, slurm)")
+                          " (known: project, prep, caption, train, export, tagger, slurm)")
     out = Settings()
     for name, cls in _SECTIONS.items():
         table = doc.get(name, {})
@@ -180,6 +190,12 @@ def write_new(path: Path, *, name: str, **project_values: Any) -> Settings:
     train = tomlkit.table()
     train.add(tomlkit.comment("defaults for `loradeck train`, e.g. rank = 16, mixed_precision = \"bf16\""))
     doc.add("train", train)
+    caption = tomlkit.table()
+    caption.add(tomlkit.comment("model: empty = BLIP large (synthetic:blip-tiny for synthetic projects);"
+                                " or a Hugging Face id, or a local folder"))
+    for f in fields(CaptionSection):
+        caption.add(f.name, getattr(CaptionSection(), f.name))
+    doc.add("caption", caption)
     export = tomlkit.table()
     for f in fields(ExportSection):
         export.add(f.name, getattr(ExportSection(), f.name))

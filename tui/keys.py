@@ -40,8 +40,10 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "dataset.prep": ("p", "prep", "Prep", True),
     "dataset.caption": ("c", "caption", "Caption", True),
     "dataset.cancel": ("x", "cancel_task", "Cancel", True),
-    "dataset.check": ("k", "preflight", "Check", True),
-    "dataset.replace": ("f", "find_replace", "Replace", True),
+    # The dataset and editor footers hold what fits 80 columns next to "esc Back", "f1 Help" and the
+    # "^p palette" hint (tests/tui/test_footers.py checks it); the rest is in F1 and the palette.
+    "dataset.check": ("k", "preflight", "Check", False),
+    "dataset.replace": ("f", "find_replace", "Replace", False),
     "dataset.preview": ("v", "cycle_preview", "Preview mode", False),
     "dataset.train": ("t", "train", "Train", True),
     "dataset.runs": ("r", "runs", "Runs", False),
@@ -51,11 +53,11 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "editor.next": ("pagedown,ctrl+n", "next_image", "Next", True),
     "editor.prev": ("pageup,ctrl+b", "prev_image", "Prev", True),
     "editor.save": ("ctrl+s", "save", "Save", False),
-    "editor.undo": ("ctrl+z", "undo", "Undo", True),
+    "editor.undo": ("ctrl+z", "undo", "Undo", False),  # the usual keys; F1 lists them
     "editor.redo": ("ctrl+y", "redo", "Redo", False),  # the footer keeps 80 columns; F1 lists it
     "editor.complete": ("tab", "complete_tag", "Complete tag", False),
     "editor.trigger": ("ctrl+t", "insert_trigger", "Trigger", True),
-    "editor.replace": ("ctrl+r", "find_replace", "Replace", True),
+    "editor.replace": ("ctrl+r", "find_replace", "Replace", False),
     "editor.external": ("ctrl+o", "open_external", "$EDITOR", True),
 }
 

@@ -7,6 +7,7 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import time
@@ -122,17 +123,73 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     runs.resume(files, detach=True)
 
 
-def export(project: Project, files: RunFiles, dest: str | None, checkpoint: str = "") -> Any:
-    """Validate and publish the run's final LoRA, or with `checkpoint` (a step or "latest") one of its
-    checkpoints, through the export engine (trainer.publish).
+def export(project: Project, files: RunFiles, choice) -> Any:
+    """Validate and publish the run's final LoRA, or with `choice.checkpoint` (a step or "latest") one of
+    its checkpoints, through the export engine (trainer.publish), as `choice.name` in `choice.folder`
+    with `choice.on_conflict` (a tui.screens.export_dialog.ExportChoice).
 
-    `dest` empty uses the project's / user's configured destination. The diffusers load check runs
-    in a subprocess (isolate), so the TUI process never imports torch.
+    The diffusers load check runs in a subprocess (isolate), so the TUI process never imports torch.
+    The folder is remembered in project.toml [export] dest once something was exported to it.
     """
     from trainer import publish
 
-    return publish.export_run(project.name, files.run_id, root=project.root, to=dest or None, isolate=True,
-                              checkpoint=checkpoint or None, to_source="the export dialog")
+    result = publish.export_run(project.name, files.run_id, root=project.root, to=choice.folder or None,
+                                name=choice.name or None, on_conflict=choice.on_conflict, isolate=True,
+                                checkpoint=choice.checkpoint or None, to_source="the export dialog",
+                                wording=_dialog_wording())
+    if choice.folder:
+        remember_export_folder(project, choice.folder)
+    return result
+
+
+def _dialog_wording() -> dict[str, str]:
+    from tui.screens.export_dialog import DIALOG_WORDING
+
+    return DIALOG_WORDING
+
+
+def export_defaults(project: Project) -> tuple[str, str]:
+    """(folder, on-conflict policy) the export dialog starts with: project.toml [export], else the
+    user config; ("", "refuse") where neither says."""
+    from trainer import settings
+    from trainer.user_config import load_user_config
+
+    dest, policy = "", "refuse"
+    try:
+        section = settings.load(project.settings_file).export
+        dest, policy = section.dest, section.on_conflict
+    except LoradeckError:
+        pass
+    if not dest or policy == "refuse":
+        try:
+            user = load_user_config()
+            dest = dest or (user.export_dest or "")
+            policy = policy if policy != "refuse" else (user.on_conflict or "refuse")
+        except LoradeckError:
+            pass
+    if dest and not os.path.isabs(os.path.expanduser(dest)):
+        dest = str(project.path / dest)  # a relative project dest is relative to the project
+    return str(dest), policy
+
+
+def export_name(project: Project, run_id: str, checkpoint: str = "") -> str:
+    """The name the run's LoRA (or checkpoint) is exported under by default (trainer.publish)."""
+    from trainer import publish
+
+    return publish.export_name(project, run_id, checkpoint or None)
+
+
+def remember_export_folder(project: Project, folder: str) -> None:
+    """Save `folder` as the project's [export] dest, so the next export starts there. A relative dest
+    in project.toml is relative to the project: an absolute path is stored."""
+    from trainer import settings
+
+    path = os.path.abspath(os.path.expanduser(folder))
+    try:
+        if settings.load(project.settings_file).export.dest != path:
+            settings.update(project.settings_file, "export", {"dest": path})
+    except (LoradeckError, OSError):
+        pass  # remembering is a convenience: the export itself succeeded
 
 
 def has_checkpoints(project: Project, run_id: str) -> bool:

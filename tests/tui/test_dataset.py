@@ -164,13 +164,17 @@ async def test_blip_caption_subprocess_fills_missing_captions_and_can_be_cancell
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         # Cancel: SIGTERM stops it cleanly, no error modal.
-        await pilot.press("c", "b", "x")  # cancelled at once, even before its process is up
+        await pilot.press("c", "b")  # BLIP, then the model to use; Enter starts
+        await wait_screen(pilot, "CaptionDialog")
+        await pilot.press("enter", "x")  # cancelled at once, even before its process is up
         await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
                          what="cancelled task ends")
         assert next(m for m in seen if isinstance(m, TaskDone)).status == "stopped"
         assert type(app.screen).__name__ == "DatasetScreen"
         seen.clear()
         await pilot.press("c", "enter")  # BLIP is the focused choice
+        await wait_screen(pilot, "CaptionDialog")
+        await pilot.press("enter")
         await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
                          what="captioning done")
         done = next(m for m in seen if isinstance(m, TaskDone))
@@ -217,6 +221,8 @@ async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypa
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         await pilot.press("c", "b")  # BLIP
+        await wait_screen(pilot, "CaptionDialog")
+        await pilot.press("enter")
         error = await wait_screen(pilot, "ErrorScreen", timeout=90)
         assert "blip" in error.message.lower() and "cache" in error.message
         await pilot.press("escape")
@@ -230,6 +236,8 @@ async def test_leaving_while_a_task_runs_asks_first(root, demo):
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         await pilot.press("c", "b")  # BLIP
+        await wait_screen(pilot, "CaptionDialog")
+        await pilot.press("enter")
         await wait_until(pilot, lambda: screen.job is not None, what="task process up")
         job = screen.job
         await pilot.press("escape")
@@ -254,6 +262,7 @@ async def test_help_key_stays_in_the_footer_at_80_columns_even_while_a_task_runs
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         await wait_until(pilot, lambda: screen.query_one(ImageList).entries, what="images listed")
+        await pilot.pause()  # the summary under the list may wrap: one layout more
         idle = _footer_line(screen)
         assert "f1 Help" in idle and "t Train" in idle and "p Prep" in idle
         screen.task_name = "caption"  # as while captioning runs

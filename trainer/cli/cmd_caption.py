@@ -19,9 +19,10 @@ import signal
 import sys
 import threading
 
+from trainer.blip_model import DEFAULT_MODEL
 from trainer.captioning import DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, CaptionOptions
 from trainer.cli import CommandResult, caption_tagger
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, StopRequested
 
 # The engine's defaults are the CLI's defaults (one place for each).
 _DEFAULTS = CaptionOptions()
@@ -36,7 +37,8 @@ def register(sub, parent) -> None:
                     "Ctrl-C stops after the current batch; run it again to carry on.")
     p.add_argument("name", help="project name")
     p.add_argument("--model", default=None,
-                   help=f"Hugging Face id, local folder, or synthetic:blip-tiny (default {_DEFAULTS.model});"
+                   help="Hugging Face id, local folder, or synthetic:blip-tiny (default: project.toml [caption] model,"
+                        f" else {DEFAULT_MODEL}; synthetic:blip-tiny for a project on a synthetic base model);"
                         " with --tagger wd14 a folder with model.onnx + selected_tags.csv or an HF id"
                         " (default: [tagger] model)")
     p.add_argument("--device", default=_DEFAULTS.device, help="auto (default: CUDA if present), cpu, cuda, cuda:N")
@@ -98,7 +100,8 @@ def _caption(args: argparse.Namespace) -> CommandResult:
     options = _options(args)
     options.validate()  # before the signal handlers and the bar, so a bad value is just an error line
     with StopOnSignal() as stopper, _event_sink(args) as sink:
-        report = caption_project(project, options, on_event=sink, should_stop=stopper.is_set)
+        report = caption_project(project, options, on_event=sink, should_stop=stopper.is_set,
+                                 interruptible=stopper.interrupting)
     code = 128 + stopper.signum if report.stopped and stopper.signum else 0
     if args.events:  # stdout carries events only; the summary is for the person watching stderr
         print(_summary(report), file=sys.stderr)
@@ -118,7 +121,8 @@ def _summary(report) -> str:
 
 class StopOnSignal:
     """While active, the first SIGINT/SIGTERM asks the run to stop after the current batch; a second
-    one gets the default behaviour (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process)."""
+    one gets the default behaviour (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process).
+    Inside `interrupting()` (the model load) the first one raises StopRequested at once instead."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -126,6 +130,7 @@ class StopOnSignal:
         self._event = threading.Event()
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._raise = False
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -135,8 +140,22 @@ class StopOnSignal:
         self._event.set()
         for s in self.SIGNALS:  # the next signal is not ignored
             signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+        if self._raise:
+            print("stopping", file=sys.stderr, flush=True)
+            raise StopRequested()
         print("stopping after the current batch (press Ctrl-C again to stop at once)", file=sys.stderr,
               flush=True)
+
+    @contextlib.contextmanager
+    def interrupting(self):
+        """While inside, a stop request (or one already made) raises StopRequested at once."""
+        if self._event.is_set():
+            raise StopRequested()
+        self._raise = True
+        try:
+            yield
+        finally:
+            self._raise = False
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():

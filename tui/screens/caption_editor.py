@@ -17,6 +17,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -66,7 +67,7 @@ class CaptionFileTouched(Message):
 class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     """Edit the captions of `entries`, starting at `index`; dismisses with the last image's name."""
 
-    BINDINGS = [bind("app.back"), bind("editor.next"), bind("editor.prev"), bind("editor.undo"),
+    BINDINGS = [bind("app.back", show=True), bind("editor.next"), bind("editor.prev"), bind("editor.undo"),
                 bind("editor.redo"), bind("editor.trigger"), bind("editor.replace"),
                 bind("editor.external"), bind("editor.save"), bind("editor.complete")]
 
@@ -98,7 +99,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
                 yield Static("", id="editor-suggest", markup=False)
                 yield Static("", id="editor-state", markup=False)
                 yield DataTable(id="editor-tags", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True, show_command_palette=False)  # F1 Help fits 80 columns (see dataset.py)
+        yield Footer(compact=True)  # fits 80 columns with the palette hint (see tui/keys.py)
 
     def on_mount(self) -> None:
         from trainer import settings as settings_mod
@@ -150,7 +151,9 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
             if left_text != self.saved_text:  # changed on disk since: one more undoable edit
                 history.checkpoint()
                 self.area.replace(self.saved_text, (0, 0), self.area.document.end)
-        self.area.move_cursor(self.area.document.end)
+        self.area.move_cursor(self.area.document.end)  # typing adds to the end ...
+        # ... but the view starts at the top: the trigger word and first tags are what to check first.
+        self.area.call_after_refresh(self.area.scroll_home, animate=False)
         self.query_one("#editor-name", Static).update(
             f"{self.index + 1}/{len(self.entries)}  {self.entry.name}  →  {self.caption_file.name}")
         self._set_state("saved" if self.signature else "no caption yet")
@@ -377,7 +380,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         table = self.query_one("#editor-tags", DataTable)
         table.clear()
         for tag, count in frequencies[:500]:
-            table.add_row(str(count).rjust(6), tag, key=tag)
+            table.add_row(Text(str(count), justify="right"), tag, key=tag)
 
     def action_find_replace(self) -> None:
         if not self.save():

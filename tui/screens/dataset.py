@@ -23,20 +23,17 @@ from tui.widgets.image_preview import ImagePreview
 from tui.widgets.task_bar import TaskBar
 from tui.worker_errors import ShowsWorkerErrors
 
-# The demo and test projects use the offline synthetic base model; their captioner is the offline
-# tiny BLIP too, so captioning never reaches for a download there.
-SYNTHETIC_CAPTION_MODEL = "synthetic:blip-tiny"
-
 TASK_TITLES = {"prep": "Prep", "caption": "Captioning"}
 LIVE_RELOAD_SECONDS = 1.0
 
 
-def caption_args(settings) -> list[str]:
-    """Extra `loradeck caption` arguments for a project: the model for synthetic projects and the
-    trigger word as an (idempotent) prefix."""
+def caption_args(settings, choice=None) -> list[str]:
+    """Extra `loradeck caption` arguments for a project: the model chosen in the caption dialog
+    (a tui.screens.caption_dialog.CaptionChoice; else the engine reads project.toml) and the trigger
+    word as an (idempotent) prefix."""
     args = []
-    if settings.project.base_model.startswith("synthetic:"):
-        args += ["--model", SYNTHETIC_CAPTION_MODEL]
+    if choice is not None and choice.model:
+        args += ["--model", choice.model]
     if settings.project.trigger_word:
         args += ["--prefix", settings.project.trigger_word]
     return args
@@ -95,7 +92,7 @@ def filter_entries(entries: list[DatasetEntry], captions: dict[str, str] | None,
 
 
 class DatasetScreen(ShowsWorkerErrors, Screen):
-    BINDINGS = [bind("app.back"), bind("dataset.edit"), bind("dataset.filter"), bind("dataset.missing"),
+    BINDINGS = [bind("app.back", show=True), bind("dataset.edit"), bind("dataset.filter"), bind("dataset.missing"),
                 bind("dataset.prep"), bind("dataset.caption"), bind("dataset.cancel"),
                 bind("dataset.check"), bind("dataset.replace"), bind("dataset.import"),
                 bind("dataset.preview"), bind("dataset.train"), bind("dataset.runs"),
@@ -128,9 +125,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
                 yield Static("", id="dataset-caption", markup=False)
         yield Static("", id="dataset-summary", markup=False)
         yield TaskBar(id="dataset-task")
-        # Compact and without the palette marker, so F1 Help stays visible at 80 columns even with
-        # Cancel shown (Ctrl+P still works; the help screen says so).
-        yield Footer(compact=True, show_command_palette=False)
+        # Compact, with the palette hint: what the footer leaves out is there and in F1 (tui/keys.py).
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = self.project.name
@@ -196,7 +192,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             parts.append("import images with i")
         if self.settings and self.settings.project.trigger_word:
             parts.append(f"trigger: {self.settings.project.trigger_word}")
-        self.query_one("#dataset-summary", Static).update(" · ".join(parts), layout=False)
+        self.query_one("#dataset-summary", Static).update(" · ".join(parts))  # may wrap: a new layout
 
     @on(Input.Changed, "#dataset-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -306,14 +302,40 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
     def action_caption(self) -> None:
         if self.settings is None:
             return
+        if self.task_name is not None:
+            self._start_task("caption", [])  # says what is running
+            return
         from tui.screens.caption_choice import CaptionChoiceScreen
+        from tui.screens.caption_dialog import CaptionDialog
 
-        def chosen(choice: str | None) -> None:
-            if choice and self.settings is not None and self.task_name is None:
-                self._start_task("caption", tagger_args(self.settings) if choice == "wd14"
-                                 else caption_args(self.settings))
+        def model_chosen(choice) -> None:
+            if choice is None or self.settings is None:
+                return
+            self._remember_caption_model(choice.model)
+            self._start_task("caption", caption_args(self.settings, choice))
 
-        self.app.push_screen(CaptionChoiceScreen(), chosen)
+        def captioner_chosen(captioner: str | None) -> None:
+            if not captioner or self.settings is None or self.task_name is not None:
+                return
+            if captioner == "wd14":  # thresholds and the rest: project.toml [tagger]
+                self._start_task("caption", tagger_args(self.settings))
+            else:  # BLIP: which model (a local folder offline), then it starts
+                self.app.push_screen(CaptionDialog(self.project.name, self.settings), model_chosen)
+
+        self.app.push_screen(CaptionChoiceScreen(), captioner_chosen)
+    def _remember_caption_model(self, model: str) -> None:
+        """Save the chosen model as project.toml [caption] model (removed when it is the default)."""
+        from trainer import settings as settings_mod
+        from trainer.captioning import default_caption_model
+        from trainer.errors import LoradeckError
+
+        value = None if model == default_caption_model(self.settings) else model
+        if (value or "") == self.settings.caption.model:
+            return
+        try:
+            self.settings = settings_mod.update(self.project.settings_file, "caption", {"model": value})
+        except (LoradeckError, OSError) as e:  # the run still uses the model; only remembering failed
+            self.notify(f"could not save the model in project.toml: {e}", severity="warning")
 
     def _start_task(self, name: str, extra: list[str]) -> None:
         if self.task_name is not None:

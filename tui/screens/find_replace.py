@@ -15,12 +15,27 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Static
 
+from trainer.caption_ops import compile_pattern
+from trainer.errors import LoradeckError
 from trainer.project import Project
 from tui.quiet import no_blinking
+from tui.widgets.tick_box import TickBox
 from tui.worker_errors import ShowsWorkerErrors
 
 
 CONTEXT = 16  # characters shown before the first change
+READY = "Enter previews every change; then Apply (ctrl+a)."
+
+
+def pattern_problem(find: str, *, regex: bool, ignore_case: bool) -> str | None:
+    """Why `find` cannot be searched for (an invalid regular expression), or None."""
+    if not find or not regex:
+        return None
+    try:
+        compile_pattern(find, regex=True, ignore_case=ignore_case)
+    except LoradeckError as e:
+        return e.one_line()
+    return None
 
 
 def change_cell(before: str | None, after: str) -> Text:
@@ -69,10 +84,9 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
                 yield Input(self.initial[0], placeholder="find", id="replace-find")
                 yield Input(self.initial[1], placeholder="replace with (empty removes)", id="replace-with")
             with Horizontal(id="replace-options"):
-                yield Checkbox("regex", id="replace-regex")
-                yield Checkbox("ignore case", id="replace-case")
-            yield Static("Enter previews every change; then Apply (ctrl+a).", id="replace-status",
-                         markup=False)
+                yield TickBox("regex", id="replace-regex")
+                yield TickBox("ignore case", id="replace-case")
+            yield Static(READY, id="replace-status", markup=False)
             yield DataTable(id="replace-preview", cursor_type="row")
             with Horizontal(classes="buttons"):
                 yield Button("Preview ⏎", id="replace-preview-btn")
@@ -91,14 +105,31 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
     @on(Input.Changed)
     @on(Checkbox.Changed)
     def _inputs_changed(self) -> None:
-        # A preview is only good for the inputs it was made with.
-        self.query_one("#replace-apply", Button).disabled = self._inputs() != self.preview_for
+        # A preview is only good for the inputs it was made with: once they change, the old rows
+        # would show changes that Apply no longer makes, so they go.
+        inputs = self._inputs()
+        self.query_one("#replace-apply", Button).disabled = inputs != self.preview_for
+        if self.preview_for is not None and inputs != self.preview_for:
+            self.preview_for = None
+            self.query_one("#replace-preview", DataTable).clear()
+        problem = pattern_problem(inputs[0], regex=inputs[2], ignore_case=inputs[3])
+        self._status(problem or READY, error=bool(problem))
+
+    def _status(self, text: str, *, error: bool = False) -> None:
+        status = self.query_one("#replace-status", Static)
+        status.update(text)
+        status.set_class(error, "form-error")
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#replace-preview-btn")
     def preview(self) -> None:
-        if not self._inputs()[0]:
-            self.query_one("#replace-status", Static).update("type what to find first")
+        find, _, regex, ignore_case = self._inputs()
+        if not find:
+            self._status("type what to find first", error=True)
+            return
+        problem = pattern_problem(find, regex=regex, ignore_case=ignore_case)
+        if problem:
+            self._status(problem, error=True)  # in place: the user is typing, a modal would interrupt
             return
         self._run(self._inputs(), dry_run=True)
 
@@ -114,11 +145,24 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
         from trainer.caption_ops import replace_text
 
         find, replacement, regex, ignore_case = inputs
-        result = replace_text(self.project, find, replacement, regex=regex, ignore_case=ignore_case,
-                              dry_run=dry_run)
+        try:
+            result = replace_text(self.project, find, replacement, regex=regex, ignore_case=ignore_case,
+                                  dry_run=dry_run)
+        except LoradeckError as e:  # e.g. a replacement naming a group the pattern lacks: said in place
+            self.app.call_from_thread(self._refused, inputs, e.one_line())
+            return
         self.app.call_from_thread(self._show, inputs, result.to_dict(), dry_run)
 
+    def _refused(self, inputs: tuple, message: str) -> None:
+        if inputs == self._inputs():
+            self.query_one("#replace-preview", DataTable).clear()
+            self.preview_for = None
+            self.query_one("#replace-apply", Button).disabled = True
+            self._status(message, error=True)
+
     def _show(self, inputs: tuple, result: dict, dry_run: bool) -> None:
+        if dry_run and inputs != self._inputs():
+            return  # typed on while the preview was made: it belongs to inputs no longer there
         table = self.query_one("#replace-preview", DataTable)
         table.clear()
         for change in result["changes"]:
@@ -127,6 +171,7 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
             table.add_row(image, Text(f"skipped: {why}", style="yellow"))
         n, skipped = len(result["changes"]), len(result["skipped"])
         status = self.query_one("#replace-status", Static)
+        status.remove_class("form-error")
         apply_button = self.query_one("#replace-apply", Button)
         if dry_run:
             self.preview_for = inputs if n else None

@@ -28,6 +28,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         self.root = root
         self.summaries: dict[str, dict] = {}
         self._select_next: str | None = None
+        self._listed = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -87,11 +88,12 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         table = self.query_one("#projects", DataTable)
         select, self._select_next = self._select_next, None
         current = select or self.selected_name()
-        if summaries == list(self.summaries.values()) and table.row_count == len(summaries):
+        if self._listed and summaries == list(self.summaries.values()) and table.row_count == len(summaries):
             if select in self.summaries:
                 table.move_cursor(row=list(self.summaries).index(select))
             return  # nothing changed: no redraw (and no flicker)
         table.clear()
+        self._listed = True  # the first listing always fills the hint, even of an empty root
         self.summaries = {s["name"]: s for s in summaries}
         for s in summaries:
             unprepared = s["originals"] - s["images"]
@@ -102,7 +104,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         names = [s["name"] for s in summaries]
         if current in names:
             table.move_cursor(row=names.index(current))
-        hint = EMPTY_HINT if not summaries else f"{len(summaries)} project(s) in {self.root}"
+        hint = EMPTY_HINT if not summaries else f"{len(summaries)} project(s) in {self.root}  ·  Enter opens"
         if any(s["originals"] > s["images"] for s in summaries):
             hint += "  ·  (+N): imported, not prepared yet"
         if any(s.get("damaged") for s in summaries):

@@ -13,9 +13,8 @@ from pathlib import Path
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Input, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
 
 from trainer.cli_hint import command
 from trainer.errors import LoradeckError
@@ -26,6 +25,7 @@ from trainer.runs import RunInfo
 from tui import run_actions
 from tui.form_hints import form_hint
 from tui.run_keys import bind
+from tui.screens.export_dialog import ExportChoice, ExportScreen  # noqa: F401 (ExportScreen: tests import it here)
 from tui.screens.monitor import visible
 from tui.worker_errors import ShowsWorkerErrors, show_error
 
@@ -40,51 +40,6 @@ LIVE = ("queued", "starting", "running", "stopping")
 def started_text(started: float | None) -> str:
     # No year: the run id starts with the date already, and the LoRA column must fit 80 columns.
     return time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-"
-
-
-class ExportScreen(ModalScreen["tuple[str, str] | None"]):
-    """Asks where to export a run's LoRA and which one (the final file, or a checkpoint's step / latest);
-    dismisses with (folder, checkpoint) ("" = the configured folder / the final LoRA), or None."""
-
-    DEFAULT_CSS = """
-    ExportScreen { align: center middle; }
-    ExportScreen #export-box { width: 70; height: auto; border: round $accent; padding: 0 1; }
-    ExportScreen Input { margin: 0 0 1 0; }
-    ExportScreen Horizontal { height: auto; }
-    """
-    BINDINGS = [bind("app.back")]
-
-    def __init__(self, run_id: str, dest: str = "", checkpoint: str = "") -> None:
-        super().__init__()
-        self.run_id, self.dest, self.checkpoint = run_id, dest, checkpoint
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="export-box"):
-            yield Static(f"Export a LoRA of {self.run_id} (validated first) to folder:", markup=False)
-            yield Input(self.dest, placeholder="empty: the [export] dest of project.toml or your user config",
-                        id="export-dest")
-            yield Static("Checkpoint:", markup=False)
-            yield Input(self.checkpoint, placeholder="empty: the final LoRA; or a step number, or latest",
-                        id="export-checkpoint")
-            with Horizontal():
-                yield Button("Export", id="export-ok", variant="primary")
-                yield Button("Cancel", id="export-cancel")
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self._finish(True)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self._finish(event.button.id == "export-ok")
-
-    def _finish(self, ok: bool) -> None:
-        folder = self.query_one("#export-dest", Input).value.strip()
-        checkpoint = self.query_one("#export-checkpoint", Input).value.strip()
-        self.dismiss((folder, checkpoint) if ok else None)
-
-    def action_back(self) -> None:
-        self.dismiss(None)
 
 
 class RunsScreen(ShowsWorkerErrors, Screen):
@@ -308,19 +263,16 @@ class RunsScreen(ShowsWorkerErrors, Screen):
                             severity="warning")
                 return
             checkpoint = "latest"
-        try:
-            from trainer import settings
+        dest, on_conflict = run_actions.export_defaults(self.project)
 
-            dest = settings.load(self.project.settings_file).export.dest
-        except Exception:
-            dest = ""
-
-        def chosen(answer: tuple[str, str] | None) -> None:
+        def chosen(answer: ExportChoice | None) -> None:
             if answer is not None:
                 self.notify(f"validating and exporting {row.run_id}…")
-                self._engine("export", row, *answer)
+                self._engine("export", row, answer)
 
-        self.app.push_screen(ExportScreen(row.run_id, dest, checkpoint), chosen)
+        self.app.push_screen(ExportScreen(row.run_id, dest, checkpoint, on_conflict=on_conflict,
+                                          default_name=lambda c: run_actions.export_name(self.project, row.run_id, c)),
+                             chosen)
 
     def action_samples(self) -> None:
         row = self.selected()

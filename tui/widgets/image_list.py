@@ -18,6 +18,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from trainer.dataset_view import CAPTIONED, EMPTY, IGNORED_EXTENSION, MISSING, DatasetEntry
+from tui.cells import fit, fit_right
 
 _MARK = {CAPTIONED: ("●", "captioned"), IGNORED_EXTENSION: ("◐", "ignored ext"), MISSING: ("○", "missing"),
          EMPTY: ("○", "empty")}
@@ -123,12 +124,13 @@ class ImageList(ScrollView, can_focus=True):
         status_style = self._styles.get(f"image-list--{entry.status.replace('_', '-')}") or base
         if row == self.cursor:
             base = base + self._styles["image-list--cursor"]
+        # Padded and cut by display width (tui.cells): a wide or accented name must not push the
+        # status column, or leave cells of a longer line behind when the list is filtered.
         name_width = max(1, width - 15)
-        name = entry.name if len(entry.name) <= name_width else entry.name[: name_width - 1] + "…"
         segments = [
             Segment(f" {mark} ", base + status_style),
-            Segment(name.ljust(name_width), base),
-            Segment(f"{label:>11} ", base + status_style),
+            Segment(fit(entry.name, name_width), base),
+            Segment(fit_right(label, 11) + " ", base + status_style),
         ]
         return Strip(segments, width).crop(0, width).extend_cell_length(width, base)
 

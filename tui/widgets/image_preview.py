@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
@@ -62,7 +63,7 @@ def prepare_graphics(mode: str) -> str:
 def fit_info(parts: list[str], width: int) -> str:
     """The parts (most important first) joined by two spaces, dropping the last ones that would
     not fit `width` columns (a narrow preview, as in the caption editor, keeps name and size)."""
-    while len(parts) > 1 and len("  ".join(parts)) > width > 0:
+    while len(parts) > 1 and cell_len("  ".join(parts)) > width > 0:  # display width: 日本.jpg is 8
         parts = parts[:-1]
     return "  ".join(parts)
 
