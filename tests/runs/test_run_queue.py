@@ -20,7 +20,7 @@ import pytest
 
 from trainer import run_queue, runs
 from trainer.events import read_all
-from trainer.project import create_project, open_project
+from trainer.project import create_project
 from trainer.run_files import RunFiles
 
 from tests.runs.conftest import write_images
