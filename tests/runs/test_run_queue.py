@@ -228,3 +228,22 @@ def test_two_real_cpu_runs_queued_from_two_projects_finish_one_after_the_other(p
             if any(str(tmp_path) in part for part in proc.info["cmdline"] or []):
                 with __import__("contextlib").suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_resume_queue_continues_a_stopped_run_when_memory_frees(project, gpus, capsys, monkeypatch):
+    gpus.gpu(total=24 * GiB, used=0)
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
+    data = call_json(capsys, "train", "toy", "--resolution", "64", "--steps", "40", "--detach")
+    files = RunFiles(Path(data["run_dir"]))
+    wait_for(lambda: runs.run_info(files).step >= 2, 20, what="a few steps")
+    assert call(capsys, "stop", "toy", files.run_id)[0] == 0
+    stopped_at = runs.run_info(files).step
+    assert runs.run_state(files) == "stopped" and stopped_at < 40
+    gpus.set_used(0, 24 * GiB)
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.02")
+    resumed = call_json(capsys, "resume", "toy", files.run_id, "--queue")
+    assert resumed["_code"] == 0 and resumed["state"] == "queued" and state(files) == "queued"
+    gpus.set_used(0, 0)
+    wait_for(lambda: state(files) == "completed", 30, what="the resumed run")
+    starts = [e for e in read_all(files.events) if e["type"] == "run_started"]
+    assert len(starts) == 2 and starts[1]["resumed_from"] == stopped_at and runs.run_info(files).step == 40
