@@ -16,7 +16,7 @@ from typing import Any
 
 from trainer import config as train_config
 from trainer import project as projects
-from trainer import run_config, runs
+from trainer import gpu_processes, run_config, runs
 from trainer.cli import CommandResult, cmd_queue
 from trainer.config import TrainConfig
 from trainer.errors import LoradeckError
@@ -116,7 +116,7 @@ def _say(text: str) -> None:
 def cmd_train(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     resolved = run_config.resolve(project, overrides_from(args), args.config)
-    gpu = cmd_queue.gpu_processes.parse_gpu(args.gpu)
+    gpu = gpu_processes.parse_gpu(args.gpu)
     if args.queue:
         files = runs.create_run_from(project, resolved)
         for note in resolved.notes if not args.json else ():
@@ -141,7 +141,7 @@ def cmd_resume(args) -> CommandResult:
     if args.queue:
         runs.check_resumable(files)
         return cmd_queue.queued_result(project, files, resumed=True,
-                                       gpu=cmd_queue.gpu_processes.parse_gpu(args.gpu))
+                                       gpu=gpu_processes.parse_gpu(args.gpu))
     with cmd_queue.gpu_env(args, run_config.read_run_config(files.config)[0]):
         if args.detach:
             return _detached(project, files, runs.resume(files, detach=True), resumed=True)
