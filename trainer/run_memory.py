@@ -5,11 +5,19 @@ When the VRAM estimate module (ESTIMATE_MODULE, `estimate(config)` with `.nvidia
 `.expected_peak_bytes`) is importable its answer is used; otherwise `heuristic_bytes`, a deliberately
 generous rule of thumb (documented in docs/shared-gpu.md), so a run is never started on a GPU it
 cannot fit on because the guess was low.
+
+The estimator traces the model with torch; a caller that has not imported torch (the TUI, a queue
+waiter, the CLI) gets it run in a short-lived subprocess (`python -m trainer.run_memory MODULE`, the
+config as JSON on stdin), so none of them ever loads torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 # The estimator's module; the one line to change if it lands under another name.
@@ -62,22 +70,60 @@ def _estimator():
     return getattr(module, "estimate", None)
 
 
+def _estimated(estimate, cfg: Any) -> int | None:
+    try:
+        result = estimate(cfg)
+        need = getattr(result, "nvidia_smi_bytes", None)
+        if not isinstance(need, int):
+            peak = getattr(result, "expected_peak_bytes", None)
+            need = peak + CUDA_CONTEXT if isinstance(peak, int) else None
+        return need if isinstance(need, int) and need > 0 else None
+    except Exception:  # an estimator bug must not block the queue: fall back to the guess
+        return None
+
+
+ESTIMATE_TIMEOUT = 300.0
+
+
+def _estimated_elsewhere(cfg: Any) -> int | None:
+    """The estimator's answer from a subprocess (this process stays free of torch)."""
+    from trainer import runs
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (runs._source_root(), env.get("PYTHONPATH")) if p)
+    try:
+        out = subprocess.run([sys.executable, "-m", "trainer.run_memory", ESTIMATE_MODULE],
+                             input=json.dumps(cfg.to_dict()), capture_output=True, text=True, env=env,
+                             timeout=ESTIMATE_TIMEOUT)
+        need = int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    return need if need > 0 else None
+
+
 def required_bytes(cfg: Any) -> int:
     """Free GPU memory (bytes, as nvidia-smi counts it) the run needs to start: the estimator's
     answer when it is there and answers, else `heuristic_bytes`."""
     estimate = _estimator()
     if estimate is not None:
-        try:
-            result = estimate(cfg)
-            need = getattr(result, "nvidia_smi_bytes", None)
-            if not isinstance(need, int):
-                peak = getattr(result, "expected_peak_bytes", None)
-                need = peak + CUDA_CONTEXT if isinstance(peak, int) else None
-            if isinstance(need, int) and need > 0:
-                return need
-        except Exception:  # an estimator bug must not block the queue: fall back to the guess
-            pass
+        need = _estimated(estimate, cfg) if "torch" in sys.modules else _estimated_elsewhere(cfg)
+        if need:
+            return need
     return heuristic_bytes(cfg)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m trainer.run_memory MODULE` < config JSON: print the estimator's bytes (0: none)."""
+    from trainer import config as train_config
+
+    module = importlib.import_module(argv[0])
+    cfg = train_config.from_mapping(json.loads(sys.stdin.read()))
+    print(_estimated(getattr(module, "estimate"), cfg) or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
 
 
 def source() -> str:

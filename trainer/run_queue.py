@@ -233,7 +233,7 @@ def describe(files: RunFiles) -> dict[str, Any] | None:
         place = names.index(ticket.name) + 1
         info.update(place=place, of=len(line))
         if place == 1:
-            info["waits_for"] = data.get("waiting") or "its turn is now: checking GPU memory"
+            info["waits_for"] = data.get("waiting") or "its first look at the free GPU memory"
         else:
             head = line[0]
             info["waits_for"] = (f"{place - 1} queued run(s) ahead; first: {head.run_label}"

@@ -122,9 +122,32 @@ def test_required_bytes_uses_the_estimator_when_there_and_a_generous_rule_otherw
     checkpointed = TrainConfig(base_model=cfg.base_model, resolution=512, gradient_checkpointing=True)
     assert run_memory.heuristic_bytes(bigger) > guess > run_memory.heuristic_bytes(checkpointed)
     assert run_memory.heuristic_bytes(TrainConfig(base_model="synthetic:sdxl")) > guess
-    estimator = types.ModuleType(run_memory.ESTIMATE_MODULE)
-    estimator.estimate = lambda c: types.SimpleNamespace(expected_peak_bytes=3 * GiB, nvidia_smi_bytes=4 * GiB)
-    monkeypatch.setitem(sys.modules, run_memory.ESTIMATE_MODULE, estimator)
+
+
+ESTIMATOR = """
+import os, types
+def estimate(cfg):
+    with open(os.environ["FAKE_ESTIMATE_MARKER"], "a") as fh:
+        fh.write(f"{os.getpid()} {cfg.resolution}\\n")
+    smi = None if os.environ.get("FAKE_ESTIMATE_NO_SMI") else 4 * 1024 ** 3
+    return types.SimpleNamespace(expected_peak_bytes=3 * 1024 ** 3, nvidia_smi_bytes=smi)
+"""
+
+
+def test_the_estimator_runs_in_a_subprocess_unless_torch_is_already_loaded(tmp_path, monkeypatch):
+    """A torch-free caller (TUI, waiter) never runs the estimator (which imports torch) itself."""
+    (tmp_path / "fake_vram_estimate.py").write_text(ESTIMATOR)
+    marker = tmp_path / "called.txt"
+    monkeypatch.setattr(run_memory, "ESTIMATE_MODULE", "fake_vram_estimate")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAKE_ESTIMATE_MARKER", str(marker))
+    cfg = TrainConfig(base_model="stable-diffusion-v1-5/stable-diffusion-v1-5", resolution=768)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
     assert run_memory.required_bytes(cfg) == 4 * GiB and run_memory.source() == "estimate"
-    estimator.estimate = lambda c: types.SimpleNamespace(expected_peak_bytes=3 * GiB, nvidia_smi_bytes=None)
+    [(pid, resolution)] = [line.split() for line in marker.read_text().splitlines()]
+    assert int(pid) != os.getpid() and resolution == "768"  # the config travelled whole
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # a process with torch loaded
+    monkeypatch.setenv("FAKE_ESTIMATE_NO_SMI", "1")
     assert run_memory.required_bytes(cfg) == 3 * GiB + run_memory.CUDA_CONTEXT
+    assert int(marker.read_text().splitlines()[-1].split()[0]) == os.getpid()

@@ -13,14 +13,15 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from trainer import run_queue, runs
+from trainer import gpu_processes, run_queue, runs
 from trainer.events import read_all
-from trainer.project import create_project, open_project
+from trainer.project import create_project
 from trainer.run_files import RunFiles
 
 from tests.runs.conftest import write_images
@@ -68,6 +69,13 @@ def state(files: RunFiles) -> str:
     return runs.run_state(files)
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def first_time(files: RunFiles, type_: str) -> float:
     return next(e["time"] for e in read_all(files.events) if e["type"] == type_)
 
@@ -88,18 +96,44 @@ def test_a_queued_run_waits_for_gpu_memory_and_starts_when_it_frees(project, gpu
     assert not list((Path(os.environ[run_queue.QUEUE_ENV]) / "waiting").iterdir())
 
 
-def test_queued_runs_of_two_projects_start_first_in_first_out(project, second, gpus, capsys, monkeypatch):
-    gpus.gpu(total=24 * GiB, used=23 * GiB)
-    first = queue(capsys, "toy")
-    later = queue(capsys, "other")
+def test_queued_runs_of_two_projects_start_first_in_first_out(project, second, gpus, capsys):
+    """Strict order: the run behind waits for the head even when its own GPU is free."""
+    gpus.gpu(total=24 * GiB, used=24 * GiB)
+    gpus.gpu(total=24 * GiB, used=0)
+    first = queue(capsys, "toy", "--gpu", "0")
+    later = queue(capsys, "other", "--gpu", "1")
     assert run_queue.describe(later)["place"] == 2
     assert "1 queued run(s) ahead; first: toy/" in runs.run_info(later).message
-    gpus.set_used(0, 21 * GiB)  # room for one run (each needs ~1.3 GiB), and the head goes first
-    wait_for(lambda: state(first) != "queued", 15, what="the head to start")
-    # The first run's reservation keeps the second waiting although NVML still shows 3 GiB free.
-    assert state(later) == "queued"
+    wait_for(lambda: "free now" in (run_queue.describe(first)["waits_for"] or ""), 10, what="the head's look")
+    time.sleep(1.0)  # several looks of both waiters
+    assert (state(first), state(later)) == ("queued", "queued")
+    gpus.set_used(0, 0)
     wait_for(lambda: state(first) == "completed" and state(later) == "completed", 40, what="both runs")
     assert first_time(later, "run_started") > first_time(first, "run_started")
+
+
+def test_a_just_started_run_reserves_its_need_until_its_first_step(project, gpus, capsys, tmp_path):
+    """The queue's own launches hold their estimate on their GPU while loading (NVML does not show
+    their memory yet), so the next run does not start into it; at its first step the hold ends."""
+    gpus.gpu(total=24 * GiB, used=20 * GiB, compute=[])
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        run_dir = tmp_path / "started-run"
+        run_dir.mkdir()
+        started = run_queue.Ticket(tmp_path / "r.json", {"pid": sleeper.pid, "gpu_indices": [0], "need": 3 * GiB,
+                                                         "started": time.time(), "run_dir": str(run_dir)})
+        report = gpu_processes.snapshot()
+        assert run_queue._reservations(report, [started]) == {0: 3 * GiB}
+        chosen, why = gpu_processes.fitting_gpus(report, 2 * GiB, "auto", 1, run_queue._reservations(report, [started]))
+        assert chosen is None and "1.0 GiB" in why  # 4 GiB free less the 3 GiB held
+        gpus.data["devices"][0]["compute"] = [[sleeper.pid, 1 * GiB]]  # it has taken 1 GiB so far
+        gpus.save()
+        assert run_queue._reservations(gpu_processes.snapshot(), [started]) == {0: 2 * GiB}
+        (run_dir / "events.jsonl").write_text(json.dumps({"type": "step", "time": time.time(), "step": 1}) + "\n")
+        assert run_queue._reservations(gpu_processes.snapshot(), [started]) == {}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_without_a_gpu_queued_runs_start_one_at_a_time_in_order(project, second, gpus, capsys, monkeypatch):
@@ -121,8 +155,7 @@ def test_cancel_takes_a_queued_run_out_and_its_waiter_ends(project, gpus, capsys
     code, out, _ = call(capsys, "cancel", "toy", files.run_id)
     assert code == 0 and "cancelled" in out
     assert state(files) == "stopped" and not Path(record["ticket"]).exists()
-    wait_for(lambda: not psutil.pid_exists(waiter) or psutil.Process(waiter).status() == psutil.STATUS_ZOMBIE, 10,
-             what="the waiter to exit")
+    wait_for(lambda: gone(waiter), 10, what="the waiter to exit")
     gpus.set_used(0, 0)
     assert state(files) == "stopped"
     # `stop` on a queued run cancels it too
@@ -228,3 +261,22 @@ def test_two_real_cpu_runs_queued_from_two_projects_finish_one_after_the_other(p
             if any(str(tmp_path) in part for part in proc.info["cmdline"] or []):
                 with __import__("contextlib").suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_resume_queue_continues_a_stopped_run_when_memory_frees(project, gpus, capsys, monkeypatch):
+    gpus.gpu(total=24 * GiB, used=0)
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
+    data = call_json(capsys, "train", "toy", "--resolution", "64", "--steps", "40", "--detach")
+    files = RunFiles(Path(data["run_dir"]))
+    wait_for(lambda: runs.run_info(files).step >= 2, 20, what="a few steps")
+    assert call(capsys, "stop", "toy", files.run_id)[0] == 0
+    stopped_at = runs.run_info(files).step
+    assert runs.run_state(files) == "stopped" and stopped_at < 40
+    gpus.set_used(0, 24 * GiB)
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.02")
+    resumed = call_json(capsys, "resume", "toy", files.run_id, "--queue")
+    assert resumed["_code"] == 0 and resumed["state"] == "queued" and state(files) == "queued"
+    gpus.set_used(0, 0)
+    wait_for(lambda: state(files) == "completed", 30, what="the resumed run")
+    starts = [e for e in read_all(files.events) if e["type"] == "run_started"]
+    assert len(starts) == 2 and starts[1]["resumed_from"] == stopped_at and runs.run_info(files).step == 40

@@ -17,7 +17,7 @@ from typing import Any
 
 from trainer import config as train_config
 from trainer import project as projects
-from trainer import run_choice, run_config, runs
+from trainer import gpu_processes, run_choice, run_config, runs
 from trainer.cli import CommandResult, cmd_queue
 from trainer.cli_hint import command
 from trainer.config import TrainConfig
@@ -150,7 +150,7 @@ def cmd_train(args) -> CommandResult:
     if not args.slurm and any(getattr(args, f"slurm_{key}", None) is not None for key, _ in SLURM_FLAGS.values()):
         raise LoradeckError("Slurm options were given without --slurm", hint="add --slurm to submit to Slurm")
     resolved = run_config.resolve(project, overrides_from(args), args.config)
-    gpu = cmd_queue.gpu_processes.parse_gpu(args.gpu)
+    gpu = gpu_processes.parse_gpu(args.gpu)
     if args.queue:
         files = runs.create_run_from(project, resolved)
         for note in resolved.notes if not args.json else ():
@@ -206,18 +206,7 @@ def cmd_resume(args) -> CommandResult:
         result = cmd_queue.cmd_requeue(args)
     elif args.queue:
         runs.check_resumable(files)
-        result = cmd_queue.queued_result(project, files, resumed=True,
-                                         gpu=cmd_queue.gpu_processes.parse_gpu(args.gpu))
-    else:
-        with cmd_queue.gpu_env(args, run_config.read_run_config(files.config)[0]):
-            if args.detach:
-                result = _detached(project, files, runs.resume(files, detach=True), resumed=True)
-            else:
-                proc = runs.resume(files, detach=False)
-        if not args.detach:
-            result = _foreground(project, files, proc, quiet=args.json)
-    result.data["chosen"] = why
-    return result
+from trainer import gpu_processes, run_choice, run_config, runs
 
 
 def cmd_stop(args) -> CommandResult:
