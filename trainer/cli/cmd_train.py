@@ -206,7 +206,17 @@ def cmd_resume(args) -> CommandResult:
         result = cmd_queue.cmd_requeue(args)
     elif args.queue:
         runs.check_resumable(files)
-from trainer import gpu_processes, run_choice, run_config, runs
+        result = cmd_queue.queued_result(project, files, resumed=True, gpu=gpu_processes.parse_gpu(args.gpu))
+    else:
+        with cmd_queue.gpu_env(args, run_config.read_run_config(files.config)[0]):
+            if args.detach:
+                result = _detached(project, files, runs.resume(files, detach=True), resumed=True)
+            else:
+                proc = runs.resume(files, detach=False)
+        if not args.detach:
+            result = _foreground(project, files, proc, quiet=args.json)
+    result.data["chosen"] = why
+    return result
 
 
 def cmd_stop(args) -> CommandResult:
