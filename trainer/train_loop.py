@@ -84,28 +84,8 @@ def train(ctx: RunContext) -> Outcome:
     sampling = bool(sample_prompts) and bool(cfg.sample_every_steps or cfg.sample_every_epochs) and ctx.is_main
     if (cfg.sample_every_steps or cfg.sample_every_epochs) and not sample_prompts:
         warn("sampling is on but the config has no sample_prompts; no samples will be made")
-    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
-        vae.decoder = vae.post_quant_conv = None
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
-    set_attention(cfg.attention, unet, vae)
-    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), (text_encoder, weight_dtype)):
-        if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
-            module.to(device)
-        else:
-            module.to(device, dtype=dtype)
-    torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
-    unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
-    te_params = []
-    if cfg.train_text_encoder:
-        te_params = lora_network.add_text_encoder_lora(text_encoder, rank=cfg.rank, alpha=cfg.alpha,
-                                                       targets=cfg.target_modules)
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if cfg.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
-    unet.train()
-    text_encoder.train(cfg.train_text_encoder)
+    unet_params, te_params = prepare_networks(cfg, unet, vae, text_encoder, device=device, weight_dtype=weight_dtype,
+                                              vae_dtype=vae_dtype, sampling=sampling)
 
     # ---- 4. Dataset and the order of batches -----------------------------------------------------
     ctx.progress.update(phase="reading dataset")
@@ -340,6 +320,40 @@ def train(ctx: RunContext) -> Outcome:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weight_dtype, vae_dtype, sampling: bool,
+                     attention: str | None = None) -> tuple[list, list]:
+    """Freeze, attention, dtype and placement, the LoRA adapters and checkpointing: step 3 of the loop.
+
+    Returns (unet adapter params, text-encoder adapter params). trainer.vram_estimate runs this same
+    code on meta-device models (`device="meta"`, with `attention` naming the processor to install).
+    """
+    import torch
+
+    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
+        vae.decoder = vae.post_quant_conv = None
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    set_attention(attention or cfg.attention, unet, vae)
+    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), (text_encoder, weight_dtype)):
+        if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
+            module.to(device)
+        else:
+            module.to(device, dtype=dtype)
+    torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
+    unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
+    te_params = []
+    if cfg.train_text_encoder:
+        te_params = lora_network.add_text_encoder_lora(text_encoder, rank=cfg.rank, alpha=cfg.alpha,
+                                                       targets=cfg.target_modules)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    unet.train()
+    text_encoder.train(cfg.train_text_encoder)
+    return unet_params, te_params
+
 
 def make_accelerator(cfg: TrainConfig, warn):
     """The Accelerator for this run, and the mixed precision actually used (fp16 needs CUDA)."""
