@@ -137,18 +137,43 @@ _FP32_OPS = {_F.group_norm, _F.layer_norm, _F.softmax, torch.softmax, torch.Tens
 
 
 class GpuAutocast(TorchFunctionMode):
-    """CUDA autocast's casting rules, on any device (see the module docstring)."""
+    """CUDA autocast's casting rules, on any device, inside the modules of `scope` (see the module
+    docstring). The loop autocasts only the UNet call; scoping by module (forward hooks) also holds
+    when a checkpointed block recomputes during backward, as torch.utils.checkpoint restores the
+    autocast state of the forward."""
 
-    def __init__(self, dtype: torch.dtype):
+    def __init__(self, dtype: torch.dtype, scope: torch.nn.Module):
         super().__init__()
         self.dtype = dtype
+        self.scope = scope
+        self.depth = 0
+        self._hooks: list = []
+
+    def __enter__(self):
+        def enter(*_):
+            self.depth += 1
+
+        def leave(*_):
+            self.depth -= 1
+
+        for module in self.scope.modules():
+            self._hooks.append(module.register_forward_pre_hook(enter))
+            self._hooks.append(module.register_forward_hook(leave, always_call=True))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _HALF_OPS:
-            args, kwargs = _cast_floats(args, self.dtype), _cast_floats(kwargs, self.dtype)
-        elif func in _FP32_OPS:
-            args, kwargs = _cast_floats(args, torch.float32), _cast_floats(kwargs, torch.float32)
+        if self.depth > 0:
+            if func in _HALF_OPS:
+                args, kwargs = _cast_floats(args, self.dtype), _cast_floats(kwargs, self.dtype)
+            elif func in _FP32_OPS:
+                args, kwargs = _cast_floats(args, torch.float32), _cast_floats(kwargs, torch.float32)
         return func(*args, **kwargs)
 
 

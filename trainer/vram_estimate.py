@@ -153,6 +153,7 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     latent_shape = (batch, vae.config.latent_channels, res // vae_scale, res // vae_scale)
     te_len = text_encoder.config.max_position_embeddings
     attention_mode = FusedAttention() if attention == "sdpa" else None
+    autocast = GpuAutocast(weight_dtype, unet) if cfg.mixed_precision != "no" else None
 
     def weights(*modules):
         for module in modules:
@@ -238,15 +239,16 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
             with tracker.phase("activations", "UNet forward"):
                 noisy = model.noise_scheduler().add_noise(latents, noise, timesteps)
                 target = noise
-                with _maybe(attention_mode), _maybe(GpuAutocast(weight_dtype) if cfg.mixed_precision != "no"
-                                                    else None):
+                with _maybe(attention_mode), _maybe(autocast):
                     pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
                 loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).mean()
                 del pred, noisy
                 if cfg.mixed_precision == "fp16":  # the grad scaler scales the loss, then unscales the grads
                     loss = loss * 65536.0
-            with tracker.phase("backward temporaries", "backward"), _maybe(attention_mode):
-                (loss / cfg.gradient_accumulation_steps).backward()
+            # Checkpointed segments recompute under the forward's autocast state, as torch.utils.checkpoint
+            # restores it; the autograd kernels themselves are not Python functions, so the mode skips them.
+            with tracker.phase("backward temporaries", "backward"), _maybe(attention_mode), _maybe(autocast):
+                _backward(loss / cfg.gradient_accumulation_steps)
             del loss, target, hidden, latents, noise
             with tracker.phase("backward temporaries", "optimizer step"):
                 grads = [p.grad for p in params if p.grad is not None]
@@ -267,6 +269,17 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
                 h.remove()
         return {"peak": tracker.peak, "split": dict(tracker.peak_split), "peak_phase": tracker.peak_label,
                 "caching_peak": caching_peak}
+
+
+def _backward(loss) -> None:
+    """loss.backward() with the tracing modes still active: Tensor.backward is itself a torch function,
+    and a TorchFunctionMode is switched off while it handles one, so checkpointed segments would
+    recompute without them. The autograd engine is entered directly instead."""
+    import torch
+    from torch.autograd.graph import _engine_run_backward
+
+    _engine_run_backward((loss,), (torch.ones_like(loss),), False, False, (), allow_unreachable=True,
+                         accumulate_grad=True)
 
 
 def _maybe(mode):

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "trainer.cli.cmd_captions",   # captions (list/set/trigger/replace/tags/metadata)
     "trainer.cli.cmd_caption",    # caption (BLIP)
     "trainer.cli.cmd_train",      # train, runs, stop, resume
+    "trainer.cli.cmd_estimate",   # estimate
     "trainer.cli.cmd_export",     # export, validate, convert, pack, shared
 )
 
