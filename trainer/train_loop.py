@@ -192,7 +192,8 @@ def train(ctx: RunContext) -> Outcome:
         gradient_checkpointing=accelerator.unwrap_model(unet).is_gradient_checkpointing,
         latent_cache=dict(latent_cache.stats) if latent_cache else None,
         text_embeddings_cached=len(text_cache) if text_cache else None,
-        weight_dtype=str(weight_dtype).replace("torch.", ""), vae_dtype=str(vae_dtype).replace("torch.", ""))
+        weight_dtype=str(weight_dtype).replace("torch.", ""), vae_dtype=str(vae_dtype).replace("torch.", ""),
+        vram_estimate=memory_estimate(cfg, warn))
     ctx.progress.update(state="running", phase="training", step=start_step, total_steps=total_steps)
     fault = injected_fault()
 
@@ -468,6 +469,19 @@ def save_state_if_sound(save_state, params, step: int) -> Path | None:
     except Exception:  # saving is best effort here; the failure itself is what gets reported
         return None
     return None
+
+
+def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
+    """The run's predicted GPU memory for run_started (the monitor sets it against mem_peak)."""
+    from trainer import vram_estimate
+
+    try:
+        e = vram_estimate.estimate(cfg)
+    except Exception as e:  # a prediction must never stop a run; say why it is missing
+        warn(f"no GPU memory estimate for this run ({type(e).__name__}: {str(e)[:120]})")
+        return None
+    return {"expected_peak_bytes": e.expected_peak_bytes, "nvidia_smi_bytes": e.nvidia_smi_bytes,
+            "breakdown": e.breakdown}
 
 
 def memory_fields(device) -> dict[str, Any]:

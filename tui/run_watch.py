@@ -116,6 +116,7 @@ class RunView:
     gpu_util: float | None = None
     device: str | None = None  # from run_started ("cuda:0", "cpu")
     rss_peak: float | None = None  # the trainer's peak resident memory (bytes), CPU runs say this
+    predicted_peak: float | None = None  # run_started's vram_estimate: expected torch peak (bytes)
     alerts: list[Alert] = field(default_factory=list)
     sample_path: str | None = None
     sample_prompt: str | None = None
@@ -211,6 +212,8 @@ class RunTracker:
             self.config = e["config"]
         env = e.get("environment") if isinstance(e.get("environment"), dict) else {}
         self.device = e.get("device") or env.get("device") or env.get("gpu") or self.device
+        estimate = e.get("vram_estimate") if isinstance(e.get("vram_estimate"), dict) else {}
+        self.predicted_peak = _number(estimate.get("expected_peak_bytes"))
         # A resumed run starts again: its previous run_finished no longer holds.
         self.finished_status = self.finished_message = None
         self._recent.clear()

@@ -73,6 +73,20 @@ def check_fit(cfg: TrainConfig, *, advise: bool = True) -> FitReport:
     return report
 
 
+def refuse_unless_fits(cfg: TrainConfig) -> FitReport | None:
+    """ConfigError (with the knob advice) when the run's estimate exceeds its GPU's free memory.
+    Does nothing, and costs no estimate, where NVML sees no GPU."""
+    from trainer import gpu_monitor
+    from trainer.errors import ConfigError
+
+    if gpu_monitor.unavailable_reason() is not None:
+        return None
+    report = check_fit(cfg)
+    if report.fits is False:
+        raise ConfigError(refusal(report, cfg))
+    return report
+
+
 def refusal(report: FitReport, cfg: TrainConfig) -> str:
     """The one-line reason `loradeck train` refuses a run that does not fit, with the knob advice."""
     from trainer.vram_estimate import gib

@@ -84,6 +84,8 @@ def register(sub, parent) -> None:
     p.add_argument("name", help="project name")
     p.add_argument("--config", metavar="FILE", help="a loradeck run TOML or a kohya train_network.py TOML")
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    p.add_argument("--force", action="store_true",
+                   help="start even if the memory estimate exceeds the GPU's free memory")
     train_flags(p)
     p.set_defaults(handler=cmd_train)
 
@@ -114,6 +116,10 @@ def _say(text: str) -> None:
 def cmd_train(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     resolved = run_config.resolve(project, overrides_from(args), args.config)
+    if not getattr(args, "force", False):
+        from trainer.cli.cmd_estimate import refuse_unless_fits
+
+        refuse_unless_fits(resolved.config)  # only where NVML sees a GPU
     files = runs.create_run_from(project, resolved)
     if not args.json:
         for note in resolved.notes:
