@@ -302,8 +302,17 @@ def train(ctx: RunContext) -> Outcome:
         if sampling and ((cfg.sample_every_steps and step % cfg.sample_every_steps == 0)
                          or (epoch_ended and cfg.sample_every_epochs and done_epochs % cfg.sample_every_epochs == 0)):
             ctx.progress.update(phase="sampling")
-            make_samples(ctx, accelerator, unet, vae, model.scheduler_config, sample_prompts, step, device,
-                         weight_dtype, text_cache, encode_text)
+            try:
+                make_samples(ctx, accelerator, unet, vae, model.scheduler_config, sample_prompts, step, device,
+                             weight_dtype, text_cache, encode_text)
+            except Exception as e:
+                if not diagnostics.is_oom(e):
+                    raise
+                failure = diagnostics.phase_oom_failure(cfg, e, "sampling", step)
+                del e
+                diagnostics.free_accelerator_memory()
+                failure.state = save_state_if_sound(save_state, params, step)  # the step is done: keep it
+                raise failure from None
         ctx.progress.update(phase="training")
 
     # ---- 9. Stopped, or the final export ---------------------------------------------------------
