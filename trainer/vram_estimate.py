@@ -351,3 +351,31 @@ def fit_advice(cfg: TrainConfig, free_bytes: int, *, current: Estimate | None = 
 
 def gib(n: int | None) -> str:
     return "-" if n is None else f"{n / GiB:.2f} GiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainer.vram_estimate`: a TrainConfig as JSON on stdin -> the Estimate as JSON on stdout.
+
+    The train form runs this as a child process (the TUI never imports torch); a bad config is
+    `{"ok": false, "error": ...}` and exit status 1."""
+    import json
+    import sys
+
+    from trainer import config as train_config
+    from trainer.errors import LoradeckError
+
+    try:
+        cfg = train_config.from_mapping(json.loads(sys.stdin.read() or "{}"), source="stdin")
+        est = estimate(cfg)
+    except (LoradeckError, ValueError) as e:
+        print(json.dumps({"ok": False, "error": e.one_line() if isinstance(e, LoradeckError) else str(e)}))
+        return 1
+    print(json.dumps({"ok": True, **est.to_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+    raise SystemExit(main())
