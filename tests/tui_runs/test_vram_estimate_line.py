@@ -32,8 +32,8 @@ async def test_the_form_shows_the_estimate_of_the_last_knobs_after_a_burst_of_ed
         screen = app.screen
         line = screen.query_one(EstimateLine)
         for field, value in (("resolution", "64"), ("batch_size", "2"), ("batch_size", "3")):
-            screen.query_one(f"#f-{field}", Input).value = value
-            await pilot.pause()
+            screen.query_one(f"#f-{field}", Input).value = value  # one burst, as typing "3" after "2" is
+        await pilot.pause()
         await wait_for(pilot, lambda: line.result is not None, timeout=600, what="the estimate")
         assert line.children_started == 1  # the burst was debounced into one child
         assert line.result["ok"] and line.result["config"]["batch_size"] == 3
