@@ -100,7 +100,8 @@ def test_8bit_adam_keeps_a_quarter_of_adamws_state_for_tensors_bitsandbytes_quan
 
     def state_bytes(optimizer, p):
         return sum(rounded(t.numel() * t.element_size()) for t in vram_estimate.optimizer_state(optimizer, [p]))
-    assert 0.24 < state_bytes("adamw8bit", big) / state_bytes("adamw", big) < 0.27
+    # 2 x uint8 + 2 fp32 absmax per 256 elements; each tensor its own 512-byte allocator block
+    assert 0.25 < state_bytes("adamw8bit", big) / state_bytes("adamw", big) < 0.28
     assert state_bytes("adamw8bit", small) == state_bytes("adamw", small)
     assert knobs(optimizer="adamw8bit").breakdown["optimizer state"] <= knobs().breakdown["optimizer state"]
 
