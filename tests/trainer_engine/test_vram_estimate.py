@@ -20,7 +20,7 @@ def plain():
 
 
 def knobs(**over) -> vram_estimate.Estimate:
-    return vram_estimate.estimate(TrainConfig(**TINY, **over))
+    return vram_estimate.estimate(TrainConfig(**{**TINY, **over}))
 
 
 def real_bytes(modules_and_dtypes) -> int:
