@@ -181,6 +181,7 @@ class RunTracker:
         self.gpu_util: float | None = None
         self.device: str | None = None
         self.rss_peak: float | None = None
+        self.predicted_peak: float | None = None
         self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
         self.sample: tuple[str, str, int | None] | None = None
         self.checkpoints = 0
@@ -331,6 +332,7 @@ class RunTracker:
             gpu_used=self.gpu_used.copy(), gpu_proc=self.gpu_proc.copy(), gpu_total=self.gpu_total,
             gpu_name=self.gpu_name, gpu_available=self.gpu_available, gpu_reason=self.gpu_reason,
             gpu_proc_visible=self.gpu_proc_visible, gpu_util=self.gpu_util, device=self.device, rss_peak=self.rss_peak,
+            predicted_peak=self.predicted_peak,
             alerts=list(self.alerts),
             sample_path=sample[0] if sample else None, sample_prompt=sample[1] if sample else None,
             sample_step=sample[2] if sample else None,
