@@ -134,3 +134,29 @@ def test_estimate_round_trips_through_json(plain):
 
     again = vram_estimate.Estimate.from_dict(json.loads(json.dumps(plain.to_dict())))
     assert dataclasses.asdict(again) == plain.to_dict()
+
+
+def test_a_diffusers_folder_and_a_single_file_are_estimated_from_their_configs_alone(tmp_path, plain):
+    import torch
+    from safetensors.torch import save_file
+
+    from ldm_layout import to_single_file
+    from test_single_file import sd1_convention_tiny
+    from trainer import model_skeleton, synthetic_sd
+
+    folder = synthetic_sd.save("tiny", tmp_path / "tiny")
+    assert knobs(base_model=str(folder)).expected_peak_bytes == plain.expected_peak_bytes
+    unet, vae, te = sd1_convention_tiny()
+    path = tmp_path / "tiny-sd1.safetensors"
+    save_file(to_single_file(unet, vae, te), path)
+    skeleton = model_skeleton.build(str(path))  # shapes from the header: the weights stay on disk
+    assert next(skeleton.unet.parameters()).device.type == "meta"
+    assert sum(p.numel() for p in skeleton.unet.parameters()) == sum(p.numel() for p in unet.parameters())
+    assert sum(p.numel() for p in skeleton.text_encoder.parameters()) == sum(p.numel() for p in te.parameters())
+    expected = real_bytes([(unet, torch.float16), (te, torch.float16), (_encoder_only(vae), torch.float32)])
+    assert knobs(base_model=str(path)).breakdown["frozen weights"] == expected
+
+
+def _encoder_only(vae):
+    vae.decoder = vae.post_quant_conv = None
+    return vae
