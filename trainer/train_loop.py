@@ -193,7 +193,7 @@ def train(ctx: RunContext) -> Outcome:
         latent_cache=dict(latent_cache.stats) if latent_cache else None,
         text_embeddings_cached=len(text_cache) if text_cache else None,
         weight_dtype=str(weight_dtype).replace("torch.", ""), vae_dtype=str(vae_dtype).replace("torch.", ""),
-        vram_estimate=memory_estimate(cfg, warn))
+        vram_estimate=memory_estimate(cfg, warn) if ctx.is_main else None)
     ctx.progress.update(state="running", phase="training", step=start_step, total_steps=total_steps)
     fault = injected_fault()
 

@@ -31,11 +31,15 @@ async def test_the_form_shows_the_estimate_of_the_last_knobs_after_a_burst_of_ed
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         line = screen.query_one(EstimateLine)
-        for field, value in (("resolution", "64"), ("batch_size", "2"), ("batch_size", "3")):
-            screen.query_one(f"#f-{field}", Input).value = value  # one burst, as typing "3" after "2" is
+        screen.query_one("#f-resolution", Input).value = "64"
+        await wait_for(pilot, lambda: line.result is not None, timeout=600, what="the first estimate")
+        before, line.result = line.children_started, None
+        for field, value in (("batch_size", "2"), ("batch_size", "3"), ("rank", "8")):
+            screen.query_one(f"#f-{field}", Input).value = value  # one burst of edits
         await pilot.pause()
         await wait_for(pilot, lambda: line.result is not None, timeout=600, what="the estimate")
-        assert line.children_started == 1  # the burst was debounced into one child
+        assert line.children_started == before + 1  # the burst was debounced into one child
+        assert line.result["config"]["rank"] == 8
         assert line.result["ok"] and line.result["config"]["batch_size"] == 3
         assert line.result["config"]["resolution"] == 64
         assert text_of(line).startswith("GPU memory ≈ ") and text_of(line).endswith("no GPU here")
