@@ -34,6 +34,11 @@ def test_out_of_memory_in_each_phase_is_an_oom_error_with_that_phases_hint(make_
     assert hint in error["hint"]
     [finished] = events_of(run, "run_finished")
     assert finished["status"] == "failed"
+    if phase in ("sampling", "saving checkpoint", "exporting"):  # after run_started: it carries the estimate
+        [started] = events_of(run, "run_started")
+        estimate = started["vram_estimate"]
+        assert estimate["expected_peak_bytes"] == sum(estimate["breakdown"].values()) > 0
+        assert estimate["nvidia_smi_bytes"] > estimate["expected_peak_bytes"]
 
 
 def test_out_of_memory_while_sampling_keeps_the_finished_step_as_resumable_state(make_run, monkeypatch):
