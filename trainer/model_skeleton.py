@@ -66,8 +66,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _folder(name: str, kind: str, folder: Path) -> models.BaseModel:
-    return _assemble(name, kind, _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json"),
-                     _read_json(folder / "text_encoder" / "config.json"),
+    return _assemble(name, kind, _read_json(folder / "unet" / "config.json"),
+                     _read_json(folder / "vae" / "config.json"), _read_json(folder / "text_encoder" / "config.json"),
                      _read_json(folder / "scheduler" / "scheduler_config.json"))
 
 
