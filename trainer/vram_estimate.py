@@ -107,11 +107,19 @@ def estimate(config: TrainConfig) -> Estimate:
 
     from trainer import model_skeleton
 
+    from diffusers.utils import logging as diffusers_logging
+
     started = time.perf_counter()
     cfg = config
-    model = model_skeleton.build(cfg.base_model)
-    with torch.random.fork_rng(devices=[]):
-        step = trace_step(cfg, model, torch.device("meta"))
+    # The casts of meta modules earn diffusers' "should be kept in float32" warning: noise in a CLI answer.
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        model = model_skeleton.build(cfg.base_model)
+        with torch.random.fork_rng(devices=[]):
+            step = trace_step(cfg, model, torch.device("meta"))
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     allocated = step["peak"] + CUBLAS_WORKSPACE_BYTES
     breakdown = {part: step["split"].get(part, 0) for part in PARTS}
     breakdown["cuBLAS workspace"] = CUBLAS_WORKSPACE_BYTES

@@ -41,9 +41,10 @@ class FitReport:
     @property
     def fits(self) -> bool | None:
         """None when there is no GPU to compare with."""
-        if not self.gpus:
+        fits = [g["fits"] for g in self.gpus if g["index"] in self.target]
+        if not fits or None in fits:  # no GPU, or NVML could not say how much memory is free
             return None
-        return all(g["fits"] for g in self.gpus if g["index"] in self.target)
+        return all(fits)
 
     def to_dict(self) -> dict[str, Any]:
         advice = None
@@ -64,7 +65,7 @@ def check_fit(cfg: TrainConfig, *, advise: bool = True) -> FitReport:
         total, used = d.get("mem_total"), d.get("mem_used")
         free = total - used if isinstance(total, int) and isinstance(used, int) else None
         gpus.append({"index": d.get("index"), "name": d.get("name"), "free": free, "total": total,
-                     "fits": free is not None and est.nvidia_smi_bytes <= free})
+                     "fits": None if free is None else est.nvidia_smi_bytes <= free})
     report = FitReport(est, gpus, [g["index"] for g in gpus[:max(1, cfg.gpus)]])
     if advise and report.fits is False:
         target_free = [g["free"] for g in gpus if g["index"] in report.target and g["free"] is not None]
@@ -131,7 +132,7 @@ def cmd_estimate(args) -> CommandResult:
     if not report.gpus:
         lines.append("no NVIDIA GPU seen (NVML): nothing to compare with")
     for g in report.gpus:
-        mark = "fits" if g["fits"] else "does not fit"
+        mark = {True: "fits", False: "does not fit", None: "free memory unknown"}[g["fits"]]
         lines.append(f"GPU {g['index']} {g['name'] or '?'}: {gib(g['free'])} free of {gib(g['total'])}: {mark}")
     if report.advice is not None:
         lines.append(advice_line(report).replace("; or --force to start anyway", ""))
