@@ -11,6 +11,9 @@ model folder is read from the page cache), a few steps, on a synthetic model sav
     nvml_peak    the device's used memory sampled every 50 ms by NVML for the whole run (caching and the
                  CUDA context included), minus what was in use before the run started
     it_s         optimizer steps per second, median over the steps after the first
+    est_*        trainer.vram_estimate's prediction (from run_started, made without the GPU) and its error
+                 against torch_peak (goal within 10 %) and against nvml_peak (reserved memory; goal 15 %);
+                 "unmeasured" where there is no GPU to compare with
 Rows whose package is missing (xformers, bitsandbytes) are reported as skipped with the reason.
 The whole matrix is designed to fit in 8 minutes on one H100; `--budget` enforces it.
 """
@@ -74,6 +77,9 @@ class NvmlPeak:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.used())
+
+
+from trainer.vram_estimate import CUDA_CONTEXT_BYTES  # noqa: E402
 
 
 def missing_package(knobs: dict) -> str | None:
@@ -165,20 +171,32 @@ def main() -> int:
                 if peaks:
                     row["torch_peak_gb"] = round(max(peaks) / 2**30, 2)
                 row["rss_peak_gb"] = round(max(e.get("rss_peak", 0) for e in step_events) / 2**30, 2)
+            est = next((e.get("vram_estimate") for e in events if e["type"] == "run_started"), None)
+            if est:  # trainer.vram_estimate's prediction, made without the GPU, against what was measured
+                row["est_peak_gb"] = round(est["expected_peak_bytes"] / 2**30, 2)
+                # NVML here is measured above the process's baseline, which already holds the CUDA context
+                reserved = est["nvidia_smi_bytes"] - CUDA_CONTEXT_BYTES
+                row["est_reserved_gb"] = round(reserved / 2**30, 2)
+                peaks = [e.get("mem_peak") for e in step_events if e.get("mem_peak")]
+                row["est_err_torch"] = f"{est['expected_peak_bytes'] / max(peaks) - 1:+.1%}" if peaks else "unmeasured"
+                row["est_err_nvml"] = (f"{reserved / (nvml.peak - nvml.baseline) - 1:+.1%}"
+                                       if nvml and nvml.peak > nvml.baseline else "unmeasured")
             row["wall_s"] = round(time.monotonic() - t0, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
 
     print(f"\nmodel synthetic:{kind}, {res} px, {steps} steps per row, rank 16, "
           f"{'GPU ' + torch.cuda.get_device_name(0) if cuda else 'CPU'}; total {time.monotonic() - started:.0f} s")
-    header = f"{'row':30} {'batch':>5} {'it/s':>7} {'torch GB':>9} {'NVML GB':>8} {'RSS GB':>7}"
+    header = (f"{'row':30} {'batch':>5} {'it/s':>7} {'torch GB':>9} {'NVML GB':>8} {'RSS GB':>7} "
+              f"{'est GB':>7} {'err torch':>10} {'err NVML':>9}")
     print(header)
     for r in rows:
         if "skipped" in r or "failed" in r:
             print(f"{r['row']:30} {r['batch']:>5}  {r.get('skipped') or r.get('failed')}")
             continue
         print(f"{r['row']:30} {r['batch']:>5} {r['it_s']:>7} {r.get('torch_peak_gb', '-'):>9} "
-              f"{r.get('nvml_peak_gb', '-'):>8} {r.get('rss_peak_gb', '-'):>7}")
+              f"{r.get('nvml_peak_gb', '-'):>8} {r.get('rss_peak_gb', '-'):>7} {r.get('est_peak_gb', '-'):>7} "
+              f"{r.get('est_err_torch', 'unmeasured'):>10} {r.get('est_err_nvml', 'unmeasured'):>9}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     return 0

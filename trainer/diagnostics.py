@@ -75,6 +75,35 @@ def oom_failure(cfg: TrainConfig, exc: BaseException, step: int) -> TrainingFail
     return TrainingFailed("oom", f"out of GPU memory at step {step}: {text}", oom_hint(cfg))
 
 
+# What runs out of memory outside the training step, and the knob that helps there.
+PHASE_HINTS = {
+    "loading model": "the frozen weights alone do not fit: use --mixed-precision fp16 or bf16 (half the bytes), "
+                     "or a GPU with more free memory (loradeck estimate shows what the run needs)",
+    "caching latents": "caching encodes --batch-size images at a time through the VAE: lower --batch-size or "
+                       "--resolution, or set vae_fp32 = false (a half-precision VAE)",
+    "caching text embeddings": "the text encoder ran out of memory while caching: free the GPU of other "
+                               "processes, or set cache_text_embeddings = false",
+    "sampling": "samples are made at the training resolution with the UNet and VAE decoder on the GPU: "
+                "sample less often (sample_every_steps / sample_every_epochs = 0 turns samples off), or lower "
+                "--resolution; the run's state was saved, resume with loradeck resume",
+    "saving checkpoint": "saving copies the adapter off the GPU: free the GPU of other processes; "
+                         "resume with loradeck resume",
+    "exporting": "exporting copies the adapter off the GPU: free the GPU of other processes; the last saved "
+                 "state can be resumed and exported again",
+}
+
+
+def phase_oom_failure(cfg: TrainConfig | None, exc: BaseException, phase: str | None,
+                      step: int | None = None) -> TrainingFailed:
+    """An out-of-memory error outside the training step, with the hint for the phase it happened in."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "CUDA out of memory"
+    where = f"while {phase}" if phase else "outside the training step"
+    at = f" at step {step}" if step else ""
+    hint = PHASE_HINTS.get(phase or "") or (oom_hint(cfg) if cfg is not None else
+                                            "free the GPU of other processes or use one with more memory")
+    return TrainingFailed("oom", f"out of GPU memory {where}{at}: {text}", hint)
+
+
 def nan_failure(cfg: TrainConfig, loss: Any, step: int) -> TrainingFailed:
     return TrainingFailed("nan", f"the loss became {loss} at step {step}; training diverged", nan_hint(cfg))
 

@@ -85,32 +85,13 @@ def train(ctx: RunContext) -> Outcome:
     sampling = bool(sample_prompts) and bool(cfg.sample_every_steps or cfg.sample_every_epochs) and ctx.is_main
     if (cfg.sample_every_steps or cfg.sample_every_epochs) and not sample_prompts:
         warn("sampling is on but the config has no sample_prompts; no samples will be made")
-    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
-        vae.decoder = vae.post_quant_conv = None
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
     from trainer import optional_packages
 
     if optional_packages.attention_warning(cfg.attention):  # xformers asked for, not installed
         warn(optional_packages.attention_warning(cfg.attention))
-    set_attention(optional_packages.attention_used(cfg.attention), unet, vae)
-    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), (text_encoder, weight_dtype)):
-        if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
-            module.to(device)
-        else:
-            module.to(device, dtype=dtype)
-    torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
-    unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
-    te_params = []
-    if cfg.train_text_encoder:
-        te_params = lora_network.add_text_encoder_lora(text_encoder, rank=cfg.rank, alpha=cfg.alpha,
-                                                       targets=cfg.target_modules)
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if cfg.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
-    unet.train()
-    text_encoder.train(cfg.train_text_encoder)
+    unet_params, te_params = prepare_networks(cfg, unet, vae, text_encoder, device=device, weight_dtype=weight_dtype,
+                                              vae_dtype=vae_dtype, sampling=sampling,
+                                              attention=optional_packages.attention_used(cfg.attention))
 
     # ---- 4. Dataset and the order of batches -----------------------------------------------------
     ctx.progress.update(phase="reading dataset")
@@ -218,7 +199,9 @@ def train(ctx: RunContext) -> Outcome:
         gradient_checkpointing=accelerator.unwrap_model(unet).is_gradient_checkpointing,
         latent_cache=dict(latent_cache.stats) if latent_cache else None,
         text_embeddings_cached=len(text_cache) if text_cache else None,
-        weight_dtype=str(weight_dtype).replace("torch.", ""), vae_dtype=str(vae_dtype).replace("torch.", ""))
+        weight_dtype=str(weight_dtype).replace("torch.", ""), vae_dtype=str(vae_dtype).replace("torch.", ""),
+        # Predicted GPU memory, for the monitor to set against mem_peak; a CPU run has nothing to compare.
+        vram_estimate=memory_estimate(cfg, warn) if ctx.is_main and accelerator.device.type == "cuda" else None)
     ctx.progress.update(state="running", phase="training", step=start_step, total_steps=total_steps)
     fault = injected_fault()
 
@@ -329,8 +312,17 @@ def train(ctx: RunContext) -> Outcome:
         if sampling and ((cfg.sample_every_steps and step % cfg.sample_every_steps == 0)
                          or (epoch_ended and cfg.sample_every_epochs and done_epochs % cfg.sample_every_epochs == 0)):
             ctx.progress.update(phase="sampling")
-            make_samples(ctx, accelerator, unet, vae, model.scheduler_config, sample_prompts, step, device,
-                         weight_dtype, text_cache, encode_text)
+            try:
+                make_samples(ctx, accelerator, unet, vae, model.scheduler_config, sample_prompts, step, device,
+                             weight_dtype, text_cache, encode_text)
+            except Exception as e:
+                if not diagnostics.is_oom(e):
+                    raise
+                failure = diagnostics.phase_oom_failure(cfg, e, "sampling", step)
+                del e
+                diagnostics.free_accelerator_memory()
+                failure.state = save_state_if_sound(save_state, params, step)  # the step is done: keep it
+                raise failure from None
         ctx.progress.update(phase="training")
 
     # ---- 9. Stopped, or the final export ---------------------------------------------------------
@@ -348,6 +340,40 @@ def train(ctx: RunContext) -> Outcome:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weight_dtype, vae_dtype, sampling: bool,
+                     attention: str | None = None) -> tuple[list, list]:
+    """Freeze, attention, dtype and placement, the LoRA adapters and checkpointing: step 3 of the loop.
+
+    Returns (unet adapter params, text-encoder adapter params). trainer.vram_estimate runs this same
+    code on meta-device models (`device="meta"`, with `attention` naming the processor to install).
+    """
+    import torch
+
+    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
+        vae.decoder = vae.post_quant_conv = None
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    set_attention(attention or cfg.attention, unet, vae)
+    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), (text_encoder, weight_dtype)):
+        if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
+            module.to(device)
+        else:
+            module.to(device, dtype=dtype)
+    torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
+    unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
+    te_params = []
+    if cfg.train_text_encoder:
+        te_params = lora_network.add_text_encoder_lora(text_encoder, rank=cfg.rank, alpha=cfg.alpha,
+                                                       targets=cfg.target_modules)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    unet.train()
+    text_encoder.train(cfg.train_text_encoder)
+    return unet_params, te_params
+
 
 def make_accelerator(cfg: TrainConfig, warn):
     """The Accelerator for this run, and the mixed precision actually used (fp16 needs CUDA)."""
@@ -463,6 +489,19 @@ def save_state_if_sound(save_state, params, step: int) -> Path | None:
     except Exception:  # saving is best effort here; the failure itself is what gets reported
         return None
     return None
+
+
+def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
+    """The run's predicted GPU memory for run_started (the monitor sets it against mem_peak)."""
+    from trainer import vram_estimate
+
+    try:
+        e = vram_estimate.estimate(cfg)
+    except Exception as e:  # a prediction must never stop a run; say why it is missing
+        warn(f"no GPU memory estimate for this run ({type(e).__name__}: {str(e)[:120]})")
+        return None
+    return {"expected_peak_bytes": e.expected_peak_bytes, "nvidia_smi_bytes": e.nvidia_smi_bytes,
+            "breakdown": e.breakdown}
 
 
 def memory_fields(device) -> dict[str, Any]:

@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = start_gpu_sampler(writer) if is_main else None
 
     status, code, steps_done, output = "failed", 1, progress.get("step", 0), None
+    config = None  # read inside the try; an early failure has no config for its hint
     try:
         from trainer import train_loop
 
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         status, code, steps_done, output = outcome.status, 0, outcome.steps_done, outcome.output
     except Exception as e:
         steps_done = progress.get("step", 0)
-        kind, message, hint, extra = describe_failure(e)
+        kind, message, hint, extra = describe_failure(e, phase=progress.get("phase"),
+                                                      config=config)
         writer.emit("error", kind=kind, message=message, hint=hint, **extra)
         if kind == "internal":
             traceback.print_exc()
@@ -197,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def describe_failure(e: BaseException) -> tuple[str, str, str, dict[str, Any]]:
-    """(kind, message, hint, extra fields) of the error event for an exception out of the loop."""
+def describe_failure(e: BaseException, *, phase: str | None = None,
+                     config=None) -> tuple[str, str, str, dict[str, Any]]:
+    """(kind, message, hint, extra fields) of the error event for an exception out of the loop;
+    an out-of-memory error in any phase (caching, sampling, exporting) gets that phase's hint."""
+    from trainer import diagnostics
     from trainer.diagnostics import TrainingFailed
+
+    if not isinstance(e, TrainingFailed) and diagnostics.is_oom(e):
+        e = diagnostics.phase_oom_failure(config, e, phase)
 
     if isinstance(e, TrainingFailed):
         state = getattr(e, "state", None)

@@ -1,7 +1,9 @@
 """Memory presets of the train form: named sets of TrainConfig overrides.
 
 A preset sets only the knobs it is about (precision, attention, checkpointing, caching, optimizer,
-batch, rank); everything else on the form keeps its value. Numbers are for SD 1.x LoRA at 512 px.
+batch, rank); everything else on the form keeps its value. A GPU preset is named by what it needs:
+its GPU memory for SD1.5 at 512 px as nvidia-smi would show it, computed once by
+trainer.vram_estimate and stored here (tests/tui_runs/test_presets_estimate.py recomputes it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 from trainer.config import TrainConfig, apply
 
+GiB = 1024 ** 3
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -19,16 +23,25 @@ class Preset:
     overrides: dict[str, Any] = field(default_factory=dict)
     # It turns sampling on, so it needs a prompt: one made from the project's trigger word.
     prompts_from_trigger: bool = False
+    # SD1.5 at 512 px: (torch.cuda.max_memory_allocated, nvidia-smi) in GiB, from trainer.vram_estimate
+    estimate_gib: tuple[float, float] | None = None
+
+
+def _gpu_preset(label: str, description: str, estimate_gib: tuple[float, float], overrides: dict) -> Preset:
+    """A GPU preset named by its estimated nvidia-smi memory, e.g. "5.4 GiB"."""
+    return Preset(f"{estimate_gib[1]:.1f} GiB{' ' + label if label else ''}", description, overrides,
+                  estimate_gib=estimate_gib)
 
 
 PRESETS: tuple[Preset, ...] = (
-    Preset("12 GB+ fast", "no checkpointing, cached latents, batch 4: fastest where memory allows", {
+    _gpu_preset("fast", "no checkpointing, cached latents, batch 4: fastest where memory allows", (6.25, 7.30), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": False,
         "cache_latents": True, "optimizer": "adamw", "batch_size": 4}),
-    Preset("8 GB", "fp16, gradient checkpointing, cached latents, batch 2", {
+    _gpu_preset("", "fp16, gradient checkpointing, cached latents, batch 4 (training peak 2.9 GiB; caching "
+                    "the latents of a batch of 4 sets the reserve)", (2.92, 5.42), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
-        "cache_latents": True, "optimizer": "adamw", "batch_size": 2}),
-    Preset("6 GB", "fp16, checkpointing, cached latents, 8-bit AdamW, batch 1, rank 8", {
+        "cache_latents": True, "optimizer": "adamw", "batch_size": 4}),
+    _gpu_preset("", "fp16, checkpointing, cached latents, 8-bit AdamW, batch 1, rank 8", (2.13, 3.38), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "optimizer": "adamw8bit", "batch_size": 1, "rank": 8, "alpha": 8.0}),
     Preset("CPU demo", "synthetic:tiny at 64 px for 6 steps, a sample every 3: checks the whole pipeline on a CPU", {

@@ -117,6 +117,7 @@ class RunView:
     gpu_util: float | None = None
     device: str | None = None  # from run_started ("cuda:0", "cpu")
     rss_peak: float | None = None  # the trainer's peak resident memory (bytes), CPU runs say this
+    predicted_peak: float | None = None  # run_started's vram_estimate: expected torch peak (bytes)
     alerts: list[Alert] = field(default_factory=list)
     sample_path: str | None = None
     sample_prompt: str | None = None
@@ -183,6 +184,7 @@ class RunTracker:
         self.gpu_util: float | None = None
         self.device: str | None = None
         self.rss_peak: float | None = None
+        self.predicted_peak: float | None = None
         self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
         self.sample: tuple[str, str, int | None] | None = None
         self.checkpoints = 0
@@ -214,6 +216,8 @@ class RunTracker:
             self.config = e["config"]
         env = e.get("environment") if isinstance(e.get("environment"), dict) else {}
         self.device = e.get("device") or env.get("device") or env.get("gpu") or self.device
+        estimate = e.get("vram_estimate") if isinstance(e.get("vram_estimate"), dict) else {}
+        self.predicted_peak = _number(estimate.get("expected_peak_bytes"))
         # A resumed run starts again: its previous run_finished no longer holds.
         self.finished_status = self.finished_message = None
         self._recent.clear()
@@ -331,6 +335,7 @@ class RunTracker:
             gpu_used=self.gpu_used.copy(), gpu_proc=self.gpu_proc.copy(), gpu_total=self.gpu_total,
             gpu_name=self.gpu_name, gpu_available=self.gpu_available, gpu_reason=self.gpu_reason,
             gpu_proc_visible=self.gpu_proc_visible, gpu_util=self.gpu_util, device=self.device, rss_peak=self.rss_peak,
+            predicted_peak=self.predicted_peak,
             alerts=list(self.alerts),
             sample_path=sample[0] if sample else None, sample_prompt=sample[1] if sample else None,
             sample_step=sample[2] if sample else None,

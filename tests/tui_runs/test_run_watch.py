@@ -142,3 +142,20 @@ def test_chart_columns_take_min_and_max_of_the_points_they_cover():
     cols = _columns([0, 1, 2, 3, 4, 5], [5, 1, 7, 2, 2, 9], 0, 5, 3)
     assert cols == [(1, 5), (2, 7), (2, 9)]
     assert _columns([], [], 0, 1, 4) == [None] * 4
+
+
+def test_the_device_line_sets_the_measured_peak_against_run_starteds_prediction():
+    from tui.screens.monitor import device_line
+
+    tracker = RunTracker("r")
+    started = dict(run_started("r"), vram_estimate={"expected_peak_bytes": 3 * GIB, "nvidia_smi_bytes": 4 * GIB,
+                                                    "breakdown": {}})
+    steps = step_events(1, 3, 10)
+    for e in steps:
+        e.update(mem_allocated=2 * GIB, mem_peak=int(2.5 * GIB))
+    tracker.feed([started, *gpu_events(2), *steps])
+    view = tracker.view("running", [])
+    assert view.predicted_peak == 3 * GIB
+    line = device_line(view).plain
+    assert line.endswith("peak 2.5G / predicted 3.0G"), line
+    assert RunTracker("x").view("running", []).predicted_peak is None  # older runs: no prediction, no text

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "trainer.cli.cmd_caption",    # caption (BLIP)
     "trainer.cli.cmd_train",      # train, runs, stop, resume
     "trainer.cli.cmd_queue",      # gpus, cancel, requeue (and train/resume --gpu/--queue)
+    "trainer.cli.cmd_estimate",   # estimate
     "trainer.cli.cmd_export",     # export, validate, convert, pack, shared
     "trainer.cli.cmd_samples",    # samples (grid listing, contact sheet)
 )

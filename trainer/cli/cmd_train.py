@@ -116,6 +116,8 @@ def register(sub, parent) -> None:
     p.add_argument("--detach", action="store_true", help="start in the background and return at once")
     cmd_queue.placement_flags(p)
     slurm_flags(p)
+    p.add_argument("--force", action="store_true",
+                   help="start even if the memory estimate exceeds the GPU's free memory")
     train_flags(p)
     p.set_defaults(handler=cmd_train)
 
@@ -150,6 +152,10 @@ def cmd_train(args) -> CommandResult:
     if not args.slurm and any(getattr(args, f"slurm_{key}", None) is not None for key, _ in SLURM_FLAGS.values()):
         raise LoradeckError("Slurm options were given without --slurm", hint="add --slurm to submit to Slurm")
     resolved = run_config.resolve(project, overrides_from(args), args.config)
+    if not getattr(args, "force", False) and not args.queue and not args.slurm:
+        from trainer.cli.cmd_estimate import refuse_unless_fits
+
+        refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
     gpu = gpu_processes.parse_gpu(args.gpu)
     if args.queue:
         files = runs.create_run_from(project, resolved)

@@ -108,13 +108,23 @@ def device_line(view: RunView) -> Text:
             text.append("  (this run's share not visible to NVML)", style="dim")
         if view.gpu_util is not None:
             text.append(f"  util {view.gpu_util:.0f}%")
+        text.append(peak_vs_predicted(view))
         return text
     if view.torch_peak[1]:
-        return Text(f"torch peak {fmt_gib(view.torch_peak[1][-1])} (no NVML samples yet)")
+        return Text(f"torch peak {fmt_gib(view.torch_peak[1][-1])} (no NVML samples yet)").append(
+            peak_vs_predicted(view, actual=False))
     if view.device:
         ram = f"  RAM peak {fmt_gib(view.rss_peak)}" if view.rss_peak else ""
         return Text(f"device: {view.device}{ram}")
     return Text("GPU: no samples yet", style="dim")
+
+
+def peak_vs_predicted(view: RunView, *, actual: bool = True) -> Text:
+    """"  peak 4.1 GiB / predicted 4.3 GiB": torch's measured peak against run_started's estimate."""
+    if view.predicted_peak is None:
+        return Text()
+    measured = f"peak {fmt_gib(view.torch_peak[1][-1])} / " if actual and view.torch_peak[1] else ""
+    return Text(f"  {measured}predicted {fmt_gib(view.predicted_peak)}", style="dim")
 
 
 def alerts_text(view: RunView, limit: int = 3) -> Text:

@@ -31,6 +31,7 @@ from tui.form_hints import form_hint
 from tui.run_keys import bind
 from tui.widgets.preflight_panel import PreflightPanel
 from tui.widgets.tick_box import TickBox
+from tui.widgets.vram_estimate import EstimateLine
 from tui.worker_errors import ShowsWorkerErrors, show_error
 from tui.widgets.run_placement import RunPlacement
 
@@ -123,6 +124,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     TrainFormScreen #preset-row Label { width: 24; }
     TrainFormScreen #preset { width: 1fr; }
     TrainFormScreen #steps { height: auto; padding: 0 1; color: $accent; text-style: bold; }
+    TrainFormScreen #vram-estimate { height: 1; padding: 0 1; }
     TrainFormScreen #form { height: 1fr; padding: 0 1; }
     TrainFormScreen .row { height: auto; }
     TrainFormScreen .row > Label { width: 24; padding: 0 1 0 0; }
@@ -173,6 +175,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                          value=PRESET_NONE, allow_blank=False, id="preset")
         yield Static("", id="steps")
         yield RunPlacement(id="placement")
+        yield EstimateLine(id="vram-estimate")
         with VerticalScroll(id="form"):
             for f in FIELDS:
                 with Horizontal(classes="row", id=f"row-{f.name}"):
@@ -387,6 +390,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
             n = len(errors) + len(other)
             self._set("steps", Text(f"{n} problem{'s' if n != 1 else ''} to fix before launch", style="bold red"))
         self.config = cfg if not other else None
+        self.query_one(EstimateLine).request(self.config)
         self.query_one("#launch", Button).disabled = self.config is None or self.query_one(PreflightPanel).busy
         return self.config
 

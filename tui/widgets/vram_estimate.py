@@ -1,0 +1,124 @@
+"""The train form's live GPU-memory line: the run's estimate, coloured against the GPU's free memory.
+
+The estimate (trainer.vram_estimate) needs torch, which the TUI never imports: it runs in a child
+`python -m trainer.vram_estimate` that reads the config as JSON on stdin. Requests are debounced
+(typing "512" asks once), a newer request kills the child still working on an older one, and
+leaving the form kills it too. Free memory comes from NVML (trainer.gpu_monitor, no torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.widgets import Static
+
+from trainer.config import TrainConfig
+from trainer.vram_estimate import KNOB_FIELDS
+
+GiB = 1024 ** 3
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def estimate_argv() -> list[str]:
+    return [sys.executable, "-m", "trainer.vram_estimate"]
+
+
+def describe(estimate: dict[str, Any], gpus: list[dict[str, Any]], n_gpus: int = 1) -> Text:
+    """"GPU memory ≈ 5.1 GiB (peak 4.5 GiB allocated): fits GPU 0 (70.0 GiB free)", coloured."""
+    need = estimate["nvidia_smi_bytes"]
+    head = f"GPU memory ≈ {need / GiB:.1f} GiB (peak {estimate['expected_peak_bytes'] / GiB:.1f} GiB allocated)"
+    if not gpus:
+        return Text(f"{head}: no GPU here", style="dim")
+    target = gpus[:max(1, n_gpus)]
+    free = [g.get("mem_total", 0) - g.get("mem_used", 0) for g in target
+            if isinstance(g.get("mem_total"), int) and isinstance(g.get("mem_used"), int)]
+    if not free:
+        return Text(f"{head}: GPU free memory unknown", style="yellow")
+    least = min(free)
+    where = f"GPU {target[free.index(least)].get('index', 0)} ({least / GiB:.1f} GiB free)"
+    if need <= least:
+        return Text(f"{head}: fits {where}", style="green")
+    return Text(f"{head}: does not fit {where}", style="bold red")
+
+
+class EstimateLine(Static):
+    """Shows the estimate for the config given to `request` (None: the form has problems)."""
+
+    DEBOUNCE_SECONDS = 0.8
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("", markup=False, **kwargs)
+        self._knobs: dict[str, Any] | None = None
+        self._timer = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.generation = 0  # bumped per request; a result of an older one is dropped
+        self.children_started = 0
+        self.result: dict[str, Any] | None = None
+
+    def request(self, cfg: TrainConfig | None) -> None:
+        knobs = None if cfg is None else {k: getattr(cfg, k) for k in KNOB_FIELDS + ("gpus",)}
+        if knobs == self._knobs:
+            return  # a change that does not touch memory (learning rate, steps, ...)
+        self._knobs = knobs
+        self.generation += 1
+        self._kill()
+        if self._timer is not None:
+            self._timer.stop()
+        if knobs is None:
+            self.update(Text("GPU memory: fix the problems above to see the estimate", style="dim"))
+            return
+        self.update(Text("GPU memory: estimating…", style="dim"))
+        self._timer = self.set_timer(self.DEBOUNCE_SECONDS, lambda g=self.generation, c=cfg: self._run(g, c))
+
+    @work(thread=True, exclusive=True, group="vram-estimate", exit_on_error=False, description="VRAM estimate")
+    def _run(self, generation: int, cfg: TrainConfig) -> None:
+        from trainer import gpu_monitor
+
+        env = dict(os.environ, PYTHONPATH=str(_REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._proc = proc = subprocess.Popen(estimate_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.DEVNULL, text=True, env=env,
+                                                 start_new_session=True)
+            self.children_started += 1
+        out, _ = proc.communicate(json.dumps(cfg.to_dict()))
+        if generation != self.generation or proc.returncode not in (0, 1):
+            return  # superseded (killed), or crashed: a newer request owns the line
+        try:
+            data = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            data = {"ok": False, "error": "the estimate gave no answer"}
+        gpus = gpu_monitor.query_devices() if data.get("ok") else []
+        self.app.call_from_thread(self._show, generation, data, gpus, cfg.gpus)
+
+    def _show(self, generation: int, data: dict[str, Any], gpus: list[dict[str, Any]], n_gpus: int) -> None:
+        if generation != self.generation:
+            return
+        self.result = data
+        if not data.get("ok"):
+            self.update(Text(f"GPU memory: no estimate ({data.get('error')})", style="yellow"))
+            return
+        self.update(describe(data, gpus, n_gpus))
+
+    def _kill(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+
+    def on_unmount(self) -> None:
+        self.generation += 1
+        self._kill()
