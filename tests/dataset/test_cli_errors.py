@@ -34,7 +34,7 @@ def test_a_closed_pipe_ends_the_command_quietly_without_a_traceback(root):
 
 
 def test_usage_errors_are_one_line(cli, root):
-    proc = cli("stop", "toy", root=root)
+    proc = cli("stop", root=root)  # the project name is missing
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: loradeck stop:")
     assert "--help" in proc.stderr

@@ -464,7 +464,10 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     def _load_prompt_suggestions(self) -> None:
         from trainer.sample_prompts import suggest
 
-        prompts = suggest(self.project)
+        try:
+            prompts = suggest(self.project)
+        except LoradeckError:  # a broken project.toml: the form names it already; no suggestions then
+            prompts = []
         self.app.call_from_thread(self._show_prompt_suggestions, prompts)
 
     def _show_prompt_suggestions(self, prompts: list[str]) -> None:

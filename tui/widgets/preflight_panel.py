@@ -107,9 +107,13 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
 
     @work(thread=True, exclusive=True, group="form-preflight", exit_on_error=False, description="preflight")
     def _check(self, cfg: TrainConfig) -> None:
+        from trainer.errors import LoradeckError
         from trainer.preflight import check
 
-        report = check(self.project, cfg)
+        try:
+            report = check(self.project, cfg)
+        except LoradeckError as e:  # a broken project.toml: the form already names it above
+            report = {"problems": [{"level": "error", "code": "settings", "message": e.one_line()}]}
         self.app.call_from_thread(self._show, cfg, report)
 
     def _show(self, cfg: TrainConfig, report: dict) -> None:
