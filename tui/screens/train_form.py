@@ -184,7 +184,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         with Horizontal(id="buttons"):
             yield Button("Launch run", id="launch", variant="success")
             # Shown where sbatch exists: the run goes to Slurm with the [slurm] settings (docs/cluster.md).
-            yield Checkbox("Submit to Slurm", id="slurm", tooltip="submit as a Slurm batch job ([slurm] settings)")
+            yield TickBox("Submit to Slurm", id="slurm", tooltip="submit as a Slurm batch job ([slurm] settings)")
         yield Footer()
 
     def _widget(self, f: Field):
