@@ -33,6 +33,10 @@ async def test_the_model_field_is_saved_in_project_toml_and_used(root, demo, mon
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is dialog and "is not a folder" in str(dialog.query_one("#caption-problem").render())
+        field.value = "./my blip"  # named as typed: a path with spaces reads as one thing
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "“./my blip” is not a folder" in str(dialog.query_one("#caption-problem").render())
         field.value = "someone/their-blip"
         await pilot.press("enter")
         error = await wait_screen(pilot, "ErrorScreen", timeout=60)
