@@ -413,6 +413,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
             self.app.push_screen(ConfirmScreen(
                 f"Force-stop {self.run_id} now? It is killed without finishing step {self.stopping};"
                 " resume continues from its last saved state.", yes_label="Force-stop", danger=True), force)
+            return
         if self.view is not None and self.view.state == "queued":
             self.app.push_screen(ConfirmScreen(f"Cancel queued run {self.run_id}? It leaves the queue.",
                                                yes_label="Cancel run", danger=True),

@@ -242,6 +242,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
             self.app.push_screen(ConfirmScreen(
                 f"Force-stop {row.run_id} now? It is killed without finishing step {self.stopping[row.run_id]};"
                 " resume continues from its last saved state.", yes_label="Force-stop", danger=True), force)
+            return
         if row.state == "queued":
             self.app.push_screen(ConfirmScreen(f"Cancel queued run {row.run_id}? It leaves the queue.",
                                                yes_label="Cancel run", danger=True),
