@@ -458,9 +458,13 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="prompt-suggestions", exit_on_error=False,
           description="suggest sample prompts")
     def _load_prompt_suggestions(self) -> None:
+        from trainer.errors import LoradeckError
         from trainer.sample_prompts import suggest
 
-        prompts = suggest(self.project)
+        try:
+            prompts = suggest(self.project)
+        except LoradeckError:  # a broken project.toml: the form's problem line says so; no suggestions
+            return
         self.app.call_from_thread(self._show_prompt_suggestions, prompts)
 
     def _show_prompt_suggestions(self, prompts: list[str]) -> None:

@@ -107,10 +107,23 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
 
     @work(thread=True, exclusive=True, group="form-preflight", exit_on_error=False, description="preflight")
     def _check(self, cfg: TrainConfig) -> None:
+        from trainer.errors import LoradeckError
         from trainer.preflight import check
 
-        report = check(self.project, cfg)
+        try:
+            report = check(self.project, cfg)
+        except LoradeckError as e:  # e.g. a broken project.toml: the form's problem line names it already
+            self.app.call_from_thread(self._not_checked, cfg, e)
+            return
         self.app.call_from_thread(self._show, cfg, report)
+
+    def _not_checked(self, cfg: TrainConfig, error: Exception) -> None:
+        """A line in the panel, not a modal over the form the user is fixing."""
+        if cfg != self._wanted or self.busy:
+            return
+        self.report, self.offer = None, None
+        self.set_class(False, "-offer")
+        self.query_one("#preflight-lines", Static).update(Text(f"preflight: not checked ({error})", style="dim"))
 
     def _show(self, cfg: TrainConfig, report: dict) -> None:
         if cfg != self._wanted or self.busy:
