@@ -226,7 +226,7 @@ def test_engine_hints_name_the_form_field_not_the_cli_flag():
 async def test_a_launch_refused_by_the_engine_names_the_form_field(trainable, monkeypatch):
     from tui import run_actions
 
-    def refuse(project, overrides):
+    def refuse(project, overrides, **_placement):  # gpu=, queue=: where and when it starts
         raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
                           hint="pip install bitsandbytes (CUDA), or use --optimizer adamw")
 
