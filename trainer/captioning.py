@@ -380,13 +380,27 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
     except StopRequested:
         report.stopped = True
         return finish("stopped", message="stopped while loading the model")
-    except LoradeckError as e:
-        finish("failed", message=e.one_line())
-        raise
-    except BaseException as e:  # KeyboardInterrupt on a second Ctrl-C, or a bug: still say so
-        finish("failed", message=f"{type(e).__name__}: {e}")
+    except BaseException as e:
+        if _caused_by_stop(e):  # a library that wraps what interrupts it (transformers' lazy imports)
+            report.stopped = True
+            return finish("stopped", message="stopped while loading the model")
+        if isinstance(e, LoradeckError):
+            finish("failed", message=e.one_line())
+        else:  # KeyboardInterrupt on a second Ctrl-C, or a bug: still say so
+            finish("failed", message=f"{type(e).__name__}: {e}")
         raise
     return finish(report.status)
+
+
+def _caused_by_stop(error: BaseException) -> bool:
+    """Whether `error` was raised while handling a StopRequested (its cause or context chain)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StopRequested):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _load(model: str, device: str, emit: EventSink, total: int):

@@ -26,12 +26,13 @@ def _labels() -> dict[str, str]:
     return labels
 
 
-def form_hint(text: str | None) -> str | None:
+def form_hint(text: str | None, labels: dict[str, str] | None = None, suffix: str = SUFFIX) -> str | None:
     """`text` with every train flag named as the train form's field (`use --optimizer adamw` ->
-    `use “Optimizer” adamw (train form fields)`); flags the form has no field for are left alone."""
+    `use “Optimizer” adamw (train form fields)`); flags the form has no field for are left alone.
+    Another screen passes its own `labels` (flag name -> field label) and `suffix` (where they are)."""
     if not text or "--" not in text:
         return text
-    labels = _labels()
+    labels = _labels() if labels is None else labels
     replaced = False
 
     def field(match: re.Match) -> str:
@@ -43,4 +44,9 @@ def form_hint(text: str | None) -> str | None:
         return f"“{label}”"
 
     out = _FLAG.sub(field, re.sub(r"(--[a-z][a-z0-9-]*)=", r"\1 ", text))
-    return out + SUFFIX if replaced else out
+    return out + suffix if replaced else out
+
+
+def caption_hint(text: str) -> str:
+    """A captioning error's hint for the TUI: `--model` is the caption dialog's Model field."""
+    return form_hint(text, {"model": "Model"}, " (the caption dialog: c, then b)") or text

@@ -132,3 +132,23 @@ def test_sigterm_while_the_model_loads_stops_at_once_as_stopped(make_project, ro
     assert events[-1]["type"] == "task_finished" and events[-1]["status"] == "stopped"
     # huggingface_hub alone would wait 10 s per request and retry for ~23 s more; the stop does not wait.
     assert took < 8, f"took {took:.1f} s to stop"
+
+
+def test_a_stop_that_lands_inside_a_library_import_still_reads_stopped(make_project, monkeypatch):
+    # transformers' lazy imports catch whatever interrupts them (here the stop raised by the SIGTERM
+    # handler) and raise their own "Failed to import ..." error from it: that is still the user's stop.
+    from trainer import captioning
+    from trainer.errors import StopRequested
+
+    def load_interrupted(*_args):
+        try:
+            raise StopRequested()
+        except StopRequested as stop:
+            raise RuntimeError("Failed to import transformers.models.blip because of the error above") from stop
+
+    monkeypatch.setattr(captioning, "_load", load_interrupted)
+    events = []
+    report = caption_project(make_project(2, name="stop-in-import"), CaptionOptions(device="cpu"),
+                             on_event=lambda kind, **fields: events.append((kind, fields)))
+    assert report.stopped and report.status == "stopped"
+    assert events[-1][0] == "task_finished" and events[-1][1]["status"] == "stopped"

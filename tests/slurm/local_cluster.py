@@ -114,6 +114,7 @@ class LocalCluster:
 
     def sbatch_wrap(self, command: str, *args: str) -> str:
         env = {**os.environ, **self.env}
-        out = subprocess.run(["sbatch", "--parsable", *args, "--wrap", command], capture_output=True, text=True,
+        out = subprocess.run(["sbatch", "--parsable", f"--output={self.folder}/wrap-%j.out", *args, "--wrap", command],
+                             capture_output=True, text=True,
                              env=env, check=True).stdout
         return out.strip().split(";")[0]

@@ -33,12 +33,19 @@ async def test_the_model_field_is_saved_in_project_toml_and_used(root, demo, mon
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is dialog and "is not a folder" in str(dialog.query_one("#caption-problem").render())
+        field.value = "./my blip"  # named as typed: a path with spaces reads as one thing
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "“./my blip” is not a folder" in str(dialog.query_one("#caption-problem").render())
         field.value = "someone/their-blip"
         await pilot.press("enter")
         error = await wait_screen(pilot, "ErrorScreen", timeout=60)
         # The engine got the field's model and refused it at once (offline, not cached), saying how to fix it.
         assert "someone/their-blip" in error.message and "HF_HUB_OFFLINE" in error.message
         assert "local folder" in error.message
+        # The way out is the dialog's Model field, not the CLI's --model flag.
+        assert "--model" not in error.message + (error.hint or "")
+        assert "“Model”" in error.message and "caption dialog" in error.message
         assert settings_mod.load(demo.settings_file).caption.model == "someone/their-blip"
         await pilot.press("escape")
         screen, dialog = await open_caption_dialog(pilot)

@@ -38,7 +38,11 @@ def test_monitor_of_a_failed_run(project, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
-def test_train_form_with_an_error(trainable, snap_compare):
+def test_train_form_with_an_error(trainable, snap_compare, monkeypatch):
+    from tui import run_actions
+
+    # The Slurm toggle shows only where sbatch exists: the picture must not depend on the machine.
+    monkeypatch.setattr(run_actions, "slurm_available", lambda: False)
     app = ScreenApp(lambda: TrainFormScreen(trainable))
 
     async def edit(pilot):

@@ -146,3 +146,23 @@ async def test_every_column_fits_80_columns_lora_name_included(four_runs):
         completed = next(line for line in lines if "20260101-000000-aaaa" in line)
         assert "lora.safetensors" in completed
         assert "Output" in next(line for line in lines if "Started" in line)
+
+
+def footer(screen) -> str:
+    strips = screen._compositor.render_strips()
+    return "".join(segment.text for segment in strips[-1]) if strips else ""
+
+
+async def test_the_footer_offers_stop_and_resume_only_where_the_selected_run_allows(four_runs):
+    app = ScreenApp(lambda: RunsScreen(four_runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 4, what="four rows")
+        table.move_cursor(row=table.get_row_index("20260101-000000-aaaa"))  # completed
+        await wait_for(pilot, lambda: "e Export" in footer(screen) and "r Resume" not in footer(screen),
+                       what="a completed run's footer")
+        assert "s Stop" not in footer(screen)
+        table.move_cursor(row=table.get_row_index("20260102-000000-bbbb"))  # stopped
+        await wait_for(pilot, lambda: "r Resume" in footer(screen), what="a stopped run's footer")
+        assert "s Stop" not in footer(screen)

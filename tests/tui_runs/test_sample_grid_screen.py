@@ -60,14 +60,17 @@ async def test_export_from_a_selected_step_publishes_that_checkpoint(project, tm
         assert isinstance(app.screen, ExportScreen)
         assert app.screen.query_one("#export-checkpoint").value == "4"
         app.screen.query_one("#export-dest").value = str(tmp_path / "loras")
+        app.screen.query_one("#export-checkpoint").focus()  # Enter exports from the last field, after the name
         await pilot.press("enter")
         published = tmp_path / "loras" / "lora-step4.safetensors"
         from tui.screens.error import ErrorScreen
 
-        await wait_for(pilot, lambda: published.exists() or isinstance(app.screen, ErrorScreen), timeout=300,
+        # The adapter claims its name first, then the sidecar moves in: wait for both.
+        await wait_for(pilot, lambda: published.with_suffix(".json").exists() or isinstance(app.screen, ErrorScreen),
+                       timeout=300,
                        what="the step's checkpoint published")
         assert not isinstance(app.screen, ErrorScreen), app.screen.message
-        assert published.with_suffix(".json").exists()
+        assert published.exists()
     assert files.checkpoint("lora", 4).exists()
 
 

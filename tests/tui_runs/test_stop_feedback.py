@@ -151,7 +151,8 @@ async def test_the_run_screens_footers_keep_every_shown_key_and_the_palette_at_8
     app = LoradeckApp(project.root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ProjectsScreen", what="the projects")
-        for screen, keys in ((RunsScreen(project), ("m Monitor", "s Stop", "r Resume", "e Export", "t New run")),
+        # A stopped run is selected: Resume, not Stop (the runs screen's keys follow the selected run).
+        for screen, keys in ((RunsScreen(project), ("m Monitor", "r Resume", "e Export", "t New run")),
                              (MonitorScreen(project, "halted"), ("r Resume", "l Log", "u Runs"))):
             app.push_screen(screen)
             await wait_for(pilot, lambda: keys[-1] in footer(app.screen), what=f"the footer of {screen}")

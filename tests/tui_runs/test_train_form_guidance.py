@@ -5,7 +5,7 @@ that fit 80 columns (issue 12, items 2, 3 and 13)."""
 from __future__ import annotations
 
 from PIL import Image
-from textual.widgets import Button, Input, Select, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Select, Static, TextArea
 
 from trainer import prep, settings
 from trainer.errors import ConfigError
@@ -147,6 +147,12 @@ async def test_checkboxes_read_ticked_or_not_without_colour(trainable):
         box.value = True
         await pilot.pause()
         assert str(box.render()).startswith("[x]")
+        # Every toggle of the form, the queue and Slurm ones too, reads the same way.
+        for toggle in screen.query(Checkbox):
+            for value in (False, True):
+                toggle.value = value
+                await pilot.pause()
+                assert str(toggle.render()).startswith("[x]" if value else "[ ]"), toggle.id
 
 
 async def test_the_form_remembers_its_last_values_per_project(trainable):
@@ -220,7 +226,7 @@ def test_engine_hints_name_the_form_field_not_the_cli_flag():
 async def test_a_launch_refused_by_the_engine_names_the_form_field(trainable, monkeypatch):
     from tui import run_actions
 
-    def refuse(project, overrides, **placement):
+    def refuse(project, overrides, **_placement):  # gpu=, queue=: where and when it starts
         raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
                           hint="pip install bitsandbytes (CUDA), or use --optimizer adamw")
 

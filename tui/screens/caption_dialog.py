@@ -34,9 +34,9 @@ def model_problem(model: str) -> str | None:
     if looks_like_path:
         path = Path(os.path.expanduser(model))
         if not path.is_dir():
-            return f"{path} is not a folder"
+            return f"“{model}” is not a folder"
         if not (path / "config.json").is_file():
-            return f"{path} has no config.json (a folder saved with save_pretrained is needed)"
+            return f"“{model}” has no config.json (a folder saved with save_pretrained is needed)"
     return None
 
 

@@ -13,7 +13,9 @@ from textual.widgets import Footer, Header, Input, Static
 
 from trainer.caption_store import read_caption, split_tags
 from trainer.dataset_view import CAPTIONED, DatasetEntry, DatasetListing, list_dataset, load_captions
+from trainer.errors import LoradeckError
 from trainer.project import Project
+from tui.form_hints import caption_hint
 from tui.keys import bind
 from tui.messages import TaskDone, TaskEvent
 from tui.quiet import no_blinking
@@ -327,7 +329,6 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         """Save the chosen model as project.toml [caption] model (removed when it is the default)."""
         from trainer import settings as settings_mod
         from trainer.captioning import default_caption_model
-        from trainer.errors import LoradeckError
 
         value = None if model == default_caption_model(self.settings) else model
         if (value or "") == self.settings.caption.model:
@@ -358,6 +359,11 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
         try:
             status, failures, final = run_task(argv, lambda ev: self.post_message(TaskEvent(name, ev)), started)
+        except LoradeckError as e:
+            self.app.call_from_thread(self._task_ended)
+            if name != "caption":
+                raise
+            raise LoradeckError(caption_hint(str(e)), hint=caption_hint(e.hint) if e.hint else None) from e
         except BaseException:
             self.app.call_from_thread(self._task_ended)
             raise

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -171,8 +172,24 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         run_id = self.selected_run_id()
         return self.rows.get(run_id) if run_id else None
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """The footer offers what the selected run's state allows, as the monitor's does."""
+        if action not in ("stop_run", "resume_run"):
+            return True
+        try:
+            row = self.selected()
+        except NoMatches:  # not composed yet
+            return True
+        if row is None:
+            return False
+        orphaned = row.state == "queued" and bool((row.queue or {}).get("orphaned"))
+        if action == "stop_run":
+            return row.state in LIVE
+        return row.state in ("stopped", "failed", "crashed") or orphaned
+
     @on(DataTable.RowHighlighted)
     def _describe(self) -> None:
+        self.refresh_bindings()
         row = self.selected()
         if row is None:
             return

@@ -171,27 +171,25 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
             return
         from tui.screens.runs import ExportScreen
 
-        try:
-            from trainer import settings
-
-            dest = settings.load(self.project.settings_file).export.dest
-        except Exception:
-            dest = ""
+        dest, on_conflict = run_actions.export_defaults(self.project)
         run_dir = self.run_dir
 
-        def chosen(answer: tuple[str, str] | None) -> None:
+        def chosen(answer) -> None:  # an ExportChoice (folder, name, checkpoint, on_conflict), or None
             if answer is not None:
                 self.notify(f"validating and exporting step {step} of {run_dir.name}…")
-                self._export(run_dir, *answer)
+                self._export(run_dir, answer)
 
-        self.app.push_screen(ExportScreen(run_dir.name, dest, checkpoint), chosen)
+        self.app.push_screen(ExportScreen(run_dir.name, dest, checkpoint, on_conflict=on_conflict,
+                                          default_name=lambda c: run_actions.export_name(self.project,
+                                                                                          run_dir.name, c)),
+                             chosen)
 
     @work(thread=True, group="sample-export", exit_on_error=False, description="export a step")
-    def _export(self, run_dir: Path, dest: str, checkpoint: str) -> None:
+    def _export(self, run_dir: Path, choice) -> None:
         from trainer.run_files import RunFiles
 
         try:
-            result = run_actions.export(self.project, RunFiles(run_dir), dest, checkpoint)
+            result = run_actions.export(self.project, RunFiles(run_dir), choice)
         except Exception as e:
             self.app.call_from_thread(show_error, self, e, f"Could not export {run_dir.name}")
             return

@@ -187,7 +187,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         with Horizontal(id="buttons"):
             yield Button("Launch run", id="launch", variant="success")
             # Shown where sbatch exists: the run goes to Slurm with the [slurm] settings (docs/cluster.md).
-            yield Checkbox("Submit to Slurm", id="slurm", tooltip="submit as a Slurm batch job ([slurm] settings)")
+            yield TickBox("Submit to Slurm", id="slurm", tooltip="submit as a Slurm batch job ([slurm] settings)")
         yield Footer()
 
     def _widget(self, f: Field):
@@ -462,12 +462,13 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="prompt-suggestions", exit_on_error=False,
           description="suggest sample prompts")
     def _load_prompt_suggestions(self) -> None:
+        from trainer.errors import LoradeckError
         from trainer.sample_prompts import suggest
 
         try:
             prompts = suggest(self.project)
-        except LoradeckError:  # a broken project.toml: the form names it already; no suggestions then
-            prompts = []
+        except LoradeckError:  # a broken project.toml: the form's problem line says so; no suggestions
+            return
         self.app.call_from_thread(self._show_prompt_suggestions, prompts)
 
     def _show_prompt_suggestions(self, prompts: list[str]) -> None:

@@ -112,9 +112,18 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
 
         try:
             report = check(self.project, cfg)
-        except LoradeckError as e:  # a broken project.toml: the form already names it above
-            report = {"problems": [{"level": "error", "code": "settings", "message": e.one_line()}]}
+        except LoradeckError as e:  # e.g. a broken project.toml: the form's problem line names it already
+            self.app.call_from_thread(self._not_checked, cfg, e)
+            return
         self.app.call_from_thread(self._show, cfg, report)
+
+    def _not_checked(self, cfg: TrainConfig, error: Exception) -> None:
+        """A line in the panel, not a modal over the form the user is fixing."""
+        if cfg != self._wanted or self.busy:
+            return
+        self.report, self.offer = None, None
+        self.set_class(False, "-offer")
+        self.query_one("#preflight-lines", Static).update(Text(f"preflight: not checked ({error})", style="dim"))
 
     def _show(self, cfg: TrainConfig, report: dict) -> None:
         if cfg != self._wanted or self.busy:

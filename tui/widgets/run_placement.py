@@ -10,6 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import Checkbox, Label, Select
 
 from trainer import gpu_processes
+from tui.widgets.tick_box import TickBox
 
 DEFAULT, AUTO = "default", "auto"
 
@@ -29,7 +30,7 @@ class RunPlacement(Horizontal):
         yield Select([("default device", DEFAULT), ("auto: most free memory", AUTO)], value=DEFAULT,
                      allow_blank=False, id="placement-gpu",
                      tooltip="auto: the GPU with the most free memory that fits the run's estimate")
-        yield Checkbox("queue", id="placement-queue",
+        yield TickBox("queue", id="placement-queue",
                        tooltip="wait in the queue and start by itself when the GPU memory frees"
                                " (first in, first out; it outlives the TUI)")
 
