@@ -188,3 +188,10 @@ def _load_strict(module, state: dict[str, Any], label: str, ignore: tuple[str, .
     if missing or unexpected:
         raise ModelError(f"{label} weights do not match the inferred SD1.x layout "
                          f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+
+
+def load_sdxl(path: Path) -> dict[str, Any]:
+    """Single-file SDXL checkpoints are recognised but not converted offline yet: say so in one line."""
+    raise ModelError(f"{path.name} is a single-file SDXL checkpoint; loading those is not supported yet",
+                     hint="use the model as a diffusers folder or a Hugging Face id "
+                          "(diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(DIR))")
