@@ -62,9 +62,7 @@ def test_an_unsupported_architecture_is_refused_before_a_run_folder_exists(tmp_p
     shutil.copytree(tiny_model, sd2)
     config = json.loads((sd2 / "unet" / "config.json").read_text())
     (sd2 / "unet" / "config.json").write_text(json.dumps(dict(config, cross_attention_dim=1024)))
-    proj = project_mod.create(tmp_path / "p") if hasattr(project_mod, "create") else None
-    if proj is None:
-        pytest.skip("no project.create")
+    proj = project_mod.create_project("p", root=tmp_path)
     before = set((proj.path / "runs").glob("*")) if (proj.path / "runs").exists() else set()
     with pytest.raises(ModelError, match="SD 2.x.*not supported"):
         runs.create_run(proj, {"base_model": str(sd2)})
@@ -159,6 +157,33 @@ def _sgm_paths(unet):
     for name, module in unet.named_modules():
         if ".attentions." in name and name.endswith(("to_q", "to_k", "to_v", "to_out.0")):
             yield diffusers_to_sgm(name, unet.config)
+
+
+def test_an_sdxl_project_prepares_1024_px_buckets_by_default(tmp_path):
+    from trainer import project as project_mod, settings
+
+    xl = project_mod.create_project("xl", root=tmp_path, base_model="synthetic:sdxl-tiny")
+    one = project_mod.create_project("one", root=tmp_path, base_model="synthetic:tiny")
+    assert settings.load(xl.settings_file).prep.resolution == 1024
+    assert settings.load(one.settings_file).prep.resolution == 512
+
+
+def test_prep_records_the_original_size_and_crop_for_micro_conditioning(tmp_path):
+    from PIL import Image
+
+    from trainer import prep, project as project_mod
+
+    proj = project_mod.create_project("p", root=tmp_path)
+    Image.new("RGB", (300, 200), "red").save(proj.originals / "wide.png")
+    prep.prep_project(proj, resolution=64, workers=1)
+    entry = prep.load_manifest(proj)["wide"]
+    assert entry["original"] == [300, 200]
+    from trainer import buckets
+
+    fitted = buckets.fit(300, 200, prep.load_settings(proj, 64).spec)
+    (rw, rh), (w, h) = fitted.resize_to, fitted.size
+    assert (entry["width"], entry["height"]) == (w, h)
+    assert entry["crop"] == [(rw - w) // 2, (rh - h) // 2]
 
 
 def test_sdxl_time_ids_come_from_what_prep_recorded(tmp_path):
