@@ -42,12 +42,18 @@ def add_unet_lora(unet, *, rank: int, alpha: float, targets: str) -> list:
     return _fp32_trainable(unet)
 
 
-def add_text_encoder_lora(text_encoder, *, rank: int, alpha: float, targets: str) -> list:
+def add_text_encoder_lora(text_encoder, *, rank: int, alpha: float, targets: str, layers=None) -> list:
+    """`layers`: the encoder layers to adapt (None: all). A layer whose output the UNet never sees
+    (SDXL's first encoder is read at its penultimate layer) gets no adapter: it would never train."""
     from peft import inject_adapter_in_model
 
     text_encoder.requires_grad_(False)
+    names = TEXT_ENCODER_TARGETS[targets]
+    if layers is not None:
+        names = [n for n, _ in text_encoder.named_modules() if n.split(".")[-1] in names
+                 and ".layers." in n and int(n.split(".layers.")[1].split(".")[0]) in layers]
     # peft directly: transformers' own add_adapter may demand a newer peft than diffusers does.
-    config = lora_config(rank, alpha, TEXT_ENCODER_TARGETS[targets])
+    config = lora_config(rank, alpha, names)
     inject_adapter_in_model(config, text_encoder, adapter_name=ADAPTER)
     text_encoder.peft_config = {ADAPTER: config}
     return _fp32_trainable(text_encoder)

@@ -105,9 +105,10 @@ def train(ctx: RunContext) -> Outcome:
     unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
     te_params = []
     if cfg.train_text_encoder:
-        for te in text_encoders:
+        for k, te in enumerate(text_encoders):  # SDXL reads te1 at its penultimate layer: its last never trains
+            layers = range(te.config.num_hidden_layers - 1) if text_encoder_2 is not None and k == 0 else None
             te_params += lora_network.add_text_encoder_lora(te, rank=cfg.rank, alpha=cfg.alpha,
-                                                            targets=cfg.target_modules)
+                                                            targets=cfg.target_modules, layers=layers)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:

@@ -99,6 +99,11 @@ def test_sdxl_run_trains_both_text_encoders_and_exports_kohya_sdxl_that_diffuser
     assert not any("down_blocks" in k or "up_blocks" in k or "mid_block" in k for k in keys)
     assert all(tensors[k].dim() == 0 for k in keys if k.endswith(".alpha"))
 
+    report = lora_validate.validate(out, base_model=str(sdxl_tiny))
+    assert report.ok and report.family == "sdxl" and report.load_check.startswith("passed"), report.summary()
+    assert "SDXL" in report.summary()
+    _diffusers_named_unet_key_in_an_sdxl_file_is_refused(out, run / "bad.safetensors")
+
     pipe = StableDiffusionXLPipeline.from_pretrained(sdxl_tiny)
     x, t, h = torch.randn(1, 4, 16, 16), torch.tensor([500]), torch.randn(1, 77, 64)
     cond = {"text_embeds": torch.randn(1, 32), "time_ids": torch.tensor([[64., 64, 0, 0, 64, 64]])}
@@ -149,6 +154,22 @@ def test_sdxl_run_trains_both_text_encoders_and_exports_kohya_sdxl_that_diffuser
         ours = unet(x, t, h, added_cond_kwargs=cond).sample
     assert torch.allclose(ours, after, atol=1e-5)
     del synthetic_sd
+
+
+def _diffusers_named_unet_key_in_an_sdxl_file_is_refused(good: Path, bad: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from trainer import lora_validate
+
+    with safe_open(good, "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    renamed = {k.replace("lora_unet_input_blocks_4_1_", "lora_unet_down_blocks_1_attentions_0_"): v
+               for k, v in tensors.items()}
+    meta.pop("sshs_model_hash", None)
+    save_file(renamed, bad, metadata=meta)
+    report = lora_validate.check_rules(bad)
+    assert not report.ok and any("SGM block name" in p.message for p in report.errors)
 
 
 def _sgm_paths(unet):
