@@ -98,3 +98,36 @@ def is_sdxl_keys(keys) -> bool:
     """A kohya file in the SDXL layout: te1/te2 keys, or UNet keys under SGM block names."""
     return any(k.startswith((TE1_PREFIX + "_", TE2_PREFIX + "_", "lora_unet_input_blocks_", "lora_unet_middle_block_",
                              "lora_unet_output_blocks_")) for k in keys)
+
+
+# Every SDXL-architecture model (base 1.0 and its fine-tunes, synthetic:sdxl-tiny too) has two
+# layers per level: what converting a file needs when no model is at hand.
+SDXL_UNET_LAYOUT = {"layers_per_block": 2}
+_SGM_KEY = re.compile(r"^lora_unet_(input_blocks_\d+_1|middle_block_1|output_blocks_\d+_1)_(.+)$")
+
+
+def kohya_sdxl_module(name: str) -> tuple[str, str]:
+    """A kohya SDXL module key -> (diffusers part, dotted module path):
+    `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q` -> ("unet", "down_blocks.1.attentions.0...")."""
+    from trainer.lora_file import module_path_from_kohya
+
+    for prefix, part in ((TE1_PREFIX, "text_encoder"), (TE2_PREFIX, "text_encoder_2")):
+        if name.startswith(prefix + "_"):
+            return part, module_path_from_kohya(TE_PREFIX + name[len(prefix):])[1]
+    m = _SGM_KEY.match(name)
+    if not m:
+        raise LoraFileError(f"{name}: not a kohya SDXL module key (SGM UNet block or lora_te1_/lora_te2_)")
+    inner = module_path_from_kohya(f"{UNET_PREFIX}_{m[2]}")[1]
+    block = re.sub(r"_(\d+)", r".\1", m[1])  # input_blocks_4_1 -> input_blocks.4.1
+    return "unet", sgm_to_diffusers(f"{block}.{inner}", SDXL_UNET_LAYOUT)
+
+
+def kohya_sdxl_name(part: str, module: str) -> str:
+    """The inverse of `kohya_sdxl_module`."""
+    from trainer.lora_file import CLIP_TEXT_ROOT, kohya_key
+
+    if part == "unet":
+        return kohya_key(UNET_PREFIX, diffusers_to_sgm(module, SDXL_UNET_LAYOUT))
+    module = module if module.startswith(CLIP_TEXT_ROOT) else CLIP_TEXT_ROOT + module
+    prefix = TE1_PREFIX if part == "text_encoder" else TE2_PREFIX
+    return prefix + kohya_key(TE_PREFIX, module)[len(TE_PREFIX):]
