@@ -169,7 +169,8 @@ def check_rules(path: str | os.PathLike) -> Report:
     report.layout = "kohya" if modules else "unknown"
     from trainer.lora_sdxl import is_sdxl_keys
 
-    sdxl = is_sdxl_keys(modules) or str(metadata.get("ss_base_model_version", "")).startswith("sdxl")
+    version = str(metadata.get("ss_base_model_version", ""))  # what the file says it is wins over its keys
+    sdxl = version.startswith("sdxl") if version.startswith(("sd_v", "sdxl")) else is_sdxl_keys(modules)
     report.family = "sdxl" if sdxl else "sd1"
     for module in modules:
         _check_module_name(report, module, sdxl)
