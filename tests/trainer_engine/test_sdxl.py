@@ -254,3 +254,19 @@ def test_sdxl_stop_then_resume_ends_where_an_uninterrupted_run_ends(sdxl_run):
     assert set(a) == set(b) and any(k.startswith("lora_te2_") for k in a)
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
+def test_synthetic_sdxl_is_the_sdxl_base_architecture_and_builds_on_the_meta_device():
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from trainer import synthetic_sd
+
+    configs = synthetic_sd.component_configs("sdxl")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**configs["unet"])
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**configs["text_encoder_2"]))
+    assert 2.55e9 < sum(p.numel() for p in unet.parameters()) < 2.58e9  # SDXL base UNet: 2.567 B
+    assert 690e6 < sum(p.numel() for p in te2.parameters()) < 700e6     # OpenCLIP bigG text tower: 695 M
+    assert unet.config.addition_embed_type == "text_time" and unet.config.cross_attention_dim == 2048
