@@ -270,3 +270,33 @@ def test_synthetic_sdxl_is_the_sdxl_base_architecture_and_builds_on_the_meta_dev
     assert 2.55e9 < sum(p.numel() for p in unet.parameters()) < 2.58e9  # SDXL base UNet: 2.567 B
     assert 690e6 < sum(p.numel() for p in te2.parameters()) < 700e6     # OpenCLIP bigG text tower: 695 M
     assert unet.config.addition_embed_type == "text_time" and unet.config.cross_attention_dim == 2048
+
+
+def test_an_sdxl_single_file_checkpoint_loads_offline_with_the_weights_it_was_written_from(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from ldm_layout import to_sdxl_single_file
+    from trainer import models, synthetic_sd
+
+    # sdxl-tiny with SDXL's 32 norm groups (a checkpoint's tensors do not say how many a norm has)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    configs = synthetic_sd.component_configs("sdxl-tiny")
+    parts = synthetic_sd.build("sdxl-tiny")
+    torch.manual_seed(1)
+    parts["unet"] = UNet2DConditionModel(**dict(configs["unet"], norm_num_groups=32))
+    parts["vae"] = AutoencoderKL(**dict(configs["vae"], norm_num_groups=32, block_out_channels=[32, 64]))
+    path = tmp_path / "xl.safetensors"
+    save_file(to_sdxl_single_file(parts["unet"], parts["vae"], parts["text_encoder"], parts["text_encoder_2"]),
+              path)
+    model = models.load_base_model(str(path))
+    assert model.family == "sdxl" and models.base_model_version(model) == "sdxl_base_v1-0"
+    for key in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want, got = parts[key].state_dict(), getattr(model, key).state_dict()
+        assert set(want) <= set(got) | {"text_model.embeddings.position_ids"}, key
+        for name, tensor in want.items():
+            if name in got:
+                assert torch.equal(tensor, got[name]), (key, name)
+    assert model.unet.config.transformer_layers_per_block == [1, 2]
+    assert model.unet.config.addition_time_embed_dim == 8
