@@ -32,10 +32,6 @@ PRESETS: tuple[Preset, ...] = (
     Preset("6 GB", "fp16, checkpointing, cached latents, 8-bit AdamW, batch 1, rank 8", {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "optimizer": "adamw8bit", "batch_size": 1, "rank": 8, "alpha": 8.0}),
-    Preset("SDXL 10 GB", "SDXL 1024 px, UNet only: fp16, checkpointing, cached latents and text, 8-bit AdamW", {
-        "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
-        "cache_latents": True, "cache_text_embeddings": True, "train_text_encoder": False,
-        "optimizer": "adamw8bit", "batch_size": 1, "resolution": 1024, "rank": 16, "alpha": 16.0}),
     Preset("CPU demo", "synthetic:tiny at 64 px for 6 steps, a sample every 3: checks the whole pipeline on a CPU", {
         "base_model": "synthetic:tiny", "mixed_precision": "no", "attention": "sdpa",
         "gradient_checkpointing": False, "cache_latents": False, "optimizer": "adamw",
@@ -43,6 +39,10 @@ PRESETS: tuple[Preset, ...] = (
         "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4,
         "sample_every_steps": 3},  # two samples, so the monitor's sample panel shows in the demo
         prompts_from_trigger=True),
+    Preset("SDXL 10 GB", "SDXL 1024 px, UNet only: fp16, checkpointing, cached latents and text, 8-bit AdamW", {
+        "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
+        "cache_latents": True, "cache_text_embeddings": True, "train_text_encoder": False,
+        "optimizer": "adamw8bit", "batch_size": 1, "resolution": 1024, "rank": 16, "alpha": 16.0}),
 )
 
 BY_NAME = {p.name: p for p in PRESETS}
