@@ -270,6 +270,9 @@ def train(ctx: RunContext) -> Outcome:
                 else:
                     mean, std = encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
                 latents = sample_latents(mean, std, vae.config, gen)
+                if not torch.isfinite(latents).all():  # the VAE overflowed: say so, not "training diverged"
+                    raise diagnostics.vae_nan_failure(cfg, step + 1, [Path(i.path).name for i in batch],
+                                                      str(vae_dtype).replace("torch.", ""))
 
                 # Conditioning: this step's captions (shuffled / dropped) through the text encoder.
                 captions = [train_data.process_caption(i.caption, rng, shuffle=cfg.shuffle_caption,

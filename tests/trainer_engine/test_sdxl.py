@@ -300,3 +300,19 @@ def test_an_sdxl_single_file_checkpoint_loads_offline_with_the_weights_it_was_wr
                 assert torch.equal(tensor, got[name]), (key, name)
     assert model.unet.config.transformer_layers_per_block == [1, 2]
     assert model.unet.config.addition_time_embed_dim == 8
+
+
+def test_nan_latents_from_the_vae_are_diagnosed_as_the_vae_not_as_divergence(sdxl_run, monkeypatch):
+    from trainer import latent_cache
+
+    real = latent_cache.encode_posterior
+
+    def overflowing(*args, **kwargs):  # what SDXL's VAE does in fp16 on bright images
+        mean, std = real(*args, **kwargs)
+        return mean * float("nan"), std
+
+    monkeypatch.setattr(latent_cache, "encode_posterior", overflowing)
+    run = sdxl_run(max_train_steps=2, vae_fp32=False, mixed_precision="bf16")
+    assert train_in_process(run) == 1
+    [error] = events_of(run, "error")
+    assert error["kind"] == "nan" and "VAE (bfloat16)" in error["message"] and "vae_fp32" in error["hint"]
