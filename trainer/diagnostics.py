@@ -108,6 +108,16 @@ def nan_failure(cfg: TrainConfig, loss: Any, step: int) -> TrainingFailed:
     return TrainingFailed("nan", f"the loss became {loss} at step {step}; training diverged", nan_hint(cfg))
 
 
+def vae_nan_failure(cfg: TrainConfig, step: int, images: list[str], vae_dtype: str) -> TrainingFailed:
+    """NaN/inf latents: the VAE overflowed (SDXL's VAE does in fp16), not the adapter diverging."""
+    if vae_dtype != "float32":
+        hint = "keep the VAE in fp32 (vae_fp32 = true): SDXL's VAE overflows in fp16"
+    else:
+        hint = "check the image(s) open and look right; re-run prep on them (loradeck prep --force)"
+    return TrainingFailed("nan", f"the VAE ({vae_dtype}) gave NaN/inf latents at step {step} for "
+                                 f"{', '.join(images[:3])}", hint)
+
+
 def free_accelerator_memory() -> None:
     """Release cached blocks after an OOM so that saving state has room to run."""
     import gc

@@ -113,17 +113,23 @@ class TextEmbeddingCache:
         self._memory: dict[str, Any] = {}
 
     def fill(self, captions: Iterable[str], encode, *, batch_size: int = 16) -> None:
+        """`encode` returns a tensor, or a tuple of tensors (SDXL: hidden states and pooled embedding)."""
         todo = sorted({c for c in captions if c not in self._memory})
         for k in range(0, len(todo), batch_size):
             chunk = todo[k:k + batch_size]
             hidden = encode(chunk)
             for j, caption in enumerate(chunk):
-                self._memory[caption] = hidden[j].clone()
+                self._memory[caption] = tuple(h[j].clone() for h in hidden) if isinstance(hidden, tuple) \
+                    else hidden[j].clone()
 
     def get(self, captions: Sequence[str]):
+        """The cached outputs of `captions`, stacked (a tuple of stacks when the encoder returned a tuple)."""
         import torch
 
-        return torch.stack([self._memory[c] for c in captions])
+        rows = [self._memory[c] for c in captions]
+        if rows and isinstance(rows[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*rows))
+        return torch.stack(rows)
 
     def __len__(self) -> int:
         return len(self._memory)

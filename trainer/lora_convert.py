@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainer import lora_sdxl
 from trainer.atomic import atomic_write_bytes
 from trainer.cli_hint import command
 from trainer.errors import LoradeckError
@@ -42,15 +43,17 @@ def detect_layout(path: str | os.PathLike) -> str:
     keys = list(info)
     if looks_diffusers(keys):
         return "diffusers"
-    if keys and all(split_kohya_key(k) and k.startswith(("lora_unet_", "lora_te_")) for k in keys):
+    if keys and all(split_kohya_key(k) and k.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"))
+                    for k in keys):
         return "kohya"
     return "unknown"
 
 
 def _parse_diffusers_key(key: str) -> tuple[str, str, str] | None:
-    """(part, module path, "A"|"B"|"alpha") for a diffusers/peft key; part is "unet" or "text_encoder"."""
+    """(part, module path, "A"|"B"|"alpha") for a diffusers/peft key; part is "unet", "text_encoder" or
+    (SDXL) "text_encoder_2"."""
     part = None
-    for prefix in ("unet.", "text_encoder."):
+    for prefix in ("unet.", "text_encoder_2.", "text_encoder."):
         if key.startswith(prefix):
             part, key = prefix[:-1], key[len(prefix):]
             break
@@ -70,7 +73,7 @@ def _parse_diffusers_key(key: str) -> tuple[str, str, str] | None:
             which, module = ("A" if parts[i + 1] == "down" else "B"), parts[:i]
             break
         if p in _PROCESSOR_NAMES and parts[i + 1:] in (["down", "weight"], ["up", "weight"]):
-            names = _TE_PROCESSOR_NAMES if part == "text_encoder" else _PROCESSOR_NAMES
+            names = _PROCESSOR_NAMES if part == "unet" else _TE_PROCESSOR_NAMES
             module = [x for x in parts[:i] if x != "processor"] + [names[p]]
             which = "A" if parts[i + 1] == "down" else "B"
             break
@@ -89,7 +92,7 @@ def _adapter_alphas(metadata: dict[str, str]) -> dict[str, tuple[float, float]]:
     except json.JSONDecodeError:
         return {}
     out = {}
-    for part in ("unet", "text_encoder"):
+    for part in ("unet", "text_encoder", "text_encoder_2"):
         alpha, r = meta.get(f"{part}.lora_alpha"), meta.get(f"{part}.r")
         if isinstance(alpha, (int, float)) and isinstance(r, (int, float)) and r > 0:
             out[part] = (float(alpha), float(r))
@@ -108,6 +111,9 @@ def diffusers_to_kohya(tensors: dict, metadata: dict[str, str] | None = None) ->
             raise ConvertError(f"{key}: not a LoRA weight of the diffusers/peft layout")
         part, module, which = parsed
         modules.setdefault((part, module), {})[which] = tensor
+    # SDXL: a second text encoder, more than one transformer layer per block, or the metadata says so.
+    sdxl = any(part == "text_encoder_2" or ".transformer_blocks.1." in module for part, module in modules) \
+        or str((metadata or {}).get("ss_base_model_version", "")).startswith("sdxl")
     out = {}
     for (part, module), ab in sorted(modules.items()):
         if "A" not in ab or "B" not in ab:
@@ -120,12 +126,15 @@ def diffusers_to_kohya(tensors: dict, metadata: dict[str, str] | None = None) ->
             alpha = lora_alpha / r * rank  # peft scale lora_alpha / r, written as kohya alpha / rank
         else:
             alpha = float(rank)  # no alpha anywhere: diffusers applies scale 1
-        if part == "text_encoder":
-            prefix = TE_PREFIX
-            module = module if module.startswith(CLIP_TEXT_ROOT) else CLIP_TEXT_ROOT + module
+        if sdxl:  # kohya's SDXL layout: SGM UNet block names, lora_te1_/lora_te2_
+            try:
+                name = lora_sdxl.kohya_sdxl_name(part, module)
+            except LoraFileError as e:
+                raise ConvertError(str(e)) from None
+        elif part == "text_encoder":
+            name = kohya_key(TE_PREFIX, module if module.startswith(CLIP_TEXT_ROOT) else CLIP_TEXT_ROOT + module)
         else:
-            prefix = UNET_PREFIX
-        name = kohya_key(prefix, module)
+            name = kohya_key(UNET_PREFIX, module)
         out[name + DOWN] = ab["A"].contiguous()
         out[name + UP] = ab["B"].contiguous()
         out[name + ALPHA] = torch.tensor(alpha, dtype=ab["A"].dtype)
@@ -144,17 +153,21 @@ def kohya_to_diffusers(tensors: dict) -> dict:
             raise ConvertError(f"{key}: not a kohya LoRA key")
         modules.setdefault(parts[0], {})[parts[1]] = tensor
     out = {}
+    sdxl = lora_sdxl.is_sdxl_keys(modules)
     for name, parts in sorted(modules.items()):
         if DOWN not in parts or UP not in parts:
             raise ConvertError(f"{name}: lora_down/lora_up pair is incomplete")
         try:
-            prefix, module = module_path_from_kohya(name)
+            if sdxl:
+                part, module = lora_sdxl.kohya_sdxl_module(name)
+            else:
+                prefix, module = module_path_from_kohya(name)
+                part = "unet" if prefix == UNET_PREFIX else "text_encoder"
         except LoraFileError as e:
             raise ConvertError(str(e)) from None
         down, up = parts[DOWN], parts[UP]
         rank = down.shape[0]
         scale = float(parts[ALPHA].item()) / rank if ALPHA in parts else 1.0
-        part = "unet" if prefix == UNET_PREFIX else "text_encoder"
         out[f"{part}.{module}.lora_A.weight"] = down.contiguous()
         out[f"{part}.{module}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
     return out

@@ -42,12 +42,18 @@ def add_unet_lora(unet, *, rank: int, alpha: float, targets: str) -> list:
     return _fp32_trainable(unet)
 
 
-def add_text_encoder_lora(text_encoder, *, rank: int, alpha: float, targets: str) -> list:
+def add_text_encoder_lora(text_encoder, *, rank: int, alpha: float, targets: str, layers=None) -> list:
+    """`layers`: the encoder layers to adapt (None: all). A layer whose output the UNet never sees
+    (SDXL's first encoder is read at its penultimate layer) gets no adapter: it would never train."""
     from peft import inject_adapter_in_model
 
     text_encoder.requires_grad_(False)
+    names = TEXT_ENCODER_TARGETS[targets]
+    if layers is not None:
+        names = [n for n, _ in text_encoder.named_modules() if n.split(".")[-1] in names
+                 and ".layers." in n and int(n.split(".layers.")[1].split(".")[0]) in layers]
     # peft directly: transformers' own add_adapter may demand a newer peft than diffusers does.
-    config = lora_config(rank, alpha, TEXT_ENCODER_TARGETS[targets])
+    config = lora_config(rank, alpha, names)
     inject_adapter_in_model(config, text_encoder, adapter_name=ADAPTER)
     text_encoder.peft_config = {ADAPTER: config}
     return _fp32_trainable(text_encoder)
@@ -83,3 +89,24 @@ def load_lora_state_dict(module, state: dict[str, Any]) -> None:
 def count_modules(module) -> int:
     """How many modules carry the adapter (for the run_started event)."""
     return sum(1 for name, m in module.named_modules() if hasattr(m, "lora_A") and ADAPTER in getattr(m, "lora_A", {}))
+
+
+# SDXL's second text encoder shares the run's one te state file, its keys under this prefix.
+TE2_PREFIX = "text_encoder_2."
+
+
+def text_encoders_state_dict(text_encoder, text_encoder_2=None) -> dict[str, Any]:
+    """The text-encoder adapters' weights: te1 as `lora_state_dict`, te2 (SDXL) under TE2_PREFIX."""
+    state = lora_state_dict(text_encoder)
+    if text_encoder_2 is not None:
+        state.update({TE2_PREFIX + k: v for k, v in lora_state_dict(text_encoder_2).items()})
+    return state
+
+
+def load_text_encoders_state_dict(text_encoder, text_encoder_2, state: dict[str, Any]) -> None:
+    load_lora_state_dict(text_encoder, {k: v for k, v in state.items() if not k.startswith(TE2_PREFIX)})
+    if text_encoder_2 is not None:
+        second = {k[len(TE2_PREFIX):]: v for k, v in state.items() if k.startswith(TE2_PREFIX)}
+        if not second:
+            raise ValueError("state has no adapter for the second text encoder")
+        load_lora_state_dict(text_encoder_2, second)

@@ -34,7 +34,9 @@ FLOAT_DTYPES = ("F16", "BF16", "F32")
 # ss_* keys a file needs so A1111/kohya tools show what it is.
 REQUIRED_SS_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_base_model_version",
                     "ss_output_name", "ss_tag_frequency", "ss_resolution")
-_MODULE_RE = re.compile(r"^lora_(unet|te)_[A-Za-z0-9_]+$")
+_MODULE_RE = re.compile(r"^lora_(unet|te|te1|te2)_[A-Za-z0-9_]+$")
+# SDXL files (kohya's layout, trainer.lora_sdxl): UNet modules under SGM block names.
+_SGM_UNET_RE = re.compile(r"^lora_unet_(input_blocks_\d+_1|middle_block_1|output_blocks_\d+_1)_[A-Za-z0-9_]+$")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Problem:
 class Report:
     path: str
     layout: str = "unknown"   # kohya, diffusers, unknown
+    family: str = "sd1"       # sd1 | sdxl (trainer.model_family), from the keys and ss_base_model_version
     modules: int = 0
     unet_modules: int = 0
     te_modules: int = 0
@@ -82,7 +85,8 @@ class Report:
 
     def summary(self) -> str:
         """Human text: one line for the verdict, then one line per problem."""
-        head = (f"{Path(self.path).name}: {'OK' if self.ok else 'INVALID'} ({self.layout} layout,"
+        family = {"sdxl": " SDXL,", "sd1": " SD 1.x,"}.get(self.family, "") if self.layout == "kohya" else ""
+        head = (f"{Path(self.path).name}: {'OK' if self.ok else 'INVALID'} ({self.layout} layout,{family}"
                 f" {self.unet_modules} unet + {self.te_modules} text-encoder modules,"
                 f" rank {_span(self.ranks)}, alpha {_span(self.alphas)}; load check {self.load_check})")
         return "\n".join([head, *("  " + p.line() for p in self.problems)])
@@ -163,14 +167,16 @@ def check_rules(path: str | os.PathLike) -> Report:
             continue
         modules.setdefault(parts[0], {})[parts[1]] = info[key]
     report.layout = "kohya" if modules else "unknown"
+    from trainer.lora_sdxl import is_sdxl_keys
+
+    version = str(metadata.get("ss_base_model_version", ""))  # what the file says it is wins over its keys
+    sdxl = version.startswith("sdxl") if version.startswith(("sd_v", "sdxl")) else is_sdxl_keys(modules)
+    report.family = "sdxl" if sdxl else "sd1"
     for module in modules:
-        try:
-            module_path_from_kohya(module)
-        except LoraFileError as e:
-            report.error("keys", str(e))
+        _check_module_name(report, module, sdxl)
     report.modules = len(modules)
     report.unet_modules = sum(1 for m in modules if m.startswith(UNET_PREFIX + "_"))
-    report.te_modules = sum(1 for m in modules if m.startswith(TE_PREFIX + "_"))
+    report.te_modules = sum(1 for m in modules if m.startswith(TE_PREFIX))
 
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
@@ -186,6 +192,21 @@ def check_rules(path: str | os.PathLike) -> Report:
     elif report.modules:
         report.warn("hash", "no sshs_model_hash in the metadata (A1111 computes it on first use)")
     return report
+
+
+def _check_module_name(report: Report, module: str, sdxl: bool) -> None:
+    """SD1: diffusers module names, one text encoder. SDXL: SGM UNet block names and lora_te1_/lora_te2_."""
+    if not sdxl:
+        try:
+            module_path_from_kohya(module)
+        except LoraFileError as e:
+            report.error("keys", str(e))
+        return
+    if module.startswith(TE_PREFIX + "_"):
+        report.error("keys", f"{module}: an SDXL LoRA names its text encoders lora_te1_ / lora_te2_")
+    elif module.startswith(UNET_PREFIX + "_") and not _SGM_UNET_RE.match(module):
+        report.error("keys", f"{module}: not an SGM block name (input_blocks/middle_block/output_blocks);"
+                             " A1111 and Forge drop diffusers-named UNet modules of an SDXL LoRA")
 
 
 def _check_module(report: Report, fh, base: int, module: str, parts: dict[str, dict]) -> None:
@@ -310,11 +331,15 @@ def _base_available(base: str) -> bool:
 
 def _load_pipeline(base: str):
     """A diffusers pipeline of the base model (through trainer.models, the one place that loads them)."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from trainer.models import load_base_model
 
     model = load_base_model(base)
+    if model.family == "sdxl":
+        return StableDiffusionXLPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                         text_encoder_2=model.text_encoder_2, tokenizer_2=model.tokenizer_2,
+                                         unet=model.unet, scheduler=model.noise_scheduler())
     return StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
                                    unet=model.unet, scheduler=model.noise_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -340,8 +365,16 @@ def _probe(pipe):
     hidden = torch.randn(1, 4, cross, generator=g)
     te_cfg = pipe.text_encoder.config
     ids = torch.tensor([[te_cfg.bos_token_id, 100, 200, 300, te_cfg.eos_token_id]]) % te_cfg.vocab_size
+    extra = {}
+    if getattr(cfg, "addition_embed_type", None) == "text_time":  # SDXL: pooled embedding + 6 time ids
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        extra = {"added_cond_kwargs": {"text_embeds": torch.randn(1, pooled, generator=g),
+                                       "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}}
     with torch.no_grad():
-        return pipe.unet(sample, torch.tensor([500]), hidden).sample, pipe.text_encoder(ids)[0]
+        text = pipe.text_encoder(ids)[0]
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            text = torch.cat([text.flatten(), pipe.text_encoder_2(ids)[0].flatten()])
+        return pipe.unet(sample, torch.tensor([500]), hidden, **extra).sample, text
 
 
 def check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
@@ -390,9 +423,18 @@ def _check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
         pipe.load_lora_weights(str(path), adapter_name="validate")
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for bad files
         return [Problem("load", f"diffusers load_lora_weights failed: {' '.join(str(e).split())[:300]}")]
-    loaded = {kohya_key(UNET_PREFIX, n) for n in _lora_layer_names(pipe.unet, "validate")}
-    loaded |= {kohya_key(TE_PREFIX, n if n.startswith("text_model.") else "text_model." + n)
-               for n in _lora_layer_names(pipe.text_encoder, "validate")}
+    te_name = lambda n: n if n.startswith("text_model.") else "text_model." + n  # noqa: E731
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: SGM UNet names, te1/te2
+        from trainer.lora_sdxl import diffusers_to_sgm
+
+        loaded = {kohya_key(UNET_PREFIX, diffusers_to_sgm(n, pipe.unet.config))
+                  for n in _lora_layer_names(pipe.unet, "validate")}
+        for prefix, encoder in (("lora_te1", pipe.text_encoder), ("lora_te2", pipe.text_encoder_2)):
+            loaded |= {prefix + kohya_key(TE_PREFIX, te_name(n))[len(TE_PREFIX):]
+                       for n in _lora_layer_names(encoder, "validate")}
+    else:
+        loaded = {kohya_key(UNET_PREFIX, n) for n in _lora_layer_names(pipe.unet, "validate")}
+        loaded |= {kohya_key(TE_PREFIX, te_name(n)) for n in _lora_layer_names(pipe.text_encoder, "validate")}
     problems = []
     unmatched = sorted(file_modules - loaded)
     if unmatched:

@@ -1,6 +1,7 @@
-"""Base models: turn the one string that names a base model into loaded SD1.x components.
+"""Base models: turn the one string that names a base model into loaded SD1.x or SDXL components.
 
     synthetic:tiny | synthetic:sd15     built offline from configs (trainer.synthetic_sd)
+    synthetic:sdxl-tiny | synthetic:sdxl  the same, SDXL (two text encoders, text_time UNet)
     /path/to/folder                     a local diffusers folder (unet/, vae/, text_encoder/, ...)
     /path/to/model.safetensors          a single-file (A1111 / original LDM layout) checkpoint, no network
                                         (trainer.single_file)
@@ -8,7 +9,8 @@
 
 Weights load only from safetensors (or, for a single-file `.ckpt`, `torch.load(weights_only=True)`):
 no arbitrary user pickle is ever unpickled. Components come back in fp32 on the CPU; the training
-loop decides dtype and device.
+loop decides dtype and device. The family (trainer.model_family) is read before anything loads;
+an unsupported architecture is refused then.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from trainer.errors import ModelError
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
                 "text_encoder/model.safetensors", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                "vae/config.json", "vae/diffusion_pytorch_model.safetensors"]
+                "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+                "tokenizer_2/*", "text_encoder_2/config.json", "text_encoder_2/model.safetensors"]
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 _WHERE = ("--base-model takes a Hugging Face id, a diffusers folder, an SD1.x .safetensors file, "
           "or synthetic:tiny / synthetic:sd15")
@@ -33,7 +36,7 @@ _WHERE = ("--base-model takes a Hugging Face id, a diffusers folder, an SD1.x .s
 
 @dataclass
 class BaseModel:
-    """The loaded components of an SD1.x model and what the trainer needs to know about it."""
+    """The loaded components of an SD1.x or SDXL model and what the trainer needs to know about it."""
 
     name: str
     tokenizer: Any
@@ -43,6 +46,9 @@ class BaseModel:
     scheduler_config: dict[str, Any]
     source: str  # synthetic | folder | single_file | hub
     extra: dict[str, Any] = field(default_factory=dict)
+    family: str = "sd1"  # trainer.model_family: sd1 | sdxl
+    tokenizer_2: Any = None  # SDXL's second (OpenCLIP bigG) tokenizer and text encoder (with projection)
+    text_encoder_2: Any = None
 
     @property
     def prediction_type(self) -> str:
@@ -76,18 +82,24 @@ def kind_of(name: str) -> str:
 
 def load_base_model(name: str) -> BaseModel:
     """Load the model `name` names; ModelError with a one-line reason and a hint on any failure."""
+    from trainer import model_family
+
     kind = kind_of(name)
     if kind == "synthetic":
         from trainer import synthetic_sd
 
         parts = synthetic_sd.build(synthetic_sd.kind_of(name))
-        return BaseModel(name=name, source=kind, **parts)
+        return BaseModel(name=name, source=kind, family=model_family.detect(name), **parts)
     if kind == "single_file":
         from trainer import single_file
 
-        return BaseModel(name=name, source=kind, **single_file.load(Path(name).expanduser()))
+        path = Path(name).expanduser()
+        family = model_family.from_single_file(path) or model_family.SD1
+        parts = single_file.load_sdxl(path) if family == model_family.SDXL else single_file.load(path)
+        return BaseModel(name=name, source=kind, family=family, **parts)
     folder = Path(name).expanduser() if kind == "folder" else hub_snapshot(name)
-    return BaseModel(name=name, source=kind, **load_folder(folder, label=name))
+    family = model_family.from_folder(folder) or model_family.SD1
+    return BaseModel(name=name, source=kind, family=family, **load_folder(folder, label=name, family=family))
 
 
 def hub_snapshot(repo_id: str) -> Path:
@@ -118,14 +130,15 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path} is not valid JSON ({e})") from None
 
 
-def load_folder(folder: Path, *, label: str | None = None) -> dict[str, Any]:
-    """Components from a diffusers folder (safetensors weights only)."""
+def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1") -> dict[str, Any]:
+    """Components from a diffusers folder (safetensors weights only); SDXL adds tokenizer_2/text_encoder_2."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     label = label or str(folder)
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
-    for sub in ("unet", "vae", "text_encoder", "tokenizer"):
+    sdxl_subs = ("text_encoder_2", "tokenizer_2") if family == "sdxl" else ()
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", *sdxl_subs):
         if not (folder / sub).is_dir():
             raise ModelError(f"base model {label}: {sub}/ is missing from {folder}",
                              hint="a model folder needs unet/, vae/, text_encoder/, tokenizer/ and scheduler/")
@@ -134,6 +147,14 @@ def load_folder(folder: Path, *, label: str | None = None) -> dict[str, Any]:
         text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+        extra = {}
+        if family == "sdxl":
+            from transformers import CLIPTextModelWithProjection
+
+            extra = {"tokenizer_2": CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+                     "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2",
+                                                                                   use_safetensors=True)}
+            extra["text_encoder_2"].eval()
     except (OSError, ValueError, EnvironmentError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelError(f"base model {label} could not be loaded: {first}",
@@ -141,7 +162,7 @@ def load_folder(folder: Path, *, label: str | None = None) -> dict[str, Any]:
     for module in (text_encoder, vae, unet):
         module.eval()
     return {"tokenizer": tokenizer, "text_encoder": text_encoder, "vae": vae, "unet": unet,
-            "scheduler_config": dict(scheduler_config)}
+            "scheduler_config": dict(scheduler_config), **extra}
 
 
 def resolve_prediction_type(config_value: str, model: BaseModel) -> str:
@@ -160,5 +181,7 @@ def vae_identity(vae) -> str:
 
 
 def base_model_version(model: BaseModel) -> str:
-    """kohya's ss_base_model_version for an SD1.x model (v-prediction noted as kohya does for SD2)."""
+    """kohya's ss_base_model_version (an SD1.x v-prediction model noted as kohya does for SD2)."""
+    if model.family == "sdxl":
+        return "sdxl_base_v1-0"
     return "sd_v1" if model.prediction_type == "epsilon" else "sd_v1_v"

@@ -108,6 +108,10 @@ def create_pack(folder: str | os.PathLike, name: str, adapters: list[tuple[str, 
                         "sshs_model_hash": meta.get("sshs_model_hash") or file_model_hash(path),
                         "trigger_words": trigger_words(meta)})
     known = versions - {"unknown"}
+    families = {"SDXL" if v.startswith("sdxl") else "SD 1.x" if v.startswith("sd_v1") else v for v in known}
+    if {"SDXL", "SD 1.x"} <= families:
+        raise PackError(f"a pack cannot mix SD 1.x and SDXL adapters ({', '.join(sorted(known))}): they load on "
+                        "different base models", hint="make one pack per base model family")
     if len(known) > 1:
         raise PackError(f"the adapters are for different base models ({', '.join(sorted(known))}); a pack mixes"
                         " adapters of one base model")

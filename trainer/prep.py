@@ -227,6 +227,14 @@ def prepare_image(data: bytes, spec: buckets.BucketSpec, background: tuple[int, 
     return im, fitted, fmt
 
 
+def upright_size(data: bytes) -> tuple[int, int]:
+    """The (width, height) of an image as it is seen, EXIF rotation applied (header only)."""
+    from trainer import image_probe
+
+    im = image_probe.open_image(data)
+    return im.size[::-1] if image_probe.orientation_of(im) in (5, 6, 7, 8) else im.size
+
+
 def _save(im, path: Path, fmt: str) -> None:
     with atomic_open(path, "wb") as fh:
         if fmt == "JPEG":
@@ -249,8 +257,10 @@ def _prepare_job(job: dict) -> dict:
         out_fmt = "JPEG" if fmt in _JPEG_FORMATS else "PNG"
         out = Path(job["dataset"]) / (job["stem"] + (".jpg" if out_fmt == "JPEG" else ".png"))
         _save(im, out, out_fmt)
+        rw, rh = fitted.resize_to
         return {"ok": True, "stem": job["stem"], "sha256": sha, "output": out.name,
                 "width": fitted.width, "height": fitted.height, "small": fitted.small,
+                "original": list(upright_size(data)), "crop": [(rw - fitted.width) // 2, (rh - fitted.height) // 2],
                 "seconds": time.perf_counter() - started}
     except image_probe.ImageRefused as e:
         return {"ok": False, "stem": job["stem"], "reason": str(e)}
@@ -388,7 +398,10 @@ def _prep_locked(project, resolution, workers, on_progress, should_stop, force) 
             manifest[job["stem"]] = {
                 "source": name, "size": job["size"], "mtime_ns": job["mtime_ns"],
                 "sha256": result["sha256"], "settings": key, "output": result["output"],
-                "width": result["width"], "height": result["height"], "small": result["small"]}
+                "width": result["width"], "height": result["height"], "small": result["small"],
+                # SDXL micro-conditioning: the original's upright size and the centre crop's top-left
+                # (in the resized image), (x, y) pairs.
+                "original": result["original"], "crop": result["crop"]}
             report.prepared.append(result["output"])
             problem = None
         else:

@@ -33,7 +33,8 @@ DATASET_KEYS = ("project_dir", "caption_extension", "trigger_word")
 
 # What each TrainConfig field means: the CLI's --help and docs/configuration.md say the same.
 FIELD_HELP: dict[str, str] = {
-    "base_model": "HF id, local diffusers folder, single-file .safetensors, or synthetic:tiny / synthetic:sd15",
+    "base_model": "HF id, local diffusers folder, single-file .safetensors, or synthetic:tiny / synthetic:sd15 / "
+                  "synthetic:sdxl-tiny / synthetic:sdxl (SD 1.x or SDXL)",
     "output_name": "file name (no extension) of the final LoRA, <output_name>.safetensors in the run folder",
     "prediction_type": "auto (from the model's scheduler), epsilon or v_prediction",
     "max_train_steps": "optimizer steps to train; wins over max_train_epochs",
@@ -95,6 +96,7 @@ class ResolvedConfig:
     dataset: dict[str, Any]
     sources: dict[str, str]          # field -> the layer that set it ("default" when none did)
     notes: list[str] = field(default_factory=list)
+    family: str | None = None        # trainer.model_family of the base model (None: known when it loads)
 
 
 def _limit_rule(values: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -213,7 +215,10 @@ def resolve(project: Project, overrides: Mapping[str, Any] | None = None,
         cfg = train_config.validate(TrainConfig(**values))
     except ConfigError as e:
         raise ConfigError(_with_sources(str(e), sources), hint=e.hint) from None
+    from trainer import model_family
     from trainer.repeat_folders import image_repeats
+
+    family = model_family.detect(cfg.base_model)  # an unsupported architecture stops here, before a run exists
 
     dataset = {
         "project_dir": str(project.path.resolve()),
@@ -221,7 +226,7 @@ def resolve(project: Project, overrides: Mapping[str, Any] | None = None,
         "trigger_word": s.project.trigger_word,
         "image_repeats": image_repeats(project),  # kohya N_name folders, fixed for the run's life
     }
-    return ResolvedConfig(cfg, dataset, sources, notes)
+    return ResolvedConfig(cfg, dataset, sources, notes, family=family)
 
 
 def _with_sources(message: str, sources: Mapping[str, str]) -> str:

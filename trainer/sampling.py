@@ -16,7 +16,8 @@ from typing import Any, Sequence
 def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence, negative_embeds,
                   resolution: int, steps: int, guidance: float, seed: int, device, dtype,
                   autocast_ctx=None) -> list[Any]:
-    """One PIL image per prompt embedding (each (77, D)); deterministic for a given seed."""
+    """One PIL image per prompt embedding (each (77, D), or SDXL's (hidden, pooled) pair); deterministic
+    for a given seed. SDXL samples are conditioned as uncropped images at the training resolution."""
     import contextlib
 
     import numpy as np
@@ -34,12 +35,21 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
         for k, cond in enumerate(prompt_embeds):
             generator = torch.Generator().manual_seed(seed + k)
             latents = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
-            context = torch.stack([negative_embeds, cond]).to(device=device, dtype=dtype)
+            extra = {}
+            if isinstance(cond, tuple):  # SDXL
+                from trainer.sdxl_conditioning import sample_time_ids, unet_kwargs
+
+                pooled = torch.stack([negative_embeds[1], cond[1]]).to(device=device)
+                extra = unet_kwargs(pooled, sample_time_ids(resolution, 2), dtype)
+                cond, negative = cond[0], negative_embeds[0]
+            else:
+                negative = negative_embeds
+            context = torch.stack([negative, cond]).to(device=device, dtype=dtype)
             scheduler.set_timesteps(steps, device=device)
             with torch.no_grad(), (autocast_ctx() if autocast_ctx else contextlib.nullcontext()):
                 for t in scheduler.timesteps:
                     model_in = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-                    uncond, text = unet(model_in.to(dtype), t, context).sample.float().chunk(2)
+                    uncond, text = unet(model_in.to(dtype), t, context, **extra).sample.float().chunk(2)
                     latents = scheduler.step(uncond + guidance * (text - uncond), t, latents).prev_sample
             vae_device = next(vae.parameters()).device
             vae_dtype = next(vae.parameters()).dtype

@@ -173,6 +173,22 @@ def load(path: Path) -> Settings:
     return _validate(path, _read_doc(path).unwrap())
 
 
+# SDXL was trained at 1024 px: its projects prepare 1024-area buckets unless told otherwise.
+SDXL_RESOLUTION = 1024
+
+
+def default_resolution(base_model: Any) -> int | None:
+    """The [prep] resolution a new project gets for `base_model` (None: the SD1 default)."""
+    from trainer import model_family
+    from trainer.errors import LoradeckError
+
+    try:
+        family = model_family.detect(base_model) if isinstance(base_model, str) else None
+    except LoradeckError:  # an unsupported model is refused when a run is resolved, not here
+        return None
+    return SDXL_RESOLUTION if family == model_family.SDXL else None
+
+
 def write_new(path: Path, *, name: str, **project_values: Any) -> Settings:
     """Write a fresh, commented project.toml. Keyword args go to [project]."""
     doc = tomlkit.document()
@@ -184,8 +200,11 @@ def write_new(path: Path, *, name: str, **project_values: Any) -> Settings:
         proj.add(f.name, values.get(f.name, getattr(ProjectSection(), f.name)))
     doc.add("project", proj)
     prep = tomlkit.table()
-    for f in fields(PrepSection):
-        prep.add(f.name, getattr(PrepSection(), f.name))
+    prep_values = {f.name: getattr(PrepSection(), f.name) for f in fields(PrepSection)}
+    if default_resolution(values.get("base_model")):
+        prep_values["resolution"] = default_resolution(values.get("base_model"))
+    for key, value in prep_values.items():
+        prep.add(key, value)
     doc.add("prep", prep)
     train = tomlkit.table()
     train.add(tomlkit.comment("defaults for `loradeck train`, e.g. rank = 16, mixed_precision = \"bf16\""))

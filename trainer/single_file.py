@@ -188,3 +188,95 @@ def _load_strict(module, state: dict[str, Any], label: str, ignore: tuple[str, .
     if missing or unexpected:
         raise ModelError(f"{label} weights do not match the inferred SD1.x layout "
                          f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+
+
+SDXL_UNET, SDXL_TE1, SDXL_TE2 = UNET, "conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."
+
+
+def sdxl_unet_config(sd: dict[str, Any], pooled_dim: int) -> dict[str, Any]:
+    """UNet2DConditionModel arguments of an SGM SDXL UNet (keys without the prefix). Beyond the SD1
+    reading: transformer layers per level (counted), the text_time embedding's widths (label_emb's
+    input is the pooled width plus 6 time-id embeddings), and SDXL's 64-wide attention heads."""
+    cfg = unet_config(sd)
+    n_input = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("input_blocks."))
+    level, depth = 0, {}
+    for i in range(1, n_input):
+        if f"input_blocks.{i}.0.op.weight" in sd:
+            level += 1
+            continue
+        blocks = {k.split(".")[4] for k in sd if k.startswith(f"input_blocks.{i}.1.transformer_blocks.")}
+        depth.setdefault(level, len(blocks) or 1)
+    widths = cfg["block_out_channels"]
+    label_in = sd["label_emb.0.0.weight"].shape[1]
+    cfg.update(transformer_layers_per_block=[depth.get(n, 1) for n in range(len(widths))],
+               attention_head_dim=[max(1, w // 64) for w in widths], addition_embed_type="text_time",
+               projection_class_embeddings_input_dim=label_in, addition_time_embed_dim=(label_in - pooled_dim) // 6,
+               sample_size=128)
+    return cfg
+
+
+def open_clip_config(sd: dict[str, Any]) -> dict[str, Any]:
+    """CLIPTextConfig arguments of an OpenCLIP text tower (keys without the prefix)."""
+    emb = sd["token_embedding.weight"]
+    hidden = emb.shape[1]
+    return {
+        "vocab_size": emb.shape[0], "hidden_size": hidden,
+        "num_hidden_layers": 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.resblocks.")),
+        "intermediate_size": sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        "num_attention_heads": max(1, hidden // 64), "projection_dim": sd["text_projection"].shape[1],
+        "max_position_embeddings": sd["positional_embedding"].shape[0], "hidden_act": "gelu",
+    }
+
+
+def load_sdxl(path: Path) -> dict[str, Any]:
+    """The components of an SDXL single-file checkpoint (SGM layout), configs read off the tensors.
+
+    What shapes cannot show is SDXL's convention: 64-wide attention heads in the UNet and both text
+    encoders, VAE scale 0.13025."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
+                                                     convert_ldm_vae_checkpoint, convert_open_clip_checkpoint)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from trainer import synthetic_sd
+
+    ckpt, metadata = read_state_dict(path)
+    try:
+        te2_sd = {k[len(SDXL_TE2):]: v for k, v in ckpt.items() if k.startswith(SDXL_TE2)}
+        t2_cfg = open_clip_config(te2_sd)
+        u_cfg = sdxl_unet_config({k[len(UNET):]: v for k, v in ckpt.items() if k.startswith(UNET)},
+                                 t2_cfg["projection_dim"])
+        v_cfg = dict(vae_config({k[len(VAE):]: v for k, v in ckpt.items() if k.startswith(VAE)}),
+                     scaling_factor=0.13025, sample_size=1024)
+        te1_sd = convert_ldm_clip_checkpoint(ckpt, remove_prefix=SDXL_TE1)
+        te1_sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in te1_sd.items()}
+        t1_cfg = clip_config(te1_sd)
+        synthetic_vocab = t1_cfg["vocab_size"] == len(synthetic_sd.VOCAB)
+        ids = dict(bos_token_id=synthetic_sd.BOS_ID, eos_token_id=synthetic_sd.EOS_ID) if synthetic_vocab \
+            else dict(bos_token_id=49406, eos_token_id=49407)
+        unet = UNet2DConditionModel(**u_cfg)
+        vae = AutoencoderKL(**v_cfg)
+        te1 = CLIPTextModel(CLIPTextConfig(**ids, **t1_cfg))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**ids, **t2_cfg))
+        _load_strict(unet, convert_ldm_unet_checkpoint(ckpt, u_cfg), "UNet")
+        _load_strict(vae, convert_ldm_vae_checkpoint(ckpt, v_cfg), "VAE")
+        short = not next(iter(te1.state_dict())).startswith("text_model.")  # transformers >= 5 naming
+        ignore = ("text_model.embeddings.position_ids", "embeddings.position_ids")
+        _load_strict(te1, {k[len("text_model."):] if short else k: v for k, v in te1_sd.items()}, "text encoder",
+                     ignore=ignore)
+        te2_state = convert_open_clip_checkpoint(te2, ckpt, prefix=SDXL_TE2)
+        if not next(iter(k for k in te2.state_dict() if k != "text_projection.weight")).startswith("text_model."):
+            te2_state = {k[len("text_model."):] if k.startswith("text_model.") else k: v
+                         for k, v in te2_state.items()}
+        _load_strict(te2, te2_state, "second text encoder", ignore=ignore)
+    except ModelError:
+        raise
+    except (KeyError, StopIteration, ValueError, RuntimeError, IndexError) as e:
+        raise ModelError(f"{path.name}: not an SDXL layout this loader understands ({type(e).__name__}: "
+                         f"{str(e)[:120]})") from None
+    scheduler = dict(synthetic_sd.SCHEDULER_CONFIG, prediction_type=prediction_type(path, metadata))
+    for module in (unet, vae, te1, te2):
+        module.eval()
+    tokenizer = tokenizer_for(t1_cfg["vocab_size"])
+    return {"tokenizer": tokenizer, "text_encoder": te1, "tokenizer_2": tokenizer, "text_encoder_2": te2,
+            "vae": vae, "unet": unet, "scheduler_config": scheduler}

@@ -75,7 +75,8 @@ def train(ctx: RunContext) -> Outcome:
     ctx.progress.update(state="starting", phase="loading model")
     model = models.load_base_model(cfg.base_model)
     tokenizer, text_encoder, vae, unet = model.tokenizer, model.text_encoder, model.vae, model.unet
-    model.text_encoder = model.vae = model.unet = None  # the loop owns them now (and may free them)
+    text_encoder_2 = model.text_encoder_2  # SDXL's second encoder (None for SD1.x)
+    model.text_encoder = model.vae = model.unet = model.text_encoder_2 = None  # the loop owns them now
     noise_scheduler = model.noise_scheduler()
     prediction_type = models.resolve_prediction_type(cfg.prediction_type, model)
     noise_scheduler.register_to_config(prediction_type=prediction_type)
@@ -91,7 +92,8 @@ def train(ctx: RunContext) -> Outcome:
         warn(optional_packages.attention_warning(cfg.attention))
     unet_params, te_params = prepare_networks(cfg, unet, vae, text_encoder, device=device, weight_dtype=weight_dtype,
                                               vae_dtype=vae_dtype, sampling=sampling,
-                                              attention=optional_packages.attention_used(cfg.attention))
+                                              attention=optional_packages.attention_used(cfg.attention),
+                                              text_encoder_2=text_encoder_2)
 
     # ---- 4. Dataset and the order of batches -----------------------------------------------------
     ctx.progress.update(phase="reading dataset")
@@ -114,6 +116,13 @@ def train(ctx: RunContext) -> Outcome:
                         truncation=True, return_tensors="pt").input_ids.to(device)
         return text_encoder(ids)[0]
 
+    sdxl = model.family == "sdxl"  # SDXL: (hidden, pooled) from both encoders and per-image time ids
+    if sdxl:
+        from trainer import sdxl_conditioning
+
+        encode_text = sdxl_conditioning.SdxlText((tokenizer, model.tokenizer_2), text_encoders, device)
+        recorded_sizes = sdxl_conditioning.micro_conditioning(ctx.dataset["project_dir"])
+
     from trainer.latent_cache import LatentCache, TextEmbeddingCache, encode_posterior, sample_latents
 
     latent_cache = None
@@ -130,8 +139,11 @@ def train(ctx: RunContext) -> Outcome:
         text_cache = TextEmbeddingCache()
         with torch.no_grad():
             text_cache.fill([i.caption for i in items] + sample_prompts + [""],
-                            lambda c: encode_text(c).float().cpu())
-        text_encoder = None  # every caption and prompt is cached: the encoder is not needed again
+                            lambda c: _float_cpu(encode_text(c)))
+        text_encoder = text_encoder_2 = None  # every caption and prompt is cached: encoders not needed again
+        text_encoders = []
+        if sdxl:
+            encode_text.text_encoders = []
     gc.collect()
     pixels_of = train_data.PixelMemo()
 
@@ -141,7 +153,12 @@ def train(ctx: RunContext) -> Outcome:
 
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=total_steps)
-    if cfg.train_text_encoder:
+    if cfg.train_text_encoder and text_encoder_2 is not None:
+        unet, text_encoder, text_encoder_2, optimizer = accelerator.prepare(unet, text_encoder, text_encoder_2,
+                                                                            optimizer)
+        if sdxl:
+            encode_text.text_encoders = [text_encoder, text_encoder_2]
+    elif cfg.train_text_encoder:
         unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
     else:
         unet, optimizer = accelerator.prepare(unet, optimizer)
@@ -162,7 +179,9 @@ def train(ctx: RunContext) -> Outcome:
                                                       scaler=scaler)
                 lora_network.load_lora_state_dict(accelerator.unwrap_model(unet), unet_lora)
                 if te_lora and cfg.train_text_encoder:
-                    lora_network.load_lora_state_dict(accelerator.unwrap_model(text_encoder), te_lora)
+                    lora_network.load_text_encoders_state_dict(
+                        accelerator.unwrap_model(text_encoder),
+                        accelerator.unwrap_model(text_encoder_2) if text_encoder_2 is not None else None, te_lora)
             except (train_state.DamagedState, ValueError, RuntimeError) as e:
                 damaged.append(str(e))
                 warn(f"saved state {e} cannot be used; trying an older one")
@@ -181,7 +200,9 @@ def train(ctx: RunContext) -> Outcome:
             ctx.files.state, step=step, meta={"epoch": epoch_of(step), "total_steps": total_steps,
                                               "micro_batches": step * ga},
             unet_lora=lora_network.lora_state_dict(accelerator.unwrap_model(unet)),
-            te_lora=lora_network.lora_state_dict(accelerator.unwrap_model(text_encoder))
+            te_lora=lora_network.text_encoders_state_dict(
+                accelerator.unwrap_model(text_encoder),
+                accelerator.unwrap_model(text_encoder_2) if text_encoder_2 is not None else None)
             if cfg.train_text_encoder else None,
             optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler)
 
@@ -191,6 +212,7 @@ def train(ctx: RunContext) -> Outcome:
     ctx.events.emit(
         "run_started", run_id=ctx.files.run_id, config=cfg.to_dict(), environment=environment(device),
         device=str(device), mixed_precision=mixed_precision, prediction_type=prediction_type,
+        model_family=model.family,
         total_steps=total_steps, start_step=start_step, resumed_from=resumed_from, images=len(items),
         buckets=sorted({f"{w}x{h}" for w, h in (i.size for i in items)}),
         batches_per_epoch=plan.batches_per_epoch, trainable_params=sum(p.numel() for p in params),
@@ -227,16 +249,24 @@ def train(ctx: RunContext) -> Outcome:
                 else:
                     mean, std = encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
                 latents = sample_latents(mean, std, vae.config, gen)
+                if not torch.isfinite(latents).all():  # the VAE overflowed: say so, not "training diverged"
+                    raise diagnostics.vae_nan_failure(cfg, step + 1, [Path(i.path).name for i in batch],
+                                                      str(vae_dtype).replace("torch.", ""))
 
                 # Conditioning: this step's captions (shuffled / dropped) through the text encoder.
                 captions = [train_data.process_caption(i.caption, rng, shuffle=cfg.shuffle_caption,
                                                        keep_tokens=cfg.keep_tokens,
                                                        dropout_rate=cfg.caption_dropout_rate) for i in batch]
                 if text_cache is not None:
-                    hidden = text_cache.get(captions).to(device)
+                    hidden = _to(text_cache.get(captions), device)
                 else:
                     with torch.no_grad() if not cfg.train_text_encoder else contextlib.nullcontext():
                         hidden = encode_text(captions)
+                extra = {}
+                if sdxl:
+                    hidden, pooled = hidden
+                    extra = sdxl_conditioning.unet_kwargs(pooled, sdxl_conditioning.time_ids(batch, recorded_sizes),
+                                                          weight_dtype)
 
                 # Noise and timesteps, then the target the model is trained to predict.
                 noise = torch.randn(latents.shape, generator=gen)
@@ -253,7 +283,7 @@ def train(ctx: RunContext) -> Outcome:
                 if fault and fault[1] == step + 1:
                     raise fault[0]
                 with accelerator.autocast():
-                    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
+                    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype), **extra).sample
                 loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                 if cfg.min_snr_gamma:
                     loss = loss * min_snr_weights(noise_scheduler, timesteps, cfg.min_snr_gamma, prediction_type)
@@ -305,8 +335,8 @@ def train(ctx: RunContext) -> Outcome:
                 or (epoch_ended and cfg.save_every_epochs and done_epochs % cfg.save_every_epochs == 0)):
             ctx.progress.update(phase="saving checkpoint")
             state_path = save_state(step)
-            path = export_lora(ctx, accelerator, unet, text_encoder, items, model, step, done_epochs,
-                               ctx.files.checkpoint(cfg.output_name, step))
+            path = export_lora(ctx, accelerator, unet, (text_encoder, text_encoder_2), items, model, step,
+                               done_epochs, ctx.files.checkpoint(cfg.output_name, step))
             prune_checkpoints(ctx.files, cfg.output_name, cfg.save_last_n)
             ctx.events.emit("checkpoint", step=step, path=str(path), state=str(state_path), epoch=done_epochs)
         if sampling and ((cfg.sample_every_steps and step % cfg.sample_every_steps == 0)
@@ -333,8 +363,8 @@ def train(ctx: RunContext) -> Outcome:
     output = None
     if ctx.is_main:
         ctx.progress.update(phase="exporting")
-        output = export_lora(ctx, accelerator, unet, text_encoder, items, model, step, epoch_of(step),
-                             ctx.files.output(cfg.output_name))
+        output = export_lora(ctx, accelerator, unet, (text_encoder, text_encoder_2), items, model, step,
+                             epoch_of(step), ctx.files.output(cfg.output_name))
     accelerator.wait_for_everyone()
     return Outcome("completed", step, output)
 
@@ -342,20 +372,22 @@ def train(ctx: RunContext) -> Outcome:
 # ------------------------------------------------------------------------------------------ helpers
 
 def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weight_dtype, vae_dtype, sampling: bool,
-                     attention: str | None = None) -> tuple[list, list]:
+                     attention: str | None = None, text_encoder_2=None) -> tuple[list, list]:
     """Freeze, attention, dtype and placement, the LoRA adapters and checkpointing: step 3 of the loop.
 
-    Returns (unet adapter params, text-encoder adapter params). trainer.vram_estimate runs this same
-    code on meta-device models (`device="meta"`, with `attention` naming the processor to install).
+    Returns (unet adapter params, text-encoder adapter params). `text_encoder_2` is SDXL's second
+    encoder (None for SD 1.x). trainer.vram_estimate runs this same code on meta-device models
+    (`device="meta"`, with `attention` naming the processor to install).
     """
     import torch
 
     if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
         vae.decoder = vae.post_quant_conv = None
-    for module in (unet, vae, text_encoder):
+    text_encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
+    for module in (unet, vae, *text_encoders):
         module.requires_grad_(False)
     set_attention(attention or cfg.attention, unet, vae)
-    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), (text_encoder, weight_dtype)):
+    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((te, weight_dtype) for te in text_encoders)):
         if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
             module.to(device)
         else:
@@ -364,14 +396,18 @@ def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weigh
     unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
     te_params = []
     if cfg.train_text_encoder:
-        te_params = lora_network.add_text_encoder_lora(text_encoder, rank=cfg.rank, alpha=cfg.alpha,
-                                                       targets=cfg.target_modules)
+        for k, te in enumerate(text_encoders):  # SDXL reads te1 at its penultimate layer: its last never trains
+            layers = range(te.config.num_hidden_layers - 1) if text_encoder_2 is not None and k == 0 else None
+            te_params += lora_network.add_text_encoder_lora(te, rank=cfg.rank, alpha=cfg.alpha,
+                                                            targets=cfg.target_modules, layers=layers)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+            for te in text_encoders:
+                te.gradient_checkpointing_enable()
     unet.train()
-    text_encoder.train(cfg.train_text_encoder)
+    for te in text_encoders:
+        te.train(cfg.train_text_encoder)
     return unet_params, te_params
 
 
@@ -555,16 +591,24 @@ def injected_fault():
     return None
 
 
-def export_lora(ctx: RunContext, accelerator, unet, text_encoder, items, model, step: int, epochs: int,
+def export_lora(ctx: RunContext, accelerator, unet, text_encoders, items, model, step: int, epochs: int,
                 path: Path) -> Path:
-    """Write the adapter as a kohya-format LoRA (trainer.lora_file) with its ss_* metadata."""
+    """Write the adapter as a kohya-format LoRA (trainer.lora_file) with its ss_* metadata.
+
+    `text_encoders` is (te1, te2); te2 is None for SD1.x. SDXL files use kohya's SDXL layout."""
     from trainer import lora_file
 
     cfg = ctx.config
     unet_lora = lora_network.lora_state_dict(accelerator.unwrap_model(unet))
-    te_lora = lora_network.lora_state_dict(accelerator.unwrap_model(text_encoder)) \
-        if cfg.train_text_encoder else None
-    tensors = lora_file.peft_to_kohya(unet_lora, te_lora, alpha=cfg.alpha)
+    te_loras = [lora_network.lora_state_dict(accelerator.unwrap_model(te)) if cfg.train_text_encoder and te
+                is not None else None for te in text_encoders]
+    if model.family == "sdxl":
+        from trainer import lora_sdxl
+
+        tensors = lora_sdxl.peft_to_kohya_sdxl(unet_lora, te_loras[0], te_loras[1], alpha=cfg.alpha,
+                                               unet_config=dict(accelerator.unwrap_model(unet).config))
+    else:
+        tensors = lora_file.peft_to_kohya(unet_lora, te_loras[0], alpha=cfg.alpha)
     name = Path(ctx.dataset["project_dir"]).name
     folders = train_data.kohya_folders(items, name, cfg.repeats)
     tags: dict[str, dict[str, int]] = {}
@@ -582,6 +626,15 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoder, items, model, 
     path.parent.mkdir(exist_ok=True)  # checkpoints/ or the run folder itself: never its parents
     lora_file.save_kohya_lora(path, tensors, metadata, precision=cfg.save_precision)
     return path
+
+
+def _float_cpu(out):
+    """Encoder outputs (a tensor, or SDXL's tuple of them) as fp32 CPU tensors for the text cache."""
+    return tuple(t.float().cpu() for t in out) if isinstance(out, tuple) else out.float().cpu()
+
+
+def _to(out, device):
+    return tuple(t.to(device) for t in out) if isinstance(out, tuple) else out.to(device)
 
 
 def run_started_at(files: RunFiles) -> float | None:
@@ -614,9 +667,13 @@ def make_samples(ctx: RunContext, accelerator, unet, vae, scheduler_config, prom
         torch.cuda.empty_cache()
     with torch.no_grad():
         if text_cache is not None:
-            embeds, negative = text_cache.get(prompts), text_cache.get([""])[0]
+            embeds, negative = text_cache.get(prompts), text_cache.get([""])
         else:
-            embeds, negative = encode_text(prompts).float(), encode_text([""])[0].float()
+            embeds, negative = _float_cpu(encode_text(prompts)), _float_cpu(encode_text([""]))
+    if isinstance(embeds, tuple):  # SDXL: one (hidden, pooled) pair per prompt
+        embeds, negative = list(zip(*embeds)), tuple(t[0] for t in negative)
+    else:
+        negative = negative[0]
     images = sampling.sample_images(
         unet=accelerator.unwrap_model(unet), vae=vae, scheduler_config=scheduler_config, prompt_embeds=list(embeds),
         negative_embeds=negative, resolution=cfg.resolution, steps=cfg.sample_steps, guidance=cfg.sample_guidance,

@@ -3,7 +3,8 @@
 A preset sets only the knobs it is about (precision, attention, checkpointing, caching, optimizer,
 batch, rank); everything else on the form keeps its value. A GPU preset is named by what it needs:
 its GPU memory for SD1.5 at 512 px as nvidia-smi would show it, computed once by
-trainer.vram_estimate and stored here (tests/tui_runs/test_presets_estimate.py recomputes it).
+trainer.vram_estimate and stored here (tests/tui_runs/test_presets_estimate.py recomputes it). The SDXL preset is for 1024 px
+(sd-scripts' SDXL docs put that recipe at 8 GB possible, 10 GB advised).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ PRESETS: tuple[Preset, ...] = (
         "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4,
         "sample_every_steps": 3},  # two samples, so the monitor's sample panel shows in the demo
         prompts_from_trigger=True),
+    Preset("SDXL 10 GB", "SDXL 1024 px, UNet only: fp16, checkpointing, cached latents and text, 8-bit AdamW", {
+        "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
+        "cache_latents": True, "cache_text_embeddings": True, "train_text_encoder": False,
+        "optimizer": "adamw8bit", "batch_size": 1, "resolution": 1024, "rank": 16, "alpha": 16.0}),
 )
 
 BY_NAME = {p.name: p for p in PRESETS}

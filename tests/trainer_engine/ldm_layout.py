@@ -93,3 +93,35 @@ def to_single_file(unet, vae, text_encoder) -> dict[str, Any]:
         out["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = \
             t.contiguous()
     return out
+
+
+def to_sdxl_single_file(unet, vae, text_encoder, text_encoder_2) -> dict[str, Any]:
+    """An SGM-layout SDXL checkpoint: UNet with label_emb, conditioner.embedders.0 (CLIP, transformers
+    names) and conditioner.embedders.1 (OpenCLIP names: fused in_proj, resblocks, text_projection)."""
+    import torch
+
+    out = {k: v for k, v in to_single_file(unet, vae, text_encoder).items() if not k.startswith("cond_stage_model.")}
+    for k in [k for k in out if ".add_embedding." in k or k.startswith("model.diffusion_model.add_embedding.")]:
+        layer = "0" if ".linear_1." in k else "2"
+        out[f"model.diffusion_model.label_emb.0.{layer}.{k.rsplit('.', 1)[1]}"] = out.pop(k)
+    for k, t in text_encoder.state_dict().items():
+        out["conditioner.embedders.0.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = \
+            t.contiguous()
+    sd = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+          for k, v in text_encoder_2.state_dict().items()}
+    pre = "conditioner.embedders.1.model."
+    out[pre + "token_embedding.weight"] = sd["text_model.embeddings.token_embedding.weight"]
+    out[pre + "positional_embedding"] = sd["text_model.embeddings.position_embedding.weight"]
+    out[pre + "ln_final.weight"] = sd["text_model.final_layer_norm.weight"]
+    out[pre + "ln_final.bias"] = sd["text_model.final_layer_norm.bias"]
+    out[pre + "text_projection"] = sd["text_projection.weight"].T.contiguous()
+    n = text_encoder_2.config.num_hidden_layers
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+    for i in range(n):
+        src, dst = f"text_model.encoder.layers.{i}.", f"{pre}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat([sd[src + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for hf, ldm in names.items():
+                out[dst + f"{ldm}.{kind}"] = sd[src + f"{hf}.{kind}"]
+    return out
