@@ -94,6 +94,7 @@ def train(ctx: RunContext) -> Outcome:
                                               vae_dtype=vae_dtype, sampling=sampling,
                                               attention=optional_packages.attention_used(cfg.attention),
                                               text_encoder_2=text_encoder_2)
+    text_encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
 
     # ---- 4. Dataset and the order of batches -----------------------------------------------------
     ctx.progress.update(phase="reading dataset")
