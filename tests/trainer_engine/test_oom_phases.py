@@ -34,11 +34,20 @@ def test_out_of_memory_in_each_phase_is_an_oom_error_with_that_phases_hint(make_
     assert hint in error["hint"]
     [finished] = events_of(run, "run_finished")
     assert finished["status"] == "failed"
-    if phase in ("sampling", "saving checkpoint", "exporting"):  # after run_started: it carries the estimate
+    if phase in ("sampling", "saving checkpoint", "exporting"):  # after run_started
         [started] = events_of(run, "run_started")
-        estimate = started["vram_estimate"]
-        assert estimate["expected_peak_bytes"] == sum(estimate["breakdown"].values()) > 0
-        assert estimate["nvidia_smi_bytes"] > estimate["expected_peak_bytes"]
+        assert started["vram_estimate"] is None  # a CPU run: no GPU memory to predict (and no time spent on it)
+
+
+def test_run_started_carries_the_estimate_a_cuda_run_is_compared_against(make_run):
+    from trainer import train_loop
+    from trainer.config import TrainConfig
+
+    warned = []
+    estimate = train_loop.memory_estimate(TrainConfig(base_model="synthetic:tiny", resolution=64), warned.append)
+    assert not warned
+    assert estimate["expected_peak_bytes"] == sum(estimate["breakdown"].values()) > 0
+    assert estimate["nvidia_smi_bytes"] > estimate["expected_peak_bytes"]
 
 
 def test_out_of_memory_while_sampling_keeps_the_finished_step_as_resumable_state(make_run, monkeypatch):
