@@ -11,6 +11,7 @@ from trainer import prep, settings
 from trainer.errors import ConfigError
 from trainer.importer import import_paths
 from trainer.project import create_project, dataset_images
+from tui import presets
 from tui.form_hints import form_hint
 from tui.screens.error import ErrorScreen
 from tui.screens.train_form import TrainFormScreen
@@ -129,7 +130,7 @@ async def test_the_cpu_demo_preset_keeps_prompts_already_typed_and_has_a_fallbac
         assert screen.query_one("#f-sample_prompts", TextArea).text == "a photo"
         screen.query_one("#f-sample_prompts", TextArea).text = "a red cat"
         await pilot.pause()
-        screen.query_one("#preset", Select).value = "8 GB"
+        screen.query_one("#preset", Select).value = presets.PRESETS[1].name  # a GPU preset
         await pilot.pause()
         screen.query_one("#preset", Select).value = "CPU demo"
         await pilot.pause()

@@ -152,7 +152,8 @@ def cmd_train(args) -> CommandResult:
     if not args.slurm and any(getattr(args, f"slurm_{key}", None) is not None for key, _ in SLURM_FLAGS.values()):
         raise LoradeckError("Slurm options were given without --slurm", hint="add --slurm to submit to Slurm")
     resolved = run_config.resolve(project, overrides_from(args), args.config)
-    if not getattr(args, "force", False) and not args.queue and not args.slurm:
+    if not getattr(args, "force", False) and not args.queue and not args.slurm and args.gpu is None:
+        # (--gpu picks and checks the GPU against the same estimate; a queued run waits instead)
         from trainer.cli.cmd_estimate import refuse_unless_fits
 
         refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
