@@ -301,7 +301,15 @@ def view(files: RunFiles, file_state: str, finished_time: float | None,
     job_id = str(job.get("id"))
     submitted = float(job.get("submitted") or 0)
     if finished_time is not None and finished_time >= submitted:
-        return file_state, f"Slurm job {job_id}" + (f" on {job['node']}" if job.get("node") else "")
+        where = f"Slurm job {job_id}" + (f" on {job['node']}" if job.get("node") else "")
+        if file_state == "stopped" and not record.get("stop_requested"):
+            # Nobody asked it to stop: Slurm ended the job (scancel, a kill) and the trainer saved on
+            # its way out. That is a failure of the job, with Slurm's word for it; resume continues.
+            info = query(job_id)
+            if info is not None and info.state in ENDED and info.state != "COMPLETED":
+                reason = f" ({info.reason})" if info.reason and info.reason not in ("None", info.state) else ""
+                return "failed", f"Slurm: {info.state}{reason}, job {job_id} (state saved: resume continues)"
+        return file_state, where
     info = query(job_id)
     if info is None:
         # Slurm has forgotten the job (no accounting): the files are all there is.

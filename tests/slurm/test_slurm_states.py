@@ -180,3 +180,16 @@ def test_submitting_where_sbatch_is_missing_says_so_and_leaves_no_run(project, c
                env={"PATH": f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}"})
     assert proc.returncode == 1 and "sbatch is not installed" in proc.stderr
     assert not [d for d in project.runs.iterdir()] if project.runs.exists() else True
+
+
+def test_a_trainer_that_saved_when_slurm_ended_its_job_reads_failed_with_slurms_state(project, scripted_slurm):
+    files = _slurm_run(project, submitted=time.time() - 60)
+    writer = EventWriter(files.events)
+    writer.emit("run_finished", status="stopped", steps_done=3)
+    writer.close()
+    scripted_slurm(squeue="1234|CANCELLED|None|gpu-07\n")
+    state, detail = runs.run_state_detail(files)
+    assert state == "failed" and detail.startswith("Slurm: CANCELLED, job 1234")
+    slurm.request_stop(files)  # the same files after `loradeck stop`: a stop, as asked
+    slurm._cache.clear()
+    assert runs.run_state_detail(files)[0] == "stopped"
