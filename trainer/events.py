@@ -42,7 +42,7 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "run_started": ("device", "mixed_precision", "prediction_type", "total_steps", "start_step",
                     "resumed_from", "images", "buckets", "batches_per_epoch", "trainable_params",
                     "lora_modules", "attention_processor", "gradient_checkpointing", "latent_cache",
-                    "text_embeddings_cached", "weight_dtype", "vae_dtype", "vram_estimate"),
+                    "text_embeddings_cached", "weight_dtype", "vae_dtype", "vram_estimate", "model_family"),
     "step": ("lr_te", "grad_norm", "step_time", "samples_per_sec", "rss_peak", "mem_allocated", "mem_peak"),
     "checkpoint": ("state", "epoch"),
     "sample": ("index",),
