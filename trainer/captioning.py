@@ -364,8 +364,7 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
         return finish("completed", message="nothing to caption")
     try:
         if captioner is None:
-            with interruptible():  # a stop asked while the model loads ends the run at once
-                captioner = _load(model, options.device, emit, len(todo))
+            captioner = _load(model, options.device, emit, len(todo), interruptible)
         report.model = captioner.name
         report.device = str(captioner.device)
         report.batch_size = options.batch_size or default_batch_size(captioner.device)
@@ -403,11 +402,16 @@ def _caused_by_stop(error: BaseException) -> bool:
     return False
 
 
-def _load(model: str, device: str, emit: EventSink, total: int):
+def _load(model: str, device: str, emit: EventSink, total: int, interruptible):
     from trainer.blip_model import load_captioner
 
     emit("progress", task=TASK, done=0, total=total, message=f"loading {model}")
-    captioner = load_captioner(model, device=device)
+    # torch's import runs Python inside C++ calls: an exception raised there by the stop aborts the
+    # process (pybind11 terminate). So a stop during it only marks the request; it is honoured at once after.
+    import torch  # noqa: F401
+
+    with interruptible():  # a stop asked while the model loads (hub, disk) ends the run at once
+        captioner = load_captioner(model, device=device)
     emit("progress", task=TASK, done=0, total=total, message=f"model on {captioner.device}")
     return captioner
 

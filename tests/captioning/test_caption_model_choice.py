@@ -152,3 +152,24 @@ def test_a_stop_that_lands_inside_a_library_import_still_reads_stopped(make_proj
                              on_event=lambda kind, **fields: events.append((kind, fields)))
     assert report.stopped and report.status == "stopped"
     assert events[-1][0] == "task_finished" and events[-1][1]["status"] == "stopped"
+
+
+def test_the_stop_window_opens_only_after_torch_is_imported(make_project, tmp_path):
+    # A Python exception raised by the stop inside torch's C++ import aborts the whole process (SIGABRT,
+    # seen in CI): so torch is imported before the window in which a stop raises at once.
+    project = make_project(1, name="window")
+    code = ("import contextlib, sys\n"
+            "from trainer.captioning import CaptionOptions, caption_project\n"
+            "from trainer.project import open_project\n"
+            "seen = []\n"
+            "@contextlib.contextmanager\n"
+            "def window():\n"
+            "    seen.append('torch' in sys.modules)\n"
+            "    yield\n"
+            f"caption_project(open_project({project.name!r}, {str(project.root)!r}), CaptionOptions(model={TINY!r}, device='cpu'),"
+            " interruptible=window)\n"
+            "print(seen)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "[True]"
