@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import caption_store  # noqa: E402
-from trainer.blip_model import load_captioner  # noqa: E402
-from trainer.captioning import CaptionOptions, _generation_kwargs, caption_project, clean_caption  # noqa: E402
-from trainer.project import create_project, dataset_images  # noqa: E402
+from loradeck.trainer.captions.blip_captioning import CaptionOptions, _generation_kwargs, caption_project, clean_caption  # noqa: E402
+from loradeck.trainer.captions.blip_model import load_captioner  # noqa: E402
+from loradeck.trainer.dataset import caption_store  # noqa: E402
+from loradeck.trainer.dataset.project import create_project, dataset_images  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: int) -> None:

@@ -67,7 +67,7 @@ def main() -> None:
 
     import torch
 
-    from trainer.blip_model import resolve_device
+    from loradeck.trainer.captions.blip_model import resolve_device
 
     device, dtype = resolve_device(args.device)
     model = blip_large(dtype, device)

@@ -1,8 +1,8 @@
 """VRAM estimate: accuracy on the CPU, and the SD1.5 table for docs/training.md.
 
     python bench/bench_estimate.py --accuracy [--model synthetic:tiny] [--resolution 256]
-        For each knob combination: trainer.vram_estimate's trace on the meta device (the estimate)
-        against the same tracker (trainer.memory_trace) measuring one real step with real CPU
+        For each knob combination: loradeck.trainer.gpu.vram_estimate's trace on the meta device (the estimate)
+        against the same tracker (loradeck.trainer.gpu.memory_trace) measuring one real step with real CPU
         tensors and real weights, run through the same code with torch's AdamW for the optimizer
         state. Prints the error of the traced peak; the goal is within 5 %.
     python bench/bench_estimate.py --table [--model synthetic:sd15] [--resolution 512]
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.config import TrainConfig  # noqa: E402
+from loradeck.trainer.config.train_config import TrainConfig  # noqa: E402
 
 GiB = 1024 ** 3
 
@@ -40,7 +40,7 @@ MATRIX = {
 
 
 def table(model: str, resolution: int) -> None:
-    from trainer import vram_estimate
+    from loradeck.trainer.gpu import vram_estimate
 
     print(f"| knobs ({model}, {resolution} px, fp16, sdpa, rank 16) | batch | peak allocated | nvidia-smi | "
           "peak in | estimate took |")
@@ -57,7 +57,8 @@ def accuracy(model: str, resolution: int, batch: int, only: list[str] | None = N
     """Largest relative error of the meta trace against the real-tensor trace over the matrix."""
     import torch
 
-    from trainer import model_skeleton, models, vram_estimate
+    from loradeck.trainer.gpu import model_skeleton, vram_estimate
+    from loradeck.trainer.train import models
 
     worst = 0.0
     # On the CPU: bf16 stands for fp16 (same bytes; CPU fp16 kernels are slow); 8-bit Adam has no

@@ -5,13 +5,13 @@
     python bench/bench_gpu_matrix.py --cpu                # no GPU: synthetic:tiny at 64 px on the CPU
                                                           # (exercises every row; memory = peak RSS instead)
 
-Each row is one real training run of the trainer (trainer.train_process main, in this process so the
+Each row is one real training run of the trainer (loradeck.trainer.train.process main, in this process so the
 model folder is read from the page cache), a few steps, on a synthetic model saved once. Reported:
     torch_peak   torch.cuda.max_memory_allocated over the training loop (what the knobs change)
     nvml_peak    the device's used memory sampled every 50 ms by NVML for the whole run (caching and the
                  CUDA context included), minus what was in use before the run started
     it_s         optimizer steps per second, median over the steps after the first
-    est_*        trainer.vram_estimate's prediction (from run_started, made without the GPU) and its error
+    est_*        loradeck.trainer.gpu.vram_estimate's prediction (from run_started, made without the GPU) and its error
                  against torch_peak (goal within 10 %) and against nvml_peak (reserved memory; goal 15 %);
                  "unmeasured" where there is no GPU to compare with
 Rows whose package is missing (xformers, bitsandbytes) are reported as skipped with the reason.
@@ -79,7 +79,7 @@ class NvmlPeak:
         self.peak = max(self.peak, self.used())
 
 
-from trainer.vram_estimate import CUDA_CONTEXT_BYTES  # noqa: E402
+from loradeck.trainer.gpu.vram_estimate import CUDA_CONTEXT_BYTES  # noqa: E402
 
 
 def missing_package(knobs: dict) -> str | None:
@@ -113,8 +113,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO / "tests" / "trainer_engine"))
     from engine_helpers import train_in_process, write_images, write_run
 
-    from trainer import synthetic_sd
-    from trainer.events import read_all
+    from loradeck.trainer.events import read_all
+    from loradeck.trainer.train import synthetic_sd
 
     started = time.monotonic()
     model = a.work / kind
@@ -172,7 +172,7 @@ def main() -> int:
                     row["torch_peak_gb"] = round(max(peaks) / 2**30, 2)
                 row["rss_peak_gb"] = round(max(e.get("rss_peak", 0) for e in step_events) / 2**30, 2)
             est = next((e.get("vram_estimate") for e in events if e["type"] == "run_started"), None)
-            if est:  # trainer.vram_estimate's prediction, made without the GPU, against what was measured
+            if est:  # loradeck.trainer.gpu.vram_estimate's prediction, made without the GPU, against what was measured
                 row["est_peak_gb"] = round(est["expected_peak_bytes"] / 2**30, 2)
                 # NVML here is measured above the process's baseline, which already holds the CUDA context
                 reserved = est["nvidia_smi_bytes"] - CUDA_CONTEXT_BYTES

@@ -32,10 +32,10 @@ from textual import events  # noqa: E402
 from textual.app import App  # noqa: E402
 from textual.binding import Binding  # noqa: E402
 
-from trainer.events import dumps  # noqa: E402
-from trainer.project import create_project  # noqa: E402
-from trainer.run_files import RunFiles  # noqa: E402
-from tui.screens.monitor import MonitorScreen  # noqa: E402
+from loradeck.trainer.dataset.project import create_project  # noqa: E402
+from loradeck.trainer.events import dumps  # noqa: E402
+from loradeck.trainer.runs.files import RunFiles  # noqa: E402
+from loradeck.tui.screens.monitor import MonitorScreen  # noqa: E402
 
 WRITER = r"""
 import json, os, sys, time
@@ -61,7 +61,7 @@ with open(events, "a") as fh:
                     "loss": 1.0 / (1 + i * 1e-3), "lr": 1e-4, "step_time": 0.01, "mem_allocated": 2e9,
                     "mem_peak": 3e9}
         fh.write(json.dumps(line) + "\n")
-        fh.flush()  # one write per event, as trainer.events.EventWriter does
+        fh.flush()  # one write per event, as loradeck.trainer.events.EventWriter does
         if rate:
             delay = t0 + (i - start + 1) / rate - time.time()
             if delay > 0:
@@ -136,7 +136,7 @@ async def bench(args) -> dict:
     started = {"type": "run_started", "time": time.time(), "run_id": files.run_id, "config": {},
                "environment": {"device": "cuda:0"}}
     files.events.write_text(dumps(started) + "\n" + history_events(args.history))
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, "trainer.train_process", str(files.dir),
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, "loradeck.trainer.train.process", str(files.dir),
                                str(args.events), str(args.rate), str(args.history + 1)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)

@@ -1,7 +1,7 @@
-"""CPU used by `loradeck monitor` without a terminal (trainer/plain_monitor.py) while a run goes on.
+"""CPU used by `loradeck monitor` without a terminal (trainer/cli/plain_monitor.py) while a run goes on.
 
 Starts a protocol-only fake trainer (tests/runs/fake_trainer.py: real process, real events.jsonl and
-status.json, a step every --step-seconds), then `python -m tui monitor` with stdin/stdout not a TTY,
+status.json, a step every --step-seconds), then `python -m loradeck.tui monitor` with stdin/stdout not a TTY,
 and reports the monitor's CPU seconds (utime + stime from /proc) over --seconds of wall time. A
 monitor that spins would report about 100 %.
 
@@ -33,9 +33,9 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=0.2)
     args = parser.parse_args()
 
+    from loradeck.trainer.dataset.project import create_project
+    from loradeck.trainer.runs import lifecycle as runs
     from tests.runs.conftest import write_images
-    from trainer import runs
-    from trainer.project import create_project
 
     runs.TRAIN_MODULE = "tests.runs.fake_trainer"
     os.environ["FAKE_STEP_SECONDS"] = str(args.step_seconds)
@@ -46,7 +46,7 @@ def main() -> None:
     runs.start(files)
     time.sleep(3)
     env = dict(os.environ, PYTHONPATH=str(REPO), LORADECK_ROOT=str(root))
-    monitor = subprocess.Popen([sys.executable, "-m", "tui", "monitor", "qa cats", files.run_id],
+    monitor = subprocess.Popen([sys.executable, "-m", "loradeck.tui", "monitor", "qa cats", files.run_id],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd=REPO)
     try:
         time.sleep(5)  # past its start-up (imports) and the history replay

@@ -6,7 +6,7 @@
 Photo-like JPEGs (smooth colour fields, soft edges, sensor-like noise; some with EXIF orientation
 6) are generated once into bench/cache/prep-photos-<N>-<WxH>/ and reused. Each round times the naive
 loop (open, exif_transpose, convert RGB, resize LANCZOS to the same bucket, crop, save) and then
-`trainer.prep.prep_project` on a fresh project holding the same originals; both write the same
+`loradeck.trainer.dataset.prep.prep_project` on a fresh project holding the same originals; both write the same
 bucket sizes with the same JPEG settings. Prints one JSON line with the medians, the speed-up, and
 the PSNR of prep's draft-mode decode against a full decode (quality check: > 40 dB is invisible).
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import buckets, prep  # noqa: E402
-from trainer.project import create_project  # noqa: E402
+from loradeck.trainer.dataset import buckets, prep  # noqa: E402
+from loradeck.trainer.dataset.project import create_project  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / "cache"
 

@@ -3,8 +3,8 @@
 Builds kohya LoRA files with the real SD1.5 module shapes (UNet 'kohya' targets + CLIP text encoder,
 random weights, fp16) at the given ranks, then times, per file:
   plain_copy   shutil.copyfile + fsync (what `cp` to the share costs at best)
-  rules        trainer.lora_validate.check_rules (header, keys, shapes, every weight finite/non-zero, hash)
-  publish      trainer.publish.publish_adapter (copy with header, fsync, rules on the copy, sidecar, link)
+  rules        loradeck.trainer.lora.validate.check_rules (header, keys, shapes, every weight finite/non-zero, hash)
+  publish      loradeck.trainer.lora.publish.publish_adapter (copy with header, fsync, rules on the copy, sidecar, link)
 
 usage: python bench/bench_publish.py [--ranks 32 128] [--rounds 3] [--dir DIR]
 Prints one JSON line per rank.
@@ -33,7 +33,7 @@ def sd15_lora(rank: int) -> dict:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from trainer.lora_file import kohya_key
+    from loradeck.trainer.lora.file_format import kohya_key
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(cross_attention_dim=768)
@@ -73,10 +73,10 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     a = ap.parse_args()
 
-    from trainer.config import TrainConfig
-    from trainer.lora_file import kohya_metadata, save_kohya_lora
-    from trainer.lora_validate import check_rules
-    from trainer.publish import publish_adapter
+    from loradeck.trainer.config.train_config import TrainConfig
+    from loradeck.trainer.lora.file_format import kohya_metadata, save_kohya_lora
+    from loradeck.trainer.lora.publish import publish_adapter
+    from loradeck.trainer.lora.validate import check_rules
 
     work = Path(a.dir or tempfile.mkdtemp(prefix="bench-publish-"))
     for rank in a.ranks:

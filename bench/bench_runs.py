@@ -1,4 +1,4 @@
-"""How fast `trainer.runs` lists runs and reads a run's state when events files are long.
+"""How fast `loradeck.trainer.runs.lifecycle` lists runs and reads a run's state when events files are long.
 
 Writes RUNS synthetic runs into a temporary project, each with an events file of STEPS step events
 and as many gpu events (a long run: one of each per second), then times `list_runs` on a cold
@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from trainer import run_config, runs  # noqa: E402
-from trainer.events import EventWriter  # noqa: E402
-from trainer.project import create_project  # noqa: E402
+from loradeck.trainer.config import resolve as run_config  # noqa: E402
+from loradeck.trainer.dataset.project import create_project  # noqa: E402
+from loradeck.trainer.events import EventWriter  # noqa: E402
+from loradeck.trainer.runs import lifecycle as runs
 
 
 def main() -> None:

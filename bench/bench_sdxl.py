@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    from trainer import synthetic_sd
+    from loradeck.trainer.train import synthetic_sd
 
     model = a.work / "sdxl-tiny"
     if not (model / "model_index.json").exists():
@@ -84,7 +84,7 @@ def main() -> int:
                   "--lr", str(a.lr), "--seed", str(seed), "--out", str(recipe_out)]
         run_dir = write_run(a.work / f"run-{seed}", project, model, a, cache=False, seed=seed)
         measured = {}
-        for name, cmd in (("recipe", recipe), ("loradeck", [sys.executable, "-m", "trainer.train_process",
+        for name, cmd in (("recipe", recipe), ("loradeck", [sys.executable, "-m", "loradeck.trainer.train.process",
                                                              str(run_dir)])):
             m = run_measured(cmd, env)
             if m["code"] != 0:

@@ -3,7 +3,7 @@
     python bench/bench_tagger.py [--images 48] [--batch-size 8] [--repeats 3] [--size 448] [--channels 32]
                                  [--tags 10000] [--image-side 768] [--device auto] [--threads 0]
 
-The model is a random WD14-format tagger (trainer.wd14_synthetic: the real NHWC 448 px BGR input, a
+The model is a random WD14-format tagger (loradeck.trainer.captions.wd14_synthetic: the real NHWC 448 px BGR input, a
 three-layer strided conv stack of `--channels`, global pool, `--tags` sigmoid outputs, a
 selected_tags.csv), so onnxruntime does real per-image work. The baseline is the loop people write
 first (and kohya's tagger with batch size 1): for each image, decode + pad + resize, run the model on
@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import caption_store  # noqa: E402
-from trainer.captioning import apply_affixes  # noqa: E402
-from trainer.project import create_project, dataset_images  # noqa: E402
-from trainer.tag_policy import TagRules, select_tags  # noqa: E402
-from trainer.tagging import TagOptions, tag_project  # noqa: E402
-from trainer.wd14_synthetic import write_tagger  # noqa: E402
-from trainer.wd14_tagger import load_tagger, prepare_image  # noqa: E402
+from loradeck.trainer.captions.blip_captioning import apply_affixes  # noqa: E402
+from loradeck.trainer.captions.tag_policy import TagRules, select_tags  # noqa: E402
+from loradeck.trainer.captions.wd14_synthetic import write_tagger  # noqa: E402
+from loradeck.trainer.captions.wd14_tagger import load_tagger, prepare_image  # noqa: E402
+from loradeck.trainer.captions.wd14_tagging import TagOptions, tag_project  # noqa: E402
+from loradeck.trainer.dataset import caption_store  # noqa: E402
+from loradeck.trainer.dataset.project import create_project, dataset_images  # noqa: E402
 
 
 def _labels(n: int) -> list[tuple[str, int]]:

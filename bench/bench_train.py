@@ -4,7 +4,7 @@ Both sides are whole processes on the same model folder, data and knobs, back to
 order each round (the machine is shared: compare ratios, not absolute seconds):
 
     recipe     python ../shared/bench/ref_lora_loop.py MODEL DATA STEPS --batch B --res R --rank R --lr X
-    loradeck   python -m trainer.train_process RUN_DIR   (the process `loradeck train` starts)
+    loradeck   python -m loradeck.trainer.train.process RUN_DIR   (the process `loradeck train` starts)
     loradeck+cache   the same with cache_latents + cache_text_embeddings (in memory, encoding included)
 
 The recipe runs STEPS+1 optimizer steps (its first is an untimed warm-up), so loradeck runs STEPS+1
@@ -49,7 +49,7 @@ def prepare(work: Path, *, full: bool, images: int, res: int) -> tuple[Path, Pat
     """The model folder (synthetic, saved once) and a project whose dataset/ holds res x res images."""
     from PIL import Image
 
-    from trainer import synthetic_sd
+    from loradeck.trainer.train import synthetic_sd
 
     model = work / ("sd15" if full else "tiny")
     if not (model / "model_index.json").exists():
@@ -78,7 +78,7 @@ def write_run(run_dir: Path, project: Path, model: Path, a, *, cache: bool, disk
 
     import tomlkit
 
-    from trainer.config import from_mapping
+    from loradeck.trainer.config.train_config import from_mapping
 
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -111,7 +111,7 @@ def compare_learning(a, model: Path, project: Path, env: dict) -> dict:
                   str(a.steps), "--batch", str(a.batch), "--res", str(a.res), "--rank", str(a.rank),
                   "--lr", str(a.lr), "--seed", str(seed), "--out", str(recipe_out)]
         run_dir = write_run(a.work / f"run-learn-{seed}", project, model, a, cache=False, seed=seed)
-        for cmd in (recipe, [sys.executable, "-m", "trainer.train_process", str(run_dir)]):
+        for cmd in (recipe, [sys.executable, "-m", "loradeck.trainer.train.process", str(run_dir)]):
             m = run_measured(cmd, env)
             if m["code"] != 0:
                 print(m["output"][-3000:], file=sys.stderr)
@@ -156,19 +156,19 @@ def main() -> int:
         "recipe": lambda: [sys.executable, str(SHARED / "ref_lora_loop.py"), str(model), str(project / "dataset"),
                            str(a.steps), "--batch", str(a.batch), "--res", str(a.res), "--rank", str(a.rank),
                            "--lr", str(a.lr), "--seed", "0"],
-        "loradeck": lambda: [sys.executable, "-m", "trainer.train_process",
+        "loradeck": lambda: [sys.executable, "-m", "loradeck.trainer.train.process",
                              str(write_run(a.work / "run-plain", project, model, a, cache=False))],
     }
     if not a.no_cache_variant and a.rounds:
         # cold: the latent cache is built in this process (encoding every image is part of the time);
         # warm: the on-disk cache a previous run (or `loradeck prep`) left is read back.
-        variants["loradeck+cache"] = lambda: [sys.executable, "-m", "trainer.train_process",
+        variants["loradeck+cache"] = lambda: [sys.executable, "-m", "loradeck.trainer.train.process",
                                               str(write_run(a.work / "run-cache", project, model, a, cache=True))]
-        variants["loradeck+disk-cache"] = lambda: [sys.executable, "-m", "trainer.train_process",
+        variants["loradeck+disk-cache"] = lambda: [sys.executable, "-m", "loradeck.trainer.train.process",
                                                    str(write_run(a.work / "run-disk", project, model, a,
                                                                  cache=True, disk=True))]
         warm = write_run(a.work / "run-warmup", project, model, a, cache=True, disk=True)
-        subprocess.run([sys.executable, "-m", "trainer.train_process", str(warm)], env=env, cwd=REPO,
+        subprocess.run([sys.executable, "-m", "loradeck.trainer.train.process", str(warm)], env=env, cwd=REPO,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     names = list(variants)

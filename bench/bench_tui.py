@@ -2,7 +2,7 @@
 
     python bench/bench_tui.py [--runs 5] [--images 10000]
 
-1. first frame: `python -m tui --root R` is started in a pseudo-terminal (80×24) the way a user starts
+1. first frame: `python -m loradeck.tui --root R` is started in a pseudo-terminal (80×24) the way a user starts
    it; the clock runs from spawn until the first screen (header + footer) has been written to the
    terminal, and until the projects list is filled.
 2. dataset ready: same process, Enter on the project; the clock runs from the key until the dataset
@@ -35,7 +35,7 @@ CACHE = REPO / "bench" / "cache" / "tui"
 
 def make_big_project(root: Path, images: int) -> str:
     """A project with `images` prepared images (every other one captioned); reused when present."""
-    from trainer.project import Project, create_project
+    from loradeck.trainer.dataset.project import Project, create_project
 
     name = f"big{images}"
     project = Project(root, name)
@@ -122,7 +122,7 @@ def start_tui(root: Path) -> tuple[Terminal, float]:
                LORADECK_ROOT=str(root), XDG_CONFIG_HOME=str(CACHE / "config"))
     env.pop("TMUX", None)
     t0 = time.perf_counter()
-    term = Terminal([sys.executable, "-m", "tui", "--root", str(root)], env)
+    term = Terminal([sys.executable, "-m", "loradeck.tui", "--root", str(root)], env)
     return term, t0
 
 

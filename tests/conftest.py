@@ -33,7 +33,7 @@ def run_cli(*args: str, root: Path | None = None, env: dict | None = None, timeo
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     if env:
         full_env.update(env)
-    cmd = [sys.executable, "-m", "tui", *args]
+    cmd = [sys.executable, "-m", "loradeck.tui", *args]
     if root is not None:
         cmd += ["--root", str(root)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,8 @@ def _modules_loaded_by(stmt: str) -> set[str]:
 
 
 @pytest.mark.parametrize("stmt", [
-    "import trainer.cli; trainer.cli.build_parser()",
-    "import trainer.project, trainer.settings, trainer.config, trainer.events, trainer.caption_store",
+    "import loradeck.trainer.cli; loradeck.trainer.cli.build_parser()",
+    "import loradeck.trainer.dataset.project, loradeck.trainer.config.project_settings, loradeck.trainer.config.train_config, loradeck.trainer.events, loradeck.trainer.dataset.caption_store",
 ])
 def test_engine_imports_neither_textual_nor_torch_at_import_time(stmt):
     loaded = _modules_loaded_by(stmt)
@@ -37,8 +36,8 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 def test_project_names_refuse_escapes():
-    from trainer.errors import ProjectError
-    from trainer.project import validate_name
+    from loradeck.trainer.dataset.project import validate_name
+    from loradeck.trainer.errors import ProjectError
 
     for bad in ["", ".", "..", "../x", "a/b", "a\\b", " lead", "x\x00", ".hidden", "a" * 65]:
         with pytest.raises(ProjectError):
@@ -48,7 +47,7 @@ def test_project_names_refuse_escapes():
 
 
 def test_root_resolution_order(tmp_path, monkeypatch):
-    from trainer.project import resolve_root
+    from loradeck.trainer.dataset.project import resolve_root
 
     monkeypatch.delenv("LORADECK_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -61,9 +60,9 @@ def test_root_resolution_order(tmp_path, monkeypatch):
 
 
 def test_settings_keep_comments_and_refuse_unknown_keys(root):
-    from trainer import settings
-    from trainer.errors import ConfigError
-    from trainer.project import create_project
+    from loradeck.trainer.config import project_settings as settings
+    from loradeck.trainer.dataset.project import create_project
+    from loradeck.trainer.errors import ConfigError
 
     proj = create_project("p", root, trigger_word="sks")
     text = proj.settings_file.read_text() + "\n# my own note\n"
@@ -82,7 +81,7 @@ def test_settings_keep_comments_and_refuse_unknown_keys(root):
 
 
 def test_atomic_write_failure_leaves_original_and_no_debris(tmp_path, monkeypatch):
-    from trainer import atomic
+    from loradeck.trainer import atomic
 
     target = tmp_path / "caption.txt"
     target.write_text("precious")
@@ -99,7 +98,7 @@ def test_atomic_write_failure_leaves_original_and_no_debris(tmp_path, monkeypatc
 
 
 def test_event_reader_holds_back_partial_lines(tmp_path):
-    from trainer.events import EventReader, EventWriter
+    from loradeck.trainer.events import EventReader, EventWriter
 
     path = tmp_path / "events.jsonl"
     w = EventWriter(path)

@@ -1,7 +1,7 @@
-"""`python -m trainer ...`: the headless CLI (no TUI commands)."""
+"""`python -m loradeck.trainer ...`: the headless CLI (no TUI commands)."""
 
 import sys
 
-from trainer.cli import main
+from loradeck.trainer.cli import main
 
 sys.exit(main())

@@ -1,9 +1,9 @@
 """The loradeck Textual app: the shell every screen lives in.
 
 - One error display: every worker runs with `exit_on_error=False`; a failed worker reaches
-  `show_error()` through tui.worker_errors.ShowsWorkerErrors (mixed into every screen and widget
+  `show_error()` through loradeck.tui.worker_errors.ShowsWorkerErrors (mixed into every screen and widget
   that starts workers), and screens call `show_error()` for failures outside workers.
-- Keyboard first: every binding has an id (tui.keys), the user's keymap file is applied at start,
+- Keyboard first: every binding has an id (loradeck.tui.keys), the user's keymap file is applied at start,
   the command palette (Ctrl+P) offers the current screen's actions, F1 shows help.
 - Animations are off: redraws cost bandwidth over SSH.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from textual.app import App
 
-from trainer.errors import LoradeckError
-from trainer.project import Project, open_project, resolve_root
-from tui.commands import ScreenActions
-from tui.keys import bind, load_keymap
-from tui.widgets.image_preview import detect_mode, prepare_graphics
-from tui.worker_errors import ShowsWorkerErrors
+from loradeck.trainer.dataset.project import Project, open_project, resolve_root
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.commands import ScreenActions
+from loradeck.tui.keys import bind, load_keymap
+from loradeck.tui.widgets.image_preview import detect_mode, prepare_graphics
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 
 class LoradeckApp(ShowsWorkerErrors, App):
@@ -51,12 +51,12 @@ class LoradeckApp(ShowsWorkerErrors, App):
             self.set_keymap(keymap)
         for problem in problems:
             self.notify(problem, title="keymap", severity="warning", timeout=8)
-        from tui.screens.projects import ProjectsScreen
+        from loradeck.tui.screens.projects import ProjectsScreen
 
         self.push_screen(ProjectsScreen(self.root))
         if self.monitor:
             name, run = self.monitor
-            from tui.screens.monitor import MonitorScreen
+            from loradeck.tui.screens.monitor import MonitorScreen
 
             self.push_screen(MonitorScreen(Project(self.root, name), run))
         elif self.open_name:
@@ -64,22 +64,22 @@ class LoradeckApp(ShowsWorkerErrors, App):
 
     # navigation used by several screens; `on_close` runs when that screen is dismissed or popped
     def open_dataset(self, project: Project, on_close=None) -> None:
-        from tui.screens.dataset import DatasetScreen
+        from loradeck.tui.screens.dataset import DatasetScreen
 
         self.push_screen(DatasetScreen(project), on_close)
 
     def open_train(self, project: Project, on_close=None) -> None:
-        from tui.screens.train_form import TrainFormScreen
+        from loradeck.tui.screens.train_form import TrainFormScreen
 
         self.push_screen(TrainFormScreen(project), on_close)
 
     def open_runs(self, project: Project, on_close=None) -> None:
-        from tui.screens.runs import RunsScreen
+        from loradeck.tui.screens.runs import RunsScreen
 
         self.push_screen(RunsScreen(project), on_close)
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from loradeck.tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
@@ -88,7 +88,7 @@ class LoradeckApp(ShowsWorkerErrors, App):
     def show_error(self, error: BaseException | str, *, title: str = "Error") -> None:
         """Show `error` in the error modal: a LoradeckError as its one line and hint, anything
         else (a bug) with its traceback under the message."""
-        from tui.screens.error import ErrorScreen
+        from loradeck.tui.screens.error import ErrorScreen
 
         if isinstance(error, LoradeckError):
             screen = ErrorScreen(title, " ".join(str(error).split()), error.hint)
@@ -110,7 +110,7 @@ def run_app(root: str | os.PathLike | None = None, *, open_name: str | None = No
 
 def run_demo(root: str | os.PathLike | None = None, open_tui: bool = True) -> int:
     """Create (or reuse) the demo project, then open the TUI on it."""
-    from trainer.demo import DEMO_NAME, create_demo
+    from loradeck.trainer.dataset.demo import DEMO_NAME, create_demo
 
     try:
         project = create_demo(root)
@@ -126,10 +126,10 @@ def run_demo(root: str | os.PathLike | None = None, open_tui: bool = True) -> in
 def run_monitor(root: str | os.PathLike | None, project: str, run: str | None = None) -> int:
     """Open the live monitor of `project`'s run `run` (default: its latest run) in the TUI. An
     unknown project or run is a one-line error (exit 1). `loradeck monitor` without a terminal never
-    gets here: tui.launcher follows the run as plain lines (trainer.plain_monitor) instead."""
+    gets here: loradeck.tui.launcher follows the run as plain lines (loradeck.trainer.cli.plain_monitor) instead."""
     import sys
 
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     try:
         found = open_project(project, root)

@@ -6,7 +6,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui.keys import DEFAULTS
+from loradeck.tui.keys import DEFAULTS
 
 
 class ScreenActions(Provider):

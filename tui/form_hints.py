@@ -16,7 +16,7 @@ SUFFIX = " (train form fields)"
 
 def _labels() -> dict[str, str]:
     """CLI flag name -> the train form's label of that field."""
-    from tui.screens.train_form import FIELDS, LIMIT_FIELDS
+    from loradeck.tui.screens.train_form import FIELDS, LIMIT_FIELDS
 
     labels = {f.name.replace("_", "-"): f.label for f in FIELDS}
     length = next(f.label for f in FIELDS if f.kind == "length")

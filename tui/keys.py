@@ -62,7 +62,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
 }
 
 # The run screens' bindings (train form, monitor, runs) live beside those screens.
-from tui.run_keys import RUN_BINDINGS  # noqa: E402
+from loradeck.tui.run_keys import RUN_BINDINGS  # noqa: E402
 
 DEFAULTS.update(RUN_BINDINGS)
 

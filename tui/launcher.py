@@ -25,38 +25,38 @@ def _register_tui_commands(sub, parent) -> None:
 
 
 def _run_tui(args) -> int:
-    from tui.app import run_app
+    from loradeck.tui.app import run_app
 
     return run_app(root=args.root)
 
 
 def _run_demo(args) -> int:
-    from tui.app import run_demo
+    from loradeck.tui.app import run_demo
 
     return run_demo(root=args.root, open_tui=not args.no_tui)
 
 
 def _run_monitor(args):
-    from trainer import run_choice
-    from trainer.project import open_project
+    from loradeck.trainer.dataset.project import open_project
+    from loradeck.trainer.runs import choice as run_choice
 
     project = open_project(args.name, args.root)
     files, why = run_choice.choose_run(project, args.run, "monitor")
     run_choice.says_which(files, why)
     if args.json:
-        from trainer.cli.cmd_train import watch  # one JSON object with the run's outcome, at its end
+        from loradeck.trainer.cli.cmd_train import watch  # one JSON object with the run's outcome, at its end
 
         result = watch(project, files, quiet=True)
         result.data["chosen"] = why
         return result
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
-        from trainer import plain_monitor  # no terminal to draw on: plain lines until the run ends
+        from loradeck.trainer.cli import plain_monitor  # no terminal to draw on: plain lines until the run ends
 
         try:
             return plain_monitor.follow(files, lambda line: print(line, flush=True))
         except KeyboardInterrupt:
             return 130
-    from tui.app import run_monitor
+    from loradeck.tui.app import run_monitor
 
     return run_monitor(root=args.root, project=args.name, run=files.run_id)
 
@@ -83,6 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         import argparse
 
         return _run_tui(argparse.Namespace(root=root)) or 0
-    from trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main
 
     return cli_main(args, extra=[_register_tui_commands], default=_run_tui)

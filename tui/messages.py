@@ -9,7 +9,7 @@ from textual.message import Message
 
 
 class TaskEvent(Message):
-    """One JSON event from a prep / caption subprocess (trainer.events task types)."""
+    """One JSON event from a prep / caption subprocess (loradeck.trainer.events task types)."""
 
     def __init__(self, task: str, event: dict[str, Any]) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Keep redraws down: every redraw is bytes over SSH. Animations are off app-wide (tui.app); this
+"""Keep redraws down: every redraw is bytes over SSH. Animations are off app-wide (loradeck.tui.app); this
 stops the cursors of text fields from blinking (a redraw twice a second, forever)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the run screens ask of the engine: find, list, launch, stop, resume and export runs.
 
-A thin layer over `trainer.runs` (and `trainer.publish` for export) so the screens call one name
+A thin layer over `loradeck.trainer.runs.lifecycle` (and `loradeck.trainer.lora.publish` for export) so the screens call one name
 per action and every failure arrives as a LoradeckError the error modal can show. All of these
 block (file reads, waiting for a run to stop): screens call them from worker threads.
 """
@@ -8,17 +8,16 @@ block (file reads, waiting for a run to stop): screens call them from worker thr
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import time
 from typing import Any
 
-from trainer import runs
-from trainer.cli_hint import command
-from trainer.errors import LoradeckError
-from trainer.project import Project
-from trainer.run_files import RunFiles
-from trainer.runs import RunInfo
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.lifecycle import RunInfo
 
 
 def find_run(project: Project, run_id: str | None) -> RunFiles | None:
@@ -37,10 +36,10 @@ def list_runs(project: Project) -> list[RunInfo]:
 def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = None,
            queue: bool = False, slurm: bool = False) -> RunFiles:
     """Create a run with `overrides` on the project's defaults and start it detached; `gpu` (None,
-    "auto" or an index) places it, `queue` puts it in the queue instead (trainer.run_queue), and
+    "auto" or an index) places it, `queue` puts it in the queue instead (loradeck.trainer.runs.queue), and
     `slurm` submits it as a Slurm batch job ([slurm] settings of the user config and project.toml)."""
     if slurm:
-        from trainer import slurm_settings
+        from loradeck.trainer.slurm import settings as slurm_settings
 
         settings = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
         files = runs.create_run(project, overrides)
@@ -54,7 +53,9 @@ def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = Non
         files = runs.create_run(project, overrides)
         runs.start(files)
         return files
-    from trainer import gpu_processes, run_config, run_queue
+    from loradeck.trainer.config import resolve as run_config
+    from loradeck.trainer.gpu import processes as gpu_processes
+    from loradeck.trainer.runs import queue as run_queue
 
     where = gpu_processes.parse_gpu(gpu)
     resolved = run_config.resolve(project, overrides)
@@ -91,7 +92,7 @@ def stop(files: RunFiles, *, force: bool = False, timeout: float = 60.0) -> None
     With `force`, a run still alive after `timeout` is killed: it then reads as crashed and resumes
     from its last saved state (the step it was finishing is lost)."""
     if runs.run_state(files) == "queued" and not files.slurm_record.is_file():
-        from trainer import run_queue
+        from loradeck.trainer.runs import queue as run_queue
 
         run_queue.cancel(files)
         return
@@ -106,13 +107,13 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     """Start a stopped, failed or crashed run again from its last saved state, detached.
 
     A trainer writes `run_finished` (so the run reads stopped / failed) before its process has
-    exited. `trainer.runs.stop` now waits for that exit, but r pressed as soon as the monitor shows
+    exited. `loradeck.trainer.runs.lifecycle.stop` now waits for that exit, but r pressed as soon as the monitor shows
     `stopped` comes while that stop is still waiting (or after a run failed on its own, or was
     stopped from another terminal); the engine rightly refuses to start a second trainer on the
     folder meanwhile, so this waits up to `exit_wait` seconds for the old process to go first.
     """
     if runs.run_state(files) == "queued":  # an orphan (its waiter gone) gets a new waiter
-        from trainer import run_queue
+        from loradeck.trainer.runs import queue as run_queue
 
         run_queue.requeue(files)
         return
@@ -125,13 +126,13 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
 
 def export(project: Project, files: RunFiles, choice) -> Any:
     """Validate and publish the run's final LoRA, or with `choice.checkpoint` (a step or "latest") one of
-    its checkpoints, through the export engine (trainer.publish), as `choice.name` in `choice.folder`
-    with `choice.on_conflict` (a tui.screens.export_dialog.ExportChoice).
+    its checkpoints, through the export engine (loradeck.trainer.lora.publish), as `choice.name` in `choice.folder`
+    with `choice.on_conflict` (a loradeck.tui.screens.export_dialog.ExportChoice).
 
     The diffusers load check runs in a subprocess (isolate), so the TUI process never imports torch.
     The folder is remembered in project.toml [export] dest once something was exported to it.
     """
-    from trainer import publish
+    from loradeck.trainer.lora import publish
 
     result = publish.export_run(project.name, files.run_id, root=project.root, to=choice.folder or None,
                                 name=choice.name or None, on_conflict=choice.on_conflict, isolate=True,
@@ -143,7 +144,7 @@ def export(project: Project, files: RunFiles, choice) -> Any:
 
 
 def _dialog_wording() -> dict[str, str]:
-    from tui.screens.export_dialog import DIALOG_WORDING
+    from loradeck.tui.screens.export_dialog import DIALOG_WORDING
 
     return DIALOG_WORDING
 
@@ -151,8 +152,8 @@ def _dialog_wording() -> dict[str, str]:
 def export_defaults(project: Project) -> tuple[str, str]:
     """(folder, on-conflict policy) the export dialog starts with: project.toml [export], else the
     user config; ("", "refuse") where neither says."""
-    from trainer import settings
-    from trainer.user_config import load_user_config
+    from loradeck.trainer.config import project_settings as settings
+    from loradeck.trainer.config.user_config import load_user_config
 
     dest, policy = "", "refuse"
     try:
@@ -173,8 +174,8 @@ def export_defaults(project: Project) -> tuple[str, str]:
 
 
 def export_name(project: Project, run_id: str, checkpoint: str = "") -> str:
-    """The name the run's LoRA (or checkpoint) is exported under by default (trainer.publish)."""
-    from trainer import publish
+    """The name the run's LoRA (or checkpoint) is exported under by default (loradeck.trainer.lora.publish)."""
+    from loradeck.trainer.lora import publish
 
     return publish.export_name(project, run_id, checkpoint or None)
 
@@ -182,7 +183,7 @@ def export_name(project: Project, run_id: str, checkpoint: str = "") -> str:
 def remember_export_folder(project: Project, folder: str) -> None:
     """Save `folder` as the project's [export] dest, so the next export starts there. A relative dest
     in project.toml is relative to the project: an absolute path is stored."""
-    from trainer import settings
+    from loradeck.trainer.config import project_settings as settings
 
     path = os.path.abspath(os.path.expanduser(folder))
     try:
@@ -194,6 +195,6 @@ def remember_export_folder(project: Project, folder: str) -> None:
 
 def has_checkpoints(project: Project, run_id: str) -> bool:
     """Does the run have intermediate LoRA files (exportable whatever its state)?"""
-    from trainer import publish
+    from loradeck.trainer.lora import publish
 
     return bool(publish.checkpoints_of(project.runs / run_id))

@@ -1,6 +1,6 @@
 """Follow one training run from its files: fold events.jsonl into a view the monitor draws.
 
-`RunTracker` is plain Python: it folds events (from `trainer.events.EventReader`) into running
+`RunTracker` is plain Python: it folds events (from `loradeck.trainer.events.EventReader`) into running
 totals and series, and hands out `RunView` snapshots. `RunWatcher` runs the tracker in a worker
 thread and posts one `RunUpdated` message per poll; the message declares `can_replace`, so when
 the UI falls behind a burst of updates collapses to the newest (thousands of events never queue
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import math
 import os
-from bisect import bisect_left
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from textual.message import Message
 
-from trainer import runs as engine_runs
-from trainer.errors import LoradeckError
-from trainer.events import EventReader
-from trainer.run_files import RunFiles
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import EventReader
+from loradeck.trainer.runs import lifecycle as engine_runs
+from loradeck.trainer.runs.files import RunFiles
 
 # Series longer than this are thinned (every other point dropped) so memory and the cost of a
 # snapshot stay bounded on very long runs; a chart is a few hundred columns wide anyway.
@@ -91,7 +91,7 @@ class RunView:
 
     run_id: str
     state: str = "unknown"  # queued|starting|running|stopping|completed|stopped|failed|crashed|unknown
-    queue_line: str | None = None  # a queued run: its place and what it waits for (trainer.run_queue)
+    queue_line: str | None = None  # a queued run: its place and what it waits for (loradeck.trainer.runs.queue)
     events_seen: int = 0
     started: float | None = None
     step: int = 0
@@ -143,7 +143,7 @@ class RunView:
 
 
 def _number(value: Any) -> float | None:
-    """Event numbers may be NaN/inf written as strings (trainer.events.dumps); keep them as floats."""
+    """Event numbers may be NaN/inf written as strings (loradeck.trainer.events.dumps); keep them as floats."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
@@ -451,7 +451,7 @@ class RunWatcher:
         return None
 
     def _queue_line(self) -> str:
-        from trainer import run_queue
+        from loradeck.trainer.runs import queue as run_queue
 
         return run_queue.queue_line(run_queue.describe(self.files))
 

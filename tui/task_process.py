@@ -1,31 +1,27 @@
 """Heavy dataset work (prep, BLIP captioning) as a subprocess that prints JSON task events.
 
-The TUI never imports torch: it starts `python -m trainer <command> NAME --root R --events`, reads
-one event per stdout line (trainer.events.parse_line), and cancels with SIGTERM, which the engine
+The TUI never imports torch: it starts `python -m loradeck.trainer <command> NAME --root R --events`, reads
+one event per stdout line (loradeck.trainer.events.parse_line), and cancels with SIGTERM, which the engine
 turns into a clean stop (finished items kept, `task_finished` with status `stopped`).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 from typing import Callable, Iterator
 
-from trainer.errors import LoradeckError
-from trainer.events import parse_line
-from trainer.project import Project
-
-_REPO = Path(__file__).resolve().parents[1]
+from loradeck.trainer import children
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import parse_line
 
 
 def task_argv(command: str, project: Project, *extra: str) -> list[str]:
     """The command line of an engine task with JSON events on stdout."""
-    return [sys.executable, "-m", "trainer", command, project.name, "--root", str(project.root),
-            "--events", *extra]
+    return children.module_argv("loradeck.trainer", command, project.name, "--root", str(project.root),
+                                "--events", *extra)
 
 
 class TaskProcess:
@@ -35,13 +31,8 @@ class TaskProcess:
         self.argv = argv
         self.cancelled = False
         self._stderr = tempfile.TemporaryFile(mode="w+b")
-        env = dict(os.environ)
-        # The engine must be importable the same way this process imported it (a source checkout).
-        env["PYTHONPATH"] = str(_REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL, env=env, bufsize=1, text=True,
-                                     encoding="utf-8", errors="replace", start_new_session=True)
+        self.proc = children.start(argv, detached=True, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=1,
+                                   text=True, encoding="utf-8", errors="replace")
 
     def events(self) -> Iterator[dict]:
         """Parsed events until the process closes stdout; corrupt lines are skipped."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trainer import config as train_config
-from trainer.atomic import atomic_write_text
-from trainer.project import Project
+from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.config import train_config
+from loradeck.trainer.dataset.project import Project
 
 FILE_NAME = "train_form.json"
 

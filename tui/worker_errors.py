@@ -19,8 +19,8 @@ def show_error(node: DOMNode, error: BaseException | str, title: str = "Error") 
     if show is not None:
         show(error, title=title)
         return
-    from trainer.errors import LoradeckError
-    from tui.screens.error import ErrorScreen
+    from loradeck.trainer.errors import LoradeckError
+    from loradeck.tui.screens.error import ErrorScreen
 
     if isinstance(error, LoradeckError):
         node.app.push_screen(ErrorScreen(title, " ".join(str(error).split()), error.hint))

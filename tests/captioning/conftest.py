@@ -36,7 +36,7 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_captioner(model_cache):
     """The synthetic tiny BLIP, loaded once on the CPU."""
-    from trainer.blip_model import load_captioner
+    from loradeck.trainer.captions.blip_model import load_captioner
 
     return load_captioner(TINY, device="cpu")
 
@@ -44,7 +44,7 @@ def tiny_captioner(model_cache):
 @pytest.fixture
 def make_project(root):
     """make_project(n_images, name=..., **settings) -> Project with `n_images` in dataset/."""
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     def make(n: int, name: str = "cap", **settings):
         project = create_project(name, root, **settings)

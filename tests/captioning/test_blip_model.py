@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 
 import pytest
 
-from trainer.blip_model import load_captioner, synthetic_model_path
-from trainer.errors import ModelError
+from loradeck.trainer.captions.blip_model import load_captioner, synthetic_model_path
+from loradeck.trainer.errors import ModelError
 
 
 def test_synthetic_tiny_blip_is_built_once_into_the_cache(model_cache, tiny_captioner):
@@ -55,7 +55,7 @@ def test_uncached_hub_model_offline_names_the_model_and_the_download_command(mon
 
 
 def test_first_signal_asks_to_stop_and_second_ctrl_c_interrupts():
-    from trainer.cli.cmd_caption import StopOnSignal
+    from loradeck.trainer.cli.cmd_caption import StopOnSignal
 
     before = signal.getsignal(signal.SIGINT)
     with StopOnSignal() as stopper:
@@ -78,8 +78,8 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
 def test_cuda_runs_fp16_and_asking_for_a_missing_gpu_is_a_clear_error():
     import torch
 
-    from trainer.blip_model import resolve_device
-    from trainer.errors import ConfigError
+    from loradeck.trainer.captions.blip_model import resolve_device
+    from loradeck.trainer.errors import ConfigError
 
     assert resolve_device("cpu") == (torch.device("cpu"), torch.float32)
     if torch.cuda.is_available():

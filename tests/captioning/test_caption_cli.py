@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-from trainer import caption_store
-from trainer.events import parse_line
-from trainer.project import dataset_images
+from loradeck.trainer.dataset import caption_store
+from loradeck.trainer.dataset.project import dataset_images
+from loradeck.trainer.events import parse_line
 
 from .helpers import TINY
 
@@ -20,13 +20,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Runs the real CLI, with generation slowed down so a signal reliably lands mid-run.
 SLOW_CLI = """
 import sys, time
-import trainer.captioning as engine
+import loradeck.trainer.captions.blip_captioning as engine
 real = engine._generate
 def slow(*args, **kwargs):
     time.sleep(0.3)
     return real(*args, **kwargs)
 engine._generate = slow
-from trainer.cli import main
+from loradeck.trainer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -62,7 +62,7 @@ def test_sigterm_stops_after_the_batch_and_a_rerun_finishes_without_rewriting(ma
     assert not list(project.dataset.glob(".loradeck-tmp-*"))  # no half-written caption left behind
 
     rerun_args = [a if a != "1" else "4" for a in args[:-1]]  # --batch-size 4: same outcome, sooner
-    rerun = subprocess.run([sys.executable, "-m", "trainer", *rerun_args, "--json"], capture_output=True,
+    rerun = subprocess.run([sys.executable, "-m", "loradeck.trainer", *rerun_args, "--json"], capture_output=True,
                            text=True, env=_env(), cwd=REPO, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
@@ -120,7 +120,7 @@ def test_sampling_knobs_without_sample_are_refused(make_project, root, cli):
 
 
 def test_importing_the_caption_cli_does_not_import_torch():
-    code = ("import sys, trainer.cli.cmd_caption, trainer.captioning, trainer.blip_model; "
+    code = ("import sys, loradeck.trainer.cli.cmd_caption, loradeck.trainer.captions.blip_captioning, loradeck.trainer.captions.blip_model; "
             "heavy = [m for m in ('torch', 'transformers', 'PIL.Image') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=REPO)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainer import caption_store
-from trainer.captioning import CaptionOptions, caption_project
-from trainer.project import dataset_images
+from loradeck.trainer.captions.blip_captioning import CaptionOptions, caption_project
+from loradeck.trainer.dataset import caption_store
+from loradeck.trainer.dataset.project import dataset_images
 
 from .helpers import TINY
 
@@ -174,7 +174,7 @@ def test_sampling_with_a_seed_is_repeatable(make_project, tiny_captioner):
 def test_out_of_memory_halves_the_batch_and_goes_on(make_project, tiny_captioner, monkeypatch):
     import torch
 
-    import trainer.captioning as engine
+    import loradeck.trainer.captions.blip_captioning as engine
 
     real = engine._generate
 
@@ -193,7 +193,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(make_project, tiny_captioner
 
 
 def test_missing_model_fails_with_a_finished_event(make_project):
-    from trainer.errors import ModelError
+    from loradeck.trainer.errors import ModelError
 
     project = make_project(1)
     events = []
@@ -207,8 +207,8 @@ def test_out_of_memory_on_a_single_image_is_a_clear_error_keeping_earlier_captio
                                                                                      monkeypatch):
     import torch
 
-    import trainer.captioning as engine
-    from trainer.errors import LoradeckError
+    import loradeck.trainer.captions.blip_captioning as engine
+    from loradeck.trainer.errors import LoradeckError
 
     real, calls = engine._generate, []
 
@@ -238,7 +238,7 @@ def test_an_image_with_too_many_pixels_is_skipped_with_a_reason(make_project, ti
 
 
 def test_an_overwrite_run_is_one_undoable_batch(make_project, tiny_captioner):
-    from trainer import caption_journal
+    from loradeck.trainer.dataset import caption_journal
 
     project = make_project(3)
     first, second, third = dataset_images(project)

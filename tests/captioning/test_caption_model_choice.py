@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from trainer import settings as settings_mod
-from trainer.blip_model import DEFAULT_MODEL, synthetic_model_path
-from trainer.captioning import CaptionOptions, caption_project, project_caption_model
-from trainer.events import parse_line
+from loradeck.trainer.captions.blip_captioning import CaptionOptions, caption_project, project_caption_model
+from loradeck.trainer.captions.blip_model import DEFAULT_MODEL, synthetic_model_path
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.events import parse_line
 
 from .helpers import TINY
 
@@ -60,8 +60,8 @@ def test_new_projects_carry_the_caption_table_and_synthetic_ones_default_to_the_
 
 FAIL_FAST = """
 import sys
-from trainer.blip_model import load_captioner
-from trainer.errors import ModelError
+from loradeck.trainer.captions.blip_model import load_captioner
+from loradeck.trainer.errors import ModelError
 try:
     load_captioner("nobody-here/no-such-blip", device="cpu")
 except ModelError as e:
@@ -94,7 +94,7 @@ def _fake_hub_cache(cache, repo_id: str) -> None:
 
 def test_a_cached_hub_model_loads_with_no_network_at_all(tmp_path, model_cache):
     _fake_hub_cache(tmp_path / "hf-cache", "someone/tiny-blip")
-    code = ("from trainer.blip_model import load_captioner\n"
+    code = ("from loradeck.trainer.captions.blip_model import load_captioner\n"
             "c = load_captioner('someone/tiny-blip', device='cpu')\n"
             "print(c.name, type(c.model).__name__)\n")
     # The hub is unreachable and not marked offline: a network check would fail (or retry).
@@ -112,7 +112,7 @@ def test_sigterm_while_the_model_loads_stops_at_once_as_stopped(make_project, ro
     silent.listen(16)
     try:
         env = _env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}")
-        proc = subprocess.Popen([sys.executable, "-m", "trainer", "caption", project.name, "--root", str(root),
+        proc = subprocess.Popen([sys.executable, "-m", "loradeck.trainer", "caption", project.name, "--root", str(root),
                                  "--model", "someone/slow-blip", "--device", "cpu", "--events"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         events = []
@@ -137,8 +137,8 @@ def test_sigterm_while_the_model_loads_stops_at_once_as_stopped(make_project, ro
 def test_a_stop_that_lands_inside_a_library_import_still_reads_stopped(make_project, monkeypatch):
     # transformers' lazy imports catch whatever interrupts them (here the stop raised by the SIGTERM
     # handler) and raise their own "Failed to import ..." error from it: that is still the user's stop.
-    from trainer import captioning
-    from trainer.errors import StopRequested
+    from loradeck.trainer.captions import blip_captioning as captioning
+    from loradeck.trainer.errors import StopRequested
 
     def load_interrupted(*_args):
         try:
@@ -159,8 +159,8 @@ def test_the_stop_window_opens_only_after_torch_is_imported(make_project, tmp_pa
     # seen in CI): so torch is imported before the window in which a stop raises at once.
     project = make_project(1, name="window")
     code = ("import contextlib, sys\n"
-            "from trainer.captioning import CaptionOptions, caption_project\n"
-            "from trainer.project import open_project\n"
+            "from loradeck.trainer.captions.blip_captioning import CaptionOptions, caption_project\n"
+            "from loradeck.trainer.dataset.project import open_project\n"
             "seen = []\n"
             "@contextlib.contextmanager\n"
             "def window():\n"

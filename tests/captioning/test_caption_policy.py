@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.captioning import CaptionOptions, apply_affixes, clean_caption
-from trainer.errors import ConfigError
+from loradeck.trainer.captions.blip_captioning import CaptionOptions, apply_affixes, clean_caption
+from loradeck.trainer.errors import ConfigError
 
 
 def test_prefix_and_suffix_join_with_a_comma():

@@ -1,6 +1,6 @@
 """The WD14 tagger: a tiny ONNX model with the real signature, built here with onnx.helper.
 
-The colour model (trainer.wd14_synthetic, channels=0) turns the mean BGR colour of an image into
+The colour model (loradeck.trainer.captions.wd14_synthetic, channels=0) turns the mean BGR colour of an image into
 tag probabilities through weights the tests choose, so a red picture fires exactly the tags a test
 says it should, through onnxruntime, the preprocessing, the thresholds and the caption store.
 """
@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer import caption_store, settings as settings_mod
-from trainer.errors import ConfigError, ModelError
-from trainer.events import parse_line
-from trainer.project import create_project, dataset_images
-from trainer.tag_policy import TagRules, merge_tags, select_tags
-from trainer.tagging import TagOptions, tag_project
-from trainer.wd14_synthetic import write_tagger
-from trainer.wd14_tagger import Label, load_tagger, prepare_image
+from loradeck.trainer.captions.tag_policy import TagRules, merge_tags, select_tags
+from loradeck.trainer.captions.wd14_synthetic import write_tagger
+from loradeck.trainer.captions.wd14_tagger import Label, load_tagger, prepare_image
+from loradeck.trainer.captions.wd14_tagging import TagOptions, tag_project
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.dataset import caption_store
+from loradeck.trainer.dataset.project import create_project, dataset_images
+from loradeck.trainer.errors import ConfigError, ModelError
+from loradeck.trainer.events import parse_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -108,7 +109,7 @@ def test_missing_hub_model_offline_is_one_line_naming_how_to_fetch_it(tmp_path, 
     project = _project(root, [RED])
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "trainer", "caption", project.name, "--root", str(root),
+    proc = subprocess.run([sys.executable, "-m", "loradeck.trainer", "caption", project.name, "--root", str(root),
                            "--tagger", "wd14"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -269,13 +270,13 @@ def test_fixed_batch_model_is_run_one_image_at_a_time(tmp_path, root):
 
 SLOW_CLI = """
 import sys, time
-import trainer.wd14_tagger as tagger
+import loradeck.trainer.captions.wd14_tagger as tagger
 real = tagger.Tagger.predict
 def slow(self, batch):
     time.sleep(0.3)
     return real(self, batch)
 tagger.Tagger.predict = slow
-from trainer.cli import main
+from loradeck.trainer.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -305,7 +306,7 @@ def test_cli_streams_progress_and_sigterm_stops_after_the_batch_then_a_rerun_fin
     done = [p for p in dataset_images(project) if caption_store.has_caption(p)]
     assert 2 <= len(done) < 16
 
-    finish = subprocess.run([sys.executable, "-m", "trainer", *args[:-1], "--json"], capture_output=True,
+    finish = subprocess.run([sys.executable, "-m", "loradeck.trainer", *args[:-1], "--json"], capture_output=True,
                             text=True, env=_env(), cwd=REPO, timeout=120)
     assert finish.returncode == 0, finish.stderr
     summary = json.loads(finish.stdout)
@@ -315,14 +316,14 @@ def test_cli_streams_progress_and_sigterm_stops_after_the_batch_then_a_rerun_fin
 
 
 def test_cli_flags_for_the_other_captioner_are_refused(root, color_tagger):
-    from trainer.cli import main
+    from loradeck.trainer.cli import main
 
     project = _project(root, [RED])
     base = ["caption", project.name, "--root", str(root)]
     for extra, says in ((["--tagger", "wd14", "--beams", "2"], "--beams applies to BLIP only"),
                         (["--general-threshold", "0.5"], "--general-threshold applies to --tagger wd14 only"),
                         (["--policy", "append"], "--policy append adds tags, so it needs --tagger wd14")):
-        proc = subprocess.run([sys.executable, "-m", "trainer", *base, *extra], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "loradeck.trainer", *base, *extra], capture_output=True, text=True,
                               env=_env(), cwd=REPO, timeout=120)
         assert proc.returncode == 1 and says in proc.stderr, (extra, proc.stderr)
     assert main([*base, "--tagger", "wd14", "--model", str(color_tagger), "--exclude", "^_^,long_hair",
@@ -331,8 +332,8 @@ def test_cli_flags_for_the_other_captioner_are_refused(root, color_tagger):
 
 
 def test_engine_modules_load_onnxruntime_only_when_a_tagger_is_loaded():
-    code = ("import sys, trainer.tagging, trainer.wd14_tagger, trainer.dataset_formats, trainer.dataset_export,"
-            " trainer.settings, trainer.cli; trainer.cli.build_parser(); print('\\n'.join(sys.modules))")
+    code = ("import sys, loradeck.trainer.captions.wd14_tagging, loradeck.trainer.captions.wd14_tagger, loradeck.trainer.dataset.formats, loradeck.trainer.dataset.export,"
+            " loradeck.trainer.config.project_settings, loradeck.trainer.cli; loradeck.trainer.cli.build_parser(); print('\\n'.join(sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
                          env=_env())
     loaded = {m.split(".")[0] for m in out.stdout.split()}
@@ -341,7 +342,7 @@ def test_engine_modules_load_onnxruntime_only_when_a_tagger_is_loaded():
 
 def test_an_overwrite_tagging_run_is_one_undoable_batch(root, color_tagger):
     """A WD14 run that overwrites captions is recorded in the caption journal; undo restores them."""
-    from trainer import caption_journal
+    from loradeck.trainer.dataset import caption_journal
 
     project = _project(root, [RED, BLUE])
     for path in dataset_images(project):

@@ -110,7 +110,7 @@ def mixed(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture
 def project(root):
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     return create_project("cats", root, trigger_word="sks cat")
 
@@ -118,8 +118,8 @@ def project(root):
 @pytest.fixture
 def small_project(root):
     """A project prepared at 64 px from a few plain images (fast)."""
-    from trainer import settings
-    from trainer.project import create_project
+    from loradeck.trainer.config import project_settings as settings
+    from loradeck.trainer.dataset.project import create_project
 
     proj = create_project("tiny", root)
     settings.update(proj.settings_file, "prep", {"resolution": 64})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer import buckets
+from loradeck.trainer.dataset import buckets
 
 
 def test_512_buckets_are_kohya_style():
@@ -59,8 +59,8 @@ def test_dataset_modules_stay_light_for_the_tui():
 
     from tests.conftest import REPO
 
-    code = ("import sys, trainer.importer, trainer.prep, trainer.caption_ops, trainer.preflight, trainer.buckets,"
-            " trainer.image_probe, trainer.cli.cmd_dataset, trainer.cli.cmd_captions;"
+    code = ("import sys, loradeck.trainer.dataset.importer, loradeck.trainer.dataset.prep, loradeck.trainer.dataset.caption_ops, loradeck.trainer.dataset.preflight, loradeck.trainer.dataset.buckets,"
+            " loradeck.trainer.dataset.image_probe, loradeck.trainer.cli.cmd_dataset, loradeck.trainer.cli.cmd_captions;"
             " print('\\n'.join(sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             check=True).stdout.split()

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from loradeck.trainer.atomic import TMP_PREFIX
+from loradeck.trainer.dataset import caption_journal, caption_ops, caption_store
+from loradeck.trainer.errors import LoradeckError
 from tests.dataset.conftest import noise
-from trainer import caption_journal, caption_ops, caption_store
-from trainer.atomic import TMP_PREFIX
-from trainer.errors import LoradeckError
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 
+from loradeck.trainer.events import parse_line
 from tests.conftest import REPO
 from tests.dataset.conftest import BAD, GOOD, noise, sha
-from trainer.events import parse_line
 
 
 def _json(proc) -> dict:
@@ -126,7 +126,7 @@ def test_sigterm_stops_prep_cleanly_and_keeps_finished_images(cli, root, tmp_pat
     cli("init", "stop", root=root, check=True)
     cli("import", "stop", str(src), root=root, check=True)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "tui", "prep", "stop", "--resolution", "64", "--workers", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "loradeck.tui", "prep", "stop", "--resolution", "64", "--workers", "1",
                              "--events", "--root", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     for line in proc.stdout:

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
+from loradeck.trainer import cli as cli_pkg
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.dataset.project import create_project
 from tests.conftest import REPO
-from trainer import cli as cli_pkg
-from trainer.cli import CommandResult
-from trainer.project import create_project
 
 
 def test_a_closed_pipe_ends_the_command_quietly_without_a_traceback(root):
@@ -23,7 +23,7 @@ def test_a_closed_pipe_ends_the_command_quietly_without_a_traceback(root):
         (project.dataset / f"img_{i:04d}.png").write_bytes(b"")
         (project.dataset / f"img_{i:04d}.txt").write_text(f"caption number {i}, " + "word " * 10)
     env = {**os.environ, "PYTHONPATH": str(REPO), "LORADECK_ROOT": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "tui", "captions", "list", "many"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "loradeck.tui", "captions", "list", "many"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     proc.stdout.readline()   # what `| head -1` does: read a line, then go away
     proc.stdout.close()

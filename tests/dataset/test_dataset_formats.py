@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.dataset import caption_store, repeat_folders
+from loradeck.trainer.dataset.export import export_dataset
+from loradeck.trainer.dataset.formats import import_sources
+from loradeck.trainer.dataset.importer import load_index
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.errors import ConfigError
 from tests.conftest import REPO
 from tests.dataset.conftest import noise, sha
-from trainer import caption_store, repeat_folders, settings as settings_mod
-from trainer.dataset_export import export_dataset
-from trainer.dataset_formats import import_sources
-from trainer.errors import ConfigError
-from trainer.importer import load_index
-from trainer.project import create_project
 
 
 def _images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
@@ -40,7 +41,7 @@ def _cli(*args, root):
     import os
 
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "trainer", *args, "--root", str(root)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "loradeck.trainer", *args, "--root", str(root)], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=300)
 
 

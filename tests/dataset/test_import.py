@@ -6,9 +6,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from loradeck.trainer.dataset import image_probe
+from loradeck.trainer.dataset.importer import clean_stem, import_paths, load_index
 from tests.dataset.conftest import BAD, GOOD, noise, sha
-from trainer import image_probe
-from trainer.importer import clean_stem, import_paths, load_index
 
 
 def _by_source(pairs, folder: Path) -> dict[str, str]:
@@ -119,7 +119,7 @@ def test_index_follows_originals_removed_or_added_by_hand(project, tmp_path):
 
 
 def test_kohya_repeat_folders_are_reported_and_count_per_image(project, mixed):
-    from trainer.repeat_folders import image_repeats, weighted_count
+    from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
 
     folder = mixed["portrait.jpg"].parent
     report = import_paths(project, [folder])
@@ -129,9 +129,10 @@ def test_kohya_repeat_folders_are_reported_and_count_per_image(project, mixed):
 
 
 def test_kohya_folder_repeats_set_the_steps_of_check_and_of_a_new_run(project, tmp_path):
-    from trainer import preflight, run_config
-    from trainer.prep import prep_project
-    from trainer.settings import update
+    from loradeck.trainer.config import resolve as run_config
+    from loradeck.trainer.config.project_settings import update
+    from loradeck.trainer.dataset import preflight
+    from loradeck.trainer.dataset.prep import prep_project
 
     src = tmp_path / "train"
     (src / "5_hero").mkdir(parents=True)
@@ -261,7 +262,7 @@ def test_an_unreadable_file_is_refused_and_the_rest_imports(project, tmp_path, m
 
 
 def test_sidecars_are_written_with_the_projects_own_caption_extension(root, tmp_path):
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     kohya = create_project("kohya", root, caption_extension=".caption")
     src = tmp_path / "in"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset import preflight, prep
+from loradeck.trainer.dataset.importer import import_paths
 from tests.dataset.conftest import noise
-from trainer import preflight, prep, settings
-from trainer.config import TrainConfig
-from trainer.importer import import_paths
 
 
 def _codes(report) -> dict[str, dict]:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset import buckets, prep
+from loradeck.trainer.dataset.importer import import_paths
 from tests.dataset.conftest import GOOD, noise, sha
-from trainer import buckets, prep, settings
-from trainer.importer import import_paths
 
 
 def _pixel(path: Path, fx: float, fy: float) -> tuple[int, int, int]:
@@ -109,7 +110,8 @@ def test_incremental_prep_skips_unchanged_and_redoes_changed(small_project, tmp_
 
 
 def test_prep_at_another_resolution_is_remembered_for_prep_check_and_training(small_project, tmp_path):
-    from trainer import preflight, run_config
+    from loradeck.trainer.config import resolve as run_config
+    from loradeck.trainer.dataset import preflight
 
     _three(small_project, tmp_path)
     (small_project.settings_file).write_text(small_project.settings_file.read_text()
@@ -206,7 +208,7 @@ def test_an_image_under_8_px_is_refused_not_upscaled(small_project, tmp_path):
 
 
 def test_a_second_prep_of_the_same_project_is_refused_while_one_runs(small_project, tmp_path):
-    from trainer.errors import LoradeckError
+    from loradeck.trainer.errors import LoradeckError
 
     _three(small_project, tmp_path)
     inner = []
@@ -235,7 +237,7 @@ def test_a_full_disk_fails_each_image_with_a_reason_and_leaves_no_partial_files(
                                                                                 monkeypatch):
     import errno
 
-    from trainer import atomic
+    from loradeck.trainer import atomic
 
     _three(small_project, tmp_path)
     real_replace = os.replace

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.train import sample_prompts
 from tests.dataset.conftest import noise
-from trainer import sample_prompts, settings
 
 
 def _dataset(project, captions: list[str]) -> None:

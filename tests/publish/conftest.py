@@ -61,7 +61,7 @@ def make_run(project, lora_bytes: bytes, *, base_model: str, run_id: str = "2026
     """A finished run folder as the trainer leaves it: config.toml, events, samples, final LoRA."""
     import tomlkit
 
-    from trainer.config import TrainConfig
+    from loradeck.trainer.config.train_config import TrainConfig
 
     run_dir = project.runs / run_id
     (run_dir / "samples").mkdir(parents=True)
@@ -92,6 +92,6 @@ def make_run(project, lora_bytes: bytes, *, base_model: str, run_id: str = "2026
 
 @pytest.fixture
 def project(root):
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     return create_project("heroes", root, trigger_word="sks")

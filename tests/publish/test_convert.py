@@ -7,13 +7,21 @@ import json
 import pytest
 import torch
 
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.lora.convert import convert_file, detect_layout, diffusers_to_kohya
+from loradeck.trainer.lora.file_format import kohya_key, module_path_from_kohya, read_lora
+from loradeck.trainer.lora.validate import check_rules
 from tests.conftest import run_cli
-from tests.publish.tiny_models import (KOHYA_TARGETS, TE_TARGETS, add_random_lora, te_output, tiny_pipeline,
-                                       tiny_text_encoder, tiny_unet, unet_output)
-from trainer.errors import LoradeckError
-from trainer.lora_convert import convert_file, detect_layout, diffusers_to_kohya
-from trainer.lora_file import module_path_from_kohya, kohya_key, read_lora
-from trainer.lora_validate import check_rules
+from tests.publish.tiny_models import (
+    KOHYA_TARGETS,
+    TE_TARGETS,
+    add_random_lora,
+    te_output,
+    tiny_pipeline,
+    tiny_text_encoder,
+    tiny_unet,
+    unet_output,
+)
 
 
 @pytest.fixture(scope="module")

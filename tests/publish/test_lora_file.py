@@ -11,12 +11,25 @@ import torch
 from peft import get_peft_model_state_dict
 from safetensors.torch import save
 
-from tests.publish.tiny_models import (ATTENTION_TARGETS, KOHYA_TARGETS, make_lora_tensors, te_output,
-                                       tiny_pipeline, unet_output)
-from trainer.config import TrainConfig
-from trainer.errors import LoradeckError
-from trainer.lora_file import (file_model_hash, kohya_key, kohya_metadata, peft_to_kohya, read_header, read_lora,
-                               save_kohya_lora)
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.lora.file_format import (
+    file_model_hash,
+    kohya_key,
+    kohya_metadata,
+    peft_to_kohya,
+    read_header,
+    read_lora,
+    save_kohya_lora,
+)
+from tests.publish.tiny_models import (
+    ATTENTION_TARGETS,
+    KOHYA_TARGETS,
+    make_lora_tensors,
+    te_output,
+    tiny_pipeline,
+    unet_output,
+)
 
 
 def test_kohya_key_replaces_dots_with_underscores():

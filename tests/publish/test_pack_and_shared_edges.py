@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from loradeck.trainer.lora.packs import MAX_WEIGHT, MIN_WEIGHT, PackError, create_pack, parse_adapter_spec
+from loradeck.trainer.lora.publish import publish_adapter
 from tests.conftest import run_cli
 from tests.publish.tiny_models import write_lora
-from trainer.packs import MAX_WEIGHT, MIN_WEIGHT, PackError, create_pack, parse_adapter_spec
-from trainer.publish import publish_adapter
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_shared_list_without_a_folder_names_its_own_flag(tmp_path, monkeypatch):
 
 
 def test_shared_import_dry_run_says_would_import_and_changes_nothing(published, root):
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     project = create_project("qa cats", root)
     before = project.settings_file.read_text()

@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
+from loradeck.trainer.errors import ConfigError, LoradeckError
+from loradeck.trainer.lora.packs import apply_pack, create_pack, parse_adapter_spec, read_pack
+from loradeck.trainer.lora.publish import publish_adapter
+from loradeck.trainer.lora.shared_folder import import_into_project, list_adapters, train_settings_of
 from tests.conftest import run_cli
 from tests.publish.tiny_models import ATTENTION_TARGETS, KOHYA_TARGETS, tiny_pipeline, unet_output, write_lora
-from trainer.errors import ConfigError, LoradeckError
-from trainer.packs import apply_pack, create_pack, parse_adapter_spec, read_pack
-from trainer.publish import publish_adapter
-from trainer.shared_folder import import_into_project, list_adapters, train_settings_of
 
 
 @pytest.fixture
@@ -122,8 +122,8 @@ def test_shared_list_shows_name_base_trigger_size_date_who(two_published, tmp_pa
 
 
 def test_import_brings_an_adapters_settings_into_a_project(two_published, root):
-    from trainer import settings as settings_mod
-    from trainer.project import create_project
+    from loradeck.trainer.config import project_settings as settings_mod
+    from loradeck.trainer.dataset.project import create_project
 
     project = create_project("newproj", root)
     dry = import_into_project(project, two_published, "char-b", dry_run=True)
@@ -147,7 +147,7 @@ def test_settings_of_a_kohya_file_without_loradeck_config():
 
 
 def test_user_config_is_read_from_xdg_and_checked(tmp_path, monkeypatch):
-    from trainer.user_config import config_path, load_user_config
+    from loradeck.trainer.config.user_config import config_path, load_user_config
 
     path = config_path()
     assert path == tmp_path / "xdg" / "loradeck" / "config.toml"
@@ -166,7 +166,7 @@ def test_user_config_is_read_from_xdg_and_checked(tmp_path, monkeypatch):
 
 def test_a_read_only_shared_folder_can_be_listed_and_read_but_not_written(two_published, monkeypatch, capsys):
     """A teammate's share mounted read-only: list/show/pack show work; pack create refuses clearly."""
-    from trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main
 
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if mode & os.W_OK and

@@ -12,14 +12,20 @@ import time
 
 import pytest
 
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.lora.file_format import file_model_hash, read_header
+from loradeck.trainer.lora.publish import (
+    PublishError,
+    export_run,
+    latest_sample,
+    publish_adapter,
+    resolve_destination,
+    sweep_stale_temporaries,
+)
+from loradeck.trainer.lora.shared_folder import list_adapters
+from loradeck.trainer.lora.validate import check_rules, validate
 from tests.conftest import REPO, run_cli
 from tests.publish.conftest import make_run
-from trainer.errors import LoradeckError
-from trainer.lora_file import file_model_hash, read_header
-from trainer.lora_validate import check_rules, validate
-from trainer.publish import (PublishError, export_run, latest_sample, publish_adapter, resolve_destination,
-                             sweep_stale_temporaries)
-from trainer.shared_folder import list_adapters
 
 
 def snapshot(folder):
@@ -110,8 +116,8 @@ def test_sidecar_agrees_with_the_adapter_metadata(project, lora_bytes, tiny_base
 
 def test_publish_fills_metadata_a_bare_file_lacks(tmp_path, shared):
     """A file with no ss_* metadata (e.g. from an older trainer) is published with the run's."""
+    from loradeck.trainer.lora.file_format import save_kohya_lora
     from tests.publish.tiny_models import make_lora_tensors
-    from trainer.lora_file import save_kohya_lora
 
     tensors, _, _ = make_lora_tensors()
     bare = tmp_path / "bare.safetensors"
@@ -238,7 +244,7 @@ def test_injected_failures_leave_the_destination_as_it_was(lora_path, shared, tm
 
 CRASH_SCRIPT = """
 import os, sys
-from trainer.publish import publish_adapter
+from loradeck.trainer.lora.publish import publish_adapter
 point, src, dest, preview = sys.argv[1:]
 real = {"fsync": os.fsync, "link": os.link, "replace": os.replace}
 def crash_on(name, nth):
@@ -279,7 +285,7 @@ def test_a_crash_at_any_point_leaves_nothing_that_looks_like_a_broken_adapter(lo
 
 
 def test_an_invalid_run_output_is_not_published(project, lora_bytes, tiny_base, shared, tmp_path):
-    from trainer.lora_file import read_lora, save_kohya_lora
+    from loradeck.trainer.lora.file_format import read_lora, save_kohya_lora
 
     run_dir = make_run(project, lora_bytes, base_model=str(tiny_base))
     out = run_dir / "mylora.safetensors"
@@ -313,8 +319,8 @@ def test_export_without_samples_has_no_preview(project, lora_bytes, tiny_base, s
 
 
 def test_destination_comes_from_flag_then_project_then_user_config(project, tmp_path, monkeypatch):
-    from trainer import settings as settings_mod
-    from trainer.user_config import load_user_config
+    from loradeck.trainer.config import project_settings as settings_mod
+    from loradeck.trainer.config.user_config import load_user_config
 
     flag, proj, user = (tmp_path / n for n in ("flag", "proj", "user"))
     for d in (flag, proj, user):
@@ -337,7 +343,7 @@ def test_destination_comes_from_flag_then_project_then_user_config(project, tmp_
 
 
 def test_export_uses_the_project_destination_and_on_conflict(project, lora_bytes, tiny_base, shared):
-    from trainer import settings as settings_mod
+    from loradeck.trainer.config import project_settings as settings_mod
 
     make_run(project, lora_bytes, base_model=str(tiny_base))
     settings_mod.update(project.settings_file, "export", {"dest": str(shared), "on_conflict": "version"})
@@ -353,8 +359,8 @@ def test_bad_published_names_are_refused(lora_path, shared, bad):
 
 
 def test_publishing_modules_stay_free_of_torch():
-    code = ("import sys; import trainer.publish, trainer.shared_folder, trainer.packs, trainer.lora_validate,"
-            " trainer.lora_convert, trainer.cli.cmd_export, trainer.user_config;"
+    code = ("import sys; import loradeck.trainer.lora.publish, loradeck.trainer.lora.shared_folder, loradeck.trainer.lora.packs, loradeck.trainer.lora.validate,"
+            " loradeck.trainer.lora.convert, loradeck.trainer.cli.cmd_export, loradeck.trainer.config.user_config;"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft', 'textual') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.stdout.strip() == "[]", proc.stderr

@@ -7,16 +7,18 @@ import json
 
 import pytest
 
+from loradeck.trainer.lora.packs import PackError, create_pack
+from loradeck.trainer.lora.publish import publish_adapter
 from tests.publish.tiny_models import write_lora
-from trainer.packs import PackError, create_pack
-from trainer.publish import publish_adapter
 
 
 def write_sdxl_lora(path, *, seed: int = 0) -> None:
     """A kohya SDXL file from a real adapter on synthetic:sdxl-tiny's UNet (random up weights)."""
     import torch
 
-    from trainer import lora_file, lora_network, lora_sdxl, synthetic_sd
+    from loradeck.trainer.lora import file_format as lora_file
+    from loradeck.trainer.lora import sdxl_names as lora_sdxl
+    from loradeck.trainer.train import lora_network, synthetic_sd
 
     parts = synthetic_sd.build("sdxl-tiny")
     unet = parts["unet"]
@@ -40,7 +42,7 @@ def write_sdxl_lora(path, *, seed: int = 0) -> None:
 
 
 def test_an_sdxl_lora_publishes_lists_as_sdxl_and_is_not_packed_with_sd1(tmp_path, shared):
-    from trainer import lora_validate
+    from loradeck.trainer.lora import validate as lora_validate
 
     xl, one = tmp_path / "xl.safetensors", tmp_path / "one.safetensors"
     write_sdxl_lora(xl)
@@ -61,7 +63,8 @@ def test_an_sdxl_lora_converts_to_diffusers_and_back_with_the_same_effect(tmp_pa
     from diffusers import StableDiffusionXLPipeline
     from safetensors.torch import load_file
 
-    from trainer import lora_convert, synthetic_sd
+    from loradeck.trainer.lora import convert as lora_convert
+    from loradeck.trainer.train import synthetic_sd
 
     kohya, peft, back = tmp_path / "xl.safetensors", tmp_path / "xl-peft.safetensors", tmp_path / "back.safetensors"
     write_sdxl_lora(kohya)

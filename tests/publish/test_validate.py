@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
+from loradeck.trainer.lora.file_format import DOWN, UP, header_bytes, read_header, read_lora, save_kohya_lora
+from loradeck.trainer.lora.validate import check_rules, validate
 from tests.conftest import REPO, run_cli
-from trainer.lora_file import DOWN, UP, header_bytes, read_header, read_lora, save_kohya_lora
-from trainer.lora_validate import check_rules, validate
 
 Q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
 
@@ -169,9 +169,9 @@ def test_cli_validate_of_a_missing_path_is_a_one_line_error(tmp_path):
 
 @pytest.mark.slow
 def test_isolated_load_check_runs_without_torch_in_the_caller(lora_path, tiny_base):
-    """The TUI's path: the load check runs in a child process (`python -m trainer validate --base B --json`,
+    """The TUI's path: the load check runs in a child process (`python -m loradeck.trainer validate --base B --json`,
     the CLI) and reports its verdict, while the calling process never imports torch."""
-    code = ("import sys; from trainer.lora_validate import validate;"
+    code = ("import sys; from loradeck.trainer.lora.validate import validate;"
             "r = validate(sys.argv[1], base_model=sys.argv[2], isolate=True);"
             "print(r.ok, r.load_check, 'torch' in sys.modules, 'diffusers' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code, str(lora_path), str(tiny_base)], capture_output=True,
@@ -180,7 +180,7 @@ def test_isolated_load_check_runs_without_torch_in_the_caller(lora_path, tiny_ba
 
 
 def test_rules_never_import_torch(lora_path):
-    code = ("import sys; from trainer.lora_validate import check_rules; r = check_rules(sys.argv[1]);"
+    code = ("import sys; from loradeck.trainer.lora.validate import check_rules; r = check_rules(sys.argv[1]);"
             "assert r.ok, r.summary(); assert 'torch' not in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code, str(lora_path)], capture_output=True, text=True, cwd=REPO)
     assert proc.stdout.strip() == "ok", proc.stderr

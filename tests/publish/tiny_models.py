@@ -93,9 +93,7 @@ def save_tiny_base(out: Path, seed: int = 0) -> Path:
 def add_random_lora(model, targets: list[str], *, rank: int, alpha: float, seed: int = 1):
     """Add a LoRA adapter with random (non-zero) A and B, as after some training."""
     import torch
-    from peft import LoraConfig
-
-    from peft import inject_adapter_in_model
+    from peft import LoraConfig, inject_adapter_in_model
 
     torch.manual_seed(seed)
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=False)
@@ -133,7 +131,7 @@ def make_lora_tensors(*, targets=ATTENTION_TARGETS, rank: int = 4, alpha: float 
     """kohya tensors from a peft-adapted tiny UNet (and text encoder); returns (tensors, unet, te)."""
     from peft import get_peft_model_state_dict
 
-    from trainer.lora_file import peft_to_kohya
+    from loradeck.trainer.lora.file_format import peft_to_kohya
 
     unet = add_random_lora(tiny_unet(), targets, rank=rank, alpha=alpha, seed=seed)
     te = None
@@ -148,8 +146,8 @@ def make_lora_tensors(*, targets=ATTENTION_TARGETS, rank: int = 4, alpha: float 
 def write_lora(path: Path, *, precision: str = "fp16", output_name: str = "mylora", trigger: str = "sks",
                **kwargs) -> str:
     """A real kohya LoRA file at `path` with loradeck metadata; returns its sshs_model_hash."""
-    from trainer.config import TrainConfig
-    from trainer.lora_file import kohya_metadata, save_kohya_lora
+    from loradeck.trainer.config.train_config import TrainConfig
+    from loradeck.trainer.lora.file_format import kohya_metadata, save_kohya_lora
 
     tensors, _, _ = make_lora_tensors(**kwargs)
     cfg = TrainConfig(rank=kwargs.get("rank", 4), alpha=kwargs.get("alpha", 2.0), output_name=output_name,

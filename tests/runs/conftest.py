@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainer import runs
-from trainer.project import create_project
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.runs import lifecycle as runs
 
 FAKE_TRAINER = "tests.runs.fake_trainer"
 
@@ -38,7 +38,7 @@ def project(root):
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    """Launch tests.runs.fake_trainer instead of trainer.train_process (same contract, no torch)."""
+    """Launch tests.runs.fake_trainer instead of loradeck.trainer.train.process (same contract, no torch)."""
     monkeypatch.setattr(runs, "TRAIN_MODULE", FAKE_TRAINER)
     monkeypatch.setenv("FAKE_STEP_SECONDS", "0.05")
     return FAKE_TRAINER

@@ -1,4 +1,4 @@
-"""A stand-in for trainer.train_process that follows the process contract without torch.
+"""A stand-in for loradeck.trainer.train.process that follows the process contract without torch.
 
 Used by the run-management tests so they exercise real processes, sessions, signals and files in
 well under a second per run: `python -m tests.runs.fake_trainer RUN_DIR [--resume]`.
@@ -18,10 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-from trainer.atomic import atomic_write_text
-from trainer.events import EventWriter
-from trainer.run_config import read_run_config
-from trainer.run_files import RunFiles, write_status
+from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.config.resolve import read_run_config
+from loradeck.trainer.events import EventWriter
+from loradeck.trainer.runs.files import RunFiles, write_status
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,5 @@
 """Helpers for the queue tests: a scripted NVML file shared with subprocess waiters, CLI calls in
-this process (so the fake trainer module patched into trainer.runs is what queued runs will run)."""
+this process (so the fake trainer module patched into loradeck.trainer.runs.lifecycle is what queued runs will run)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from trainer import cli
+from loradeck.trainer import cli
 
 FAKE_NVML_DIR = Path(__file__).parent / "fake_nvml"
 GiB = 1024 ** 3

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from trainer.events import dumps
-from trainer.project import Project
-from trainer.run_files import RunFiles
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.events import dumps
+from loradeck.trainer.runs.files import RunFiles
 
 PROMPTS = ["sks, a red hat", "sks, a blue coat"]
 RUN_ID = "20261130-120000-sa01"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from trainer import events, kohya_config
-from trainer.cli import build_parser
-from trainer.cli.cmd_train import flag_for, overrides_from
-from trainer.config import TrainConfig
+from loradeck.trainer import events
+from loradeck.trainer.cli import build_parser
+from loradeck.trainer.cli.cmd_train import flag_for, overrides_from
+from loradeck.trainer.config import kohya as kohya_config
+from loradeck.trainer.config.train_config import TrainConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DOCUMENTED_FLAGS = (
@@ -68,10 +69,10 @@ def test_train_on_an_empty_project_fails_with_one_line(cli, root):
 
 
 def test_runs_stop_resume_from_the_command_line(project, cli, root):
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     files = runs.create_run(project, {"max_train_steps": 2})
-    from trainer.events import EventWriter
+    from loradeck.trainer.events import EventWriter
     writer = EventWriter(files.events)
     writer.emit("run_started", run_id=files.run_id, config={}, environment={})
     writer.emit("run_finished", status="completed")
@@ -113,8 +114,8 @@ def test_run_management_modules_import_without_torch_or_textual():
     import subprocess
     import sys
 
-    code = ("import sys, trainer.runs, trainer.run_config, trainer.kohya_config, trainer.gpu_monitor,"
-            " trainer.cli.cmd_train, trainer.run_choice, trainer.launch_failure, trainer.optional_packages;"
+    code = ("import sys, loradeck.trainer.runs.lifecycle, loradeck.trainer.config.resolve, loradeck.trainer.config.kohya, loradeck.trainer.gpu.monitor,"
+            " loradeck.trainer.cli.cmd_train, loradeck.trainer.runs.choice, loradeck.trainer.runs.launch_failure, loradeck.trainer.train.optional_packages;"
             " heavy = {'torch', 'textual', 'diffusers', 'pynvml'} & set(sys.modules);"
             " assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

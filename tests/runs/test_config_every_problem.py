@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import TrainConfig, validate
-from trainer.errors import ConfigError
+from loradeck.trainer.config.train_config import TrainConfig, validate
+from loradeck.trainer.errors import ConfigError
 
 
 def test_a_range_problem_and_a_combination_problem_are_reported_together():
@@ -26,7 +26,7 @@ def test_a_value_of_the_wrong_type_does_not_hide_the_others_nor_crash_the_checks
 
 
 def test_the_cli_reports_batch_size_and_resolution_in_one_error(cli, root):
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     create_project("toy", root, base_model="synthetic:tiny")
     proc = cli("train", "toy", "--batch-size", "0", "--resolution", "7", root=root)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import shlex
 
+from loradeck.trainer.cli import main as cli_main
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.runs import lifecycle as runs
 from tests.conftest import REPO
 from tests.runs.conftest import write_images
 from tests.runs.test_process import wait_for
-from trainer import runs
-from trainer.cli import main as cli_main
-from trainer.cli_hint import command
-from trainer.project import create_project
 
 
 def suggested(text: str) -> list[list[str]]:
@@ -62,7 +62,7 @@ def test_detached_train_prints_complete_watch_and_stop_commands(root, monkeypatc
 
 
 def test_no_message_in_the_code_builds_a_loradeck_command_around_a_name_by_hand():
-    # An f-string such as f"loradeck prep {name}" skips the quoting; trainer.cli_hint.command does it.
+    # An f-string such as f"loradeck prep {name}" skips the quoting; loradeck.trainer.cli_hint.command does it.
     pattern = re.compile(r"loradeck [a-z][a-z -]*\{")
     offenders = []
     for folder in ("trainer", "tui"):

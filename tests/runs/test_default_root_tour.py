@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from loradeck.trainer.dataset.project import ROOT_ENV
 from tests.conftest import REPO
-from trainer.project import ROOT_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def loradeck(cwd: Path, *args: str, env: dict | None = None, timeout: float = 30
     full = {k: v for k, v in os.environ.items() if k != ROOT_ENV}
     full["PYTHONPATH"] = str(REPO) + os.pathsep + full.get("PYTHONPATH", "")
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tui", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "loradeck.tui", *args], cwd=cwd, capture_output=True, text=True,
                           env=full, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -95,7 +95,7 @@ def test_readme_shell_tour_with_the_default_projects_root(tmp_path):
     assert out["validate"]["ok"] is True
     # launch.json records the trainer command line: an absolute run folder, whatever the cwd
     launch = json.loads((root / "cats" / "runs" / export["run"] / "launch.json").read_text())
-    assert Path(launch["command"][launch["command"].index("trainer.train_process") + 1]).is_absolute()
+    assert Path(launch["command"][launch["command"].index("loradeck.trainer.train.process") + 1]).is_absolute()
 
 
 def test_tour_from_a_folder_with_spaces_and_non_ascii_characters(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from loradeck.trainer.cli import main
 from tests.runs.test_gpu_monitor import GiB, device, nvml  # noqa: F401  (nvml is a fixture)
-from trainer.cli import main
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -31,8 +31,8 @@ def test_estimate_prints_the_breakdown_and_says_there_is_no_gpu(project, root, c
 
 
 def test_estimate_compares_with_each_gpus_free_memory_and_advises_a_knob(project, root, capsys, nvml):
-    from trainer import vram_estimate
-    from trainer.config import TrainConfig
+    from loradeck.trainer.config.train_config import TrainConfig
+    from loradeck.trainer.gpu import vram_estimate
 
     base = dict(base_model="synthetic:tiny", resolution=64, batch_size=2)
     cached = vram_estimate.estimate(TrainConfig(**base, cache_latents=True))
@@ -65,7 +65,7 @@ def test_train_refuses_a_run_that_does_not_fit_and_force_starts_it(project, root
 
 def test_train_starts_without_an_estimate_where_there_is_no_gpu(project, root, capsys, monkeypatch, fake_trainer,
                                                                 reap):
-    from trainer import vram_estimate
+    from loradeck.trainer.gpu import vram_estimate
 
     monkeypatch.setitem(__import__("sys").modules, "pynvml", None)
     monkeypatch.setattr(vram_estimate, "estimate", lambda cfg: (_ for _ in ()).throw(AssertionError("estimated")))

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer import gpu_monitor
-from trainer.events import EventWriter, read_all
+from loradeck.trainer.events import EventWriter, read_all
+from loradeck.trainer.gpu import monitor as gpu_monitor
 
 GiB = 1024 ** 3
 
@@ -225,7 +225,7 @@ def test_proc_mem_counts_the_other_ranks_of_the_run_in_their_own_sessions(tmp_pa
     from pathlib import Path
 
     def rank(run_dir, cwd=None):
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "trainer.train_process",
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "loradeck.trainer.train.process",
                                  str(run_dir)], start_new_session=True, cwd=cwd)
 
     (tmp_path / "run").mkdir()
@@ -234,7 +234,7 @@ def test_proc_mem_counts_the_other_ranks_of_the_run_in_their_own_sessions(tmp_pa
     try:
         deadline = time.monotonic() + 10
         for p in (ours, sibling, other):  # until each has exec'd into its own command line
-            while b"trainer.train_process" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
+            while b"loradeck.trainer.train.process" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
         pids = gpu_monitor._GroupPids(ours.pid)

@@ -1,5 +1,5 @@
 """Who is on which GPU (`loradeck gpus`), the GPU picker (`--gpu INDEX|auto`) and the memory a run
-needs (trainer.run_memory), against a scripted NVML."""
+needs (loradeck.trainer.gpu.run_memory), against a scripted NVML."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from trainer import gpu_processes, run_memory, runs
-from trainer.config import TrainConfig
-from trainer.errors import LoradeckError
-
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import processes as gpu_processes
+from loradeck.trainer.gpu import run_memory
+from loradeck.trainer.runs import lifecycle as runs
 from tests.runs.queue_helpers import GiB, ScriptedNvml, call, call_json, load_fake_pynvml, wait_for
 
 

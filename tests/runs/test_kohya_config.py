@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainer import kohya_config, run_config
-from trainer.errors import ConfigError
+from loradeck.trainer.config import kohya as kohya_config
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.errors import ConfigError
 
 ISSUE_EXAMPLE = """
 [general]

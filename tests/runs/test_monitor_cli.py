@@ -10,11 +10,11 @@ import sys
 import threading
 import time
 
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.runs import lifecycle as runs
 from tests.conftest import REPO
 from tests.runs.conftest import write_images
 from tests.runs.test_process import steps_of, wait_for
-from trainer import runs
-from trainer.project import create_project
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,7 +39,7 @@ def test_monitor_without_a_terminal_prints_plain_lines_stays_idle_and_exits_with
     reap(runs.start(files))
     wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
     env = dict(os.environ, PYTHONPATH=str(REPO), LORADECK_ROOT=str(root))
-    monitor = subprocess.Popen([sys.executable, "-m", "tui", "monitor", "qa cats", files.run_id],
+    monitor = subprocess.Popen([sys.executable, "-m", "loradeck.tui", "monitor", "qa cats", files.run_id],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env, start_new_session=True)
     lines: list[str] = []

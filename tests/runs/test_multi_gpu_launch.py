@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import read_all
+from loradeck.trainer.runs import lifecycle as runs
 from tests.runs.test_gpu_monitor import device, fake_pynvml
-from trainer import runs
-from trainer.errors import LoradeckError
-from trainer.events import read_all
 
 
 def test_one_gpu_is_a_plain_python_process(tmp_path):
-    assert runs.build_command(tmp_path, gpus=1, python="py") == ["py", "-m", "trainer.train_process", str(tmp_path)]
+    assert runs.build_command(tmp_path, gpus=1, python="py") == ["py", "-m", "loradeck.trainer.train.process", str(tmp_path)]
     assert runs.build_command(tmp_path, resume=True, python="py")[-1] == "--resume"
 
 
@@ -27,7 +27,7 @@ def test_several_gpus_go_through_accelerate_launch(tmp_path):
     args = cmd[3:]
     assert args[args.index("--num_processes") + 1] == "4" and "--multi_gpu" in args
     assert args[args.index("--mixed_precision") + 1] == "bf16"
-    assert args[args.index("-m"):] == ["-m", "trainer.train_process", str(tmp_path), "--resume"]
+    assert args[args.index("-m"):] == ["-m", "loradeck.trainer.train.process", str(tmp_path), "--resume"]
 
 
 def test_launch_uses_the_runs_gpus_setting(project, monkeypatch):
@@ -80,15 +80,15 @@ def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypa
 
 
 @pytest.mark.parametrize("argv, is_rank", [
-    (["/venv/bin/python", "-u", "-m", "trainer.train_process", "/p/runs/x"], True),
-    (["/venv/bin/python", "-m", "accelerate.commands.launch", "--multi_gpu", "-m", "trainer.train_process", "/p"],
+    (["/venv/bin/python", "-u", "-m", "loradeck.trainer.train.process", "/p/runs/x"], True),
+    (["/venv/bin/python", "-m", "accelerate.commands.launch", "--multi_gpu", "-m", "loradeck.trainer.train.process", "/p"],
      False),
-    (["/venv/bin/accelerate", "launch", "-m", "trainer.train_process", "/p"], False),
-    (["/venv/bin/python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trainer.train_process",
+    (["/venv/bin/accelerate", "launch", "-m", "loradeck.trainer.train.process", "/p"], False),
+    (["/venv/bin/python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "loradeck.trainer.train.process",
       "/p"], False),
-    (["/venv/bin/torchrun", "--nproc_per_node", "2", "-m", "trainer.train_process", "/p"], False),
-    (["/venv/bin/python", "-m", "trainer.train_process", "/home/me/accelerate-tests/runs/x"], True),
-    (["/venv/bin/python", "-m", "trainer.cli"], False),
+    (["/venv/bin/torchrun", "--nproc_per_node", "2", "-m", "loradeck.trainer.train.process", "/p"], False),
+    (["/venv/bin/python", "-m", "loradeck.trainer.train.process", "/home/me/accelerate-tests/runs/x"], True),
+    (["/venv/bin/python", "-m", "loradeck.trainer.cli"], False),
 ])
 def test_rank_processes_are_told_from_the_launcher(argv, is_rank):
     assert runs._is_rank(argv) is is_rank
@@ -101,7 +101,7 @@ def test_the_multi_gpu_command_line_parses_with_the_installed_accelerate(tmp_pat
     parsed = launch_command_parser().parse_args(cmd[3:])
     assert (parsed.multi_gpu, parsed.num_processes, parsed.num_machines) == (True, 8, 1)
     assert (parsed.mixed_precision, parsed.dynamo_backend) == ("fp16", "no")
-    assert parsed.module and parsed.training_script == "trainer.train_process"
+    assert parsed.module and parsed.training_script == "loradeck.trainer.train.process"
     assert parsed.training_script_args == [str(tmp_path), "--resume"]
 
 
@@ -113,7 +113,7 @@ def _rank_of(pid: int) -> int:
 def _torchrun(files, *, resume: bool = False) -> list[str]:
     """Two CPU ranks under torch's own launcher (gloo): what accelerate does per GPU, on a CPU box."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-            str(29500 + os.getpid() % 1000), "-m", "trainer.train_process", str(files.dir)] + \
+            str(29500 + os.getpid() % 1000), "-m", "loradeck.trainer.train.process", str(files.dir)] + \
         (["--resume"] if resume else [])
 
 

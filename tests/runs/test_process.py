@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from trainer import runs
-from trainer.cli import main as cli_main
-from trainer.errors import LoradeckError
-from trainer.events import read_all
+from loradeck.trainer.cli import main as cli_main
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import read_all
+from loradeck.trainer.runs import lifecycle as runs
 
 
 def wait_for(predicate, timeout=20.0, poll=0.05):

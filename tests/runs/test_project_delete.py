@@ -8,10 +8,11 @@ import shlex
 
 import pytest
 
+from loradeck.trainer.dataset.project import Project, create_project, delete_project, is_damaged, list_projects
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import live as live_runs
 from tests.runs.conftest import write_images
 from tests.runs.test_process import steps_of, wait_for
-from trainer import live_runs, runs
-from trainer.project import Project, create_project, delete_project, is_damaged, list_projects
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_a_project_with_a_running_run_is_not_deleted_and_the_error_names_the_run
     assert f"loradeck stop 'qa cats' {files.run_id}" in refused.value.hint
     # The stop command in the hint works as given, then the delete goes through.
     stop_args = shlex.split(refused.value.hint.split("stop first with: ")[1])
-    from trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main
 
     assert cli_main(stop_args[1:] + ["--root", str(qa_cats.root)]) == 0
     delete_project(qa_cats)
@@ -130,7 +131,7 @@ class _Terminal:
 def test_cli_delete_at_a_terminal_asks_and_only_y_deletes(qa_cats, monkeypatch, capsys):
     import sys
 
-    from trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main
 
     monkeypatch.setattr(sys, "stdin", _Terminal("\n"))  # Enter alone: the default is no
     assert cli_main(["delete", "qa cats"]) == 1

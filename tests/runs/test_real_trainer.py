@@ -1,4 +1,4 @@
-"""End to end with the real trainer (trainer.train_process) on synthetic:tiny, through the CLI."""
+"""End to end with the real trainer (loradeck.trainer.train.process) on synthetic:tiny, through the CLI."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
-from trainer import events as schema
-from trainer import runs
-from trainer.events import read_all
-from trainer.run_files import RunFiles
+from loradeck.trainer import events as schema
+from loradeck.trainer.events import read_all
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.files import RunFiles
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from trainer import run_config, settings
-from trainer.cli import main as cli_main
-from trainer.project import Project, create_project, open_project, resolve_root
+from loradeck.trainer.cli import main as cli_main
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.dataset.project import Project, create_project, open_project, resolve_root
 
 
 @pytest.fixture
@@ -53,8 +54,8 @@ def test_a_relative_root_becomes_absolute_on_every_project(elsewhere):
 
 def test_export_destinations_are_absolute_against_the_folder_that_names_them(root, elsewhere, tmp_path,
                                                                                 monkeypatch):
-    from trainer.publish import resolve_destination
-    from trainer.user_config import UserConfig
+    from loradeck.trainer.config.user_config import UserConfig
+    from loradeck.trainer.lora.publish import resolve_destination
 
     project = create_project("cats", root)
     (elsewhere / "out").mkdir()
@@ -72,7 +73,7 @@ def test_export_destinations_are_absolute_against_the_folder_that_names_them(roo
 def test_import_records_where_each_file_came_from_absolute(root, elsewhere):
     from PIL import Image
 
-    from trainer.importer import import_paths, load_index
+    from loradeck.trainer.dataset.importer import import_paths, load_index
 
     (elsewhere / "photos").mkdir()
     Image.new("RGB", (64, 64), (10, 20, 30)).save(elsewhere / "photos" / "a.png")
@@ -83,7 +84,7 @@ def test_import_records_where_each_file_came_from_absolute(root, elsewhere):
 
 
 def test_task_subprocess_gets_an_absolute_root(elsewhere, monkeypatch):
-    from tui.task_process import task_argv
+    from loradeck.tui.task_process import task_argv
 
     monkeypatch.delenv("LORADECK_ROOT", raising=False)
     argv = task_argv("prep", Project(resolve_root(), "cats"))
@@ -91,7 +92,7 @@ def test_task_subprocess_gets_an_absolute_root(elsewhere, monkeypatch):
 
 
 def test_the_validate_child_gets_absolute_paths(elsewhere, monkeypatch):
-    from trainer import lora_validate
+    from loradeck.trainer.lora import validate as lora_validate
 
     (elsewhere / "base").mkdir()
     seen = {}

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from trainer import runs
-from trainer.cli import main as cli_main
-from trainer.errors import LoradeckError
-from tui.launcher import main as loradeck_main
+from loradeck.trainer.cli import main as cli_main
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.tui.launcher import main as loradeck_main
 
 
 def wait_for(predicate, timeout=30.0, poll=0.05):

@@ -7,10 +7,12 @@ import tomllib
 
 import pytest
 
-from trainer import run_config, runs, settings
-from trainer.config import FIELD_NAMES, TrainConfig
-from trainer.errors import ConfigError, LoradeckError
-from trainer.run_files import RunFiles
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config.train_config import FIELD_NAMES, TrainConfig
+from loradeck.trainer.errors import ConfigError, LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.files import RunFiles
 
 
 def test_each_layer_overrides_the_one_below(project, tmp_path):
@@ -98,7 +100,7 @@ def test_run_ids_sort_by_creation_and_are_unique(project):
 
 
 def test_empty_dataset_is_refused_before_any_run_folder_exists(root):
-    from trainer.project import create_project
+    from loradeck.trainer.dataset.project import create_project
 
     empty = create_project("empty", root, base_model="synthetic:tiny")
     with pytest.raises(LoradeckError, match="dataset has no images"):

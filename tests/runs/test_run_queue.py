@@ -19,11 +19,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from trainer import gpu_processes, run_queue, runs
-from trainer.events import read_all
-from trainer.project import create_project
-from trainer.run_files import RunFiles
-
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.events import read_all
+from loradeck.trainer.gpu import processes as gpu_processes
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import queue as run_queue
+from loradeck.trainer.runs.files import RunFiles
 from tests.runs.conftest import write_images
 from tests.runs.queue_helpers import FAKE_NVML_DIR, GiB, ScriptedNvml, call, call_json, load_fake_pynvml, wait_for
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer import runs
-from trainer.errors import ConfigError, ModelError
+from loradeck.trainer.errors import ConfigError, ModelError
+from loradeck.trainer.runs import lifecycle as runs
 
 
 def run_dirs(project):
@@ -31,7 +31,7 @@ def test_a_missing_local_model_path_is_refused_before_the_run_exists(project, tm
 
 def without(monkeypatch, *packages):
     """This box, as if `packages` were not installed."""
-    from trainer import optional_packages
+    from loradeck.trainer.train import optional_packages
 
     real = optional_packages.installed
     monkeypatch.setattr(optional_packages, "installed", lambda name: name not in packages and real(name))
@@ -59,7 +59,7 @@ def test_a_pasted_kohya_config_with_xformers_and_adamw8bit_is_refused_for_bitsan
         project, monkeypatch, tmp_path, capsys):
     """The seed's kohya config on a box with neither package: the refusal names bitsandbytes and
     the extra; with AdamW instead it trains, on sdpa, and says so."""
-    from trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main
     from tests.runs.test_kohya_config import ISSUE_EXAMPLE
 
     without(monkeypatch, "xformers", "bitsandbytes")
@@ -76,8 +76,8 @@ def test_a_pasted_kohya_config_with_xformers_and_adamw8bit_is_refused_for_bitsan
 
 
 def test_check_and_preflight_show_the_package_problems(project, monkeypatch):
-    from trainer import preflight
-    from trainer.config import TrainConfig
+    from loradeck.trainer.config.train_config import TrainConfig
+    from loradeck.trainer.dataset import preflight
 
     without(monkeypatch, "xformers", "bitsandbytes")
     report = preflight.check(project, TrainConfig(base_model="synthetic:tiny", attention="xformers",
@@ -101,7 +101,7 @@ def test_resume_of_a_run_whose_model_is_still_missing_is_refused_without_startin
     files = runs.create_run(project, {"max_train_steps": 2})  # synthetic:tiny
     text = files.config.read_text().replace('"synthetic:tiny"', '"some/missing-id"')
     files.config.write_text(text)
-    from trainer.events import EventWriter
+    from loradeck.trainer.events import EventWriter
     writer = EventWriter(files.events)
     writer.emit("run_started", run_id=files.run_id, config={}, environment={})
     writer.emit("run_finished", status="failed", message="base model some/missing-id is missing")
@@ -116,7 +116,7 @@ def test_resume_of_a_run_whose_model_is_still_missing_is_refused_without_startin
 def test_a_failed_foreground_run_with_json_still_says_why_on_stderr(project, fake_trainer, monkeypatch, capsys):
     import json
 
-    from trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main
 
     monkeypatch.setenv("FAKE_FAIL", "1")
     code = cli_main(["train", "toy", "--steps", "2", "--resolution", "64", "--json"])
@@ -127,7 +127,7 @@ def test_a_failed_foreground_run_with_json_still_says_why_on_stderr(project, fak
 
 
 def test_a_config_path_that_is_a_folder_says_so(project, tmp_path):
-    from trainer import run_config
+    from loradeck.trainer.config import resolve as run_config
 
     with pytest.raises(ConfigError, match="is a folder, not a TOML file"):
         run_config.resolve(project, {}, tmp_path)

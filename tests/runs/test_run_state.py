@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from trainer import runs
-from trainer.events import EventWriter
-from trainer.run_files import write_status
+from loradeck.trainer.events import EventWriter
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.files import write_status
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_event_summary_reads_only_what_was_appended(run, monkeypatch):
 
 
 def test_a_hung_trainer_reads_crashed_but_blocks_resume_until_stopped(run, reap, monkeypatch):
-    from trainer.errors import LoradeckError
+    from loradeck.trainer.errors import LoradeckError
 
     monkeypatch.setattr(runs, "STALE_SECONDS", 0.5)
     # Alive, but silent for longer than STALE_SECONDS (deadlocked, say).

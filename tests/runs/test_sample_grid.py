@@ -7,12 +7,12 @@ import json
 import pytest
 from PIL import Image
 
+from loradeck.trainer.atomic import TMP_PREFIX
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import sample_grid
 from tests.conftest import run_cli
 from tests.runs.sampled_run import PROMPTS, RUN_ID, make_sampled_run, path_of
-from trainer import sample_grid
-from trainer.atomic import TMP_PREFIX
-from trainer.errors import LoradeckError
-from trainer.project import create_project
 
 
 @pytest.fixture

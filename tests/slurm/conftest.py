@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.slurm import batch as slurm
 from tests.runs.conftest import project, write_images  # noqa: F401  (project: a fixture)
 from tests.slurm.local_cluster import LocalCluster, why_unavailable
-from trainer import runs, settings, slurm
-from trainer.run_files import RunFiles
-from trainer.project import create_project
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,10 @@ import subprocess
 import pytest
 from safetensors.torch import load_file
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.slurm import batch as slurm
 from tests.slurm.conftest import runs_json, wait_for
-from trainer import settings, slurm
-from trainer.run_files import RunFiles
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_a_submitted_run_completes_on_the_node_and_reports_where_it_ran(cli, slu
     files = RunFiles(slurm_project.runs / run_id)
     script = (files.dir / "slurm.sbatch").read_text()
     assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --signal=B:USR1@50" in script
-    assert "-m trainer.slurm_job" in script
+    assert "-m loradeck.trainer.slurm.job" in script
     done = wait_for(cli, slurm_project, run_id, lambda r: r["state"] in ("completed", "failed", "crashed"),
                     what="the job to finish")
     assert done["state"] == "completed", done

@@ -9,16 +9,17 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import EventWriter
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.slurm import batch as slurm
+from loradeck.trainer.slurm import job as slurm_job
+from loradeck.trainer.slurm.settings import SlurmSettings
 from tests.slurm.conftest import slurm_run as _slurm_run
-from trainer import runs, slurm, slurm_job
-from trainer.errors import LoradeckError
-from trainer.events import EventWriter
-from trainer.run_files import RunFiles
-from trainer.slurm_settings import SlurmSettings
 
 
 @pytest.mark.parametrize("state,reason,expected", [
@@ -151,7 +152,6 @@ def test_the_wrapper_stops_resubmitting_at_the_cap_and_says_so(project, scripted
 
 
 def test_bad_slurm_settings_are_refused_with_every_problem_listed(project, cli):
-    from trainer import settings
 
     text = project.settings_file.read_text() + (
         '\n[slurm]\ntime_limit = "four hours"\nmem = "lots"\ncpus = 0\nextra = ["--nodes=2"]\npartitoin = "gpu"\n')

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from textual.widgets import Checkbox, DataTable, Static
 
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.slurm import batch as slurm
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.runs import RunsScreen
 from tests.slurm.conftest import slurm_run
 from tests.tui_runs.tui_runs_helpers import ScreenApp, text_of, wait_for
-from trainer import slurm
-from trainer.run_files import RunFiles
-from tui.screens.monitor import MonitorScreen
-from tui.screens.runs import RunsScreen
 
 
 async def test_the_runs_screen_and_monitor_show_slurms_state_and_reason(project, scripted_slurm):
@@ -37,7 +37,7 @@ async def test_the_runs_screen_and_monitor_show_slurms_state_and_reason(project,
 
 
 async def test_the_form_submits_to_slurm_when_the_toggle_is_on(trainable_slurm, scripted_slurm):
-    from tui.screens.train_form import TrainFormScreen
+    from loradeck.tui.screens.train_form import TrainFormScreen
 
     project = trainable_slurm
     app = ScreenApp(lambda: TrainFormScreen(project))
@@ -55,7 +55,7 @@ async def test_the_form_submits_to_slurm_when_the_toggle_is_on(trainable_slurm, 
 
 
 async def test_the_slurm_toggle_is_hidden_where_sbatch_is_missing(trainable_slurm, monkeypatch, tmp_path):
-    from tui.screens.train_form import TrainFormScreen
+    from loradeck.tui.screens.train_form import TrainFormScreen
 
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     app = ScreenApp(lambda: TrainFormScreen(trainable_slurm))

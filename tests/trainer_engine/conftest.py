@@ -6,14 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-
 from engine_helpers import PYTHON, REPO, events_of, run_trainer, train_in_process, write_images, write_run  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """synthetic:tiny saved once as a diffusers folder (the tests load it like a user's local model)."""
-    from trainer import synthetic_sd
+    from loradeck.trainer.train import synthetic_sd
 
     cache = os.environ.get("LORADECK_TEST_MODEL_CACHE")
     out = Path(cache) / "tiny" if cache else tmp_path_factory.mktemp("models") / "tiny"

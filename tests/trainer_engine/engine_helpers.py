@@ -38,10 +38,10 @@ def write_images(folder: Path, n: int, size=(64, 64), *, seed: int = 0, captions
 
 def write_run(run_dir: Path, project_dir: Path, *, trigger: str = "", image_repeats: dict | None = None,
               **overrides) -> Path:
-    """A run folder with config.toml as trainer.runs writes it: TrainConfig keys + [dataset]."""
+    """A run folder with config.toml as loradeck.trainer.runs.lifecycle writes it: TrainConfig keys + [dataset]."""
     import tomlkit
 
-    from trainer.config import from_mapping
+    from loradeck.trainer.config.train_config import from_mapping
 
     base = dict(max_train_steps=4, max_train_epochs=None, batch_size=2, rank=4, alpha=4.0, resolution=64,
                 mixed_precision="no", learning_rate=1e-3, output_name="out")
@@ -57,14 +57,14 @@ def write_run(run_dir: Path, project_dir: Path, *, trigger: str = "", image_repe
 
 
 def run_trainer(run_dir: Path, *extra: str, env: dict | None = None, timeout: float = 300):
-    """`python -m trainer.train_process RUN_DIR ...` as trainer.runs launches it; returns CompletedProcess."""
+    """`python -m loradeck.trainer.train.process RUN_DIR ...` as loradeck.trainer.runs.lifecycle launches it; returns CompletedProcess."""
     full_env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))
-    return subprocess.run([PYTHON, "-m", "trainer.train_process", str(run_dir), *extra], capture_output=True,
+    return subprocess.run([PYTHON, "-m", "loradeck.trainer.train.process", str(run_dir), *extra], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=REPO)
 
 
 def events_of(run_dir: Path, type_: str | None = None) -> list[dict]:
-    from trainer.events import read_all
+    from loradeck.trainer.events import read_all
 
     events = read_all(run_dir / "events.jsonl")
     return [e for e in events if type_ is None or e["type"] == type_]
@@ -74,7 +74,7 @@ def train_in_process(run_dir: Path, *extra: str) -> int:
     """Run the trainer process's main() in this interpreter (no import cost per run); its exit code."""
     import signal
 
-    from trainer import train_process
+    from loradeck.trainer.train import process as train_process
 
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:

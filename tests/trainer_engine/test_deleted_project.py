@@ -6,13 +6,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
-
 from engine_helpers import PYTHON, REPO, write_images, write_run
-from trainer.run_files import RunFiles
-from trainer.run_guard import RunFolderGone, check_run_folder
+
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.train.run_guard import RunFolderGone, check_run_folder
 
 
 def test_a_deleted_project_under_a_running_trainer_is_never_recreated_and_the_trainer_fails(tmp_path, tiny_model):
@@ -23,7 +22,7 @@ def test_a_deleted_project_under_a_running_trainer_is_never_recreated_and_the_tr
     run = write_run(project / "runs" / "r1", project, base_model=str(tiny_model), max_train_steps=5000,
                     cache_latents=True, cache_latents_to_disk=False, batch_size=1)
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([PYTHON, "-m", "trainer.train_process", str(run)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([PYTHON, "-m", "loradeck.trainer.train.process", str(run)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True, text=True)
     try:
         for line in proc.stdout:  # the trainer echoes its events to stdout (train.log)

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from trainer import models, synthetic_sd
-from trainer.errors import ModelError
+from loradeck.trainer.errors import ModelError
+from loradeck.trainer.train import models, synthetic_sd
 
 
 def test_synthetic_tiny_is_sd1_shaped_and_seeded():

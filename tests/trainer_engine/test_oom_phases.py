@@ -14,14 +14,14 @@ def _raise_oom(*args, **kwargs):
 
 
 @pytest.mark.parametrize("phase, target, overrides, hint", [
-    ("loading model", "trainer.models.load_base_model", {}, "--mixed-precision"),
-    ("caching latents", "trainer.latent_cache.LatentCache.fill", {"cache_latents": True}, "--batch-size"),
-    ("caching text embeddings", "trainer.latent_cache.TextEmbeddingCache.fill", {"cache_text_embeddings": True},
+    ("loading model", "loradeck.trainer.train.models.load_base_model", {}, "--mixed-precision"),
+    ("caching latents", "loradeck.trainer.train.latent_cache.LatentCache.fill", {"cache_latents": True}, "--batch-size"),
+    ("caching text embeddings", "loradeck.trainer.train.latent_cache.TextEmbeddingCache.fill", {"cache_text_embeddings": True},
      "cache_text_embeddings = false"),
-    ("sampling", "trainer.sampling.sample_images",
+    ("sampling", "loradeck.trainer.train.sampling.sample_images",
      {"sample_prompts": ["sks toy"], "sample_every_steps": 1, "sample_steps": 2}, "sample less often"),
-    ("saving checkpoint", "trainer.lora_file.save_kohya_lora", {"save_every_steps": 1}, "resume"),
-    ("exporting", "trainer.lora_file.save_kohya_lora", {}, "exported again"),
+    ("saving checkpoint", "loradeck.trainer.lora.file_format.save_kohya_lora", {"save_every_steps": 1}, "resume"),
+    ("exporting", "loradeck.trainer.lora.file_format.save_kohya_lora", {}, "exported again"),
 ])
 def test_out_of_memory_in_each_phase_is_an_oom_error_with_that_phases_hint(make_run, monkeypatch, phase, target,
                                                                             overrides, hint):
@@ -40,8 +40,8 @@ def test_out_of_memory_in_each_phase_is_an_oom_error_with_that_phases_hint(make_
 
 
 def test_run_started_carries_the_estimate_a_cuda_run_is_compared_against(make_run):
-    from trainer import train_loop
-    from trainer.config import TrainConfig
+    from loradeck.trainer.config.train_config import TrainConfig
+    from loradeck.trainer.train import loop as train_loop
 
     warned = []
     estimate = train_loop.memory_estimate(TrainConfig(base_model="synthetic:tiny", resolution=64), warned.append)
@@ -51,7 +51,7 @@ def test_run_started_carries_the_estimate_a_cuda_run_is_compared_against(make_ru
 
 
 def test_out_of_memory_while_sampling_keeps_the_finished_step_as_resumable_state(make_run, monkeypatch):
-    monkeypatch.setattr("trainer.sampling.sample_images", _raise_oom)
+    monkeypatch.setattr("loradeck.trainer.train.sampling.sample_images", _raise_oom)
     run = make_run(max_train_steps=3, sample_prompts=["sks toy"], sample_every_steps=2, sample_steps=2)
     assert train_in_process(run) == 1
     [error] = events_of(run, "error")

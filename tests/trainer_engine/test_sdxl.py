@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from engine_helpers import events_of, train_in_process, write_images, write_run
 
 
 @pytest.fixture(scope="module")
 def sdxl_tiny(tmp_path_factory) -> Path:
-    from trainer import synthetic_sd
+    from loradeck.trainer.train import synthetic_sd
 
     out = tmp_path_factory.mktemp("models") / "sdxl-tiny"
     synthetic_sd.save("sdxl-tiny", out)
@@ -32,10 +31,10 @@ def sdxl_run(tmp_path, sdxl_tiny):
 
 
 def test_family_is_read_from_folders_synthetic_names_and_single_file_headers(tmp_path, sdxl_tiny, tiny_model):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
-    from trainer import model_family
+    from loradeck.trainer.train import model_family
 
     assert model_family.detect(str(sdxl_tiny)) == "sdxl"
     assert model_family.detect(str(tiny_model)) == "sd1"
@@ -55,8 +54,9 @@ def test_family_is_read_from_folders_synthetic_names_and_single_file_headers(tmp
 def test_an_unsupported_architecture_is_refused_before_a_run_folder_exists(tmp_path, tiny_model):
     import shutil
 
-    from trainer import project as project_mod, runs
-    from trainer.errors import ModelError
+    from loradeck.trainer.dataset import project as project_mod
+    from loradeck.trainer.errors import ModelError
+    from loradeck.trainer.runs import lifecycle as runs
 
     sd2 = tmp_path / "sd2"
     shutil.copytree(tiny_model, sd2)
@@ -75,7 +75,7 @@ def test_sdxl_run_trains_both_text_encoders_and_exports_kohya_sdxl_that_diffuser
     from diffusers import StableDiffusionXLPipeline
     from safetensors import safe_open
 
-    from trainer import lora_validate  # noqa: F401  (validate understands SDXL: checked below)
+    from loradeck.trainer.lora import validate as lora_validate  # noqa: F401  (validate understands SDXL: checked below)
 
     run = sdxl_run(max_train_steps=2, train_text_encoder=True, text_encoder_lr=5e-4, save_precision="fp32",
                    cache_latents=True)
@@ -124,21 +124,21 @@ def test_sdxl_run_trains_both_text_encoders_and_exports_kohya_sdxl_that_diffuser
     assert not torch.allclose(before, after)
 
     # The same effect as the trained adapter: the training UNet with the run's peft weights.
-    from trainer import lora_network, synthetic_sd
-    from trainer.train_state import newest_first  # noqa: F401
-
     from diffusers import UNet2DConditionModel
+
+    from loradeck.trainer.train import lora_network, synthetic_sd
+    from loradeck.trainer.train.state import newest_first  # noqa: F401
 
     unet = UNet2DConditionModel.from_pretrained(sdxl_tiny / "unet")
     lora_network.add_unet_lora(unet, rank=4, alpha=4.0, targets="attention")
-    from trainer.lora_sdxl import sgm_to_diffusers
+    from loradeck.trainer.lora.sdxl_names import sgm_to_diffusers
 
     state = {}
     for k, v in tensors.items():
         if k.startswith("lora_unet_") and not k.endswith(".alpha"):
             module, _, suffix = k.partition(".")
             state[module] = state.get(module, {}) | {suffix: v}
-    from trainer.lora_file import module_path_from_kohya  # noqa: F401
+    from loradeck.trainer.lora.file_format import module_path_from_kohya  # noqa: F401
 
     names = {n.replace(".", "_"): n for n, _ in unet.named_modules()}
     peft = {}
@@ -160,7 +160,7 @@ def _diffusers_named_unet_key_in_an_sdxl_file_is_refused(good: Path, bad: Path) 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from trainer import lora_validate
+    from loradeck.trainer.lora import validate as lora_validate
 
     with safe_open(good, "pt") as f:
         tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
@@ -173,7 +173,7 @@ def _diffusers_named_unet_key_in_an_sdxl_file_is_refused(good: Path, bad: Path) 
 
 
 def _sgm_paths(unet):
-    from trainer.lora_sdxl import diffusers_to_sgm
+    from loradeck.trainer.lora.sdxl_names import diffusers_to_sgm
 
     for name, module in unet.named_modules():
         if ".attentions." in name and name.endswith(("to_q", "to_k", "to_v", "to_out.0")):
@@ -181,7 +181,8 @@ def _sgm_paths(unet):
 
 
 def test_an_sdxl_project_prepares_1024_px_buckets_by_default(tmp_path):
-    from trainer import project as project_mod, settings
+    from loradeck.trainer.config import project_settings as settings
+    from loradeck.trainer.dataset import project as project_mod
 
     xl = project_mod.create_project("xl", root=tmp_path, base_model="synthetic:sdxl-tiny")
     one = project_mod.create_project("one", root=tmp_path, base_model="synthetic:tiny")
@@ -192,14 +193,15 @@ def test_an_sdxl_project_prepares_1024_px_buckets_by_default(tmp_path):
 def test_prep_records_the_original_size_and_crop_for_micro_conditioning(tmp_path):
     from PIL import Image
 
-    from trainer import prep, project as project_mod
+    from loradeck.trainer.dataset import prep
+    from loradeck.trainer.dataset import project as project_mod
 
     proj = project_mod.create_project("p", root=tmp_path)
     Image.new("RGB", (300, 200), "red").save(proj.originals / "wide.png")
     prep.prep_project(proj, resolution=64, workers=1)
     entry = prep.load_manifest(proj)["wide"]
     assert entry["original"] == [300, 200]
-    from trainer import buckets
+    from loradeck.trainer.dataset import buckets
 
     fitted = buckets.fit(300, 200, prep.load_settings(proj, 64).spec)
     (rw, rh), (w, h) = fitted.resize_to, fitted.size
@@ -208,8 +210,8 @@ def test_prep_records_the_original_size_and_crop_for_micro_conditioning(tmp_path
 
 
 def test_sdxl_time_ids_come_from_what_prep_recorded(tmp_path):
-    from trainer import sdxl_conditioning
-    from trainer.train_data import Item
+    from loradeck.trainer.train import sdxl_conditioning
+    from loradeck.trainer.train.data import Item
 
     state = tmp_path / ".loradeck"
     state.mkdir()
@@ -226,9 +228,10 @@ def test_sdxl_stop_then_resume_ends_where_an_uninterrupted_run_ends(sdxl_run):
 
     from safetensors.torch import load_file
 
-    from trainer import events, train_loop
-    from trainer.run_config import read_run_config
-    from trainer.run_files import RunFiles
+    from loradeck.trainer import events
+    from loradeck.trainer.config.resolve import read_run_config
+    from loradeck.trainer.runs.files import RunFiles
+    from loradeck.trainer.train import loop as train_loop
 
     knobs = dict(max_train_steps=3, batch_size=1, save_precision="fp32", train_text_encoder=True,
                  shuffle_caption=True)
@@ -261,7 +264,7 @@ def test_synthetic_sdxl_is_the_sdxl_base_architecture_and_builds_on_the_meta_dev
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    from trainer import synthetic_sd
+    from loradeck.trainer.train import synthetic_sd
 
     configs = synthetic_sd.component_configs("sdxl")
     with torch.device("meta"):
@@ -274,13 +277,13 @@ def test_synthetic_sdxl_is_the_sdxl_base_architecture_and_builds_on_the_meta_dev
 
 def test_an_sdxl_single_file_checkpoint_loads_offline_with_the_weights_it_was_written_from(tmp_path):
     import torch
-    from safetensors.torch import save_file
-
-    from ldm_layout import to_sdxl_single_file
-    from trainer import models, synthetic_sd
 
     # sdxl-tiny with SDXL's 32 norm groups (a checkpoint's tensors do not say how many a norm has)
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from ldm_layout import to_sdxl_single_file
+    from safetensors.torch import save_file
+
+    from loradeck.trainer.train import models, synthetic_sd
 
     configs = synthetic_sd.component_configs("sdxl-tiny")
     parts = synthetic_sd.build("sdxl-tiny")
@@ -303,7 +306,7 @@ def test_an_sdxl_single_file_checkpoint_loads_offline_with_the_weights_it_was_wr
 
 
 def test_nan_latents_from_the_vae_are_diagnosed_as_the_vae_not_as_divergence(sdxl_run, monkeypatch):
-    from trainer import latent_cache
+    from loradeck.trainer.train import latent_cache
 
     real = latent_cache.encode_posterior
 

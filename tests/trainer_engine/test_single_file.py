@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from ldm_layout import to_single_file
-from trainer import models, synthetic_sd
-from trainer.errors import ModelError
+
+from loradeck.trainer.errors import ModelError
+from loradeck.trainer.train import models, synthetic_sd
 
 
 def sd1_convention_tiny():

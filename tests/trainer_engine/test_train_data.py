@@ -6,9 +6,9 @@ import random
 from collections import Counter
 
 import pytest
-
 from engine_helpers import write_images
-from trainer import train_data
+
+from loradeck.trainer.train import data as train_data
 
 
 def test_images_are_grouped_by_their_prepared_size(tmp_path):

@@ -1,4 +1,4 @@
-"""The trainer as a process, started the way trainer.runs starts it: signals, heartbeat, resume, exit codes."""
+"""The trainer as a process, started the way loradeck.trainer.runs.lifecycle starts it: signals, heartbeat, resume, exit codes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(ma
     run = make_run(max_train_steps=60, batch_size=1, save_precision="fp32")
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     with open(run / "train.log", "ab") as log:
-        proc = subprocess.Popen([PYTHON, "-m", "trainer.train_process", str(run)], stdout=log,
+        proc = subprocess.Popen([PYTHON, "-m", "loradeck.trainer.train.process", str(run)], stdout=log,
                                 stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -59,7 +59,7 @@ def test_unreadable_run_folder_exits_2(tmp_path):
 def test_kill_9_then_resume_continues_from_the_last_saved_state(make_run):
     run = make_run(max_train_steps=5, batch_size=1, save_every_steps=1)
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([PYTHON, "-m", "trainer.train_process", str(run)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([PYTHON, "-m", "loradeck.trainer.train.process", str(run)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -87,14 +87,14 @@ def test_process_exits_with_the_runs_code_and_a_complete_log_even_when_stdout_is
     run = make_run(max_train_steps=1, batch_size=1)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([PYTHON, "-m", "trainer.train_process", str(run)], capture_output=True, text=True,
+    done = subprocess.run([PYTHON, "-m", "loradeck.trainer.train.process", str(run)], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.rstrip().splitlines()[-1].startswith("run_finished: status=completed")
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
 
     failing = make_run("failing", max_train_steps=1, base_model="/no/such/model.safetensors")
-    failed = subprocess.run([PYTHON, "-m", "trainer.train_process", str(failing)], capture_output=True, text=True,
+    failed = subprocess.run([PYTHON, "-m", "loradeck.trainer.train.process", str(failing)], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=300)
     assert failed.returncode == 1
     assert "error: " in failed.stdout and failed.stdout.rstrip().splitlines()[-1].startswith(

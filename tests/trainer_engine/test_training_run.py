@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from engine_helpers import REPO, events_of, train_in_process, write_images
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -212,9 +211,10 @@ def test_stop_then_resume_ends_where_an_uninterrupted_run_ends(make_run):
 
     from safetensors.torch import load_file
 
-    from trainer import events, train_loop
-    from trainer.run_files import RunFiles
-    from trainer.run_config import read_run_config
+    from loradeck.trainer import events
+    from loradeck.trainer.config.resolve import read_run_config
+    from loradeck.trainer.runs.files import RunFiles
+    from loradeck.trainer.train import loop as train_loop
 
     knobs = dict(max_train_steps=4, batch_size=1, save_precision="fp32", lr_scheduler="cosine",
                  shuffle_caption=True, caption_dropout_rate=0.2)
@@ -277,7 +277,7 @@ def test_unavailable_knobs_and_models_fail_with_clear_errors(make_run, knob, exp
 
 
 def test_xformers_without_the_package_trains_on_sdpa_with_a_warning_event(make_run, monkeypatch):
-    from trainer import optional_packages
+    from loradeck.trainer.train import optional_packages
 
     monkeypatch.setattr(optional_packages, "installed", lambda name: name != "xformers")
     run = make_run(max_train_steps=1, attention="xformers")
@@ -289,8 +289,8 @@ def test_xformers_without_the_package_trains_on_sdpa_with_a_warning_event(make_r
 def test_adamw_uses_the_fused_kernel_for_fp32_adapters_only():
     import torch
 
-    from trainer.config import from_mapping
-    from trainer.train_loop import make_optimizer
+    from loradeck.trainer.config.train_config import from_mapping
+    from loradeck.trainer.train.loop import make_optimizer
 
     cfg = from_mapping({"base_model": "synthetic:tiny"})
     fp32 = [torch.nn.Parameter(torch.zeros(4, 4))]
@@ -321,8 +321,8 @@ def test_a_full_disk_at_a_checkpoint_fails_clearly_keeps_the_last_good_state_and
 
     import torch
 
-    from trainer import train_state
-    from trainer.lora_validate import check_rules
+    from loradeck.trainer.lora.validate import check_rules
+    from loradeck.trainer.train import state as train_state
 
     run = make_run("full-disk", max_train_steps=6, batch_size=1, save_every_steps=2)
     real_save = torch.save
@@ -358,7 +358,7 @@ def test_resume_skips_a_damaged_newest_state_and_says_so(make_run):
     none usable is a clear error. Nothing is half-restored from a damaged state."""
     import tomllib
 
-    from trainer import train_state
+    from loradeck.trainer.train import state as train_state
 
     run = make_run("damaged", max_train_steps=4, batch_size=1, save_every_steps=1)
     assert train_in_process(run) == 0

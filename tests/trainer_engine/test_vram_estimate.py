@@ -1,4 +1,4 @@
-"""The VRAM estimate (trainer.vram_estimate): its breakdown against the models' real sizes, the knobs
+"""The VRAM estimate (loradeck.trainer.gpu.vram_estimate): its breakdown against the models' real sizes, the knobs
 moving the parts they should, and the fit advice. All on meta tensors: no GPU, no weights."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from trainer import vram_estimate
-from trainer.config import TrainConfig
-from trainer.memory_trace import rounded
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.gpu import vram_estimate
+from loradeck.trainer.gpu.memory_trace import rounded
 
 TINY = dict(base_model="synthetic:tiny", resolution=64, batch_size=2)
 
@@ -36,7 +36,7 @@ def real_bytes(modules_and_dtypes) -> int:
 def test_frozen_weights_are_the_real_models_bytes_in_the_runs_dtypes(plain):
     import torch
 
-    from trainer import synthetic_sd
+    from loradeck.trainer.train import synthetic_sd
 
     parts = synthetic_sd.build("tiny")
     vae = parts["vae"]
@@ -49,7 +49,7 @@ def test_frozen_weights_are_the_real_models_bytes_in_the_runs_dtypes(plain):
 def test_adapter_weights_and_optimizer_state_follow_the_lora_parameter_count(plain):
     import torch
 
-    from trainer import lora_network, synthetic_sd
+    from loradeck.trainer.train import lora_network, synthetic_sd
 
     unet = synthetic_sd.build("tiny")["unet"]
     params = lora_network.add_unet_lora(unet, rank=16, alpha=16, targets="attention")
@@ -138,11 +138,12 @@ def test_estimate_round_trips_through_json(plain):
 
 def test_a_diffusers_folder_and_a_single_file_are_estimated_from_their_configs_alone(tmp_path, plain):
     import torch
-    from safetensors.torch import save_file
-
     from ldm_layout import to_single_file
+    from safetensors.torch import save_file
     from test_single_file import sd1_convention_tiny
-    from trainer import model_skeleton, synthetic_sd
+
+    from loradeck.trainer.gpu import model_skeleton
+    from loradeck.trainer.train import synthetic_sd
 
     folder = synthetic_sd.save("tiny", tmp_path / "tiny")
     assert knobs(base_model=str(folder)).expected_peak_bytes == plain.expected_peak_bytes

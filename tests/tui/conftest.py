@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.demo import create_demo
-from trainer.project import Project
-from tui.app import LoradeckApp
+from loradeck.trainer.dataset.demo import create_demo
+from loradeck.trainer.dataset.project import Project
+from loradeck.tui.app import LoradeckApp
 
 
 @pytest.fixture(autouse=True)

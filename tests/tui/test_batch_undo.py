@@ -3,9 +3,9 @@ hand edits kept and reported); the caption editor keeps each image's undo histor
 
 from __future__ import annotations
 
+from loradeck.trainer.dataset import caption_ops
+from loradeck.trainer.dataset.caption_store import read_caption, write_caption
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from trainer import caption_ops
-from trainer.caption_store import read_caption, write_caption
 
 
 def captions(demo) -> dict[str, str | None]:

@@ -8,9 +8,9 @@ import sys
 
 from textual.widgets import DataTable, Input
 
+from loradeck.trainer.dataset.caption_store import read_caption
+from loradeck.tui.screens.caption_editor import AUTOSAVE_DELAY, current_fragment, edit_externally, suggest_tags
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from trainer.caption_store import read_caption
-from tui.screens.caption_editor import AUTOSAVE_DELAY, current_fragment, edit_externally, suggest_tags
 
 
 async def open_editor(pilot, index: int = 0):
@@ -219,7 +219,7 @@ async def test_a_truncate_then_write_outside_is_read_once_complete(root, demo):
 
 
 async def test_the_editor_preview_info_line_is_not_cut_at_80_columns(root, demo):
-    from tui.widgets.image_preview import ImagePreview
+    from loradeck.tui.widgets.image_preview import ImagePreview
 
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:

@@ -8,10 +8,10 @@ import time
 
 from textual.widgets import Input
 
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.tui.messages import TaskDone
+from loradeck.tui.widgets.image_list import ImageList
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from trainer import settings as settings_mod
-from tui.messages import TaskDone
-from tui.widgets.image_list import ImageList
 
 
 async def open_caption_dialog(pilot):

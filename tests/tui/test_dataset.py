@@ -9,17 +9,17 @@ import textwrap
 
 from textual.widgets import Input
 
+from loradeck.trainer.dataset.caption_store import read_caption
+from loradeck.trainer.dataset.demo import write_images
+from loradeck.trainer.dataset.importer import import_paths
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.dataset.view import CAPTIONED, EMPTY, IGNORED_EXTENSION, list_dataset
+from loradeck.tui.messages import TaskDone, TaskEvent
+from loradeck.tui.screens.dataset import filter_entries, parse_filter
+from loradeck.tui.task_process import run_task
+from loradeck.tui.widgets.image_list import ImageList
+from loradeck.tui.widgets.image_preview import HalfBlocks, ImagePreview
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from trainer.caption_store import read_caption
-from trainer.dataset_view import CAPTIONED, EMPTY, IGNORED_EXTENSION, list_dataset
-from trainer.demo import write_images
-from trainer.importer import import_paths
-from trainer.project import create_project
-from tui.messages import TaskDone, TaskEvent
-from tui.screens.dataset import filter_entries, parse_filter
-from tui.task_process import run_task
-from tui.widgets.image_list import ImageList
-from tui.widgets.image_preview import HalfBlocks, ImagePreview
 
 
 def test_listing_reports_captioned_missing_and_ignored_extension(demo):
@@ -34,7 +34,7 @@ def test_listing_reports_captioned_missing_and_ignored_extension(demo):
 
 
 def test_fast_listing_agrees_with_caption_ops_on_every_status(demo):
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     (demo.dataset / "shape_00.txt").write_text(" \r\n\t ")          # blank: not a caption
     (demo.dataset / "shape_01.txt").write_bytes(b"\xef\xbb\xbf\n")   # a BOM and a newline
@@ -50,7 +50,7 @@ def test_fast_listing_agrees_with_caption_ops_on_every_status(demo):
 
 
 def test_filter_by_text_tag_status_and_missing_toggle(demo):
-    from trainer.dataset_view import load_captions
+    from loradeck.trainer.dataset.view import load_captions
 
     listing = list_dataset(demo)
     captions = load_captions(listing.entries, ".txt")
@@ -91,7 +91,7 @@ async def test_dataset_screen_lists_previews_and_filters(root, demo):
 
 async def test_prep_runs_as_a_subprocess_with_progress(root):
     project = create_project("fresh", root, base_model="synthetic:tiny")
-    from trainer import settings
+    from loradeck.trainer.config import project_settings as settings
 
     settings.update(project.settings_file, "prep", {"resolution": 64, "bucket_min_side": 64,
                                                      "bucket_max_side": 128, "bucket_step": 64})
@@ -150,7 +150,7 @@ def test_cancel_sends_sigterm_and_the_task_reports_stopped():
 def test_a_failing_task_raises_its_error_line():
     import pytest
 
-    from trainer.errors import LoradeckError
+    from loradeck.trainer.errors import LoradeckError
 
     script = "import sys; print('error: no project named nope', file=sys.stderr); sys.exit(1)"
     with pytest.raises(LoradeckError, match="no project named nope"):
@@ -213,7 +213,7 @@ async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypa
     # with the engine's one-line error, which the modal shows; the screen stays usable.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(root.parent / "empty-hf-home"))
-    from trainer import settings
+    from loradeck.trainer.config import project_settings as settings
 
     settings.update(demo.settings_file, "project", {"base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
     app = make_app(root, open_name="demo")
@@ -280,7 +280,7 @@ async def test_help_key_stays_in_the_footer_at_80_columns_even_while_a_task_runs
 
 async def test_caption_action_offers_wd14_tags_which_fill_missing_captions(root, demo):
     seen = []
-    from trainer.project import dataset_images
+    from loradeck.trainer.dataset.project import dataset_images
 
     missing = [p.name for p in dataset_images(demo) if not read_caption(p)]
     app = make_app(root, open_name="demo")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from trainer import settings
-from trainer.dataset_view import list_dataset
-from trainer.project import Project
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.dataset.view import list_dataset
 
 
 def test_demo_creates_an_imported_prepared_partly_captioned_project(root, cli):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from PIL import Image
 from rich.cells import cell_len
 
+from loradeck.trainer.dataset.project import create_project
+from loradeck.tui.cells import fit, fit_right
+from loradeck.tui.widgets.image_list import ImageList
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from trainer.project import create_project
-from tui.cells import fit, fit_right
-from tui.widgets.image_list import ImageList
 
 NAMES = ["café ☕.png", "日本.jpg", "plain.png", "日本日本日本日本日本日本日本日本日本日本日本.png"]
 
@@ -55,7 +55,7 @@ async def test_dataset_list_keeps_the_status_column_aligned_with_wide_names(root
 
 
 def test_preview_info_line_measures_wide_names_by_columns():
-    from tui.widgets.image_preview import fit_info
+    from loradeck.tui.widgets.image_preview import fit_info
 
     # "日本日本.jpg" is 12 columns (8 characters): with its size it needs 19 columns, not 15.
     assert fit_info(["日本日本.jpg", "64×64", "3 KiB"], 18) == "日本日本.jpg"

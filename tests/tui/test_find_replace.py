@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Input
 
+from loradeck.tui.widgets.tick_box import TickBox
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from tui.widgets.tick_box import TickBox
 
 
 async def open_dialog(pilot):

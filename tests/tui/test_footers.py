@@ -7,8 +7,8 @@ from __future__ import annotations
 from textual.widgets import DataTable
 from textual.widgets._toast import Toast
 
+from loradeck.tui.widgets.image_list import ImageList
 from tests.tui.conftest import make_app, wait_screen, wait_until
-from tui.widgets.image_list import ImageList
 
 
 def screen_lines(app) -> list[str]:
@@ -76,7 +76,7 @@ async def test_the_editor_opens_at_the_start_of_a_long_caption(root, demo):
 
 
 async def test_dataset_summary_wraps_whole_and_notifications_stay_off_it(root, demo):
-    from trainer import settings
+    from loradeck.trainer.config import project_settings as settings
 
     settings.update(demo.settings_file, "project", {"trigger_word": "a rather long trigger phrase, in style"})
     (demo.dataset / "shape_02.caption").write_text("kohya")  # adds "1 ignored ext"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
+from loradeck.trainer.dataset.project import Project, create_project, list_projects
+from loradeck.trainer.events import read_all
+from loradeck.trainer.runs import lifecycle as runs
 from tests.runs.conftest import write_images
 from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
-from trainer import runs
-from trainer.events import read_all
-from trainer.project import Project, create_project, list_projects
 
 
 def start_live_run(project, monkeypatch):

@@ -6,11 +6,11 @@ import json
 
 from textual.widgets import DataTable, Input
 
+from loradeck.trainer.dataset.project import Project, create_project, list_projects
+from loradeck.trainer.events import dumps
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.tui.screens.import_files import complete_path
 from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
-from trainer.project import Project, create_project, list_projects
-from trainer.events import dumps
-from trainer.run_files import RunFiles
-from tui.screens.import_files import complete_path
 
 
 def make_run(project, run_id: str, events: list[dict], status: dict) -> None:
@@ -39,7 +39,7 @@ async def test_run_whose_process_died_reads_as_crashed(root, demo):
     make_run(demo, "20260101-130000", [{"type": "step", "time": 1.0, "step": 1, "total_steps": 9,
                                         "epoch": 1, "loss": 0.1, "lr": 1e-4}],
              {"pid": 999_999_999, "state": "running", "heartbeat": 0})
-    from trainer.project_summary import summarize
+    from loradeck.trainer.dataset.summary import summarize
 
     assert summarize(demo).last_run_status == "crashed"
 
@@ -153,7 +153,7 @@ async def test_delete_only_after_confirmation(root, demo):
 
 async def test_projects_are_read_once_at_start(root, demo, monkeypatch):
     # Reading summaries scans every dataset; doing it twice at start competed with the first paint.
-    from trainer import project_summary
+    from loradeck.trainer.dataset import summary as project_summary
 
     calls = []
     real = project_summary.summarize
@@ -190,8 +190,8 @@ async def test_import_dialog_shows_its_help_and_every_refusal_reason_in_full_at_
 async def test_import_dialog_takes_a_kohya_dataset_toml_with_captions_and_repeats(root, demo, tmp_path):
     from PIL import Image
 
-    from trainer.caption_store import read_caption
-    from trainer.repeat_folders import image_repeats
+    from loradeck.trainer.dataset.caption_store import read_caption
+    from loradeck.trainer.dataset.repeat_folders import image_repeats
 
     images = tmp_path / "kohya-images"
     images.mkdir()

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.commands import ScreenActions
+from loradeck.tui.keys import DEFAULTS, keymap_path, load_keymap
+from loradeck.tui.widgets.image_list import ImageList
+from loradeck.tui.widgets.image_preview import detect_mode
 from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
-from trainer.errors import LoradeckError
-from tui.commands import ScreenActions
-from tui.keys import DEFAULTS, keymap_path, load_keymap
-from tui.widgets.image_list import ImageList
-from tui.widgets.image_preview import detect_mode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ def test_preview_mode_detection():
 
 NO_TORCH_FLOWS = r"""
 import asyncio, json, sys
-from tui.app import LoradeckApp
+from loradeck.tui.app import LoradeckApp
 
 async def flows(root):
     app = LoradeckApp(root, open_name="demo")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from loradeck.trainer.dataset.project import create_project
+from loradeck.tui.app import LoradeckApp
 from tests.tui.conftest import projects_listed, wait_until
-from trainer.project import create_project
-from tui.app import LoradeckApp
 
 # Paths show on screen, so snapshots use a fixed root.
 SNAP_ROOT = Path("/tmp/loradeck-snapshots/projects")

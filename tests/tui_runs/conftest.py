@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.project import Project, create_project
+from loradeck.trainer.dataset.project import Project, create_project
 
 
 @pytest.fixture
@@ -31,11 +31,11 @@ def trainable(project: Project) -> Project:
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    """Runs launched through trainer.runs start the protocol-only fake trainer (see fake_trainer.py).
+    """Runs launched through loradeck.trainer.runs.lifecycle start the protocol-only fake trainer (see fake_trainer.py).
 
     Yields a dict whose `steps` / `step_seconds` the test may change before launching.
     """
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     opts = {"steps": 1000, "step_seconds": 0.05}
     launched: list = []
@@ -50,7 +50,7 @@ def fake_trainer(monkeypatch):
     opts["launched"] = launched
     yield opts
     # Leave no trainer behind: stop whatever is still running.
-    from trainer.run_files import RunFiles
+    from loradeck.trainer.runs.files import RunFiles
 
     for run_dir in launched:
         files = RunFiles(Path(run_dir))

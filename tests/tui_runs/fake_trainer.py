@@ -1,8 +1,8 @@
-"""A stand-in for `python -m trainer.train_process RUN_DIR [--resume]` that only speaks the protocol:
+"""A stand-in for `python -m loradeck.trainer.train.process RUN_DIR [--resume]` that only speaks the protocol:
 heartbeats in status.json, step events, SIGTERM -> run_finished(stopped). Used to drive stop/resume
-through the real launcher (trainer.runs) without training anything.
+through the real launcher (loradeck.trainer.runs.lifecycle) without training anything.
 
-    python fake_trainer.py trainer.train_process RUN_DIR [--resume] [--steps N] [--step-seconds S]
+    python fake_trainer.py loradeck.trainer.train.process RUN_DIR [--resume] [--steps N] [--step-seconds S]
 """
 
 import signal
@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from trainer.events import EventWriter, read_all  # noqa: E402
-from trainer.run_files import RunFiles, write_status  # noqa: E402
+from loradeck.trainer.events import EventWriter, read_all  # noqa: E402
+from loradeck.trainer.runs.files import RunFiles, write_status  # noqa: E402
 
 args = sys.argv[1:]
 run_dir = Path(args[1])

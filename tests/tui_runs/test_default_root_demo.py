@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Input, Select, Static
-
-from trainer import runs
-from trainer.demo import DEMO_NAME, create_demo
-from trainer.project import ROOT_ENV
-from tui.app import LoradeckApp
-from tui.screens.monitor import MonitorScreen
-from tui.screens.train_form import TrainFormScreen
 from tui_runs_helpers import text_of, wait_for
+
+from loradeck.trainer.dataset.demo import DEMO_NAME, create_demo
+from loradeck.trainer.dataset.project import ROOT_ENV
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.tui.app import LoradeckApp
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.train_form import TrainFormScreen
 
 pytestmark = pytest.mark.slow
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable, Input, Select
-
-from tests.publish.tiny_models import write_lora
-from trainer import settings
-from trainer.publish import PublishError, export_run
-from tui.screens.export_dialog import DIALOG_WORDING, ExportScreen
-from tui.screens.runs import RunsScreen
 from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of, wait_for
+
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.lora.publish import PublishError, export_run
+from loradeck.tui.screens.export_dialog import DIALOG_WORDING, ExportScreen
+from loradeck.tui.screens.runs import RunsScreen
+from tests.publish.tiny_models import write_lora
 
 RUN = "20260102-000000-bbbb"
 

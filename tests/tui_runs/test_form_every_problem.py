@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from textual.widgets import Input, Static
-
-from tui.screens.train_form import TrainFormScreen
 from tui_runs_helpers import ScreenApp, text_of
+
+from loradeck.tui.screens.train_form import TrainFormScreen
 
 
 async def test_a_bad_batch_size_and_a_bad_resolution_are_both_shown_under_their_fields(trainable):

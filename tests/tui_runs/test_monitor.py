@@ -9,18 +9,28 @@ import time
 import pytest
 from PIL import Image
 from textual.widgets import Static
+from tui_runs_helpers import (
+    T0,
+    ScreenApp,
+    gpu_events,
+    live_status,
+    make_run,
+    run_started,
+    step_events,
+    text_of,
+    wait_for,
+    write_events,
+)
 
-from tui.screens.monitor import MonitorScreen
-from tui.widgets.charts import LossChart, VramChart
-from tui_runs_helpers import (T0, ScreenApp, gpu_events, live_status, make_run, run_started, step_events,
-                              text_of, wait_for, write_events)
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.widgets.charts import LossChart, VramChart
 
 
 @pytest.fixture
 def live_process(project):
     """A process that looks like a trainer of runs/live to the engine (its command line names the run)."""
     run_dir = project.run_dir("live")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "trainer.train_process",
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "loradeck.trainer.train.process",
                              str(run_dir)])
     yield proc.pid
     proc.kill()
@@ -145,7 +155,7 @@ async def test_a_project_without_runs_says_how_to_start_one(project):
 
 
 async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     files = runs.create_run(trainable, {"max_train_steps": 1000})
     runs.start(files)
@@ -171,7 +181,7 @@ async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
 
 
 async def test_a_covered_monitor_catches_up_when_it_is_shown_again(project, live_process):
-    from tui.screens.runs import RunsScreen
+    from loradeck.tui.screens.runs import RunsScreen
 
     files = make_run(project, "live", [run_started("live")] + step_events(1, 5, 100), state="running",
                      pid=live_process)
@@ -195,8 +205,8 @@ async def test_a_covered_monitor_catches_up_when_it_is_shown_again(project, live
 
 
 async def test_loradeck_monitor_opens_the_latest_run_over_the_projects_list(project):
-    """`loradeck monitor NAME` = tui.app's LoradeckApp with monitor=(NAME, None)."""
-    from tui.app import LoradeckApp
+    """`loradeck monitor NAME` = loradeck.tui.app's LoradeckApp with monitor=(NAME, None)."""
+    from loradeck.tui.app import LoradeckApp
 
     make_run(project, "20260101-000000-aaaa", [run_started("a")] + step_events(1, 9, 9) + [
         {"type": "run_finished", "time": T0 + 9, "status": "completed"}], state="completed")

@@ -3,10 +3,10 @@ error line and what to do (a new run), never "press r to resume"."""
 
 from __future__ import annotations
 
-from tui.run_watch import Alert, RunView
-from tui.screens.monitor import finished_line
+from loradeck.tui.run_watch import Alert, RunView
+from loradeck.tui.screens.monitor import finished_line
 
-LOG = ["=== loradeck 2026-11-30 13:30:33: python -m trainer.train_process /p/runs/r1",
+LOG = ["=== loradeck 2026-11-30 13:30:33: python -m loradeck.trainer.train.process /p/runs/r1",
        "error: /p/runs/r1/config.toml does not exist"]
 
 
@@ -28,10 +28,10 @@ def test_a_crash_still_offers_resume():
 
 async def test_the_runs_screen_shows_a_run_that_never_started_as_failed_with_its_reason(trainable, monkeypatch):
     from textual.widgets import DataTable, Static
-
-    from trainer import runs
-    from tui.screens.runs import RunsScreen
     from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+    from loradeck.trainer.runs import lifecycle as runs
+    from loradeck.tui.screens.runs import RunsScreen
 
     monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.no_such_trainer_module")  # a broken install
     files = runs.create_run(trainable, {"max_train_steps": 2, "resolution": 64})

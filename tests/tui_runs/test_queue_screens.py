@@ -14,16 +14,16 @@ from pathlib import Path
 import psutil
 import pytest
 from textual.widgets import Checkbox, DataTable, Select, Static
-
-from trainer import run_queue, runs
-from trainer.run_files import RunFiles
-from tui import run_actions
-from tui.screens.monitor import MonitorScreen
-from tui.screens.runs import RunsScreen
-from tui.screens.train_form import TrainFormScreen
-from tui.widgets.gpu_table import GpuTable
 from tui_runs_helpers import ScreenApp, text_of, wait_for
 
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import queue as run_queue
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.tui import run_actions
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.runs import RunsScreen
+from loradeck.tui.screens.train_form import TrainFormScreen
+from loradeck.tui.widgets.gpu_table import GpuTable
 from tests.runs.queue_helpers import FAKE_NVML_DIR, GiB, ScriptedNvml, load_fake_pynvml
 
 REPO = Path(__file__).resolve().parents[2]

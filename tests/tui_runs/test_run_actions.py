@@ -1,23 +1,23 @@
-"""tui.run_actions: resume right after a run reports stopped, while its trainer is still exiting."""
+"""loradeck.tui.run_actions: resume right after a run reports stopped, while its trainer is still exiting."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
-import time
 
-from tui import run_actions
 from tui_runs_helpers import T0, live_status, make_run, run_started, step_events
+
+from loradeck.tui import run_actions
 
 
 def test_resume_waits_for_a_trainer_still_exiting_after_it_reported_stopped(project, monkeypatch):
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     run_dir = project.run_dir("exiting")
     # looks like the run's trainer to the engine (its command line names the run) and exits in 1.5 s
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "trainer.train_process",
-                             str(run_dir)], start_new_session=True)  # as trainer.runs starts it
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "loradeck.trainer.train.process",
+                             str(run_dir)], start_new_session=True)  # as loradeck.trainer.runs.lifecycle starts it
     try:
         files = make_run(project, "exiting", [run_started("exiting")] + step_events(1, 3, 10) + [
             {"type": "run_finished", "time": T0 + 4, "status": "stopped"}], state="stopped")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from tui.screens.monitor import MonitorScreen
-from tui.screens.runs import RunsScreen
-from tui.screens.train_form import TrainFormScreen
 from tui_runs_helpers import T0, ScreenApp, gpu_events, make_run, run_started, step_events, wait_for
+
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.runs import RunsScreen
+from loradeck.tui.screens.train_form import TrainFormScreen
 
 SIZE = (80, 24)
 
@@ -39,7 +39,7 @@ def test_monitor_of_a_failed_run(project, snap_compare):
 
 
 def test_train_form_with_an_error(trainable, snap_compare, monkeypatch):
-    from tui import run_actions
+    from loradeck.tui import run_actions
 
     # The Slurm toggle shows only where sbatch exists: the picture must not depend on the machine.
     monkeypatch.setattr(run_actions, "slurm_available", lambda: False)

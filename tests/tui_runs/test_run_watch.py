@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from tui_runs_helpers import GIB, T0, gpu_events, make_run, run_started, step_events, write_events
-from tui import run_watch
-from tui.run_watch import RunTracker, RunUpdated, RunWatcher
+
+from loradeck.tui import run_watch
+from loradeck.tui.run_watch import RunTracker, RunUpdated, RunWatcher
 
 
 def test_loss_series_keeps_raw_and_a_smoothed_line_that_lags_behind():
@@ -137,7 +138,7 @@ def test_a_run_resumed_from_an_earlier_state_replaces_the_steps_it_redoes():
 
 
 def test_chart_columns_take_min_and_max_of_the_points_they_cover():
-    from tui.widgets.charts import _columns
+    from loradeck.tui.widgets.charts import _columns
 
     cols = _columns([0, 1, 2, 3, 4, 5], [5, 1, 7, 2, 2, 9], 0, 5, 3)
     assert cols == [(1, 5), (2, 7), (2, 9)]
@@ -145,7 +146,7 @@ def test_chart_columns_take_min_and_max_of_the_points_they_cover():
 
 
 def test_the_device_line_sets_the_measured_peak_against_run_starteds_prediction():
-    from tui.screens.monitor import device_line
+    from loradeck.tui.screens.monitor import device_line
 
     tracker = RunTracker("r")
     started = dict(run_started("r"), vram_estimate={"expected_peak_bytes": 3 * GIB, "nvidia_smi_bytes": 4 * GIB,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable, Static
-
-from tui.screens.monitor import MonitorScreen
-from tui.screens.runs import RunsScreen
 from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of, wait_for
+
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.runs import RunsScreen
 
 
 def finished(status, t, **extra):
@@ -68,7 +68,7 @@ async def test_a_state_change_on_disk_shows_up_without_a_keypress(four_runs):
 
 
 async def test_stop_and_resume_from_the_runs_screen(trainable, fake_trainer):
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     files = runs.create_run(trainable, {"max_train_steps": 1000})
     fake_trainer["steps"] = 5  # 5 slow steps: stopped long before it could complete
@@ -98,7 +98,7 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
         await pilot.press("e")  # the crashed run has no final LoRA and no checkpoints: a notice, no dialog
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("down", "down", "down", "e")
-        from tui.screens.runs import ExportScreen
+        from loradeck.tui.screens.runs import ExportScreen
 
         assert isinstance(app.screen, ExportScreen)
         app.screen.query_one("#export-dest").value = str(tmp_path / "loras")
@@ -110,8 +110,8 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
 
 
 async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_runs, tmp_path):
+    from loradeck.tui.screens.runs import ExportScreen
     from tests.publish.tiny_models import write_lora
-    from tui.screens.runs import ExportScreen
 
     stopped = four_runs.runs / "20260102-000000-bbbb"
     (stopped / "checkpoints").mkdir()

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable
-
-from tests.runs.sampled_run import RUN_ID, make_sampled_run, path_of
-from tui.screens.monitor import MonitorScreen
-from tui.screens.runs import ExportScreen, RunsScreen
-from tui.screens.sample_grid import SampleGridScreen
-from tui.widgets.image_preview import ImagePreview
 from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.runs import ExportScreen, RunsScreen
+from loradeck.tui.screens.sample_grid import SampleGridScreen
+from loradeck.tui.widgets.image_preview import ImagePreview
+from tests.runs.sampled_run import RUN_ID, make_sampled_run, path_of
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ async def test_export_from_a_selected_step_publishes_that_checkpoint(project, tm
         app.screen.query_one("#export-checkpoint").focus()  # Enter exports from the last field, after the name
         await pilot.press("enter")
         published = tmp_path / "loras" / "lora-step4.safetensors"
-        from tui.screens.error import ErrorScreen
+        from loradeck.tui.screens.error import ErrorScreen
 
         # The adapter claims its name first, then the sidecar moves in: wait for both.
         await wait_for(pilot, lambda: published.with_suffix(".json").exists() or isinstance(app.screen, ErrorScreen),
@@ -131,9 +131,9 @@ def test_the_new_modules_keep_the_layer_rules():
     from pathlib import Path
 
     code = ("import sys\n"
-            "import trainer.sample_grid, trainer.sample_prompts, trainer.caption_journal, trainer.cli.cmd_samples\n"
+            "import loradeck.trainer.runs.sample_grid, loradeck.trainer.train.sample_prompts, loradeck.trainer.dataset.caption_journal, loradeck.trainer.cli.cmd_samples\n"
             "assert 'textual' not in sys.modules, 'textual in the engine'\n"
-            "import tui.screens.sample_grid\n"
+            "import loradeck.tui.screens.sample_grid\n"
             "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
             "print(','.join(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable, Static
-
-from trainer import runs
-from trainer.errors import LoradeckError
-from trainer.project import create_project
-from tui import run_actions
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.monitor import MonitorScreen
-from tui.screens.runs import RunsScreen
 from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of, wait_for
+
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.tui import run_actions
+from loradeck.tui.screens.confirm import ConfirmScreen
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.runs import RunsScreen
 
 
 def footer(screen) -> str:
@@ -144,7 +144,7 @@ async def test_the_monitor_names_form_fields_in_an_error_hint_not_cli_flags(proj
 
 
 async def test_the_run_screens_footers_keep_every_shown_key_and_the_palette_at_80_columns(project):
-    from tui.app import LoradeckApp
+    from loradeck.tui.app import LoradeckApp
 
     make_run(project, "halted", [run_started("halted")] + step_events(1, 3, 5) + [finished("stopped", T0 + 10)],
              state="stopped")

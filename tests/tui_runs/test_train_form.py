@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from textual.widgets import Button, Input, Select, Static
-
-from trainer import settings
-from tui.screens.monitor import MonitorScreen
-from tui.screens.train_form import TrainFormScreen
 from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+from loradeck.trainer.config import project_settings as settings
+from loradeck.tui.screens.monitor import MonitorScreen
+from loradeck.tui.screens.train_form import TrainFormScreen
 
 
 def form_app(project):
@@ -93,7 +93,8 @@ async def test_presets_set_their_knobs_and_leave_the_rest(trainable):
 
 
 async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor(trainable, fake_trainer):
-    from trainer import run_config, runs
+    from loradeck.trainer.config import resolve as run_config
+    from loradeck.trainer.runs import lifecycle as runs
 
     fake_trainer["steps"] = 3
     app = form_app(trainable)
@@ -118,7 +119,7 @@ async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor
 async def test_a_run_launched_from_the_form_trains_for_real_stops_resumes_and_completes(trainable):
     """End to end with the real trainer (synthetic:tiny, 64 px, 8 steps, samples every 4): launch
     from the form, follow it in the monitor, stop it there, resume it there, see it complete."""
-    from trainer import runs
+    from loradeck.trainer.runs import lifecycle as runs
 
     app = form_app(trainable)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from PIL import Image
 from textual.widgets import Button, Checkbox, Input, Select, Static, TextArea
-
-from trainer import prep, settings
-from trainer.errors import ConfigError
-from trainer.importer import import_paths
-from trainer.project import create_project, dataset_images
-from tui import presets
-from tui.form_hints import form_hint
-from tui.screens.error import ErrorScreen
-from tui.screens.train_form import TrainFormScreen
-from tui.widgets.preflight_panel import PreflightPanel
 from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+from loradeck.trainer.config import presets
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset import prep
+from loradeck.trainer.dataset.importer import import_paths
+from loradeck.trainer.dataset.project import create_project, dataset_images
+from loradeck.trainer.errors import ConfigError
+from loradeck.tui.form_hints import form_hint
+from loradeck.tui.screens.error import ErrorScreen
+from loradeck.tui.screens.train_form import TrainFormScreen
+from loradeck.tui.widgets.preflight_panel import PreflightPanel
 
 
 def form_app(project):
@@ -69,7 +70,7 @@ async def test_the_form_shows_the_preflight_for_its_values_and_re_preps_at_its_r
 
 
 async def test_the_preflight_waits_for_the_form_to_be_still(trainable, monkeypatch):
-    from tui.widgets import preflight_panel
+    from loradeck.tui.widgets import preflight_panel
 
     monkeypatch.setattr(preflight_panel, "DEBOUNCE_SECONDS", 1.5)  # keys below come faster, even on a busy CI
     app = form_app(trainable)
@@ -86,7 +87,7 @@ async def test_the_preflight_waits_for_the_form_to_be_still(trainable, monkeypat
 
 
 async def test_the_prep_dialog_preps_at_the_chosen_resolution_and_keeps_it(root):
-    from tui.app import LoradeckApp
+    from loradeck.tui.app import LoradeckApp
 
     project = prepared_at_128(root, "cats")
     app = LoradeckApp(root, open_name="cats")
@@ -203,7 +204,7 @@ async def test_sample_prompts_are_one_key_away_and_say_so_when_empty(trainable):
 
 
 async def test_the_form_footer_keeps_every_shown_key_at_80_columns(trainable):
-    from tui.app import LoradeckApp
+    from loradeck.tui.app import LoradeckApp
 
     app = LoradeckApp(trainable.root)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -225,7 +226,7 @@ def test_engine_hints_name_the_form_field_not_the_cli_flag():
 
 
 async def test_a_launch_refused_by_the_engine_names_the_form_field(trainable, monkeypatch):
-    from tui import run_actions
+    from loradeck.tui import run_actions
 
     def refuse(project, overrides, **_placement):  # gpu=, queue=: where and when it starts
         raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",

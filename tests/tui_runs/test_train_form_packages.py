@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from textual.widgets import Button, Select, Static
-
-from trainer import optional_packages
-from tui.screens.train_form import TrainFormScreen
 from tui_runs_helpers import ScreenApp, text_of
+
+from loradeck.trainer.train import optional_packages
+from loradeck.tui.screens.train_form import TrainFormScreen
 
 
 async def test_form_warns_about_xformers_and_refuses_adamw8bit_without_their_packages(trainable, monkeypatch):

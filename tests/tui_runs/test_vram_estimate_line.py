@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 from textual.widgets import Input
-
-from tui.screens.train_form import TrainFormScreen
-from tui.widgets.vram_estimate import EstimateLine, describe
 from tui_runs_helpers import ScreenApp, text_of, wait_for
+
+from loradeck.tui.screens.train_form import TrainFormScreen
+from loradeck.tui.widgets.vram_estimate import EstimateLine, describe
 
 GiB = 1024 ** 3
 EST = {"nvidia_smi_bytes": 5 * GiB, "expected_peak_bytes": 4 * GiB}

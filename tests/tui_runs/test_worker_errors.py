@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
-from tui.app import LoradeckApp
-from tui.screens.error import ErrorScreen
-from tui.screens.monitor import MonitorScreen
 from tui_runs_helpers import make_run, run_started, step_events, wait_for
+
+from loradeck.tui.app import LoradeckApp
+from loradeck.tui.screens.error import ErrorScreen
+from loradeck.tui.screens.monitor import MonitorScreen
 
 
 async def test_a_crashing_run_watcher_opens_the_error_modal(project, monkeypatch):
-    from tui import run_watch
+    from loradeck.tui import run_watch
 
     def broken(self):
         raise RuntimeError("the watcher broke")

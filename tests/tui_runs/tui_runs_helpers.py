@@ -9,16 +9,16 @@ from typing import Any
 
 from textual.app import App
 
-from trainer.events import dumps
-from trainer.project import Project
-from trainer.run_files import RunFiles
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.events import dumps
+from loradeck.trainer.runs.files import RunFiles
 
 T0 = 1_760_000_000.0  # fixed event times keep ETA and snapshots deterministic
 GIB = 1024 ** 3
 
 
 class ScreenApp(App):
-    """Hosts one screen, as tui.app does, for tests (and lets key latency be recorded)."""
+    """Hosts one screen, as loradeck.tui.app does, for tests (and lets key latency be recorded)."""
 
     def __init__(self, screen_factory) -> None:
         super().__init__()

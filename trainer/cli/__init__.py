@@ -15,20 +15,20 @@ import json
 import sys
 from typing import Callable, Sequence
 
-from trainer import __version__
-from trainer.errors import LoradeckError
+from loradeck.trainer import __version__
+from loradeck.trainer.errors import LoradeckError
 
 # Order is the order of `loradeck --help`.
 COMMAND_MODULES = (
-    "trainer.cli.cmd_projects",   # init, projects, config
-    "trainer.cli.cmd_dataset",    # import, prep, check
-    "trainer.cli.cmd_captions",   # captions (list/set/trigger/replace/tags/metadata)
-    "trainer.cli.cmd_caption",    # caption (BLIP)
-    "trainer.cli.cmd_train",      # train, runs, stop, resume
-    "trainer.cli.cmd_queue",      # gpus, cancel, requeue (and train/resume --gpu/--queue)
-    "trainer.cli.cmd_estimate",   # estimate
-    "trainer.cli.cmd_export",     # export, validate, convert, pack, shared
-    "trainer.cli.cmd_samples",    # samples (grid listing, contact sheet)
+    "loradeck.trainer.cli.cmd_projects",   # init, projects, config
+    "loradeck.trainer.cli.cmd_dataset",    # import, prep, check
+    "loradeck.trainer.cli.cmd_captions",   # captions (list/set/trigger/replace/tags/metadata)
+    "loradeck.trainer.cli.cmd_caption",    # caption (BLIP)
+    "loradeck.trainer.cli.cmd_train",      # train, runs, stop, resume
+    "loradeck.trainer.cli.cmd_queue",      # gpus, cancel, requeue (and train/resume --gpu/--queue)
+    "loradeck.trainer.cli.cmd_estimate",   # estimate
+    "loradeck.trainer.cli.cmd_export",     # export, validate, convert, pack, shared
+    "loradeck.trainer.cli.cmd_samples",    # samples (grid listing, contact sheet)
 )
 
 

@@ -1,4 +1,4 @@
-"""`loradeck caption --tagger wd14`: the WD14 booru tagger beside BLIP (trainer.tagging).
+"""`loradeck caption --tagger wd14`: the WD14 booru tagger beside BLIP (loradeck.trainer.captions.wd14_tagging).
 
 The flags here are added to `loradeck caption` (trainer/cli/cmd_caption.py), which hands over to
 `run` when `--tagger wd14` is given. Thresholds, rating, underscores, exclusions and order default to
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.cli import CommandResult
-from trainer.errors import ConfigError
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.errors import ConfigError
 
 TAGGERS = ("blip", "wd14")
 # BLIP's generation flags: (dest, the value that means "not given").
@@ -21,7 +21,7 @@ _TAGGER_ONLY = ("general_threshold", "character_threshold", "rating", "underscor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from trainer.tag_policy import ORDERS, POLICIES
+    from loradeck.trainer.captions.tag_policy import ORDERS, POLICIES
 
     p.add_argument("--tagger", choices=TAGGERS, default="blip",
                    help="blip: sentences (default); wd14: booru tags from a WD14 ONNX tagger")
@@ -62,7 +62,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def options(args: argparse.Namespace):
-    from trainer.tagging import TagOptions
+    from loradeck.trainer.captions.wd14_tagging import TagOptions
 
     exclude = [t.strip() for item in (args.exclude or []) for t in item.split(",") if t.strip()]
     return TagOptions(
@@ -75,9 +75,9 @@ def options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> CommandResult:
-    from trainer.cli.cmd_caption import StopOnSignal, _event_sink, _summary
-    from trainer.project import open_project
-    from trainer.tagging import tag_project
+    from loradeck.trainer.captions.wd14_tagging import tag_project
+    from loradeck.trainer.cli.cmd_caption import StopOnSignal, _event_sink, _summary
+    from loradeck.trainer.dataset.project import open_project
 
     project = open_project(args.name, args.root)
     opts = options(args)

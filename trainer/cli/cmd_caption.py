@@ -5,7 +5,7 @@
                           [--beams N | --sample [--top-p X] [--temperature X]] [--min-length N]
                           [--max-length N] [--prompt TEXT] [--seed N] [--device D] [--events]
 
-People get a Rich progress bar on stderr. `--events` writes the task events (trainer.events) as JSON
+People get a Rich progress bar on stderr. `--events` writes the task events (loradeck.trainer.events) as JSON
 lines on stdout instead, for the TUI, which runs this as a subprocess and never imports torch.
 Ctrl-C or SIGTERM stop after the current batch (a second one stops at once); what was captioned
 stays captioned, and running the command again carries on.
@@ -19,10 +19,10 @@ import signal
 import sys
 import threading
 
-from trainer.blip_model import DEFAULT_MODEL
-from trainer.captioning import DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, CaptionOptions
-from trainer.cli import CommandResult, caption_tagger
-from trainer.errors import ConfigError, StopRequested
+from loradeck.trainer.captions.blip_captioning import DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, CaptionOptions
+from loradeck.trainer.captions.blip_model import DEFAULT_MODEL
+from loradeck.trainer.cli import CommandResult, caption_tagger
+from loradeck.trainer.errors import ConfigError, StopRequested
 
 # The engine's defaults are the CLI's defaults (one place for each).
 _DEFAULTS = CaptionOptions()
@@ -90,8 +90,8 @@ def _options(args: argparse.Namespace) -> CaptionOptions:
 
 
 def _caption(args: argparse.Namespace) -> CommandResult:
-    from trainer.captioning import caption_project
-    from trainer.project import open_project
+    from loradeck.trainer.captions.blip_captioning import caption_project
+    from loradeck.trainer.dataset.project import open_project
 
     caption_tagger.check_flags(args)
     if args.tagger == "wd14":
@@ -172,7 +172,7 @@ class StopOnSignal:
 def _event_sink(args: argparse.Namespace):
     """`--events`: JSON lines on stdout. Otherwise: a Rich progress bar and warnings on stderr."""
     if args.events:
-        from trainer.events import EventWriter, ProgressEcho
+        from loradeck.trainer.events import EventWriter, ProgressEcho
 
         writer = EventWriter(None, echo=ProgressEcho(sys.stdout))
         try:
@@ -189,10 +189,16 @@ class _RichProgress:
 
     def __enter__(self) -> "_RichProgress":
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
         from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True)
         self.escape = escape

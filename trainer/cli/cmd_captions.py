@@ -8,16 +8,16 @@
     captions export NAME [--to FILE]               metadata.jsonl (diffusers imagefolder)
     captions export NAME --format imagefolder|kohya --to DIR   images + captions for other tools
     captions import NAME FILE [--overwrite] [--dry-run]
-    captions undo NAME [--list]                    undo the last batch edit (trainer.caption_journal)
+    captions undo NAME [--list]                    undo the last batch edit (loradeck.trainer.dataset.caption_journal)
 """
 
 from __future__ import annotations
 
 import sys
 
-from trainer.cli import CommandResult
-from trainer.cli_hint import command
-from trainer.errors import LoradeckError
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.errors import LoradeckError
 
 
 def register(sub, parent) -> None:
@@ -84,7 +84,7 @@ def register(sub, parent) -> None:
 
 
 def _project(args):
-    from trainer.project import open_project
+    from loradeck.trainer.dataset.project import open_project
 
     return open_project(args.name, args.root)
 
@@ -107,7 +107,7 @@ def _edit_result(project, result, verb: str) -> CommandResult:
 def cmd_list(args) -> CommandResult:
     from dataclasses import asdict
 
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     rows = caption_ops.uncaptioned(project) if args.missing else caption_ops.list_captions(project)
@@ -123,7 +123,7 @@ def cmd_list(args) -> CommandResult:
 def cmd_set(args) -> CommandResult:
     from dataclasses import asdict
 
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     change = caption_ops.set_caption(project, args.image, args.text)
@@ -132,7 +132,8 @@ def cmd_set(args) -> CommandResult:
 
 
 def cmd_trigger(args) -> CommandResult:
-    from trainer import caption_ops, settings
+    from loradeck.trainer.config import project_settings as settings
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     word = args.word or settings.load(project.settings_file).project.trigger_word
@@ -149,7 +150,7 @@ def cmd_trigger(args) -> CommandResult:
 
 
 def cmd_replace(args) -> CommandResult:
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     result = caption_ops.replace_text(project, args.find, args.replacement, regex=args.regex,
@@ -158,7 +159,7 @@ def cmd_replace(args) -> CommandResult:
 
 
 def cmd_tags(args) -> CommandResult:
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     table = caption_ops.tag_frequency(project)
@@ -170,11 +171,11 @@ def cmd_tags(args) -> CommandResult:
 
 
 def cmd_export(args) -> CommandResult:
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     if args.format != "metadata":
-        from trainer.dataset_export import export_dataset
+        from loradeck.trainer.dataset.export import export_dataset
 
         if not args.dest:
             raise LoradeckError(f"--format {args.format} needs --to DIR (a new or empty folder)")
@@ -188,7 +189,7 @@ def cmd_export(args) -> CommandResult:
 
 
 def cmd_import(args) -> CommandResult:
-    from trainer import caption_ops
+    from loradeck.trainer.dataset import caption_ops
 
     project = _project(args)
     result = caption_ops.import_metadata(project, args.file, overwrite=args.overwrite, dry_run=args.dry_run)
@@ -204,7 +205,7 @@ def cmd_import(args) -> CommandResult:
 def cmd_undo(args) -> CommandResult:
     import time
 
-    from trainer import caption_journal
+    from loradeck.trainer.dataset import caption_journal
 
     project = _project(args)
     if args.list:

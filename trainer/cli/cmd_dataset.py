@@ -1,6 +1,6 @@
 """CLI commands: import, prep, check (see trainer/cli/__init__.py for the conventions).
 
-`import` and `prep` are long tasks. With `--events` they print task events (trainer.events:
+`import` and `prep` are long tasks. With `--events` they print task events (loradeck.trainer.events:
 task_started, progress, item_failed, task_finished) as JSON lines on stdout, for the TUI that runs
 them as subprocesses (the summary is then the `report` of task_finished, and nothing else is
 printed on stdout); otherwise a progress bar goes to stderr when it is a terminal. Ctrl-C or
@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from trainer.cli import CommandResult
+from loradeck.trainer.cli import CommandResult
 
 
 def register(sub, parent) -> None:
@@ -76,7 +76,7 @@ class TaskOutput:
         self.progress = self.bar = None
         self.started = False
         if events:
-            from trainer.events import EventWriter, ProgressEcho
+            from loradeck.trainer.events import EventWriter, ProgressEcho
 
             self.writer = EventWriter(None, echo=ProgressEcho(sys.stdout))
         elif sys.stderr.isatty():
@@ -136,7 +136,7 @@ class TaskOutput:
             self.progress.stop()
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             # The task itself failed (bad settings, disk full): tell the reader before the CLI's error line.
-            from trainer.errors import LoradeckError
+            from loradeck.trainer.errors import LoradeckError
 
             text = exc.one_line() if isinstance(exc, LoradeckError) else f"{type(exc).__name__}: {exc}"
             self.finish("failed", {"ok": False, "error": text}, text)
@@ -157,8 +157,8 @@ def _finish(args, out: TaskOutput, stopped: bool, data: dict, text: str, code: i
 
 
 def cmd_import(args) -> CommandResult | int:
-    from trainer.dataset_formats import import_sources
-    from trainer.project import open_project
+    from loradeck.trainer.dataset.formats import import_sources
+    from loradeck.trainer.dataset.project import open_project
 
     project = open_project(args.name, args.root)
     with StopFlag() as stop, TaskOutput("import", events=args.events, label="importing",
@@ -190,8 +190,8 @@ def cmd_import(args) -> CommandResult | int:
 
 
 def cmd_prep(args) -> CommandResult | int:
-    from trainer.prep import prep_project
-    from trainer.project import open_project
+    from loradeck.trainer.dataset.prep import prep_project
+    from loradeck.trainer.dataset.project import open_project
 
     project = open_project(args.name, args.root)
     with StopFlag() as stop, TaskOutput("prep", events=args.events, label="preparing",
@@ -217,13 +217,13 @@ def cmd_prep(args) -> CommandResult | int:
 
 
 def cmd_check(args) -> CommandResult:
-    from trainer import preflight
-    from trainer.project import open_project
+    from loradeck.trainer.dataset import preflight
+    from loradeck.trainer.dataset.project import open_project
 
     project = open_project(args.name, args.root)
     config = None
     if args.resolution is not None:  # 0 is refused by the config rules, not taken as "default"
-        from trainer import run_config
+        from loradeck.trainer.config import resolve as run_config
 
         config = run_config.resolve(project, {"resolution": args.resolution}).config
     report = preflight.check(project, config)

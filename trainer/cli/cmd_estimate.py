@@ -1,8 +1,8 @@
 """CLI command: `loradeck estimate PROJECT [train flags]`, and the fit check `loradeck train` runs.
 
-The estimate (trainer.vram_estimate) needs no GPU. Where NVML sees GPUs, each one's free memory is
+The estimate (loradeck.trainer.gpu.vram_estimate) needs no GPU. Where NVML sees GPUs, each one's free memory is
 compared with what nvidia-smi would show for the run, and a run that fits nowhere gets the
-cheapest knobs that make it fit (trainer.vram_estimate.fit_advice).
+cheapest knobs that make it fit (loradeck.trainer.gpu.vram_estimate.fit_advice).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer import project as projects
-from trainer import run_config
-from trainer.cli import CommandResult
-from trainer.cli.cmd_train import overrides_from, train_flags
-from trainer.config import TrainConfig
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli.cmd_train import overrides_from, train_flags
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset import project as projects
 
 
 def register(sub, parent) -> None:
@@ -33,7 +33,7 @@ def register(sub, parent) -> None:
 class FitReport:
     """An estimate against the GPUs of this machine."""
 
-    estimate: Any  # trainer.vram_estimate.Estimate
+    estimate: Any  # loradeck.trainer.gpu.vram_estimate.Estimate
     gpus: list[dict[str, Any]] = field(default_factory=list)  # index, name, free, fits
     target: list[int] = field(default_factory=list)  # the devices the run would use (first `gpus` visible)
     advice: Any = None  # vram_estimate.Advice when the target does not fit
@@ -57,7 +57,8 @@ class FitReport:
 
 def check_fit(cfg: TrainConfig, *, advise: bool = True) -> FitReport:
     """Estimate `cfg` and compare it with each visible GPU's free memory (NVML)."""
-    from trainer import gpu_monitor, vram_estimate
+    from loradeck.trainer.gpu import monitor as gpu_monitor
+    from loradeck.trainer.gpu import vram_estimate
 
     est = vram_estimate.estimate(cfg)
     gpus = []
@@ -77,8 +78,8 @@ def check_fit(cfg: TrainConfig, *, advise: bool = True) -> FitReport:
 def refuse_unless_fits(cfg: TrainConfig) -> FitReport | None:
     """ConfigError (with the knob advice) when the run's estimate exceeds its GPU's free memory.
     Does nothing, and costs no estimate, where NVML sees no GPU."""
-    from trainer import gpu_monitor
-    from trainer.errors import ConfigError
+    from loradeck.trainer.errors import ConfigError
+    from loradeck.trainer.gpu import monitor as gpu_monitor
 
     if gpu_monitor.unavailable_reason() is not None:
         return None
@@ -90,7 +91,7 @@ def refuse_unless_fits(cfg: TrainConfig) -> FitReport | None:
 
 def refusal(report: FitReport, cfg: TrainConfig) -> str:
     """The one-line reason `loradeck train` refuses a run that does not fit, with the knob advice."""
-    from trainer.vram_estimate import gib
+    from loradeck.trainer.gpu.vram_estimate import gib
 
     short = [g for g in report.gpus if g["index"] in report.target and not g["fits"]]
     where = ", ".join(f"GPU {g['index']} has {gib(g['free'])} free" for g in short)
@@ -99,7 +100,7 @@ def refusal(report: FitReport, cfg: TrainConfig) -> str:
 
 
 def advice_line(report: FitReport) -> str:
-    from trainer.vram_estimate import gib
+    from loradeck.trainer.gpu.vram_estimate import gib
 
     if report.advice is None:
         return ""
@@ -110,7 +111,7 @@ def advice_line(report: FitReport) -> str:
 
 
 def cmd_estimate(args) -> CommandResult:
-    from trainer.vram_estimate import GiB, gib
+    from loradeck.trainer.gpu.vram_estimate import GiB, gib
 
     project = projects.open_project(args.name, args.root)
     resolved = run_config.resolve(project, overrides_from(args), args.config)

@@ -10,15 +10,15 @@
     loradeck shared import NAME PROJECT [--dir DIR] [--dry-run]
 
 The shared folder (--to / --dir) defaults to the project's [export] dest (with --project, or the
-project named on the command), else the user config (trainer.user_config).
+project named on the command), else the user config (loradeck.trainer.config.user_config).
 """
 
 from __future__ import annotations
 
 import sys
 
-from trainer.cli_hint import command
-from trainer.cli import CommandResult
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli_hint import command
 
 CONFLICT_CHOICES = ("refuse", "version")
 
@@ -96,9 +96,9 @@ def _folder_options(p) -> None:
 def _shared_folder(args, folder: str | None, project_name: str | None, *, flag: str = "--dir",
                    writable: bool = False):
     """The shared folder of a pack/shared command; only `pack create` needs to write to it."""
-    from trainer import settings as settings_mod
-    from trainer.project import open_project
-    from trainer.publish import resolve_destination
+    from loradeck.trainer.config import project_settings as settings_mod
+    from loradeck.trainer.dataset.project import open_project
+    from loradeck.trainer.lora.publish import resolve_destination
 
     settings = project_dir = None
     if project_name and not folder:
@@ -110,13 +110,13 @@ def _shared_folder(args, folder: str | None, project_name: str | None, *, flag: 
 # ------------------------------------------------------------------------------------------ handlers
 
 def cmd_export(args) -> CommandResult:
-    from trainer.publish import export_run
+    from loradeck.trainer.lora.publish import export_run
 
     result = export_run(args.name, args.run, root=args.root, to=args.to, name=args.out_name,
                         on_conflict=args.on_conflict, base_model=args.base, load_check=not args.no_load_check,
                         description=args.description, checkpoint=args.checkpoint)
     chosen = None
-    if not args.run:  # say which run was meant (trainer.publish picked it)
+    if not args.run:  # say which run was meant (loradeck.trainer.lora.publish picked it)
         chosen = (f"the newest run of {args.name} with checkpoints" if args.checkpoint
                   else f"the newest run of {args.name} with a final LoRA")
         print(f"run {result.run}: {chosen}", file=sys.stderr)
@@ -130,11 +130,10 @@ def cmd_export(args) -> CommandResult:
 
 
 def cmd_validate(args) -> CommandResult:
-    from trainer.lora_validate import validate
-
     from pathlib import Path
 
-    from trainer.errors import LoradeckError
+    from loradeck.trainer.errors import LoradeckError
+    from loradeck.trainer.lora.validate import validate
 
     if not Path(args.file).is_file():
         what = "is a folder, not a LoRA file" if Path(args.file).is_dir() else "does not exist"
@@ -155,7 +154,7 @@ def cmd_validate(args) -> CommandResult:
 
 
 def cmd_convert(args) -> CommandResult:
-    from trainer.lora_convert import convert_file
+    from loradeck.trainer.lora.convert import convert_file
 
     info = convert_file(args.input, args.output, to=args.to, overwrite=args.overwrite)
     return CommandResult({"ok": True, **info},
@@ -164,8 +163,8 @@ def cmd_convert(args) -> CommandResult:
 
 
 def cmd_pack_create(args) -> CommandResult:
-    from trainer.packs import create_pack, parse_adapter_spec
-    from trainer.publish import resolve_on_conflict
+    from loradeck.trainer.lora.packs import create_pack, parse_adapter_spec
+    from loradeck.trainer.lora.publish import resolve_on_conflict
 
     dest = _shared_folder(args, args.to, args.project, flag="--to", writable=True)
     adapters = [parse_adapter_spec(s) for s in args.adapters]
@@ -176,7 +175,7 @@ def cmd_pack_create(args) -> CommandResult:
 
 
 def cmd_pack_show(args) -> CommandResult:
-    from trainer.packs import read_pack, resolve_pack
+    from loradeck.trainer.lora.packs import read_pack, resolve_pack
 
     dest = _shared_folder(args, args.dir, args.project)
     path = resolve_pack(dest.path, args.pack_name)
@@ -193,7 +192,7 @@ def _size(n: int) -> str:
 
 
 def cmd_shared_list(args) -> CommandResult:
-    from trainer.shared_folder import list_adapters, list_packs
+    from loradeck.trainer.lora.shared_folder import list_adapters, list_packs
 
     dest = _shared_folder(args, args.dir, args.project)
     adapters = list_adapters(dest.path)
@@ -213,7 +212,7 @@ def cmd_shared_list(args) -> CommandResult:
 
 
 def cmd_shared_show(args) -> CommandResult:
-    from trainer.shared_folder import describe_adapter, read_sidecar, sidecar_path
+    from loradeck.trainer.lora.shared_folder import describe_adapter, read_sidecar, sidecar_path
 
     dest = _shared_folder(args, args.dir, args.project)
     entry = describe_adapter(dest.path, args.adapter)
@@ -223,10 +222,10 @@ def cmd_shared_show(args) -> CommandResult:
 
 
 def cmd_shared_import(args) -> CommandResult:
-    from trainer import settings as settings_mod
-    from trainer.project import open_project
-    from trainer.publish import resolve_destination
-    from trainer.shared_folder import import_into_project
+    from loradeck.trainer.config import project_settings as settings_mod
+    from loradeck.trainer.dataset.project import open_project
+    from loradeck.trainer.lora.publish import resolve_destination
+    from loradeck.trainer.lora.shared_folder import import_into_project
 
     project = open_project(args.project, args.root)
     dest = resolve_destination(args.dir, settings=settings_mod.load(project.settings_file), flag="--dir",

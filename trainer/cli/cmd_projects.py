@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from trainer import project as projects
-from trainer import settings
-from trainer.cli import CommandResult
-from trainer.cli_hint import command
-from trainer.errors import ProjectError
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset import project as projects
+from loradeck.trainer.errors import ProjectError
 
 
 def register(sub, parent) -> None:
@@ -39,7 +39,7 @@ def register(sub, parent) -> None:
 
 
 def cmd_init(args) -> CommandResult:
-    from trainer.run_config import absolute_model
+    from loradeck.trainer.config.resolve import absolute_model
 
     # A local model path given relative is stored absolute: it names the same model from anywhere.
     base_model = absolute_model(args.base_model) if args.base_model else None
@@ -72,7 +72,7 @@ def cmd_projects(args) -> CommandResult:
 
 
 def cmd_delete(args) -> CommandResult:
-    from trainer import live_runs
+    from loradeck.trainer.runs import live as live_runs
 
     project = projects.Project(projects.check_root(projects.resolve_root(args.root)),
                                projects.validate_name(args.name))
@@ -99,7 +99,7 @@ def cmd_delete(args) -> CommandResult:
 
 def _refused(e, project) -> CommandResult:
     """A delete refused for live runs: one error line, and under --json the runs and stop commands."""
-    from trainer.live_runs import stop_command
+    from loradeck.trainer.runs.live import stop_command
 
     line = e.one_line()
     print(f"error: {line}", file=sys.stderr)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from trainer import gpu_processes, run_queue, runs
-from trainer import project as projects
-from trainer.cli import CommandResult
-from trainer.cli_hint import command
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset import project as projects
+from loradeck.trainer.gpu import processes as gpu_processes
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import queue as run_queue
 
 
 def register(sub, parent) -> None:

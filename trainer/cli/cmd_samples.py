@@ -3,14 +3,14 @@
 Lists a run's sample images by step and prompt, with the LoRA kept for each step (a checkpoint, the
 final LoRA, or none), and with --sheet writes a labelled contact sheet PNG (steps × prompts) into the
 run folder: the way to compare checkpoints on a terminal that cannot show images. The engine is
-trainer.sample_grid; export the chosen step with `loradeck export NAME RUN --checkpoint STEP`.
+loradeck.trainer.runs.sample_grid; export the chosen step with `loradeck export NAME RUN --checkpoint STEP`.
 """
 
 from __future__ import annotations
 
-from trainer.cli_hint import command
-from trainer.cli import CommandResult
-from trainer.errors import LoradeckError
+from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.errors import LoradeckError
 
 
 def register(sub, parent) -> None:
@@ -24,8 +24,9 @@ def register(sub, parent) -> None:
 
 
 def cmd_samples(args) -> CommandResult:
-    from trainer import runs, sample_grid
-    from trainer.project import open_project
+    from loradeck.trainer.dataset.project import open_project
+    from loradeck.trainer.runs import lifecycle as runs
+    from loradeck.trainer.runs import sample_grid
 
     project = open_project(args.name, args.root)
     files = runs.find_run(project, args.run) if args.run else runs.latest_run(project)

@@ -1,27 +1,29 @@
 """CLI commands: train, runs, stop, resume (see trainer/cli/__init__.py for the conventions).
 
-`train` flags are derived from trainer.config.TrainConfig in one place (`train_flags`): each field
+`train` flags are derived from loradeck.trainer.config.train_config.TrainConfig in one place (`train_flags`): each field
 gets `--field-name` unless FLAG_NAMES gives it a shorter documented name, with its type, choices
-and help text (trainer.run_config.FIELD_HELP) taken from the schema.
+and help text (loradeck.trainer.config.resolve.FIELD_HELP) taken from the schema.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import signal
 import sys
 import time
 from dataclasses import fields
 from typing import Any
 
-from trainer import config as train_config
-from trainer import project as projects
-from trainer import gpu_processes, run_choice, run_config, runs
-from trainer.cli import CommandResult, cmd_queue
-from trainer.cli_hint import command
-from trainer.config import TrainConfig
-from trainer.errors import LoradeckError
+from loradeck.trainer.cli import CommandResult, cmd_queue
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config import train_config
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset import project as projects
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import processes as gpu_processes
+from loradeck.trainer.runs import choice as run_choice
+from loradeck.trainer.runs import lifecycle as runs
 
 # TrainConfig field -> its command-line flag, where the flag is not simply --field-name.
 FLAG_NAMES = {
@@ -72,7 +74,7 @@ def _metavar(name: str) -> str:
     return "|".join(choices) if choices else name.split("_")[-1].upper()
 
 
-# Slurm flag -> [slurm] key (trainer.slurm_settings); a flag not given leaves the key to the config files.
+# Slurm flag -> [slurm] key (loradeck.trainer.slurm.settings); a flag not given leaves the key to the config files.
 SLURM_FLAGS = {"--partition": ("partition", str), "--account": ("account", str), "--qos": ("qos", str),
                "--gres": ("gres", str), "--cpus": ("cpus", int), "--mem": ("mem", str),
                "--time-limit": ("time_limit", str), "--max-resubmits": ("max_resubmits", int)}
@@ -89,7 +91,7 @@ def slurm_flags(parser: argparse.ArgumentParser) -> None:
 
 def slurm_settings_from(args: argparse.Namespace, project) -> Any:
     """The [slurm] settings for this submission: user config < project.toml < flags."""
-    from trainer import slurm_settings
+    from loradeck.trainer.slurm import settings as slurm_settings
 
     flags = {key: getattr(args, f"slurm_{key}") for key, _ in SLURM_FLAGS.values()
              if getattr(args, f"slurm_{key}", None) is not None}
@@ -154,7 +156,7 @@ def cmd_train(args) -> CommandResult:
     resolved = run_config.resolve(project, overrides_from(args), args.config)
     if not getattr(args, "force", False) and not args.queue and not args.slurm and args.gpu is None:
         # (--gpu picks and checks the GPU against the same estimate; a queued run waits instead)
-        from trainer.cli.cmd_estimate import refuse_unless_fits
+        from loradeck.trainer.cli.cmd_estimate import refuse_unless_fits
 
         refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
     gpu = gpu_processes.parse_gpu(args.gpu)
@@ -204,7 +206,7 @@ def cmd_resume(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files, why = run_choice.choose_run(project, args.run, "resume")
     run_choice.says_which(files, why)
-    from trainer import slurm
+    from loradeck.trainer.slurm import batch as slurm
 
     if slurm.read_record(files) is not None:
         result = _submitted(project, files, None, resumed=True, job_id=runs.resume(files))
@@ -230,7 +232,7 @@ def cmd_stop(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files, why = run_choice.choose_run(project, args.run, "stop")
     run_choice.says_which(files, why)
-    from trainer import slurm
+    from loradeck.trainer.slurm import batch as slurm
 
     if runs.run_state(files) == "queued" and slurm.read_record(files) is None:
         args.run = files.run_id

@@ -17,8 +17,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from trainer.captioning import default_caption_model, project_caption_model
-from tui.keys import bind
+from loradeck.trainer.captions.blip_captioning import default_caption_model, project_caption_model
+from loradeck.tui.keys import bind
 
 
 @dataclass

@@ -26,14 +26,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 from textual.widgets.text_area import EditHistory
 
-from trainer import caption_store
-from trainer.caption_store import CaptionConflict, Signature
-from trainer.dataset_view import DatasetEntry
-from trainer.project import Project
-from tui.keys import bind
-from tui.quiet import no_blinking
-from tui.widgets.image_preview import ImagePreview
-from tui.worker_errors import ShowsWorkerErrors
+from loradeck.trainer.dataset import caption_store
+from loradeck.trainer.dataset.caption_store import CaptionConflict, Signature
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.dataset.view import DatasetEntry
+from loradeck.tui.keys import bind
+from loradeck.tui.quiet import no_blinking
+from loradeck.tui.widgets.image_preview import ImagePreview
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 AUTOSAVE_DELAY = 0.6  # seconds of quiet typing before the caption is written
 DISK_SETTLE = 0.25    # seconds without file events before an outside change is looked at
@@ -102,7 +102,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         yield Footer(compact=True)  # fits 80 columns with the palette hint (see tui/keys.py)
 
     def on_mount(self) -> None:
-        from trainer import settings as settings_mod
+        from loradeck.trainer.config import project_settings as settings_mod
 
         s = settings_mod.load(self.project.settings_file)
         self.ext, self.trigger = s.caption_extension, s.project.trigger_word
@@ -299,7 +299,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     def _ask_conflict(self) -> None:
         if self.conflict_open:
             return
-        from tui.screens.conflict import ConflictScreen
+        from loradeck.tui.screens.conflict import ConflictScreen
 
         self.conflict_open = True
 
@@ -352,7 +352,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         if not self.trigger:
             self.notify("this project has no trigger word (set [project] trigger_word)", severity="warning")
             return
-        from trainer.caption_ops import with_trigger
+        from loradeck.trainer.dataset.caption_ops import with_trigger
 
         area = self.area
         new = with_trigger(area.text.strip(), self.trigger)
@@ -370,7 +370,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
 
     @work(thread=True, exclusive=True, group="tag-frequency", exit_on_error=False, description="tag frequencies")
     def _load_frequencies(self) -> None:
-        from trainer.caption_ops import tag_frequency
+        from loradeck.trainer.dataset.caption_ops import tag_frequency
 
         frequencies = tag_frequency(self.project)
         self.app.call_from_thread(self._show_frequencies, frequencies)
@@ -385,7 +385,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     def action_find_replace(self) -> None:
         if not self.save():
             return
-        from tui.screens.find_replace import FindReplaceScreen
+        from loradeck.tui.screens.find_replace import FindReplaceScreen
 
         def closed(changed: int | None) -> None:
             if changed:

@@ -11,19 +11,19 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from trainer.caption_store import read_caption, split_tags
-from trainer.dataset_view import CAPTIONED, DatasetEntry, DatasetListing, list_dataset, load_captions
-from trainer.errors import LoradeckError
-from trainer.project import Project
-from tui.form_hints import caption_hint
-from tui.keys import bind
-from tui.messages import TaskDone, TaskEvent
-from tui.quiet import no_blinking
-from tui.task_process import TaskProcess, run_task, task_argv
-from tui.widgets.image_list import ImageList
-from tui.widgets.image_preview import ImagePreview
-from tui.widgets.task_bar import TaskBar
-from tui.worker_errors import ShowsWorkerErrors
+from loradeck.trainer.dataset.caption_store import read_caption, split_tags
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.dataset.view import CAPTIONED, DatasetEntry, DatasetListing, list_dataset, load_captions
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.form_hints import caption_hint
+from loradeck.tui.keys import bind
+from loradeck.tui.messages import TaskDone, TaskEvent
+from loradeck.tui.quiet import no_blinking
+from loradeck.tui.task_process import TaskProcess, run_task, task_argv
+from loradeck.tui.widgets.image_list import ImageList
+from loradeck.tui.widgets.image_preview import ImagePreview
+from loradeck.tui.widgets.task_bar import TaskBar
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 TASK_TITLES = {"prep": "Prep", "caption": "Captioning"}
 LIVE_RELOAD_SECONDS = 1.0
@@ -31,7 +31,7 @@ LIVE_RELOAD_SECONDS = 1.0
 
 def caption_args(settings, choice=None) -> list[str]:
     """Extra `loradeck caption` arguments for a project: the model chosen in the caption dialog
-    (a tui.screens.caption_dialog.CaptionChoice; else the engine reads project.toml) and the trigger
+    (a loradeck.tui.screens.caption_dialog.CaptionChoice; else the engine reads project.toml) and the trigger
     word as an (idempotent) prefix."""
     args = []
     if choice is not None and choice.model:
@@ -47,7 +47,7 @@ SYNTHETIC_TAGGER_MODEL = "synthetic:wd14-tiny"
 def tagger_args(settings) -> list[str]:
     """`loradeck caption` arguments for WD14 tags: thresholds and the rest come from [tagger]; a
     synthetic project that kept the default tagger gets the offline tiny one."""
-    from trainer.settings import TaggerSection
+    from loradeck.trainer.config.project_settings import TaggerSection
 
     args = ["--tagger", "wd14"]
     if settings.project.base_model.startswith("synthetic:") and settings.tagger.model == TaggerSection().model:
@@ -156,7 +156,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="dataset-list", exit_on_error=False, description="reading dataset")
     def _reload_worker(self) -> None:
-        from trainer import settings as settings_mod
+        from loradeck.trainer.config import project_settings as settings_mod
 
         self._listing_failed = True
         settings = settings_mod.load(self.project.settings_file)
@@ -223,7 +223,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if self.task_name is None:
             self.app.pop_screen()
             return
-        from tui.screens.confirm import ConfirmScreen
+        from loradeck.tui.screens.confirm import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -267,7 +267,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if image_list.current is None:
             self.notify("no image selected", severity="warning")
             return
-        from tui.screens.caption_editor import CaptionEditorScreen
+        from loradeck.tui.screens.caption_editor import CaptionEditorScreen
 
         def closed(last_name: str | None) -> None:
             self.captions = None
@@ -287,13 +287,13 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     # dataset work
     def action_import_folder(self) -> None:
-        from tui.screens.import_files import ImportScreen
+        from loradeck.tui.screens.import_files import ImportScreen
 
         self.app.push_screen(ImportScreen(self.project), lambda _: self.reload())
 
     def action_prep(self) -> None:
         """Ask the resolution (default the project's [prep] resolution), then prep at it."""
-        from tui.screens.prep_dialog import PrepDialog
+        from loradeck.tui.screens.prep_dialog import PrepDialog
 
         def chosen(resolution: int | None) -> None:
             if resolution is not None:
@@ -307,8 +307,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if self.task_name is not None:
             self._start_task("caption", [])  # says what is running
             return
-        from tui.screens.caption_choice import CaptionChoiceScreen
-        from tui.screens.caption_dialog import CaptionDialog
+        from loradeck.tui.screens.caption_choice import CaptionChoiceScreen
+        from loradeck.tui.screens.caption_dialog import CaptionDialog
 
         def model_chosen(choice) -> None:
             if choice is None or self.settings is None:
@@ -327,8 +327,8 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self.app.push_screen(CaptionChoiceScreen(), captioner_chosen)
     def _remember_caption_model(self, model: str) -> None:
         """Save the chosen model as project.toml [caption] model (removed when it is the default)."""
-        from trainer import settings as settings_mod
-        from trainer.captioning import default_caption_model
+        from loradeck.trainer.captions.blip_captioning import default_caption_model
+        from loradeck.trainer.config import project_settings as settings_mod
 
         value = None if model == default_caption_model(self.settings) else model
         if (value or "") == self.settings.caption.model:
@@ -414,12 +414,12 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             f"{TASK_TITLES.get(self.task_name, '')}: stopping after the current item …")
 
     def action_preflight(self) -> None:
-        from tui.screens.preflight import PreflightScreen
+        from loradeck.tui.screens.preflight import PreflightScreen
 
         self.app.push_screen(PreflightScreen(self.project))
 
     def action_find_replace(self) -> None:
-        from tui.screens.find_replace import FindReplaceScreen
+        from loradeck.tui.screens.find_replace import FindReplaceScreen
 
         def closed(changed: int | None) -> None:
             if changed:
@@ -429,7 +429,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         self.app.push_screen(FindReplaceScreen(self.project), closed)
 
     def action_undo_batch(self) -> None:
-        """Ctrl+Z: undo the last batch caption edit (trainer.caption_journal), one level per press."""
+        """Ctrl+Z: undo the last batch caption edit (loradeck.trainer.dataset.caption_journal), one level per press."""
         if self.task_name is not None:
             self.notify(f"{TASK_TITLES[self.task_name]} is running: undo once it has finished",
                         severity="warning")
@@ -438,7 +438,7 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="dataset-undo", exit_on_error=False, description="undo batch")
     def _undo_worker(self) -> None:
-        from trainer.caption_journal import undo_last
+        from loradeck.trainer.dataset.caption_journal import undo_last
 
         result = undo_last(self.project)  # "nothing to undo" arrives in the error modal
         self.app.call_from_thread(self._undone, result)

@@ -20,10 +20,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
-from trainer.errors import LoradeckError
-from tui.keys import bind
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.keys import bind
 
-# How the engine's hints name these fields (trainer.publish.CLI_WORDING has the CLI's names).
+# How the engine's hints name these fields (loradeck.trainer.lora.publish.CLI_WORDING has the CLI's names).
 DIALOG_WORDING = {"name": "Name", "version": "\"If the name exists: new version\""}
 ON_CONFLICT_CHOICES = [("refuse: keep the existing file", "refuse"),
                        ("new version: NAME-v2, -v3 …", "version")]
@@ -39,8 +39,8 @@ class ExportChoice:
 
 def choice_problem(choice: ExportChoice) -> str | None:
     """What stops `choice` from being exported, in the dialog's words, or None."""
-    from trainer.publish import check_name
-    from trainer.shared_folder import adapter_path
+    from loradeck.trainer.lora.publish import check_name
+    from loradeck.trainer.lora.shared_folder import adapter_path
 
     if not choice.folder:
         return "type the folder to export to"

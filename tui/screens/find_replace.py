@@ -1,6 +1,6 @@
 """Batch find / replace over every caption of a project, with a preview of each change first.
 
-The preview is the engine's dry run (trainer.caption_ops.replace_text(dry_run=True)); Apply is only
+The preview is the engine's dry run (loradeck.trainer.dataset.caption_ops.replace_text(dry_run=True)); Apply is only
 enabled once a preview is shown for the current inputs, and the engine re-checks every file's
 signature while writing, so a caption edited meanwhile is skipped and reported, never clobbered.
 """
@@ -15,13 +15,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Static
 
-from trainer.caption_ops import compile_pattern
-from trainer.errors import LoradeckError
-from trainer.project import Project
-from tui.quiet import no_blinking
-from tui.widgets.tick_box import TickBox
-from tui.worker_errors import ShowsWorkerErrors
-
+from loradeck.trainer.dataset.caption_ops import compile_pattern
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.quiet import no_blinking
+from loradeck.tui.widgets.tick_box import TickBox
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 CONTEXT = 16  # characters shown before the first change
 READY = "Enter previews every change; then Apply (ctrl+a)."
@@ -142,7 +141,7 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     @work(thread=True, exclusive=True, group="replace", exit_on_error=False, description="find/replace")
     def _run(self, inputs: tuple, dry_run: bool) -> None:
-        from trainer.caption_ops import replace_text
+        from loradeck.trainer.dataset.caption_ops import replace_text
 
         find, replacement, regex, ignore_case = inputs
         try:

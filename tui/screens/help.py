@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
 
-from tui.keys import DEFAULTS, keymap_path
+from loradeck.tui.keys import DEFAULTS, keymap_path
 
 INTRO = ("loradeck: train SD 1.x LoRA adapters. Projects → dataset (import, prep, captions) → train → "
          "monitor. Ctrl+P opens the command palette. Remap keys in {path} ([keys] id = \"key\").")

@@ -16,10 +16,10 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
 
-from trainer.project import Project
-from tui.messages import ImportDone, ImportProgress
-from tui.quiet import no_blinking
-from tui.worker_errors import ShowsWorkerErrors
+from loradeck.trainer.dataset.project import Project
+from loradeck.tui.messages import ImportDone, ImportProgress
+from loradeck.tui.quiet import no_blinking
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 
 class PathSuggester(Suggester):
@@ -124,7 +124,7 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     @work(thread=True, exclusive=True, group="import", exit_on_error=False, description="import")
     def _import(self, path: Path) -> None:
-        from trainer.dataset_formats import import_sources
+        from loradeck.trainer.dataset.formats import import_sources
 
         def progress(done, total, name, problem=None):
             self.post_message(ImportProgress(done, total, name))

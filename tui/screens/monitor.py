@@ -7,7 +7,6 @@ time (re-attach) and then its live tail. Closing the monitor never touches the r
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from rich.text import Text
@@ -17,19 +16,18 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Static
 
-from trainer.cli_hint import command
-from trainer.errors import LoradeckError
-from trainer.launch_failure import describe_lines
-from trainer.project import Project
-from trainer.run_files import RunFiles
-
-from tui import run_actions
-from tui.form_hints import form_hint
-from tui.run_keys import bind
-from tui.run_watch import RunUpdated, RunView, RunWatcher
-from tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
-from tui.widgets.gpu_table import GpuTable
-from tui.worker_errors import ShowsWorkerErrors, show_error
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.launch_failure import describe_lines
+from loradeck.tui import run_actions
+from loradeck.tui.form_hints import form_hint
+from loradeck.tui.run_keys import bind
+from loradeck.tui.run_watch import RunUpdated, RunView, RunWatcher
+from loradeck.tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
+from loradeck.tui.widgets.gpu_table import GpuTable
+from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
 STATE_STYLE = {
     "queued": "bold yellow", "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
@@ -174,7 +172,7 @@ def finished_line(view: RunView) -> str:
         return "the trainer process is gone without finishing (crashed): press r to resume from its last state"
     if view.state == "failed" and view.finished_status != "failed" and \
             not any(alert.level == "error" for alert in view.alerts):
-        # Failed without saying so: it died at start-up (trainer.launch_failure); resume cannot help.
+        # Failed without saying so: it died at start-up (loradeck.trainer.runs.launch_failure); resume cannot help.
         return f"failed: {describe_lines(view.log_tail)}. Fix that, then start a new run"
     if view.state in ("stopped", "failed"):
         return f"{view.state}: press r to resume from the last saved state"
@@ -238,7 +236,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
                 yield VramChart(id="vram-chart")
                 yield GpuTable(self._run_pid, id="gpu-table")
             with Vertical(id="side", classes="hidden"):
-                from tui.widgets.image_preview import ImagePreview
+                from loradeck.tui.widgets.image_preview import ImagePreview
 
                 yield Static("latest sample", id="sample-caption", markup=False)
                 yield ImagePreview(getattr(self.app, "preview_mode", "halfblock"), id="sample")
@@ -272,7 +270,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
     def _run_pid(self) -> int | None:
         """The run's launched process (its group and ranks are marked in the GPU table); called from
         the table's worker, possibly before on_mount has found the run."""
-        from trainer import runs
+        from loradeck.trainer.runs import lifecycle as runs
 
         try:
             files = self.files or run_actions.find_run(self.project, self.run_id)
@@ -343,7 +341,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         if view.sample_prompt:
             caption += f": {view.sample_prompt}"
         self.query_one("#sample-caption", Static).update(caption)
-        from tui.widgets.image_preview import ImagePreview
+        from loradeck.tui.widgets.image_preview import ImagePreview
 
         self.query_one(ImagePreview).show(path)
 
@@ -359,7 +357,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         order; back at the newest, the panel follows new samples again."""
         if self.files is None:
             return
-        from trainer.sample_grid import collect
+        from loradeck.trainer.runs.sample_grid import collect
 
         grid = collect(self.files.dir)
         ordered = sorted(grid.cells.items())  # ((step, prompt index), path), oldest first
@@ -381,12 +379,12 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         caption = (f"sample {where} @ step {step}" + (" ([ ] browse)" if back else "")
                    + (f": {prompt}" if prompt else ""))
         self.query_one("#sample-caption", Static).update(caption)
-        from tui.widgets.image_preview import ImagePreview
+        from loradeck.tui.widgets.image_preview import ImagePreview
 
         self.query_one(ImagePreview).show(path)
 
     def action_samples(self) -> None:
-        from tui.screens.sample_grid import SampleGridScreen
+        from loradeck.tui.screens.sample_grid import SampleGridScreen
 
         self.app.push_screen(SampleGridScreen(self.project, self.run_id))
 
@@ -413,7 +411,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         if self.view is not None and not self.view.is_live and self.view.state != "queued":
             self.notify(f"{self.run_id} is not running ({self.view.state})")
             return
-        from tui.screens.confirm import ConfirmScreen
+        from loradeck.tui.screens.confirm import ConfirmScreen
 
         if self.stopping is not None:
             def force(yes: bool | None) -> None:
@@ -450,7 +448,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self._run_engine("resume")
 
     def action_runs(self) -> None:
-        from tui.screens.runs import RunsScreen
+        from loradeck.tui.screens.runs import RunsScreen
 
         self.app.push_screen(RunsScreen(self.project))
 
@@ -462,7 +460,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
 
     def _engine_failed(self, what: str, error: BaseException) -> None:
         if what == "stop" and self.files is not None:
-            from trainer import runs
+            from loradeck.trainer.runs import lifecycle as runs
 
             if runs.run_state(self.files) not in runs.ACTIVE:
                 return  # it stopped after all (a force-stop overtook this one)

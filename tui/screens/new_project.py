@@ -11,10 +11,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from trainer.errors import LoradeckError
-from trainer.project import create_project
-from trainer.settings import ProjectSection
-from tui.quiet import no_blinking
+from loradeck.trainer.config.project_settings import ProjectSection
+from loradeck.trainer.dataset.project import create_project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.quiet import no_blinking
 
 
 class NewProjectScreen(ModalScreen[str | None]):

@@ -1,4 +1,4 @@
-"""The preflight report of a project (trainer.preflight): what would go wrong in a run."""
+"""The preflight report of a project (loradeck.trainer.dataset.preflight): what would go wrong in a run."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import LoadingIndicator, Static
 
-from trainer.project import Project
-from tui.worker_errors import ShowsWorkerErrors
+from loradeck.trainer.dataset.project import Project
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 _STYLE = {"error": "bold red", "warning": "yellow", "ok": "bold green"}
 
 
 def report_text(report: dict) -> Text:
     """The engine's rendering of the report, with errors and warnings coloured."""
-    from trainer.preflight import render
+    from loradeck.trainer.dataset.preflight import render
 
     text = Text()
     for line in render(report).splitlines():
@@ -48,7 +48,7 @@ class PreflightScreen(ShowsWorkerErrors, ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False, description="preflight")
     def _check(self) -> None:
-        from trainer.preflight import check
+        from loradeck.trainer.dataset.preflight import check
 
         try:
             report = check(self.project)

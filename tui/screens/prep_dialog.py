@@ -1,7 +1,7 @@
 """The prep dialog (p on the dataset screen): the resolution to prepare the dataset at.
 
 It starts at the project's [prep] resolution; the one chosen becomes the new [prep] resolution once
-the prep runs (trainer.prep remembers it, as `loradeck prep --resolution N` does), so the train
+the prep runs (loradeck.trainer.dataset.prep remembers it, as `loradeck prep --resolution N` does), so the train
 form's default resolution and `loradeck check` agree with the dataset.
 """
 
@@ -14,13 +14,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from trainer.errors import LoradeckError
-from trainer.project import Project
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
 
 
 def default_resolution(project: Project) -> int:
     """The project's [prep] resolution (512 when project.toml cannot be read: prep reports why)."""
-    from trainer import settings
+    from loradeck.trainer.config import project_settings as settings
 
     try:
         return settings.load(project.settings_file).prep.resolution
@@ -29,8 +29,8 @@ def default_resolution(project: Project) -> int:
 
 
 def check_resolution(project: Project, text: str) -> tuple[int | None, str]:
-    """(the resolution, "") or (None, why not), by prep's own rule (trainer.prep.load_settings)."""
-    from trainer import prep
+    """(the resolution, "") or (None, why not), by prep's own rule (loradeck.trainer.dataset.prep.load_settings)."""
+    from loradeck.trainer.dataset import prep
 
     try:
         value = int(text.strip())

@@ -10,10 +10,10 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from trainer.errors import LoradeckError
-from trainer.project import Project, delete_project, list_damaged, list_projects, repair_project
-from tui.keys import bind
-from tui.worker_errors import ShowsWorkerErrors
+from loradeck.trainer.dataset.project import Project, delete_project, list_damaged, list_projects, repair_project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui.keys import bind
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 EMPTY_HINT = "No projects yet. Press n to create one (or run `loradeck demo` for a ready-made one)."
 
@@ -64,7 +64,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="projects-list", exit_on_error=False,
           description="reading projects")
     def _refresh_worker(self) -> None:
-        from trainer.project_summary import summarize
+        from loradeck.trainer.dataset.summary import summarize
 
         try:
             projects = sorted(list_projects(self.root) + list_damaged(self.root), key=lambda p: p.name.lower())
@@ -142,7 +142,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
             self.app.open_dataset(project)
 
     def _offer_repair(self, project: Project) -> None:
-        from tui.screens.damaged_project import DamagedProjectScreen
+        from loradeck.tui.screens.damaged_project import DamagedProjectScreen
 
         def chosen(choice: str | None) -> None:
             if choice == "repair":
@@ -160,7 +160,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         self.app.call_from_thread(self.refresh_projects, project.name)
 
     def action_new(self) -> None:
-        from tui.screens.new_project import NewProjectScreen
+        from loradeck.tui.screens.new_project import NewProjectScreen
 
         def created(name: str | None) -> None:
             if name:
@@ -172,7 +172,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     def action_import_folder(self) -> None:
         project = self._usable()
         if project:
-            from tui.screens.import_files import ImportScreen
+            from loradeck.tui.screens.import_files import ImportScreen
 
             self.app.push_screen(ImportScreen(project), lambda _: self.refresh_projects())
 
@@ -188,7 +188,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
 
     def _ask_stop_or_delete(self, project: Project) -> None:
         """(worker thread) The next question: stop its live runs, or delete it."""
-        from trainer.live_runs import live_runs
+        from loradeck.trainer.runs.live import live_runs
 
         live = live_runs(project)
         if live:
@@ -198,7 +198,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
 
     def _offer_stop(self, project: Project, live: list) -> None:
         """A project with live runs is not deleted: name them and offer to stop them first."""
-        from tui.screens.confirm import ConfirmScreen
+        from loradeck.tui.screens.confirm import ConfirmScreen
 
         names = "\n".join(f"  {r.describe()}" for r in live)
         question = (f"Project {project.name!r} cannot be deleted: {len(live)} run(s) still live:\n{names}\n\n"
@@ -214,8 +214,8 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="projects-delete", exit_on_error=False,
           description="stopping runs")
     def _stop_then_confirm(self, project: Project, live: list) -> None:
-        from trainer import runs
-        from trainer.live_runs import TERMINAL
+        from loradeck.trainer.runs import lifecycle as runs
+        from loradeck.trainer.runs.live import TERMINAL
 
         for run in live:
             self.app.call_from_thread(self.notify, f"stopping run {run.run_id}…")
@@ -226,7 +226,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         self._ask_stop_or_delete(project)
 
     def _confirm_delete(self, project: Project) -> None:
-        from tui.screens.confirm import ConfirmScreen
+        from loradeck.tui.screens.confirm import ConfirmScreen
 
         s = self.summaries.get(project.name, {})
         question = (f"Delete project {project.name!r}?\n\nThis removes {project.path} with its "

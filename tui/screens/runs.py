@@ -6,7 +6,6 @@ run that finishes or crashes while the screen is open changes state in place.
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 
@@ -17,18 +16,17 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from trainer.cli_hint import command
-from trainer.errors import LoradeckError
-from trainer.launch_failure import NEVER_STARTED
-from trainer.project import Project
-from trainer.runs import RunInfo
-
-from tui import run_actions
-from tui.form_hints import form_hint
-from tui.run_keys import bind
-from tui.screens.export_dialog import ExportChoice, ExportScreen  # noqa: F401 (ExportScreen: tests import it here)
-from tui.screens.monitor import visible
-from tui.worker_errors import ShowsWorkerErrors, show_error
+from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs.launch_failure import NEVER_STARTED
+from loradeck.trainer.runs.lifecycle import RunInfo
+from loradeck.tui import run_actions
+from loradeck.tui.form_hints import form_hint
+from loradeck.tui.run_keys import bind
+from loradeck.tui.screens.export_dialog import ExportChoice, ExportScreen  # noqa: F401 (ExportScreen: tests import it here)
+from loradeck.tui.screens.monitor import visible
+from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
 REFRESH_SECONDS = 2.0
 STATE_STYLE = {
@@ -208,7 +206,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         why = f" ({row.message})" if row.message else ""
         state = row.state
         if row.run_id in self.stopping and row.state in LIVE:
-            from tui.screens.monitor import stopping_text
+            from loradeck.tui.screens.monitor import stopping_text
 
             state, hint = stopping_text(self.stopping[row.run_id]), "s again: force-stop  m/enter: monitor"
         self.query_one("#runs-detail", Static).update(f"{row.run_id}: {state}{why}. {hint}")
@@ -221,7 +219,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     def action_open_monitor(self) -> None:
         row = self.selected()
         if row is not None:
-            from tui.screens.monitor import MonitorScreen
+            from loradeck.tui.screens.monitor import MonitorScreen
 
             self.app.push_screen(MonitorScreen(self.project, row.run_id))
 
@@ -232,7 +230,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         if row.state not in LIVE and row.state != "queued":
             self.notify(f"{row.run_id} is not running ({row.state})")
             return
-        from tui.screens.confirm import ConfirmScreen
+        from loradeck.tui.screens.confirm import ConfirmScreen
 
         if row.run_id in self.stopping:
             def force(yes: bool | None) -> None:
@@ -295,12 +293,12 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     def action_samples(self) -> None:
         row = self.selected()
         if row is not None:
-            from tui.screens.sample_grid import SampleGridScreen
+            from loradeck.tui.screens.sample_grid import SampleGridScreen
 
             self.app.push_screen(SampleGridScreen(self.project, row.run_id))
 
     def action_train(self) -> None:
-        from tui.screens.train_form import TrainFormScreen
+        from loradeck.tui.screens.train_form import TrainFormScreen
 
         self.app.push_screen(TrainFormScreen(self.project))
 
@@ -315,7 +313,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
 
     def _engine_failed(self, what: str, row: RunInfo, error: BaseException) -> None:
         if what in ("stop", "force_stop"):
-            from trainer import runs
+            from loradeck.trainer.runs import lifecycle as runs
 
             if runs.run_state(row.files) not in runs.ACTIVE:
                 self.refresh_runs()

@@ -1,10 +1,10 @@
 """The samples grid: a run's sample images by step (rows) and prompt (columns), to pick the best checkpoint.
 
-The grid is trainer.sample_grid's (read in a worker). Arrow keys move over it; the cell under the
+The grid is loradeck.trainer.runs.sample_grid's (read in a worker). Arrow keys move over it; the cell under the
 cursor is previewed on the left. `c` pins the current step: its sample of the same prompt stays on
 the right, so two steps are compared side by side while the cursor moves. `e` exports the LoRA of
 the selected step through the runs screen's export dialog and the engine's `--checkpoint` path
-(trainer.publish); `s` writes the contact sheet PNG into the run folder.
+(loradeck.trainer.lora.publish); `s` writes the contact sheet PNG into the run folder.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from trainer.project import Project
-from trainer.sample_grid import SampleGrid
-
-from tui import run_actions
-from tui.run_keys import bind
-from tui.widgets.image_preview import ImagePreview
-from tui.worker_errors import ShowsWorkerErrors, show_error
+from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.runs.sample_grid import SampleGrid
+from loradeck.tui import run_actions
+from loradeck.tui.run_keys import bind
+from loradeck.tui.widgets.image_preview import ImagePreview
+from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
 FIXED_COLUMNS = 2  # step, LoRA; then one column per prompt
 
@@ -79,7 +78,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="sample-grid", exit_on_error=False, description="read samples")
     def load(self) -> None:
-        from trainer.sample_grid import collect
+        from loradeck.trainer.runs.sample_grid import collect
 
         files = run_actions.find_run(self.project, self.run_id)
         grid = collect(files.dir) if files is not None else None
@@ -169,7 +168,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
             self.notify(f"no LoRA of step {step} was kept" + (f"; steps with one: {', '.join(map(str, kept))}"
                                                                  if kept else ""), severity="warning")
             return
-        from tui.screens.runs import ExportScreen
+        from loradeck.tui.screens.runs import ExportScreen
 
         dest, on_conflict = run_actions.export_defaults(self.project)
         run_dir = self.run_dir
@@ -186,7 +185,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, group="sample-export", exit_on_error=False, description="export a step")
     def _export(self, run_dir: Path, choice) -> None:
-        from trainer.run_files import RunFiles
+        from loradeck.trainer.runs.files import RunFiles
 
         try:
             result = run_actions.export(self.project, RunFiles(run_dir), choice)
@@ -203,7 +202,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, group="sample-sheet", exit_on_error=False, description="contact sheet")
     def _sheet(self, grid: SampleGrid) -> None:
-        from trainer.sample_grid import write_contact_sheet
+        from loradeck.trainer.runs.sample_grid import write_contact_sheet
 
         path = write_contact_sheet(grid)
         self.app.call_from_thread(self.notify, f"contact sheet written: {path}")

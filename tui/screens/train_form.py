@@ -1,8 +1,8 @@
 """The train screen: a form for a run's config, with memory presets, inline validation, the number
 of steps the run will take, and launch (a detached run, then its monitor).
 
-The form starts from the project's resolved defaults (trainer.run_config) and validates through
-trainer.config on every change, showing each problem under its field. Launch hands the form's
+The form starts from the project's resolved defaults (loradeck.trainer.config.resolve) and validates through
+loradeck.trainer.config.train_config on every change, showing each problem under its field. Launch hands the form's
 values to the engine as overrides, exactly as `loradeck train` flags would.
 """
 
@@ -19,21 +19,20 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
-from trainer import config as train_config
-from trainer import optional_packages
-from trainer.config import TrainConfig
-from trainer.errors import ConfigError, LoradeckError
-from trainer.project import Project, dataset_images
-from trainer.repeat_folders import image_repeats, weighted_count
-
-from tui import presets, run_actions, train_form_memory
-from tui.form_hints import form_hint
-from tui.run_keys import bind
-from tui.widgets.preflight_panel import PreflightPanel
-from tui.widgets.tick_box import TickBox
-from tui.widgets.vram_estimate import EstimateLine
-from tui.worker_errors import ShowsWorkerErrors, show_error
-from tui.widgets.run_placement import RunPlacement
+from loradeck.trainer.config import presets, train_config
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset.project import Project, dataset_images
+from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
+from loradeck.trainer.errors import ConfigError, LoradeckError
+from loradeck.trainer.train import optional_packages
+from loradeck.tui import run_actions, train_form_memory
+from loradeck.tui.form_hints import form_hint
+from loradeck.tui.run_keys import bind
+from loradeck.tui.widgets.preflight_panel import PreflightPanel
+from loradeck.tui.widgets.run_placement import RunPlacement
+from loradeck.tui.widgets.tick_box import TickBox
+from loradeck.tui.widgets.vram_estimate import EstimateLine
+from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ PRESET_NONE = "custom"
 
 def _field_help(name: str) -> str:
     try:
-        from trainer.run_config import FIELD_HELP
+        from loradeck.trainer.config.resolve import FIELD_HELP
     except ImportError:
         return ""
     if name == "length":
@@ -84,7 +83,7 @@ def _field_help(name: str) -> str:
 
 
 def split_problems(error: ConfigError) -> tuple[dict[str, str], list[str]]:
-    """trainer.config's "invalid training config: a: why; b: why" as {form field: why} and the rest."""
+    """loradeck.trainer.config.train_config's "invalid training config: a: why; b: why" as {form field: why} and the rest."""
     text = str(error)
     prefix = "invalid training config: "
     body = text[len(prefix):] if text.startswith(prefix) else text
@@ -102,7 +101,7 @@ def split_problems(error: ConfigError) -> tuple[dict[str, str], list[str]]:
 
 def step_summary(cfg: TrainConfig, n_images: int, weighted: int | None = None) -> str:
     """`240 steps: 12 images × 2 repeats ÷ batch 1 = 24 steps/epoch × 10 epochs`. `weighted` counts
-    each image as often as its kohya import folder says (trainer.repeat_folders); default n_images."""
+    each image as often as its kohya import folder says (loradeck.trainer.dataset.repeat_folders); default n_images."""
     weighted = n_images if weighted is None else weighted
     total = cfg.total_steps(weighted)
     if cfg.max_train_steps:
@@ -160,7 +159,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self._loading = False
         self._validation_queued = False
         self._shown: dict[str, str] = {}  # widget id -> the text it shows
-        self.prompt_suggestions: list[str] = []  # trainer.sample_prompts, read after mount
+        self.prompt_suggestions: list[str] = []  # loradeck.trainer.train.sample_prompts, read after mount
         self.trigger = ""  # the project's trigger word (a preset's sample prompt is made from it)
         self.remembered = False  # the form opened with the values it had at the last launch / close
         self._preset_set_quietly: str | None = None  # a preset name shown without applying it again
@@ -211,7 +210,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.n_images = len(images)
         self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
         try:
-            from trainer.run_config import resolve
+            from loradeck.trainer.config.resolve import resolve
 
             self.base = resolve(self.project).config
         except ImportError:
@@ -229,7 +228,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self._load_prompt_suggestions()
 
     def _load_trigger(self) -> None:
-        from trainer import settings
+        from loradeck.trainer.config import project_settings as settings
 
         try:
             self.trigger = settings.load(self.project.settings_file).project.trigger_word
@@ -344,7 +343,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         return values, errors
 
     def validate_form(self) -> TrainConfig | None:
-        """Check the form through trainer.config; show each problem under its field."""
+        """Check the form through loradeck.trainer.config.train_config; show each problem under its field."""
         if self._loading:
             return None
         values, errors = self.read_form()
@@ -458,12 +457,12 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         nxt = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
         self.query_one("#preset", Select).value = nxt  # Select.Changed applies it
 
-    # -- sample prompt suggestions (trainer.sample_prompts) ------------------------------------------
+    # -- sample prompt suggestions (loradeck.trainer.train.sample_prompts) ------------------------------------------
     @work(thread=True, exclusive=True, group="prompt-suggestions", exit_on_error=False,
           description="suggest sample prompts")
     def _load_prompt_suggestions(self) -> None:
-        from trainer.errors import LoradeckError
-        from trainer.sample_prompts import suggest
+        from loradeck.trainer.errors import LoradeckError
+        from loradeck.trainer.train.sample_prompts import suggest
 
         try:
             prompts = suggest(self.project)
@@ -514,14 +513,14 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         show_error(self, error, "Could not launch the run")
 
     def _launched(self, run_id: str) -> None:
-        from tui.screens.monitor import MonitorScreen
+        from loradeck.tui.screens.monitor import MonitorScreen
 
         self.launched_run = run_id
         self.remember_values()
         self.app.switch_screen(MonitorScreen(self.project, run_id))
 
     def action_runs(self) -> None:
-        from tui.screens.runs import RunsScreen
+        from loradeck.tui.screens.runs import RunsScreen
 
         self.app.push_screen(RunsScreen(self.project))
 

@@ -16,7 +16,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from tui.run_watch import RunView
+from loradeck.tui.run_watch import RunView
 
 # Dot bits of a braille cell, indexed [row][column] (unicode braille patterns, U+2800 base).
 _DOTS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))

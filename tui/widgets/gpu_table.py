@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import work
 from textual.widgets import Static
 
-from trainer import gpu_processes
+from loradeck.trainer.gpu import processes as gpu_processes
 
 POLL_SECONDS = 3.0
 

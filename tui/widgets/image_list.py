@@ -17,8 +17,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from trainer.dataset_view import CAPTIONED, EMPTY, IGNORED_EXTENSION, MISSING, DatasetEntry
-from tui.cells import fit, fit_right
+from loradeck.trainer.dataset.view import CAPTIONED, EMPTY, IGNORED_EXTENSION, MISSING, DatasetEntry
+from loradeck.tui.cells import fit, fit_right
 
 _MARK = {CAPTIONED: ("●", "captioned"), IGNORED_EXTENSION: ("◐", "ignored ext"), MISSING: ("○", "missing"),
          EMPTY: ("○", "empty")}
@@ -124,7 +124,7 @@ class ImageList(ScrollView, can_focus=True):
         status_style = self._styles.get(f"image-list--{entry.status.replace('_', '-')}") or base
         if row == self.cursor:
             base = base + self._styles["image-list--cursor"]
-        # Padded and cut by display width (tui.cells): a wide or accented name must not push the
+        # Padded and cut by display width (loradeck.tui.cells): a wide or accented name must not push the
         # status column, or leave cells of a longer line behind when the list is filtered.
         name_width = max(1, width - 15)
         segments = [

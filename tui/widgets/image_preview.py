@@ -26,7 +26,8 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
-from tui.worker_errors import ShowsWorkerErrors
+
+from loradeck.tui.worker_errors import ShowsWorkerErrors
 
 MODES = ("kitty", "sixel", "halfblock", "text")
 _graphics_ready: set[str] = set()

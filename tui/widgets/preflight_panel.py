@@ -1,11 +1,11 @@
 """The train form's preflight: what `loradeck check` would say about the dataset for the form's current
-settings (trainer.preflight), shown before launch, and an offer to re-prep the dataset at the form's
+settings (loradeck.trainer.dataset.preflight), shown before launch, and an offer to re-prep the dataset at the form's
 resolution when it was prepared for another one.
 
 The check reads image headers and hashes the prepared images, so it runs in a worker thread, and
 only after the form has been still for DEBOUNCE_SECONDS (typing a number changes the config on every
 key). A result for settings the form no longer shows is dropped. Re-prep runs `loradeck prep
---resolution N` as a subprocess (tui.task_process), exactly as the dataset screen does.
+--resolution N` as a subprocess (loradeck.tui.task_process), exactly as the dataset screen does.
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
 
-from trainer.config import TrainConfig
-from trainer.project import Project
-
-from tui.task_process import run_task, task_argv
-from tui.worker_errors import ShowsWorkerErrors, show_error
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset.project import Project
+from loradeck.tui.task_process import run_task, task_argv
+from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
 DEBOUNCE_SECONDS = 0.4
 # Problems that a prep at the run's resolution fixes (prepared for another resolution, not prepared
 # at all, sides the VAE cannot take).
 REPREP_CODES = frozenset({"large_images", "stale_prep", "unprepared", "bad_size", "no_images"})
 # Engine messages end in a CLI command ("(run: loradeck prep cats --resolution 64)"); in the form
-# the offer is a key instead. Project names have no parentheses (trainer.project), so this is exact.
+# the offer is a key instead. Project names have no parentheses (loradeck.trainer.dataset.project), so this is exact.
 _CLI_ADVICE = re.compile(r"\s*\([^()]*loradeck [^()]*\)")
 TUI_ADVICE = {
     "uncaptioned": "caption them on the dataset screen (c)",
@@ -107,8 +106,8 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
 
     @work(thread=True, exclusive=True, group="form-preflight", exit_on_error=False, description="preflight")
     def _check(self, cfg: TrainConfig) -> None:
-        from trainer.errors import LoradeckError
-        from trainer.preflight import check
+        from loradeck.trainer.dataset.preflight import check
+        from loradeck.trainer.errors import LoradeckError
 
         try:
             report = check(self.project, cfg)

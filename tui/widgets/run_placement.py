@@ -1,5 +1,5 @@
 """Where and when a new run starts, for the train form: a GPU select (default, auto, or one GPU with
-its free memory, from `trainer.gpu_processes`) and a queue toggle (start by itself when the memory
+its free memory, from `loradeck.trainer.gpu.processes`) and a queue toggle (start by itself when the memory
 frees). The form reads `choice()`; the GPU list is filled from a worker thread."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Checkbox, Label, Select
 
-from trainer import gpu_processes
-from tui.widgets.tick_box import TickBox
+from loradeck.trainer.gpu import processes as gpu_processes
+from loradeck.tui.widgets.tick_box import TickBox
 
 DEFAULT, AUTO = "default", "auto"
 

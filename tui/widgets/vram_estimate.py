@@ -1,34 +1,32 @@
 """The train form's live GPU-memory line: the run's estimate, coloured against the GPU's free memory.
 
-The estimate (trainer.vram_estimate) needs torch, which the TUI never imports: it runs in a child
-`python -m trainer.vram_estimate` that reads the config as JSON on stdin. Requests are debounced
+The estimate (loradeck.trainer.gpu.vram_estimate) needs torch, which the TUI never imports: it runs in a child
+`python -m loradeck.trainer.gpu.vram_estimate` that reads the config as JSON on stdin. Requests are debounced
 (typing "512" asks once), a newer request kills the child still working on an older one, and
-leaving the form kills it too. Free memory comes from NVML (trainer.gpu_monitor, no torch).
+leaving the form kills it too. Free memory comes from NVML (loradeck.trainer.gpu.monitor, no torch).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.widgets import Static
 
-from trainer.config import TrainConfig
-from trainer.vram_estimate import KNOB_FIELDS
+from loradeck.trainer import children
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.gpu.vram_estimate import KNOB_FIELDS
 
 GiB = 1024 ** 3
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def estimate_argv() -> list[str]:
-    return [sys.executable, "-m", "trainer.vram_estimate"]
+    return [sys.executable, "-m", "loradeck.trainer.gpu.vram_estimate"]
 
 
 def describe(estimate: dict[str, Any], gpus: list[dict[str, Any]], n_gpus: int = 1) -> Text:
@@ -81,15 +79,13 @@ class EstimateLine(Static):
 
     @work(thread=True, exclusive=True, group="vram-estimate", exit_on_error=False, description="VRAM estimate")
     def _run(self, generation: int, cfg: TrainConfig) -> None:
-        from trainer import gpu_monitor
+        from loradeck.trainer.gpu import monitor as gpu_monitor
 
-        env = dict(os.environ, PYTHONPATH=str(_REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with self._lock:
             if generation != self.generation:
                 return
-            self._proc = proc = subprocess.Popen(estimate_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.DEVNULL, text=True, env=env,
-                                                 start_new_session=True)
+            self._proc = proc = children.start(estimate_argv(), detached=True, stdin=subprocess.PIPE,
+                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.children_started += 1
         out, _ = proc.communicate(json.dumps(cfg.to_dict()))
         if generation != self.generation or proc.returncode not in (0, 1):
