@@ -94,3 +94,13 @@ def cycles(edges: dict[str, dict[str, list[int]]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+if __name__ == "__main__":  # python -m tests.architecture.import_graph: the cycles, with the lines that make them
+    edges = graph()
+    for component in cycles(edges):
+        print("cycle:", ", ".join(component))
+        for module in component:
+            for target, lines in edges[module].items():
+                if target in component:
+                    print(f"    {module} -> {target}  (lines {', '.join(map(str, lines))})")
