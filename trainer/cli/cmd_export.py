@@ -192,7 +192,8 @@ def _size(n: int) -> str:
 
 
 def cmd_shared_list(args) -> CommandResult:
-    from loradeck.trainer.lora.shared_folder import list_adapters, list_packs
+    from loradeck.trainer.lora.packs import list_packs
+    from loradeck.trainer.lora.shared_folder import list_adapters
 
     dest = _shared_folder(args, args.dir, args.project)
     adapters = list_adapters(dest.path)

@@ -319,7 +319,7 @@ def base_model_of(metadata: dict[str, str]) -> str | None:
     return metadata.get("loradeck_base_model") or metadata.get("ss_sd_model_name") or None
 
 
-def _base_available(base: str) -> bool:
+def base_available(base: str) -> bool:
     """Whether `base` can be loaded without a download: synthetic, a local folder or file, or a hub id
     already in the local cache (loradeck.trainer.train.models decides what a name is)."""
     from loradeck.trainer.train.models import kind_of
@@ -490,7 +490,7 @@ def validate(path: str | os.PathLike, *, base_model: str | None = None, load_che
     if not base:
         report.load_check = "skipped: no base model named (pass --base)"
         return report
-    if not _base_available(base):
+    if not base_available(base):
         if explicit:
             report.error("load", f"base model {base} is not available locally")
             report.load_check = "failed"
