@@ -431,13 +431,16 @@ def run_fill_metadata(project, settings, run_dir: Path, config: dict[str, Any],
 def export_run(project_name: str, run: str | None = None, *, root=None, to=None, name: str | None = None,
                on_conflict: str | None = None, base_model: str | None = None, load_check: bool = True,
                isolate: bool = False, description: str = "", checkpoint: str | int | None = None,
-               to_source: str = "--to", wording: dict[str, str] | None = None) -> PublishResult:
+               to_source: str = "--to", wording: dict[str, str] | None = None,
+               on_event: Callable[[dict[str, Any]], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> PublishResult:
     """`loradeck export`: validate a run's final LoRA (rules + diffusers load on its base model when
     available) and publish it with sidecar and latest sample as preview. See `publish_adapter`.
     With `checkpoint` (a step or "latest"), one of the run's intermediate checkpoints instead, published
     as OUTPUT-stepN by default, with the last sample made up to that step as its preview. `to_source`
     names where `to` came from in messages (the CLI's --to, the TUI's dialog); `wording` how hints
-    name the other choices (see CLI_WORDING)."""
+    name the other choices (see CLI_WORDING). The load check's progress events go to `on_event`, and
+    `should_stop` cancels it (loradeck.trainer.children.Cancelled; nothing is published)."""
     project = open_project(project_name, root)
     settings = settings_mod.load(project.settings_file)
     user = load_user_config()
@@ -454,7 +457,8 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
                            hint=f"choose another {_words(wording)['name']}, or {_words(wording)['version']}")
     run_base = str(config.get("base_model") or "")
     base = base_model or _local_base(run_base, project)
-    report = validate(output, base_model=base, load_check=load_check and bool(base), isolate=isolate)
+    report = validate(output, base_model=base, load_check=load_check and bool(base), isolate=isolate,
+                      on_event=on_event, should_stop=should_stop)
     if load_check and not base:
         report.load_check = (f"skipped: base model {run_base} is not available locally" if run_base
                              else "skipped: the run names no base model")
