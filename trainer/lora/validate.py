@@ -342,7 +342,8 @@ def base_available(base: str) -> bool:
     if kind != "hub":
         return True
     try:
-        from huggingface_hub import try_to_load_from_cache  # heavy-ish: only when a hub id is named
+        # Heavy-ish: only when a hub id is named.
+        from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(base, "model_index.json")
     except Exception:  # noqa: BLE001 - an invalid id or a broken cache both mean "not available"
@@ -352,7 +353,8 @@ def base_available(base: str) -> bool:
 
 def _load_pipeline(base: str):
     """A diffusers pipeline of the base model (through loradeck.trainer.train.models, the one place that loads them)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # heavy: only for the load check
+    # Heavy: only for the load check.
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     model = load_base_model(base)
     if model.family == "sdxl":
@@ -375,7 +377,8 @@ def _lora_layer_names(model, adapter: str) -> set[str]:
 
 def _probe(pipe):
     """Outputs of the UNet and text encoder on fixed small inputs."""
-    import torch  # heavy: only for the load check
+    # Heavy: only for the load check.
+    import torch
 
     g = torch.Generator().manual_seed(0)
     cfg = pipe.unet.config
@@ -416,7 +419,8 @@ def check_loads(path: str | os.PathLike, base_model: str, *, on_event: OnEvent |
     """
     import warnings
 
-    from diffusers.utils import logging as diffusers_logging  # heavy: only for the load check
+    # Heavy: only for the load check.
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     # diffusers' and transformers' own notes ("no LoRA keys for the text encoder", deprecations,
@@ -440,7 +444,8 @@ def check_loads(path: str | os.PathLike, base_model: str, *, on_event: OnEvent |
 
 def _check_loads(path: str | os.PathLike, base_model: str, on_event: OnEvent | None,
                  should_stop: ShouldStop | None) -> list[Problem]:
-    import torch  # the load check itself: off the rules' light path
+    # Heavy: only for the load check.
+    import torch
 
     info, _ = read_header(path)
     file_modules = {split_kohya_key(k)[0] for k in info if split_kohya_key(k)}
