@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +214,6 @@ def resolve_pack(folder: str | os.PathLike, name_or_path: str) -> Path:
 def apply_pack(pipe, pack: str | os.PathLike) -> list[tuple[str, float]]:
     """Load every adapter of `pack` into the diffusers `pipe` and activate them with the pack's weights
     (`set_adapters`). Returns [(adapter name, weight)]. Imports nothing heavy itself: `pipe` brings it."""
-    import warnings
-
     path = Path(pack)
     doc = read_pack(path)
     loaded = []

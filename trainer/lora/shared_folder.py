@@ -27,8 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loradeck.trainer.atomic import current_umask
+from loradeck.trainer.atomic import atomic_write_text, current_umask
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.config import train_config
+from loradeck.trainer.config.train_config import FIELD_NAMES
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.lora.file_format import LoraFileError, read_header
 
@@ -312,8 +315,6 @@ def adapter_metadata(folder: Path, name: str) -> dict[str, str]:
 
 def train_settings_of(metadata: dict[str, str]) -> dict[str, Any]:
     """TrainConfig values an adapter was trained with: loradeck's full config, else kohya's ss_* keys."""
-    from loradeck.trainer.config.train_config import FIELD_NAMES
-
     raw = metadata.get("loradeck_config")
     if raw:
         try:
@@ -347,10 +348,6 @@ def import_into_project(project, folder: str | os.PathLike, name: str, *, dry_ru
     A copy of the adapter's sidecar (or header metadata) is kept in <project>/.loradeck/imports/.
     Returns {"train": {...}, "project": {...}, "record": path}; `dry_run` changes nothing.
     """
-    from loradeck.trainer.atomic import atomic_write_text
-    from loradeck.trainer.config import project_settings as settings_mod
-    from loradeck.trainer.config import train_config
-
     folder = Path(folder)
     metadata = adapter_metadata(folder, name)
     settings = settings_mod.load(project.settings_file)

@@ -145,6 +145,7 @@ def looks_diffusers(keys: list[str]) -> bool:
 
 def _read_array(fh, base: int, info: dict):
     """A tensor of the file as a float32 numpy array (bf16 widened by hand: numpy has no bf16)."""
+    # numpy only when tensor values are read: listing and header checks stay light.
     import numpy as np
 
     start, end = (int(x) for x in info["data_offsets"])
@@ -287,6 +288,7 @@ _MAGNITUDE = {"F16": 0x7FFF, "BF16": 0x7FFF, "F32": 0x7FFFFFFF}
 
 def _read_bits(fh, base: int, info: dict):
     """(raw bits as unsigned ints, the exponent mask) of a float tensor, or None if the size is wrong."""
+    # numpy only when tensor values are read: listing and header checks stay light.
     import numpy as np
 
     dtype = info["dtype"]
