@@ -68,8 +68,9 @@ def run_watched(argv: list[str], *, on_line: Callable[[str], None] | None = None
     Each stdout line (without its newline) goes to `on_line` as it arrives, in the calling thread.
     The child gets its own process group; when `should_stop()` turns true (polled every `poll`
     seconds) the group gets SIGTERM, then SIGKILL after CANCEL_GRACE_SECONDS, and Cancelled
-    ("`what` was cancelled") is raised. Past `timeout` the group is killed and subprocess.TimeoutExpired raised, as `run` does.
-    Any exception in here (a Ctrl-C, a failing `on_line`) ends the child too: it never outlives us.
+    ("`what` was cancelled") is raised. Past `timeout` the group is killed and subprocess.TimeoutExpired
+    raised, as `run` does. Any exception in here (a Ctrl-C, a failing `on_line`) ends the child too:
+    it never outlives us.
     """
     proc = start(argv, detached=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                  encoding="utf-8", errors="replace", **popen)
