@@ -124,12 +124,13 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     runs.resume(files, detach=True)
 
 
-def export(project: Project, files: RunFiles, choice) -> Any:
+def export(project: Project, files: RunFiles, choice, *, on_event=None, should_stop=None) -> Any:
     """Validate and publish the run's final LoRA, or with `choice.checkpoint` (a step or "latest") one of
     its checkpoints, through the export engine (loradeck.trainer.lora.publish), as `choice.name` in `choice.folder`
     with `choice.on_conflict` (a loradeck.tui.screens.export_dialog.ExportChoice).
 
-    The diffusers load check runs in a subprocess (isolate), so the TUI process never imports torch.
+    The diffusers load check runs in a subprocess (isolate), so the TUI process never imports torch;
+    its progress events go to `on_event`, and `should_stop` (the worker cancelled) ends that subprocess.
     The folder is remembered in project.toml [export] dest once something was exported to it.
     """
     from loradeck.trainer.lora import publish
@@ -137,7 +138,7 @@ def export(project: Project, files: RunFiles, choice) -> Any:
     result = publish.export_run(project.name, files.run_id, root=project.root, to=choice.folder or None,
                                 name=choice.name or None, on_conflict=choice.on_conflict, isolate=True,
                                 checkpoint=choice.checkpoint or None, to_source="the export dialog",
-                                wording=_dialog_wording())
+                                wording=_dialog_wording(), on_event=on_event, should_stop=should_stop)
     if choice.folder:
         remember_export_folder(project, choice.folder)
     return result

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from loradeck.trainer.atomic import sweep_stale_temporaries
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.lora.file_format import file_model_hash, read_header
 from loradeck.trainer.lora.publish import (
@@ -20,7 +21,6 @@ from loradeck.trainer.lora.publish import (
     latest_sample,
     publish_adapter,
     resolve_destination,
-    sweep_stale_temporaries,
 )
 from loradeck.trainer.lora.shared_folder import list_adapters
 from loradeck.trainer.lora.validate import check_rules, validate

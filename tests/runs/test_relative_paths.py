@@ -99,9 +99,10 @@ def test_the_validate_child_gets_absolute_paths(elsewhere, monkeypatch):
 
     def fake_run(cmd, **kwargs):
         seen["cmd"] = cmd
-        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"problems": []}), stderr="")
+        return subprocess.CompletedProcess(cmd, 0, stderr="", stdout=json.dumps(
+            {"type": "task_finished", "task": "validate", "status": "completed", "report": {"problems": []}}))
 
-    monkeypatch.setattr(lora_validate.subprocess, "run", fake_run)
+    monkeypatch.setattr(lora_validate.children, "run_watched", fake_run)
     assert lora_validate._check_loads_isolated("out/x.safetensors", "base") == []
     cmd = seen["cmd"]
     assert cmd[cmd.index("validate") + 1] == str(elsewhere / "out" / "x.safetensors")

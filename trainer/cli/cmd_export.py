@@ -1,7 +1,7 @@
 """CLI commands: export, validate, convert, pack, shared (see trainer/cli/__init__.py for the conventions).
 
     loradeck export NAME [RUN] [--checkpoint STEP|latest] [--to DIR] [--name OUT] [--on-conflict refuse|version]
-    loradeck validate FILE [--base MODEL] [--no-load-check]
+    loradeck validate FILE [--base MODEL] [--no-load-check] [--events]
     loradeck convert IN OUT [--to kohya|diffusers] [--overwrite]
     loradeck pack create NAME ADAPTER[=WEIGHT]... [--to DIR] [--description TEXT] [--preview PNG]
     loradeck pack show NAME [--dir DIR]
@@ -45,6 +45,9 @@ def register(sub, parent) -> None:
     p.add_argument("file")
     p.add_argument("--base", help="base model (folder or hub id in the local cache) to load it on")
     p.add_argument("--no-load-check", action="store_true", help="check the rules only")
+    p.add_argument("--events", action="store_true",
+                   help="print task events as JSON lines (for a parent process): the load check's phases, then"
+                        " the report in task_finished")
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("convert", parents=[parent], help="convert a LoRA between diffusers/peft and kohya layouts")
@@ -129,16 +132,25 @@ def cmd_export(args) -> CommandResult:
     return CommandResult({"ok": True, **result.to_dict(), "chosen": chosen}, "\n".join(lines))
 
 
-def cmd_validate(args) -> CommandResult:
+def cmd_validate(args) -> CommandResult | int:
     from pathlib import Path
 
     from loradeck.trainer.errors import LoradeckError
-    from loradeck.trainer.lora.validate import validate
+    from loradeck.trainer.events import ProgressEcho, dumps, make_event
+    from loradeck.trainer.lora.validate import LOAD_PHASES, TASK, validate
 
     if not Path(args.file).is_file():
         what = "is a folder, not a LoRA file" if Path(args.file).is_dir() else "does not exist"
         raise LoradeckError(f"{args.file} {what}")
-    report = validate(args.file, base_model=args.base, load_check=not args.no_load_check)
+    echo = ProgressEcho(sys.stdout) if args.events else None
+
+    def emit(event: dict) -> None:
+        echo(dumps(event) + "\n")
+
+    if echo is not None:
+        emit(make_event("task_started", task=TASK, total=len(LOAD_PHASES)))
+    report = validate(args.file, base_model=args.base, load_check=not args.no_load_check,
+                      on_event=emit if echo is not None else None)
     text = report.summary()
     hint = command("convert", args.file, "OUT.safetensors", "--to", "kohya") if report.layout == "diffusers" else None
     if hint:
@@ -150,7 +162,11 @@ def cmd_validate(args) -> CommandResult:
         if len(errors) > 1:
             line += f" (and {len(errors) - 1} more problem(s), listed above)"
         print(line + (f"; try: {hint}" if hint and "loradeck convert" not in line else ""), file=sys.stderr)
-    return CommandResult(report.to_dict(), text, 0 if report.ok else 1)
+    code = 0 if report.ok else 1
+    if echo is not None:  # the report travels in the last event; nothing else goes to stdout
+        emit(make_event("task_finished", task=TASK, status="completed", report=report.to_dict()))
+        return code
+    return CommandResult(report.to_dict(), text, code)
 
 
 def cmd_convert(args) -> CommandResult:
@@ -192,7 +208,8 @@ def _size(n: int) -> str:
 
 
 def cmd_shared_list(args) -> CommandResult:
-    from loradeck.trainer.lora.shared_folder import list_adapters, list_packs
+    from loradeck.trainer.lora.packs import list_packs
+    from loradeck.trainer.lora.shared_folder import list_adapters
 
     dest = _shared_folder(args, args.dir, args.project)
     adapters = list_adapters(dest.path)

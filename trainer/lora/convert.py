@@ -113,6 +113,7 @@ def _adapter_alphas(metadata: dict[str, str]) -> dict[str, tuple[float, float]]:
 
 def diffusers_to_kohya(tensors: dict, metadata: dict[str, str] | None = None) -> dict:
     """kohya tensors from a diffusers/peft-layout state dict; the effective scale is kept exactly."""
+    # Heavy: torch only where tensors are made.
     import torch
 
     alphas_meta = _adapter_alphas(metadata or {})
@@ -186,6 +187,7 @@ def kohya_to_diffusers(tensors: dict) -> dict:
 
 
 def _precision_of(tensors: dict) -> str:
+    # Heavy: torch only where tensors are made.
     import torch
 
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}

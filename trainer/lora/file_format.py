@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from loradeck.trainer import __version__
 from loradeck.trainer.atomic import atomic_write_bytes
 from loradeck.trainer.errors import LoradeckError
 
@@ -126,6 +127,7 @@ def _split_peft_key(key: str) -> tuple[str, str]:
 
 
 def _convert_part(state: Mapping[str, Any], prefix: str, alpha: float) -> dict[str, "Tensor"]:
+    # Heavy: torch only where tensors are made.
     import torch
 
     pairs: dict[str, dict[str, Any]] = {}
@@ -182,8 +184,6 @@ def kohya_metadata(*, config: dict, base_model: str, base_model_version: str, re
     tag counts (kohya's `ss_tag_frequency`); `extra` adds loradeck keys (`{"trigger": "x"}` is written
     as `loradeck_trigger`; `{"training_started_at": t}` sets ss_training_started_at). Every value is a string.
     """
-    from loradeck.trainer import __version__
-
     c = dict(config)
     rank = c.get("rank", 16)
     alpha = c.get("alpha", rank)
@@ -317,6 +317,7 @@ def save_kohya_lora(path, tensors: dict, metadata: dict[str, str], *, precision:
     `ss_*` metadata) and added to the header; the model hash equals the sha256 of the written file's
     bytes after its header. `perms` sets the file mode (e.g. 0o664).
     """
+    # Heavy: torch only where tensors are made.
     import torch
     from safetensors.torch import save
 
@@ -438,6 +439,7 @@ def legacy_hash(src: str | os.PathLike, metadata: Mapping[str, str]) -> str:
 
 def read_lora(path) -> tuple[dict, dict[str, str]]:
     """Load a LoRA file: (tensors on CPU, header metadata). LoraFileError on a bad file."""
+    # Heavy: safetensors.torch brings torch.
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -9,7 +9,8 @@ A pack is `NAME.pack.json` in the shared folder beside the adapters it lists (do
                    "sshs_model_hash": "...", "trigger_words": ["..."]}, ...]}
 
 `apply_pack` loads a pack into a diffusers pipeline (`load_lora_weights` + `set_adapters` with the
-weights). Writing and reading are pure Python.
+weights). Writing, reading and listing are pure Python. A pack is written like a published adapter:
+staged in full, then given its name only if that name is free (loradeck.trainer.atomic).
 """
 
 from __future__ import annotations
@@ -18,18 +19,24 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.atomic import StagedFile, link_no_clobber
+from loradeck.trainer.config.user_config import load_user_config
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.lora.file_format import LoraFileError, file_model_hash, read_header
 from loradeck.trainer.lora.shared_folder import (
     ADAPTER_SUFFIX,
     PACK_SUFFIX,
     adapter_path,
+    candidate_names,
+    name_problem,
     now_iso,
     pack_path,
     preview_path,
+    publish_mode,
     trigger_words,
 )
 
@@ -83,23 +90,12 @@ def create_pack(folder: str | os.PathLike, name: str, adapters: list[tuple[str, 
     The preview is `preview` (copied as NAME.pack.png), else the first adapter's preview. Adapters must
     share one base model version. Returns {"path", "pack"}.
     """
-    from loradeck.trainer.config.user_config import load_user_config
-    from loradeck.trainer.lora.publish import (
-        PublishError,
-        _link_no_clobber,
-        _Temp,
-        candidate_names,
-        check_name,
-        publish_mode,
-    )
-
     folder = Path(folder)
     if not folder.is_dir():
         raise PackError(f"shared folder {folder} does not exist")
-    try:
-        check_name(name)
-    except PublishError as e:
-        raise PackError(str(e)) from None
+    problem = name_problem(name)
+    if problem:
+        raise PackError(problem)
     if not adapters:
         raise PackError("a pack needs at least one adapter")
     names = [a for a, _ in adapters]
@@ -144,13 +140,13 @@ def create_pack(folder: str | os.PathLike, name: str, adapters: list[tuple[str, 
             "adapters": entries,
         }
         text = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-        temps = [_Temp(folder)]
+        temps = [StagedFile(folder)]
         try:
             temps[0].write(lambda fh: fh.write(text), mode)
             if preview_bytes is not None:
-                temps.append(_Temp(folder))
+                temps.append(StagedFile(folder))
                 temps[1].write(lambda fh: fh.write(preview_bytes), mode)
-            if _link_no_clobber(temps[0].path, target):
+            if link_no_clobber(temps[0].path, target):
                 temps[0].placed = True
                 if preview_bytes is not None:
                     os.replace(temps[1].path, folder / (final + PACK_PREVIEW_SUFFIX))
@@ -190,6 +186,24 @@ def read_pack(path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
+def list_packs(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The packs in `folder` (name, description, adapters with weights), newest first."""
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.glob("*" + PACK_SUFFIX)):
+        if p.name.startswith("."):
+            continue
+        try:
+            pack = read_pack(p)
+        except LoradeckError as e:
+            out.append({"name": p.name[: -len(PACK_SUFFIX)], "problem": str(e)})
+            continue
+        out.append({"name": pack["name"], "description": pack.get("description", ""),
+                    "adapters": [(a["name"], a["weight"]) for a in pack["adapters"]],
+                    "created": pack.get("created"), "created_by": pack.get("created_by")})
+    return sorted(out, key=lambda d: (d.get("created") or "", d["name"]), reverse=True)
+
+
 def resolve_pack(folder: str | os.PathLike, name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix == ".json" and p.is_file():
@@ -200,8 +214,6 @@ def resolve_pack(folder: str | os.PathLike, name_or_path: str) -> Path:
 def apply_pack(pipe, pack: str | os.PathLike) -> list[tuple[str, float]]:
     """Load every adapter of `pack` into the diffusers `pipe` and activate them with the pack's weights
     (`set_adapters`). Returns [(adapter name, weight)]. Imports nothing heavy itself: `pipe` brings it."""
-    import warnings
-
     path = Path(pack)
     doc = read_pack(path)
     loaded = []

@@ -22,16 +22,19 @@ import errno
 import hashlib
 import json
 import os
-import re
-import secrets
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from loradeck.trainer.atomic import TMP_PREFIX, fsync_dir
+from loradeck.trainer.atomic import StagedFile, fsync_dir, link_no_clobber, sweep_stale_temporaries
 from loradeck.trainer.cli_hint import command
-from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.config.resolve import read_toml
+from loradeck.trainer.config.user_config import load_user_config
+from loradeck.trainer.dataset.caption_ops import tag_frequency
+from loradeck.trainer.dataset.project import IMAGE_EXTENSIONS, absolute_path, open_project
+from loradeck.trainer.errors import ConfigError, LoradeckError
+from loradeck.trainer.events import read_all
 from loradeck.trainer.lora.file_format import (
     copy_with_metadata,
     file_model_hash,
@@ -41,20 +44,21 @@ from loradeck.trainer.lora.file_format import (
 )
 from loradeck.trainer.lora.shared_folder import (
     ADAPTER_SUFFIX,
+    MAX_VERSION,
     adapter_path,
     build_sidecar,
+    candidate_names,
+    name_problem,
     now_iso,
     preview_path,
+    publish_mode,
     sidecar_path,
 )
+from loradeck.trainer.lora.validate import InvalidLoraError, base_available, check_rules, validate
+from loradeck.trainer.runs import lifecycle as runs_mod
 from loradeck.trainer.runs.files import RunFiles
 
 ON_CONFLICT = ("refuse", "version")
-MAX_VERSION = 999
-# A temporary older than this was left by a crash, not by a publish still in progress.
-STALE_TEMP_SECONDS = 3600.0
-_VERSION_RE = re.compile(r"^(?P<base>.+)-v(?P<n>\d+)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 
 
 # How hints name the choices a user can change: the CLI's options by default; a front end with its
@@ -112,9 +116,6 @@ def resolve_destination(to: str | os.PathLike | None = None, *, settings=None, u
     `flag` names the option `to` came from in messages; `writable=False` is for commands that only
     read the folder (listing a teammate's read-only share must work).
     """
-    from loradeck.trainer.config.user_config import load_user_config
-    from loradeck.trainer.dataset.project import absolute_path
-
     if to:
         dest = Destination(absolute_path(to), flag)
     elif settings is not None and settings.export.dest:
@@ -149,97 +150,11 @@ def resolve_on_conflict(choice: str | None, *, settings=None, user=None) -> str:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith((".", " ")):
-        raise PublishError(f"adapter name {name!r} is not allowed: use ASCII letters, digits, '.', '_', '-' or"
-                           " spaces, starting with a letter or digit")
-    if name.endswith(ADAPTER_SUFFIX):
-        raise PublishError(f"give the adapter name without {ADAPTER_SUFFIX}")
+    """`name` if it may name a published adapter (loradeck.trainer.lora.shared_folder.name_problem), else PublishError."""
+    problem = name_problem(name)
+    if problem:
+        raise PublishError(problem)
     return name
-
-
-def candidate_names(name: str, on_conflict: str):
-    """The names to try in order: NAME, then NAME-v2, NAME-v3, ... when versioning."""
-    yield name
-    if on_conflict != "version":
-        return
-    m = _VERSION_RE.match(name)
-    base, start = (m["base"], int(m["n"]) + 1) if m else (name, 2)
-    for n in range(start, MAX_VERSION + 1):
-        yield f"{base}-v{n}"
-
-
-# ---------------------------------------------------------------------------------- atomic files
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux allows (the TUI publishes from a worker
-    thread: briefly setting umask 0 would race with files other threads create)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-def publish_mode() -> int:
-    """File mode for published files: the user's umask, but always readable by owner and group."""
-    return (0o666 & ~current_umask()) | 0o440
-
-
-class _Temp:
-    """A hidden temporary file in the destination, written in full and fsynced before it is placed."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / f"{TMP_PREFIX}{secrets.token_hex(6)}.part"
-        self.placed = False
-
-    def write(self, produce: Callable[[Any], None], mode: int) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            produce(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(self.path, mode)
-
-    def discard(self) -> None:
-        if not self.placed:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-
-
-def _link_no_clobber(tmp: Path, final: Path) -> bool:
-    """Give `tmp` the name `final` unless `final` exists; True when placed. Atomic where the filesystem
-    has hard links; elsewhere (some SMB mounts) an existence check then a rename."""
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        return False
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-        if os.path.lexists(final):
-            return False
-        os.replace(tmp, final)
-        return True
-    os.unlink(tmp)
-    return True
-
-
-def sweep_stale_temporaries(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
-    """Remove loradeck temporaries a crashed publish left in `folder` (only old ones: a teammate's
-    publish may be writing a fresh one right now). Returns how many were removed."""
-    removed = 0
-    cutoff = time.time() - older_than
-    for p in folder.glob(TMP_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            if p.stat().st_mtime < cutoff:
-                p.unlink()
-                removed += 1
-    return removed
 
 
 class _HashingWriter:
@@ -282,9 +197,6 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
     is checked against the LoRA rules before it gets its name. Raises PublishError (nothing left behind)
     when the name is taken and `on_conflict` is "refuse", or on any write failure.
     """
-    from loradeck.trainer.config.user_config import load_user_config
-    from loradeck.trainer.lora.validate import InvalidLoraError, check_rules
-
     src = Path(src)
     if not isinstance(dest, Destination):
         dest = Destination(Path(dest), "--to")
@@ -301,9 +213,9 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
     mode = publish_mode()
     sweep_stale_temporaries(folder)
 
-    temps: list[_Temp] = []
+    temps: list[StagedFile] = []
     try:
-        adapter_tmp = _Temp(folder)
+        adapter_tmp = StagedFile(folder)
         temps.append(adapter_tmp)
         writer_box: dict[str, _HashingWriter] = {}
 
@@ -318,7 +230,7 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
         size, sha256 = writer_box["w"].size, writer_box["w"].sha.hexdigest()
         preview_tmp = None
         if preview is not None:
-            preview_tmp = _Temp(folder)
+            preview_tmp = StagedFile(folder)
             temps.append(preview_tmp)
             preview_bytes = Path(preview).read_bytes()
             preview_tmp.write(lambda fh: fh.write(preview_bytes), mode)
@@ -333,7 +245,7 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
         # Commit: claim a name with the adapter, then write the sidecar for that name and move it in.
         for final_name in candidate_names(name, on_conflict):
             check_name(final_name)
-            if _link_no_clobber(adapter_tmp.path, adapter_path(folder, final_name)):
+            if link_no_clobber(adapter_tmp.path, adapter_path(folder, final_name)):
                 adapter_tmp.placed = True
                 break
             if on_conflict == "refuse":
@@ -344,7 +256,7 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
         placed_adapter = adapter_path(folder, final_name)
         sidecar_tmp = None
         try:
-            sidecar_tmp = _Temp(folder)
+            sidecar_tmp = StagedFile(folder)
             temps.append(sidecar_tmp)
             text = sidecar_text(final_name)
             sidecar_tmp.write(lambda fh: fh.write(text), mode)
@@ -379,69 +291,60 @@ def publish_adapter(src: str | os.PathLike, dest: Destination | str | os.PathLik
 
 # ------------------------------------------------------------------------------------ runs -> file
 
-def _config_of(run_dir: Path) -> dict[str, Any]:
-    """The run's config.toml as a dict (lenient: extra tables are kept, nothing is validated here)."""
-    import tomllib
-
+def _config_of(files: RunFiles) -> dict[str, Any]:
+    """The run's config.toml as written: its keys and [dataset] table, read by the config module's one
+    TOML reader. Lenient on purpose: a run from an older version, or made by hand, still exports; keys
+    the file leaves out stay out (so a missing output_name names the export after the project)."""
+    if not files.config.is_file():
+        raise PublishError(f"run {files.run_id} has no config.toml")
     try:
-        return tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PublishError(f"run {run_dir.name} has no config.toml") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise PublishError(f"run {run_dir.name}: cannot read config.toml ({e})") from None
+        return read_toml(files.config)
+    except ConfigError as e:
+        raise PublishError(f"run {files.run_id}: cannot read config.toml ({e})") from None
 
 
-def _output_of(run_dir: Path, config: dict[str, Any]) -> Path | None:
-    out = run_dir / f"{config.get('output_name', 'lora')}{ADAPTER_SUFFIX}"
+def _output_name(config: dict[str, Any]) -> str:
+    return str(config.get("output_name") or "lora")
+
+
+def _output_of(files: RunFiles, config: dict[str, Any]) -> Path | None:
+    out = files.output(str(config.get("output_name", "lora")))
     return out if out.is_file() else None
 
 
 def find_run_output(project, run: str | None = None) -> tuple[Path, dict[str, Any], Path]:
     """(run folder, its config, its final LoRA). `run` is an id, a unique prefix or "latest"; without
     it, the newest run that has a final LoRA (a newer run still training or failed is skipped)."""
-    try:
-        from loradeck.trainer.runs import lifecycle as runs_mod
-    except ImportError:  # pragma: no cover - loradeck.trainer.runs.lifecycle is part of the package; kept for older trees
-        runs_mod = None
     if run:
-        if runs_mod is not None and hasattr(runs_mod, "find_run"):
-            run_dir = runs_mod.find_run(project, run).dir
-        else:
-            run_dir = project.runs / run
-            if not (run_dir / "config.toml").is_file():
-                raise PublishError(f"no run {run!r} in project {project.name!r}")
-        config = _config_of(run_dir)
-        output = _output_of(run_dir, config)
+        files = runs_mod.find_run(project, run)
+        config = _config_of(files)
+        output = _output_of(files, config)
         if output is None:
-            state = runs_mod.run_state(RunFiles(run_dir)) if runs_mod is not None else None
-            hint = (f"it is {state}: resume it with `{command('resume', project.name, run_dir.name)}`, or export"
+            state = runs_mod.run_state(files)
+            hint = (f"it is {state}: resume it with `{command('resume', project.name, files.run_id)}`, or export"
                     " another run" if state in ("stopped", "failed", "crashed")
                     else "wait for it to finish, or export another run")
-            raise PublishError(f"run {run_dir.name} has no final LoRA yet ({config.get('output_name', 'lora')}"
+            raise PublishError(f"run {files.run_id} has no final LoRA yet ({config.get('output_name', 'lora')}"
                                f"{ADAPTER_SUFFIX})", hint=hint)
-        return run_dir, config, output
-    if runs_mod is not None and hasattr(runs_mod, "run_folders"):
-        dirs = [f.dir for f in runs_mod.run_folders(project)]
-    else:
-        dirs = sorted((d for d in project.runs.glob("*") if (d / "config.toml").is_file()), key=lambda d: d.name)
-    for run_dir in reversed(dirs):
-        config = _config_of(run_dir)
-        output = _output_of(run_dir, config)
+        return files.dir, config, output
+    for files in reversed(runs_mod.run_folders(project)):
+        config = _config_of(files)
+        output = _output_of(files, config)
         if output is not None:
-            return run_dir, config, output
+            return files.dir, config, output
     raise PublishError(f"project {project.name!r} has no finished run with a final LoRA",
                        hint=f"train one with: {command('train', project.name)}")
 
 
 def run_checkpoints(run_dir: Path, config: dict[str, Any]) -> dict[int, Path]:
     """{step: file} of the kohya-format LoRA files the trainer saved during the run (checkpoints/)."""
-    return RunFiles(run_dir).checkpoint_files(str(config.get("output_name") or "lora"))
+    return RunFiles(run_dir).checkpoint_files(_output_name(config))
 
 
 def checkpoints_of(run_dir: Path) -> dict[int, Path]:
     """`run_checkpoints` of a run folder, reading its config; {} where the config cannot be read."""
     try:
-        return run_checkpoints(run_dir, _config_of(run_dir))
+        return run_checkpoints(run_dir, _config_of(RunFiles(run_dir)))
     except PublishError:
         return {}
 
@@ -450,25 +353,23 @@ def find_run_checkpoint(project, run: str | None, checkpoint: str | int) -> tupl
     """(run folder, its config, step, file) of an intermediate checkpoint: `checkpoint` is a step number
     or "latest". Without `run`, the newest run that has checkpoints. Any run state will do: a stopped or
     crashed run's checkpoints are complete files (each is written atomically)."""
-    from loradeck.trainer.runs import lifecycle as runs_mod
-
     latest = str(checkpoint).lower() == "latest"
     if not latest and not str(checkpoint).isdigit():
         raise PublishError(f"checkpoint must be a step number or 'latest', not {checkpoint!r}")
-    dirs = [runs_mod.find_run(project, run).dir] if run else [f.dir for f in reversed(runs_mod.run_folders(project))]
-    for run_dir in dirs:
-        config = _config_of(run_dir)
-        found = run_checkpoints(run_dir, config)
+    candidates = [runs_mod.find_run(project, run)] if run else list(reversed(runs_mod.run_folders(project)))
+    for files in candidates:
+        config = _config_of(files)
+        found = run_checkpoints(files.dir, config)
         if not found:
             if run:
-                raise PublishError(f"run {run_dir.name} has no checkpoints",
+                raise PublishError(f"run {files.run_id} has no checkpoints",
                                    hint="train with --save-every-steps N or --save-every-epochs N")
             continue
         step = max(found) if latest else int(checkpoint)
         if step not in found:
-            raise PublishError(f"run {run_dir.name} has no checkpoint at step {step}",
+            raise PublishError(f"run {files.run_id} has no checkpoint at step {step}",
                                hint="it has steps " + ", ".join(str(k) for k in sorted(found)))
-        return run_dir, config, step, found[step]
+        return files.dir, config, step, found[step]
     raise PublishError(f"project {project.name!r} has no run with checkpoints",
                        hint="train with --save-every-steps N or --save-every-epochs N")
 
@@ -476,40 +377,35 @@ def find_run_checkpoint(project, run: str | None, checkpoint: str | int) -> tupl
 def latest_sample(run_dir: Path, up_to_step: int | None = None) -> Path | None:
     """The run's newest sample image: the last `sample` event's file, else the newest PNG in samples/.
     With `up_to_step`, the last sample made at or before that step (a checkpoint's own preview), or None."""
-    events = run_dir / "events.jsonl"
-    newest = None
+    files = RunFiles(run_dir)
+    events: list[dict[str, Any]] = []
     with contextlib.suppress(OSError):
-        for line in events.read_text(encoding="utf-8", errors="replace").splitlines():
-            if '"sample"' not in line:
+        events = read_all(files.events)
+    newest = None
+    for ev in events:
+        if ev.get("type") == "sample" and ev.get("path"):
+            if up_to_step is not None and not (isinstance(ev.get("step"), int) and ev["step"] <= up_to_step):
                 continue
-            with contextlib.suppress(json.JSONDecodeError):
-                ev = json.loads(line)
-                if ev.get("type") == "sample" and ev.get("path"):
-                    if up_to_step is not None and not (isinstance(ev.get("step"), int) and ev["step"] <= up_to_step):
-                        continue
-                    p = Path(ev["path"])
-                    p = p if p.is_absolute() else run_dir / p
-                    if p.is_file() and p.suffix.lower() == ".png":
-                        newest = p
+            p = Path(ev["path"])
+            p = p if p.is_absolute() else run_dir / p
+            if p.is_file() and p.suffix.lower() == ".png":
+                newest = p
     if newest is not None or up_to_step is not None:
         return newest
-    pngs = [p for p in (run_dir / "samples").glob("**/*.png") if p.is_file()]
+    pngs = [p for p in files.samples.glob("**/*.png") if p.is_file()]
     return max(pngs, key=lambda p: (p.stat().st_mtime, p.name)) if pngs else None
 
 
 def _tag_frequency(project, config: dict[str, Any]) -> dict[str, dict[str, int]]:
     try:
-        from loradeck.trainer.dataset.caption_ops import tag_frequency
         counts = dict(tag_frequency(project))
-    except (ImportError, LoradeckError, OSError):
+    except (LoradeckError, OSError):
         counts = {}
     folder = f"{config.get('repeats', 1)}_{project.name}"
     return {folder: counts}
 
 
 def _dataset_size(project) -> int:
-    from loradeck.trainer.dataset.project import IMAGE_EXTENSIONS
-
     if not project.dataset.is_dir():
         return 0
     return sum(1 for p in project.dataset.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -535,18 +431,16 @@ def run_fill_metadata(project, settings, run_dir: Path, config: dict[str, Any],
 def export_run(project_name: str, run: str | None = None, *, root=None, to=None, name: str | None = None,
                on_conflict: str | None = None, base_model: str | None = None, load_check: bool = True,
                isolate: bool = False, description: str = "", checkpoint: str | int | None = None,
-               to_source: str = "--to", wording: dict[str, str] | None = None) -> PublishResult:
+               to_source: str = "--to", wording: dict[str, str] | None = None,
+               on_event: Callable[[dict[str, Any]], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> PublishResult:
     """`loradeck export`: validate a run's final LoRA (rules + diffusers load on its base model when
     available) and publish it with sidecar and latest sample as preview. See `publish_adapter`.
     With `checkpoint` (a step or "latest"), one of the run's intermediate checkpoints instead, published
     as OUTPUT-stepN by default, with the last sample made up to that step as its preview. `to_source`
     names where `to` came from in messages (the CLI's --to, the TUI's dialog); `wording` how hints
-    name the other choices (see CLI_WORDING)."""
-    from loradeck.trainer.config import project_settings as settings_mod
-    from loradeck.trainer.config.user_config import load_user_config
-    from loradeck.trainer.dataset.project import open_project
-    from loradeck.trainer.lora.validate import InvalidLoraError, validate
-
+    name the other choices (see CLI_WORDING). The load check's progress events go to `on_event`, and
+    `should_stop` cancels it (loradeck.trainer.children.Cancelled; nothing is published)."""
     project = open_project(project_name, root)
     settings = settings_mod.load(project.settings_file)
     user = load_user_config()
@@ -563,7 +457,8 @@ def export_run(project_name: str, run: str | None = None, *, root=None, to=None,
                            hint=f"choose another {_words(wording)['name']}, or {_words(wording)['version']}")
     run_base = str(config.get("base_model") or "")
     base = base_model or _local_base(run_base, project)
-    report = validate(output, base_model=base, load_check=load_check and bool(base), isolate=isolate)
+    report = validate(output, base_model=base, load_check=load_check and bool(base), isolate=isolate,
+                      on_event=on_event, should_stop=should_stop)
     if load_check and not base:
         report.load_check = (f"skipped: base model {run_base} is not available locally" if run_base
                              else "skipped: the run names no base model")
@@ -597,11 +492,9 @@ def export_name(project, run: str | None = None, checkpoint: str | int | None = 
 def _local_base(base: str, project) -> str | None:
     """The base model to load-check against, if it can be found without a download (else None: the
     check is skipped and says so)."""
-    from loradeck.trainer.lora.validate import _base_available
-
     if not base:
         return None
     path = Path(base).expanduser()
     if not path.is_absolute() and (project.path / path).exists():
         return str(project.path / path)
-    return base if _base_available(base) else None
+    return base if base_available(base) else None

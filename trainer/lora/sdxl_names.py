@@ -19,7 +19,15 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from loradeck.trainer.lora.file_format import TE_PREFIX, UNET_PREFIX, LoraFileError, _convert_part
+from loradeck.trainer.lora.file_format import (
+    CLIP_TEXT_ROOT,
+    TE_PREFIX,
+    UNET_PREFIX,
+    LoraFileError,
+    _convert_part,
+    kohya_key,
+    module_path_from_kohya,
+)
 
 TE1_PREFIX, TE2_PREFIX = "lora_te1", "lora_te2"
 SDXL_PREFIXES = (UNET_PREFIX, TE1_PREFIX, TE2_PREFIX)
@@ -109,8 +117,6 @@ _SGM_KEY = re.compile(r"^lora_unet_(input_blocks_\d+_1|middle_block_1|output_blo
 def kohya_sdxl_module(name: str) -> tuple[str, str]:
     """A kohya SDXL module key -> (diffusers part, dotted module path):
     `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q` -> ("unet", "down_blocks.1.attentions.0...")."""
-    from loradeck.trainer.lora.file_format import module_path_from_kohya
-
     for prefix, part in ((TE1_PREFIX, "text_encoder"), (TE2_PREFIX, "text_encoder_2")):
         if name.startswith(prefix + "_"):
             return part, module_path_from_kohya(TE_PREFIX + name[len(prefix):])[1]
@@ -124,8 +130,6 @@ def kohya_sdxl_module(name: str) -> tuple[str, str]:
 
 def kohya_sdxl_name(part: str, module: str) -> str:
     """The inverse of `kohya_sdxl_module`."""
-    from loradeck.trainer.lora.file_format import CLIP_TEXT_ROOT, kohya_key
-
     if part == "unet":
         return kohya_key(UNET_PREFIX, diffusers_to_sgm(module, SDXL_UNET_LAYOUT))
     module = module if module.startswith(CLIP_TEXT_ROOT) else CLIP_TEXT_ROOT + module

@@ -9,8 +9,10 @@ Layout of a published adapter NAME (what A1111, ComfyUI and diffusers users pick
     NAME.preview.png     the run's latest sample, where there was one (A1111/ComfyUI preview name)
     PACK.pack.json       a pack of adapters with weights (loradeck.trainer.lora.packs)
 
-Files starting with "." (in-progress temporaries) are never listed. Pure Python: the TUI lists
-the folder from a worker thread without torch.
+Names are ASCII letters, digits, ".", "_", "-" and spaces (`name_problem`); a taken name may be
+versioned NAME-v2, NAME-v3, ... (`candidate_names`). Published files are group-readable
+(`publish_mode`). Files starting with "." (in-progress temporaries) are never listed. Pure Python:
+the TUI lists the folder from a worker thread without torch.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ import datetime as _dt
 import json
 import os
 import pwd
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.atomic import atomic_write_text, current_umask
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.config import train_config
+from loradeck.trainer.config.train_config import FIELD_NAMES
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.lora.file_format import LoraFileError, read_header
 
@@ -34,6 +41,9 @@ PREVIEW_SUFFIX = ".preview.png"
 PACK_SUFFIX = ".pack.json"
 SIDECAR_SCHEMA = 1
 TOP_TAGS = 20
+MAX_VERSION = 999
+_VERSION_RE = re.compile(r"^(?P<base>.+)-v(?P<n>\d+)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 
 # TrainConfig field <- kohya ss_* key, for files without loradeck's own config (trained elsewhere).
 _SS_TO_TRAIN = {
@@ -71,6 +81,34 @@ def preview_path(folder: Path, name: str) -> Path:
 
 def pack_path(folder: Path, name: str) -> Path:
     return folder / f"{name}{PACK_SUFFIX}"
+
+
+# ------------------------------------------------------------------------------ names and modes
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a published adapter or pack, or None; each caller raises its own error."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith((".", " ")):
+        return (f"adapter name {name!r} is not allowed: use ASCII letters, digits, '.', '_', '-' or"
+                " spaces, starting with a letter or digit")
+    if name.endswith(ADAPTER_SUFFIX):
+        return f"give the adapter name without {ADAPTER_SUFFIX}"
+    return None
+
+
+def candidate_names(name: str, on_conflict: str):
+    """The names to try in order: NAME, then NAME-v2, NAME-v3, ... when versioning."""
+    yield name
+    if on_conflict != "version":
+        return
+    m = _VERSION_RE.match(name)
+    base, start = (m["base"], int(m["n"]) + 1) if m else (name, 2)
+    for n in range(start, MAX_VERSION + 1):
+        yield f"{base}-v{n}"
+
+
+def publish_mode() -> int:
+    """File mode for published files: the user's umask, but always readable by owner and group."""
+    return (0o666 & ~current_umask()) | 0o440
 
 
 # ------------------------------------------------------------------------------ metadata -> sidecar
@@ -264,26 +302,6 @@ def list_adapters(folder: str | os.PathLike) -> list[SharedAdapter]:
     return sorted(items, key=lambda a: (a.date, a.name), reverse=True)
 
 
-def list_packs(folder: str | os.PathLike) -> list[dict[str, Any]]:
-    """The packs in `folder` (name, description, adapters with weights), newest first."""
-    from loradeck.trainer.lora.packs import read_pack
-
-    folder = Path(folder)
-    out = []
-    for p in sorted(folder.glob("*" + PACK_SUFFIX)):
-        if p.name.startswith("."):
-            continue
-        try:
-            pack = read_pack(p)
-        except LoradeckError as e:
-            out.append({"name": p.name[: -len(PACK_SUFFIX)], "problem": str(e)})
-            continue
-        out.append({"name": pack["name"], "description": pack.get("description", ""),
-                    "adapters": [(a["name"], a["weight"]) for a in pack["adapters"]],
-                    "created": pack.get("created"), "created_by": pack.get("created_by")})
-    return sorted(out, key=lambda d: (d.get("created") or "", d["name"]), reverse=True)
-
-
 # ---------------------------------------------------------------------------------------- import
 
 def adapter_metadata(folder: Path, name: str) -> dict[str, str]:
@@ -297,8 +315,6 @@ def adapter_metadata(folder: Path, name: str) -> dict[str, str]:
 
 def train_settings_of(metadata: dict[str, str]) -> dict[str, Any]:
     """TrainConfig values an adapter was trained with: loradeck's full config, else kohya's ss_* keys."""
-    from loradeck.trainer.config.train_config import FIELD_NAMES
-
     raw = metadata.get("loradeck_config")
     if raw:
         try:
@@ -332,10 +348,6 @@ def import_into_project(project, folder: str | os.PathLike, name: str, *, dry_ru
     A copy of the adapter's sidecar (or header metadata) is kept in <project>/.loradeck/imports/.
     Returns {"train": {...}, "project": {...}, "record": path}; `dry_run` changes nothing.
     """
-    from loradeck.trainer.atomic import atomic_write_text
-    from loradeck.trainer.config import project_settings as settings_mod
-    from loradeck.trainer.config import train_config
-
     folder = Path(folder)
     metadata = adapter_metadata(folder, name)
     settings = settings_mod.load(project.settings_file)

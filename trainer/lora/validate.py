@@ -9,7 +9,10 @@ Two checks:
 
 A diffusers/peft-layout file (dotted keys, lora_A/lora_B) fails the rules with a hint to `loradeck convert`.
 `validate()` runs both; with `isolate=True` the load check runs in a subprocess so a caller that must
-not import torch (the TUI) can use it.
+not import torch (the TUI) can use it. The load check takes minutes on a real base model: it reports
+its phases (LOAD_PHASES) as `progress` events (task "validate", loradeck.trainer.events) to an
+`on_event` callback, and stops when `should_stop()` turns true (raising children.Cancelled); isolated,
+the child (`loradeck validate --events`) prints those events and its process group is ended on a stop.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ import math
 import os
 import re
 import struct
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from loradeck.trainer import children
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import make_event, parse_line
 from loradeck.trainer.lora.file_format import (
     ALPHA,
     DOWN,
@@ -35,10 +38,13 @@ from loradeck.trainer.lora.file_format import (
     UP,
     LoraFileError,
     file_model_hash,
+    kohya_key,
     module_path_from_kohya,
     read_header,
     split_kohya_key,
 )
+from loradeck.trainer.lora.sdxl_names import diffusers_to_sgm, is_sdxl_keys
+from loradeck.trainer.train.models import kind_of, load_base_model
 
 FLOAT_DTYPES = ("F16", "BF16", "F32")
 # ss_* keys a file needs so A1111/kohya tools show what it is.
@@ -47,6 +53,14 @@ REQUIRED_SS_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "
 _MODULE_RE = re.compile(r"^lora_(unet|te|te1|te2)_[A-Za-z0-9_]+$")
 # SDXL files (kohya's layout, loradeck.trainer.lora.sdxl_names): UNet modules under SGM block names.
 _SGM_UNET_RE = re.compile(r"^lora_unet_(input_blocks_\d+_1|middle_block_1|output_blocks_\d+_1)_[A-Za-z0-9_]+$")
+# The load check's phases, in order: the `message` of its progress events (`done` = phases finished).
+LOAD_PHASES = ("loading base model", "loading adapter", "probing")
+TASK = "validate"
+# An isolated load check that takes longer than this is stuck (a real SDXL load takes minutes).
+LOAD_CHECK_TIMEOUT_SECONDS = 1800
+
+OnEvent = Callable[[dict[str, Any]], None]
+ShouldStop = Callable[[], bool]
 
 
 @dataclass
@@ -131,6 +145,7 @@ def looks_diffusers(keys: list[str]) -> bool:
 
 def _read_array(fh, base: int, info: dict):
     """A tensor of the file as a float32 numpy array (bf16 widened by hand: numpy has no bf16)."""
+    # numpy only when tensor values are read: listing and header checks stay light.
     import numpy as np
 
     start, end = (int(x) for x in info["data_offsets"])
@@ -177,7 +192,6 @@ def check_rules(path: str | os.PathLike) -> Report:
             continue
         modules.setdefault(parts[0], {})[parts[1]] = info[key]
     report.layout = "kohya" if modules else "unknown"
-    from loradeck.trainer.lora.sdxl_names import is_sdxl_keys
 
     version = str(metadata.get("ss_base_model_version", ""))  # what the file says it is wins over its keys
     sdxl = version.startswith("sdxl") if version.startswith(("sd_v", "sdxl")) else is_sdxl_keys(modules)
@@ -274,6 +288,7 @@ _MAGNITUDE = {"F16": 0x7FFF, "BF16": 0x7FFF, "F32": 0x7FFFFFFF}
 
 def _read_bits(fh, base: int, info: dict):
     """(raw bits as unsigned ints, the exponent mask) of a float tensor, or None if the size is wrong."""
+    # numpy only when tensor values are read: listing and header checks stay light.
     import numpy as np
 
     dtype = info["dtype"]
@@ -319,11 +334,9 @@ def base_model_of(metadata: dict[str, str]) -> str | None:
     return metadata.get("loradeck_base_model") or metadata.get("ss_sd_model_name") or None
 
 
-def _base_available(base: str) -> bool:
+def base_available(base: str) -> bool:
     """Whether `base` can be loaded without a download: synthetic, a local folder or file, or a hub id
     already in the local cache (loradeck.trainer.train.models decides what a name is)."""
-    from loradeck.trainer.train.models import kind_of
-
     try:
         kind = kind_of(base)
     except LoradeckError:
@@ -331,6 +344,7 @@ def _base_available(base: str) -> bool:
     if kind != "hub":
         return True
     try:
+        # Heavy-ish: only when a hub id is named.
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(base, "model_index.json")
@@ -341,9 +355,8 @@ def _base_available(base: str) -> bool:
 
 def _load_pipeline(base: str):
     """A diffusers pipeline of the base model (through loradeck.trainer.train.models, the one place that loads them)."""
+    # Heavy: only for the load check.
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    from loradeck.trainer.train.models import load_base_model
 
     model = load_base_model(base)
     if model.family == "sdxl":
@@ -366,6 +379,7 @@ def _lora_layer_names(model, adapter: str) -> set[str]:
 
 def _probe(pipe):
     """Outputs of the UNet and text encoder on fixed small inputs."""
+    # Heavy: only for the load check.
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -387,14 +401,27 @@ def _probe(pipe):
         return pipe.unet(sample, torch.tensor([500]), hidden, **extra).sample, text
 
 
-def check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
+def _phase(phase: str, on_event: OnEvent | None, should_stop: ShouldStop | None) -> None:
+    """Start `phase` of the load check: stop here if asked to, else report it."""
+    if should_stop is not None and should_stop():
+        raise children.Cancelled("the load check was cancelled")
+    if on_event is not None:
+        on_event(make_event("progress", task=TASK, done=LOAD_PHASES.index(phase), total=len(LOAD_PHASES),
+                            message=phase))
+
+
+def check_loads(path: str | os.PathLike, base_model: str, *, on_event: OnEvent | None = None,
+                should_stop: ShouldStop | None = None) -> list[Problem]:
     """Load the file with diffusers' `load_lora_weights` on `base_model` (imports torch).
 
     Every module of the file must land on a layer of the model, and the adapter must change the
     UNet's (and, with text-encoder modules, the text encoder's) output. Returns the problems found.
+    Each phase (LOAD_PHASES) is reported to `on_event` as it starts; between phases a true
+    `should_stop()` raises children.Cancelled.
     """
     import warnings
 
+    # Heavy: only for the load check.
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -409,7 +436,7 @@ def check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _check_loads(path, base_model)
+            return _check_loads(path, base_model, on_event, should_stop)
     finally:
         for lib, level, bar in zip((diffusers_logging, transformers_logging), levels, bars):
             lib.set_verbosity(level)
@@ -417,26 +444,27 @@ def check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
                 lib.enable_progress_bar()
 
 
-def _check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
+def _check_loads(path: str | os.PathLike, base_model: str, on_event: OnEvent | None,
+                 should_stop: ShouldStop | None) -> list[Problem]:
+    # Heavy: only for the load check.
     import torch
-
-    from loradeck.trainer.lora.file_format import kohya_key
 
     info, _ = read_header(path)
     file_modules = {split_kohya_key(k)[0] for k in info if split_kohya_key(k)}
+    _phase("loading base model", on_event, should_stop)
     try:
         pipe = _load_pipeline(base_model)
     except Exception as e:  # noqa: BLE001 - any load failure is the user's model problem, reported as such
         return [Problem("load", f"cannot load base model {base_model}: {' '.join(str(e).split())[:200]}")]
     unet_before, te_before = _probe(pipe)
+    _phase("loading adapter", on_event, should_stop)
     try:
         pipe.load_lora_weights(str(path), adapter_name="validate")
     except Exception as e:  # noqa: BLE001 - diffusers raises many types for bad files
         return [Problem("load", f"diffusers load_lora_weights failed: {' '.join(str(e).split())[:300]}")]
+    _phase("probing", on_event, should_stop)
     te_name = lambda n: n if n.startswith("text_model.") else "text_model." + n  # noqa: E731
     if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL: SGM UNet names, te1/te2
-        from loradeck.trainer.lora.sdxl_names import diffusers_to_sgm
-
         loaded = {kohya_key(UNET_PREFIX, diffusers_to_sgm(n, pipe.unet.config))
                   for n in _lora_layer_names(pipe.unet, "validate")}
         for prefix, encoder in (("lora_te1", pipe.text_encoder), ("lora_te2", pipe.text_encoder_2)):
@@ -456,27 +484,39 @@ def _check_loads(path: str | os.PathLike, base_model: str) -> list[Problem]:
     return problems
 
 
-def _check_loads_isolated(path: str, base_model: str) -> list[Problem]:
-    """Run the load check in a child process (`python -m loradeck.trainer validate --json`)."""
+def _check_loads_isolated(path: str, base_model: str, *, on_event: OnEvent | None = None,
+                          should_stop: ShouldStop | None = None) -> list[Problem]:
+    """Run the load check in a child process (`python -m loradeck.trainer validate --events`): its
+    events go to `on_event` as they come, its report arrives in the last one (task_finished)."""
     # Paths go to the child absolute, so its working folder never changes what they name.
     base = os.path.abspath(os.path.expanduser(base_model)) if os.path.exists(os.path.expanduser(base_model)) \
         else base_model
-    cmd = [sys.executable, "-m", "loradeck.trainer", "validate", os.path.abspath(path), "--base", base, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    try:
-        data = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
+    argv = children.module_argv("loradeck.trainer", "validate", os.path.abspath(path), "--base", base, "--events")
+
+    def forward(line: str) -> None:
+        event = parse_line(line)
+        if event is not None and on_event is not None:
+            on_event(event)
+
+    proc = children.run_watched(argv, on_line=forward if on_event is not None else None, should_stop=should_stop,
+                                timeout=LOAD_CHECK_TIMEOUT_SECONDS, what="the load check")
+    events = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
+    finished = next((e for e in reversed(events) if e.get("type") == "task_finished" and e.get("task") == TASK), None)
+    report = finished.get("report") if finished is not None else None
+    if not isinstance(report, dict):
         tail = " ".join((proc.stderr or "").split())[-300:]
         return [Problem("load", f"the load check crashed: {tail or 'no output'}")]
-    return [Problem(**p) for p in data.get("problems", []) if p.get("rule") == "load"]
+    return [Problem(**p) for p in report.get("problems", []) if p.get("rule") == "load"]
 
 
 def validate(path: str | os.PathLike, *, base_model: str | None = None, load_check: bool = True,
-             isolate: bool = False) -> Report:
+             isolate: bool = False, on_event: OnEvent | None = None,
+             should_stop: ShouldStop | None = None) -> Report:
     """Rules, then (when the rules pass and a base model is available) the diffusers load check.
 
     `base_model` defaults to the one the file's metadata names; a model that is named explicitly but
-    cannot be found is an error, one only named by the metadata is skipped with a note.
+    cannot be found is an error, one only named by the metadata is skipped with a note. The load
+    check's progress goes to `on_event`; `should_stop` cancels it (children.Cancelled).
     """
     report = check_rules(path)
     if not load_check:
@@ -490,14 +530,17 @@ def validate(path: str | os.PathLike, *, base_model: str | None = None, load_che
     if not base:
         report.load_check = "skipped: no base model named (pass --base)"
         return report
-    if not _base_available(base):
+    if not base_available(base):
         if explicit:
             report.error("load", f"base model {base} is not available locally")
             report.load_check = "failed"
         else:
             report.load_check = f"skipped: base model {base} is not available locally"
         return report
-    problems = _check_loads_isolated(str(path), base) if isolate else check_loads(path, base)
+    if isolate:
+        problems = _check_loads_isolated(str(path), base, on_event=on_event, should_stop=should_stop)
+    else:
+        problems = check_loads(path, base, on_event=on_event, should_stop=should_stop)
     report.problems.extend(problems)
     report.load_check = "failed" if problems else f"passed on {base}"
     return report

@@ -24,7 +24,7 @@ from loradeck.trainer.runs.lifecycle import RunInfo
 from loradeck.tui import run_actions
 from loradeck.tui.form_hints import form_hint
 from loradeck.tui.run_keys import bind
-from loradeck.tui.screens.export_dialog import ExportChoice, ExportScreen  # noqa: F401 (ExportScreen: tests import it here)
+from loradeck.tui.screens.export_dialog import ExportChoice, ExportScreen, watched_export  # noqa: F401 (ExportScreen: tests import it here)
 from loradeck.tui.screens.monitor import visible
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
@@ -326,7 +326,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     def _engine(self, what: str, row: RunInfo, *args) -> None:
         try:
             if what == "export":
-                result = run_actions.export(self.project, row.files, *args)
+                result = run_actions.export(self.project, row.files, *args, **watched_export(self))
             elif what == "force_stop":
                 result = run_actions.stop(row.files, force=True, timeout=0.5)
             else:

@@ -22,6 +22,7 @@ from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.runs.sample_grid import SampleGrid
 from loradeck.tui import run_actions
 from loradeck.tui.run_keys import bind
+from loradeck.tui.screens.export_dialog import watched_export
 from loradeck.tui.widgets.image_preview import ImagePreview
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
@@ -188,7 +189,7 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
         from loradeck.trainer.runs.files import RunFiles
 
         try:
-            result = run_actions.export(self.project, RunFiles(run_dir), choice)
+            result = run_actions.export(self.project, RunFiles(run_dir), choice, **watched_export(self))
         except Exception as e:
             self.app.call_from_thread(show_error, self, e, f"Could not export {run_dir.name}")
             return
