@@ -11,13 +11,17 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 
 from textual.app import App
 
+from loradeck.trainer.dataset.demo import DEMO_NAME, create_demo
 from loradeck.trainer.dataset.project import Project, open_project, resolve_root
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.tui import navigation
 from loradeck.tui.commands import ScreenActions
 from loradeck.tui.keys import bind, load_keymap
 from loradeck.tui.widgets.image_preview import detect_mode, prepare_graphics
@@ -51,52 +55,40 @@ class LoradeckApp(ShowsWorkerErrors, App):
             self.set_keymap(keymap)
         for problem in problems:
             self.notify(problem, title="keymap", severity="warning", timeout=8)
-        from loradeck.tui.screens.projects import ProjectsScreen
-
-        self.push_screen(ProjectsScreen(self.root))
+        self.push_screen(navigation.screen("projects", self.root))
         if self.monitor:
             name, run = self.monitor
-            from loradeck.tui.screens.monitor import MonitorScreen
-
-            self.push_screen(MonitorScreen(Project(self.root, name), run))
+            self.push_screen(navigation.screen("monitor", Project(self.root, name), run))
         elif self.open_name:
             self.open_dataset(Project(self.root, self.open_name))
 
-    # navigation used by several screens; `on_close` runs when that screen is dismissed or popped
+    # navigation used by several screens (by name: loradeck.tui.navigation); `on_close` runs when that
+    # screen is dismissed or popped
     def open_dataset(self, project: Project, on_close=None) -> None:
-        from loradeck.tui.screens.dataset import DatasetScreen
-
-        self.push_screen(DatasetScreen(project), on_close)
+        self.push_screen(navigation.screen("dataset", project), on_close)
 
     def open_train(self, project: Project, on_close=None) -> None:
-        from loradeck.tui.screens.train_form import TrainFormScreen
-
-        self.push_screen(TrainFormScreen(project), on_close)
+        self.push_screen(navigation.screen("train_form", project), on_close)
 
     def open_runs(self, project: Project, on_close=None) -> None:
-        from loradeck.tui.screens.runs import RunsScreen
-
-        self.push_screen(RunsScreen(project), on_close)
+        self.push_screen(navigation.screen("runs", project), on_close)
 
     def action_help(self) -> None:
-        from loradeck.tui.screens.help import HelpScreen
-
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.screen))
+        if not isinstance(self.screen, navigation.screen_class("help")):
+            self.push_screen(navigation.screen("help", self.screen))
 
     # the one error path
     def show_error(self, error: BaseException | str, *, title: str = "Error") -> None:
         """Show `error` in the error modal: a LoradeckError as its one line and hint, anything
         else (a bug) with its traceback under the message."""
-        from loradeck.tui.screens.error import ErrorScreen
-
         if isinstance(error, LoradeckError):
-            screen = ErrorScreen(title, " ".join(str(error).split()), error.hint)
+            screen = navigation.screen("error", title, " ".join(str(error).split()), error.hint)
         elif isinstance(error, BaseException):
             details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            screen = ErrorScreen(f"{title} (unexpected)", f"{type(error).__name__}: {error}", None, details)
+            screen = navigation.screen("error", f"{title} (unexpected)", f"{type(error).__name__}: {error}", None,
+                                       details)
         else:
-            screen = ErrorScreen(title, str(error))
+            screen = navigation.screen("error", title, str(error))
         self.push_screen(screen)
 
 
@@ -110,8 +102,6 @@ def run_app(root: str | os.PathLike | None = None, *, open_name: str | None = No
 
 def run_demo(root: str | os.PathLike | None = None, open_tui: bool = True) -> int:
     """Create (or reuse) the demo project, then open the TUI on it."""
-    from loradeck.trainer.dataset.demo import DEMO_NAME, create_demo
-
     try:
         project = create_demo(root)
     except LoradeckError as e:
@@ -127,10 +117,6 @@ def run_monitor(root: str | os.PathLike | None, project: str, run: str | None = 
     """Open the live monitor of `project`'s run `run` (default: its latest run) in the TUI. An
     unknown project or run is a one-line error (exit 1). `loradeck monitor` without a terminal never
     gets here: loradeck.tui.launcher follows the run as plain lines (loradeck.trainer.cli.plain_monitor) instead."""
-    import sys
-
-    from loradeck.trainer.runs import lifecycle as runs
-
     try:
         found = open_project(project, root)
         if run:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from loradeck.tui.train_fields import FIELDS, LIMIT_FIELDS
+
 # A flag, and a placeholder after it (N, X, DIR) that means nothing on a form.
 _FLAG = re.compile(r"`?--([a-z][a-z0-9-]*)(?:[ =]([A-Z]+)\b)?`?")
 SUFFIX = " (train form fields)"
@@ -16,8 +18,6 @@ SUFFIX = " (train form fields)"
 
 def _labels() -> dict[str, str]:
     """CLI flag name -> the train form's label of that field."""
-    from loradeck.tui.screens.train_form import FIELDS, LIMIT_FIELDS
-
     labels = {f.name.replace("_", "-"): f.label for f in FIELDS}
     length = next(f.label for f in FIELDS if f.kind == "length")
     for flag in [name.replace("_", "-") for name in LIMIT_FIELDS] + ["steps", "epochs"]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from textual.binding import Binding
 
+from loradeck.tui.run_keys import RUN_BINDINGS
+
 # id -> (default keys, action, description, shown in the footer)
 DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     # everywhere
@@ -61,9 +63,7 @@ DEFAULTS: dict[str, tuple[str, str, str, bool]] = {
     "editor.external": ("ctrl+o", "open_external", "$EDITOR", True),
 }
 
-# The run screens' bindings (train form, monitor, runs) live beside those screens.
-from loradeck.tui.run_keys import RUN_BINDINGS  # noqa: E402
-
+# The run screens' bindings (train form, monitor, runs, samples grid) have a table of their own.
 DEFAULTS.update(RUN_BINDINGS)
 
 # Bindings that must win over the focused widget (TextArea binds pageup/pagedown/ctrl+z itself).

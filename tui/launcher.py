@@ -25,18 +25,19 @@ def _register_tui_commands(sub, parent) -> None:
 
 
 def _run_tui(args) -> int:
-    from loradeck.tui.app import run_app
+    from loradeck.tui.app import run_app  # Textual: only once the TUI opens (see above)
 
     return run_app(root=args.root)
 
 
 def _run_demo(args) -> int:
-    from loradeck.tui.app import run_demo
+    from loradeck.tui.app import run_demo  # Textual: only once the TUI opens
 
     return run_demo(root=args.root, open_tui=not args.no_tui)
 
 
 def _run_monitor(args):
+    # This command's own modules, loaded when it runs: the bare TUI call skips them.
     from loradeck.trainer.dataset.project import open_project
     from loradeck.trainer.runs import choice as run_choice
 
@@ -56,7 +57,7 @@ def _run_monitor(args):
             return plain_monitor.follow(files, lambda line: print(line, flush=True))
         except KeyboardInterrupt:
             return 130
-    from loradeck.tui.app import run_monitor
+    from loradeck.tui.app import run_monitor  # Textual: only once the TUI opens
 
     return run_monitor(root=args.root, project=args.name, run=files.run_id)
 
@@ -80,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     root = _bare_tui_root(args)
     if root is not False:
-        import argparse
+        import argparse  # the bare call's only need of it (the CLI parser is not built)
 
         return _run_tui(argparse.Namespace(root=root)) or 0
-    from loradeck.trainer.cli import main as cli_main
+    from loradeck.trainer.cli import main as cli_main  # it imports every command module: not on the bare path
 
     return cli_main(args, extra=[_register_tui_commands], default=_run_tui)

@@ -12,12 +12,23 @@ import shutil
 import time
 from typing import Any
 
+from textual.worker import get_current_worker
+
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config.user_config import load_user_config
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import processes as gpu_processes
+from loradeck.trainer.lora import publish
 from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import queue as run_queue
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.runs.lifecycle import RunInfo
+from loradeck.trainer.runs.states import ACTIVE
+from loradeck.trainer.slurm import settings as slurm_settings
+from loradeck.tui.screens.export_dialog import DIALOG_WORDING
 
 
 def find_run(project: Project, run_id: str | None) -> RunFiles | None:
@@ -39,12 +50,10 @@ def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = Non
     "auto" or an index) places it, `queue` puts it in the queue instead (loradeck.trainer.runs.queue), and
     `slurm` submits it as a Slurm batch job ([slurm] settings of the user config and project.toml)."""
     if slurm:
-        from loradeck.trainer.slurm import settings as slurm_settings
-
-        settings = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
+        batch = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
         files = runs.create_run(project, overrides)
         try:
-            runs.submit_to_slurm(files, settings)
+            runs.submit_to_slurm(files, batch)
         except BaseException:
             shutil.rmtree(files.dir, ignore_errors=True)  # only its config was written: nothing to keep
             raise
@@ -53,10 +62,6 @@ def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = Non
         files = runs.create_run(project, overrides)
         runs.start(files)
         return files
-    from loradeck.trainer.config import resolve as run_config
-    from loradeck.trainer.gpu import processes as gpu_processes
-    from loradeck.trainer.runs import queue as run_queue
-
     where = gpu_processes.parse_gpu(gpu)
     resolved = run_config.resolve(project, overrides)
     if queue:
@@ -92,8 +97,6 @@ def stop(files: RunFiles, *, force: bool = False, timeout: float = 60.0) -> None
     With `force`, a run still alive after `timeout` is killed: it then reads as crashed and resumes
     from its last saved state (the step it was finishing is lost)."""
     if runs.run_state(files) == "queued" and not files.slurm_record.is_file():
-        from loradeck.trainer.runs import queue as run_queue
-
         run_queue.cancel(files)
         return
     report = runs.stop(files, timeout=timeout, force=force)
@@ -113,11 +116,9 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     folder meanwhile, so this waits up to `exit_wait` seconds for the old process to go first.
     """
     if runs.run_state(files) == "queued":  # an orphan (its waiter gone) gets a new waiter
-        from loradeck.trainer.runs import queue as run_queue
-
         run_queue.requeue(files)
         return
-    if runs.run_state(files) not in runs.ACTIVE:
+    if runs.run_state(files) not in ACTIVE:
         deadline = time.monotonic() + exit_wait
         while runs.lingering_pid(files) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -133,29 +134,18 @@ def export(project: Project, files: RunFiles, choice, *, on_event=None, should_s
     its progress events go to `on_event`, and `should_stop` (the worker cancelled) ends that subprocess.
     The folder is remembered in project.toml [export] dest once something was exported to it.
     """
-    from loradeck.trainer.lora import publish
-
     result = publish.export_run(project.name, files.run_id, root=project.root, to=choice.folder or None,
                                 name=choice.name or None, on_conflict=choice.on_conflict, isolate=True,
                                 checkpoint=choice.checkpoint or None, to_source="the export dialog",
-                                wording=_dialog_wording(), on_event=on_event, should_stop=should_stop)
+                                 wording=DIALOG_WORDING, on_event=on_event, should_stop=should_stop)
     if choice.folder:
         remember_export_folder(project, choice.folder)
     return result
 
 
-def _dialog_wording() -> dict[str, str]:
-    from loradeck.tui.screens.export_dialog import DIALOG_WORDING
-
-    return DIALOG_WORDING
-
-
 def export_defaults(project: Project) -> tuple[str, str]:
     """(folder, on-conflict policy) the export dialog starts with: project.toml [export], else the
     user config; ("", "refuse") where neither says."""
-    from loradeck.trainer.config import project_settings as settings
-    from loradeck.trainer.config.user_config import load_user_config
-
     dest, policy = "", "refuse"
     try:
         section = settings.load(project.settings_file).export
@@ -176,16 +166,12 @@ def export_defaults(project: Project) -> tuple[str, str]:
 
 def export_name(project: Project, run_id: str, checkpoint: str = "") -> str:
     """The name the run's LoRA (or checkpoint) is exported under by default (loradeck.trainer.lora.publish)."""
-    from loradeck.trainer.lora import publish
-
     return publish.export_name(project, run_id, checkpoint or None)
 
 
 def remember_export_folder(project: Project, folder: str) -> None:
     """Save `folder` as the project's [export] dest, so the next export starts there. A relative dest
     in project.toml is relative to the project: an absolute path is stored."""
-    from loradeck.trainer.config import project_settings as settings
-
     path = os.path.abspath(os.path.expanduser(folder))
     try:
         if settings.load(project.settings_file).export.dest != path:
@@ -196,6 +182,17 @@ def remember_export_folder(project: Project, folder: str) -> None:
 
 def has_checkpoints(project: Project, run_id: str) -> bool:
     """Does the run have intermediate LoRA files (exportable whatever its state)?"""
-    from loradeck.trainer.lora import publish
-
     return bool(publish.checkpoints_of(project.runs / run_id))
+
+
+def watched_export(screen) -> dict[str, Any]:
+    """For a screen's export worker (call it in the worker thread): the keyword arguments of
+    loradeck.tui.run_actions.export that say each phase of the load check in a notice and end its
+    subprocess when the worker is cancelled (the screen closed, the app quitting)."""
+    worker = get_current_worker()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("type") == "progress" and event.get("message"):
+            screen.app.call_from_thread(screen.notify, f"validating: {event['message']}…")
+
+    return {"on_event": on_event, "should_stop": lambda: worker.is_cancelled}

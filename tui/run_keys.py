@@ -1,8 +1,8 @@
 """Key bindings of the run screens (train form, monitor, runs), in loradeck.tui.keys' format.
 
 loradeck.tui.keys merges RUN_BINDINGS into its DEFAULTS, so the command palette, the help screen and the
-user's keymap file (`[keys] "monitor.stop" = "ctrl+x"`) treat them like every other binding. This
-module imports nothing of the TUI at import time, so loradeck.tui.keys can import it.
+user's keymap file (`[keys] "monitor.stop" = "ctrl+x"`) treat them like every other binding. A table
+only: the screens build their Bindings with loradeck.tui.keys.bind like every other screen.
 """
 
 from __future__ import annotations
@@ -39,11 +39,3 @@ RUN_BINDINGS: dict[str, tuple[str, str, str, bool]] = {
     "samples.refresh": ("f5", "refresh", "Refresh", False),
 }
 
-
-def bind(binding_id: str):
-    """The Textual Binding for one of the ids above (or any loradeck.tui.keys id)."""
-    from loradeck.tui import keys
-
-    for key, spec in RUN_BINDINGS.items():
-        keys.DEFAULTS.setdefault(key, spec)  # no-op once loradeck.tui.keys has merged the table itself
-    return keys.bind(binding_id)

@@ -23,7 +23,9 @@ from textual.message import Message
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import EventReader
 from loradeck.trainer.runs import lifecycle as engine_runs
+from loradeck.trainer.runs import queue as run_queue
 from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.states import LIVE
 
 # Series longer than this are thinned (every other point dropped) so memory and the cost of a
 # snapshot stay bounded on very long runs; a chart is a few hundred columns wide anyway.
@@ -135,7 +137,7 @@ class RunView:
 
     @property
     def is_live(self) -> bool:
-        return self.state in ("queued", "starting", "running", "stopping")
+        return self.state in LIVE
 
     @property
     def progress(self) -> float:
@@ -451,8 +453,6 @@ class RunWatcher:
         return None
 
     def _queue_line(self) -> str:
-        from loradeck.trainer.runs import queue as run_queue
-
         return run_queue.queue_line(run_queue.describe(self.files))
 
     def run(self) -> None:
@@ -464,6 +464,6 @@ class RunWatcher:
                 view = None  # a file mid-replace, a disk hiccup: the next poll tries again
             if view is not None and not self._stopped.is_set():
                 self._post(RunUpdated(view))
-            live = self.state in ("queued", "starting", "running", "stopping")
+            live = self.state in LIVE
             self._wake.wait(self.interval if live else self.idle_interval)
             self._wake.clear()

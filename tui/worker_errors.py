@@ -11,6 +11,9 @@ from __future__ import annotations
 from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
 
+from loradeck.trainer.errors import LoradeckError
+from loradeck.tui import navigation
+
 
 def show_error(node: DOMNode, error: BaseException | str, title: str = "Error") -> None:
     """Show `error` in the app's error modal (LoradeckApp.show_error); an app without that method
@@ -19,14 +22,11 @@ def show_error(node: DOMNode, error: BaseException | str, title: str = "Error") 
     if show is not None:
         show(error, title=title)
         return
-    from loradeck.trainer.errors import LoradeckError
-    from loradeck.tui.screens.error import ErrorScreen
-
     if isinstance(error, LoradeckError):
-        node.app.push_screen(ErrorScreen(title, " ".join(str(error).split()), error.hint))
+        node.app.push_screen(navigation.screen("error", title, " ".join(str(error).split()), error.hint))
     else:
         message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
-        node.app.push_screen(ErrorScreen(title, message))
+        node.app.push_screen(navigation.screen("error", title, message))
 
 
 class ShowsWorkerErrors:

@@ -147,7 +147,8 @@ async def flows(root):
         return [type(s).__name__ for s in app.screen_stack]
 
 screens = asyncio.run(flows(sys.argv[1]))
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "diffusers", "transformers", "peft"))
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("torch", "diffusers", "transformers", "peft", "accelerate", "onnxruntime"))
 print(json.dumps({"heavy": heavy, "screens": screens}))
 """
 

@@ -51,11 +51,12 @@ def fake_trainer(monkeypatch):
     yield opts
     # Leave no trainer behind: stop whatever is still running.
     from loradeck.trainer.runs.files import RunFiles
+    from loradeck.trainer.runs.states import ACTIVE
 
     for run_dir in launched:
         files = RunFiles(Path(run_dir))
         try:
-            if runs.run_state(files) in runs.ACTIVE:
+            if runs.run_state(files) in ACTIVE:
                 runs.signal_run(files, 9)
         except Exception:
             pass

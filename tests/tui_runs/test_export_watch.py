@@ -9,7 +9,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from tui_runs_helpers import ScreenApp, wait_for
 
-from loradeck.tui.screens.export_dialog import watched_export
+from loradeck.tui.run_actions import watched_export
 
 PHASE = {"type": "progress", "task": "validate", "done": 0, "total": 3, "message": "loading base model"}
 

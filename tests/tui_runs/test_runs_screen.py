@@ -98,7 +98,7 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
         await pilot.press("e")  # the crashed run has no final LoRA and no checkpoints: a notice, no dialog
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("down", "down", "down", "e")
-        from loradeck.tui.screens.runs import ExportScreen
+        from loradeck.tui.screens.export_dialog import ExportScreen
 
         assert isinstance(app.screen, ExportScreen)
         app.screen.query_one("#export-dest").value = str(tmp_path / "loras")
@@ -110,7 +110,7 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
 
 
 async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_runs, tmp_path):
-    from loradeck.tui.screens.runs import ExportScreen
+    from loradeck.tui.screens.export_dialog import ExportScreen
     from tests.publish.tiny_models import write_lora
 
     stopped = four_runs.runs / "20260102-000000-bbbb"

@@ -9,7 +9,8 @@ from textual.widgets import DataTable
 from tui_runs_helpers import ScreenApp, text_of, wait_for
 
 from loradeck.tui.screens.monitor import MonitorScreen
-from loradeck.tui.screens.runs import ExportScreen, RunsScreen
+from loradeck.tui.screens.export_dialog import ExportScreen
+from loradeck.tui.screens.runs import RunsScreen
 from loradeck.tui.screens.sample_grid import SampleGridScreen
 from loradeck.tui.widgets.image_preview import ImagePreview
 from tests.runs.sampled_run import RUN_ID, make_sampled_run, path_of

@@ -19,17 +19,20 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SuspendNotSupported
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 from textual.widgets.text_area import EditHistory
 
+from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_store
+from loradeck.trainer.dataset.caption_ops import tag_frequency, with_trigger
 from loradeck.trainer.dataset.caption_store import CaptionConflict, Signature
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.dataset.view import DatasetEntry
+from loradeck.tui import navigation
 from loradeck.tui.keys import bind
 from loradeck.tui.quiet import no_blinking
 from loradeck.tui.widgets.image_preview import ImagePreview
@@ -102,8 +105,6 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         yield Footer(compact=True)  # fits 80 columns with the palette hint (see tui/keys.py)
 
     def on_mount(self) -> None:
-        from loradeck.trainer.config import project_settings as settings_mod
-
         s = settings_mod.load(self.project.settings_file)
         self.ext, self.trigger = s.caption_extension, s.project.trigger_word
         self.sub_title = f"{self.project.name}: captions"
@@ -299,8 +300,6 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     def _ask_conflict(self) -> None:
         if self.conflict_open:
             return
-        from loradeck.tui.screens.conflict import ConflictScreen
-
         self.conflict_open = True
 
         def answered(choice: str | None) -> None:
@@ -313,7 +312,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
                 self._set_state("conflict: not saved (Ctrl+S to decide)")
 
         disk = caption_store.read_caption(self.entry.path, self.ext)
-        self.app.push_screen(ConflictScreen(self.caption_file.name, disk, self.area.text), answered)
+        self.app.push_screen(navigation.screen("conflict", self.caption_file.name, disk, self.area.text), answered)
 
     # navigation
     def _go(self, index: int) -> None:
@@ -352,8 +351,6 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
         if not self.trigger:
             self.notify("this project has no trigger word (set [project] trigger_word)", severity="warning")
             return
-        from loradeck.trainer.dataset.caption_ops import with_trigger
-
         area = self.area
         new = with_trigger(area.text.strip(), self.trigger)
         if new != area.text:
@@ -370,8 +367,6 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
 
     @work(thread=True, exclusive=True, group="tag-frequency", exit_on_error=False, description="tag frequencies")
     def _load_frequencies(self) -> None:
-        from loradeck.trainer.dataset.caption_ops import tag_frequency
-
         frequencies = tag_frequency(self.project)
         self.app.call_from_thread(self._show_frequencies, frequencies)
 
@@ -385,20 +380,16 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
     def action_find_replace(self) -> None:
         if not self.save():
             return
-        from loradeck.tui.screens.find_replace import FindReplaceScreen
-
         def closed(changed: int | None) -> None:
             if changed:
                 self._take_disk_text()
                 self._load_frequencies()
 
-        self.app.push_screen(FindReplaceScreen(self.project), closed)
+        self.app.push_screen(navigation.screen("find_replace", self.project), closed)
 
     def action_open_external(self) -> None:
         if not self.save():
             return
-        from textual.app import SuspendNotSupported
-
         path = self.caption_file
         try:
             with self.app.suspend():

@@ -11,10 +11,15 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
+from loradeck.trainer.captions.blip_captioning import default_caption_model
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.config.project_settings import TaggerSection
+from loradeck.trainer.dataset.caption_journal import undo_last
 from loradeck.trainer.dataset.caption_store import read_caption, split_tags
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.dataset.view import CAPTIONED, DatasetEntry, DatasetListing, list_dataset, load_captions
 from loradeck.trainer.errors import LoradeckError
+from loradeck.tui import navigation
 from loradeck.tui.form_hints import caption_hint
 from loradeck.tui.keys import bind
 from loradeck.tui.messages import TaskDone, TaskEvent
@@ -47,8 +52,6 @@ SYNTHETIC_TAGGER_MODEL = "synthetic:wd14-tiny"
 def tagger_args(settings) -> list[str]:
     """`loradeck caption` arguments for WD14 tags: thresholds and the rest come from [tagger]; a
     synthetic project that kept the default tagger gets the offline tiny one."""
-    from loradeck.trainer.config.project_settings import TaggerSection
-
     args = ["--tagger", "wd14"]
     if settings.project.base_model.startswith("synthetic:") and settings.tagger.model == TaggerSection().model:
         args += ["--model", SYNTHETIC_TAGGER_MODEL]
@@ -156,8 +159,6 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="dataset-list", exit_on_error=False, description="reading dataset")
     def _reload_worker(self) -> None:
-        from loradeck.trainer.config import project_settings as settings_mod
-
         self._listing_failed = True
         settings = settings_mod.load(self.project.settings_file)
         listing = list_dataset(self.project, settings.caption_extension)
@@ -223,15 +224,13 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if self.task_name is None:
             self.app.pop_screen()
             return
-        from loradeck.tui.screens.confirm import ConfirmScreen
-
         def answered(yes: bool | None) -> None:
             if yes:
                 self.app.pop_screen()  # unmounting cancels the task (it keeps what it finished)
 
         title = TASK_TITLES[self.task_name]
-        self.app.push_screen(ConfirmScreen(f"{title} is running. Stop it and leave this project?",
-                                           yes_label="Stop and leave"), answered)
+        self.app.push_screen(navigation.screen("confirm", f"{title} is running. Stop it and leave this project?",
+                                               yes_label="Stop and leave"), answered)
 
     # selection → caption + preview
     @on(ImageList.Highlighted)
@@ -267,14 +266,12 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if image_list.current is None:
             self.notify("no image selected", severity="warning")
             return
-        from loradeck.tui.screens.caption_editor import CaptionEditorScreen
-
         def closed(last_name: str | None) -> None:
             self.captions = None
             self.reload(keep=last_name)
 
-        self.app.push_screen(CaptionEditorScreen(self.project, list(image_list.entries), image_list.cursor),
-                             closed)
+        self.app.push_screen(navigation.screen("caption_editor", self.project, list(image_list.entries),
+                                               image_list.cursor), closed)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """Cancel shows only while a task runs; prep and captioning leave the footer meanwhile (the
@@ -287,19 +284,15 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     # dataset work
     def action_import_folder(self) -> None:
-        from loradeck.tui.screens.import_files import ImportScreen
-
-        self.app.push_screen(ImportScreen(self.project), lambda _: self.reload())
+        self.app.push_screen(navigation.screen("import", self.project), lambda _: self.reload())
 
     def action_prep(self) -> None:
         """Ask the resolution (default the project's [prep] resolution), then prep at it."""
-        from loradeck.tui.screens.prep_dialog import PrepDialog
-
         def chosen(resolution: int | None) -> None:
             if resolution is not None:
                 self._start_task("prep", ["--resolution", str(resolution)])
 
-        self.app.push_screen(PrepDialog(self.project), chosen)
+        self.app.push_screen(navigation.screen("prep", self.project), chosen)
 
     def action_caption(self) -> None:
         if self.settings is None:
@@ -307,9 +300,6 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
         if self.task_name is not None:
             self._start_task("caption", [])  # says what is running
             return
-        from loradeck.tui.screens.caption_choice import CaptionChoiceScreen
-        from loradeck.tui.screens.caption_dialog import CaptionDialog
-
         def model_chosen(choice) -> None:
             if choice is None or self.settings is None:
                 return
@@ -322,14 +312,12 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             if captioner == "wd14":  # thresholds and the rest: project.toml [tagger]
                 self._start_task("caption", tagger_args(self.settings))
             else:  # BLIP: which model (a local folder offline), then it starts
-                self.app.push_screen(CaptionDialog(self.project.name, self.settings), model_chosen)
+                self.app.push_screen(navigation.screen("caption_dialog", self.project.name, self.settings),
+                                     model_chosen)
 
-        self.app.push_screen(CaptionChoiceScreen(), captioner_chosen)
+        self.app.push_screen(navigation.screen("caption_choice"), captioner_chosen)
     def _remember_caption_model(self, model: str) -> None:
         """Save the chosen model as project.toml [caption] model (removed when it is the default)."""
-        from loradeck.trainer.captions.blip_captioning import default_caption_model
-        from loradeck.trainer.config import project_settings as settings_mod
-
         value = None if model == default_caption_model(self.settings) else model
         if (value or "") == self.settings.caption.model:
             return
@@ -414,19 +402,15 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
             f"{TASK_TITLES.get(self.task_name, '')}: stopping after the current item …")
 
     def action_preflight(self) -> None:
-        from loradeck.tui.screens.preflight import PreflightScreen
-
-        self.app.push_screen(PreflightScreen(self.project))
+        self.app.push_screen(navigation.screen("preflight", self.project))
 
     def action_find_replace(self) -> None:
-        from loradeck.tui.screens.find_replace import FindReplaceScreen
-
         def closed(changed: int | None) -> None:
             if changed:
                 self.captions = None
                 self.reload()
 
-        self.app.push_screen(FindReplaceScreen(self.project), closed)
+        self.app.push_screen(navigation.screen("find_replace", self.project), closed)
 
     def action_undo_batch(self) -> None:
         """Ctrl+Z: undo the last batch caption edit (loradeck.trainer.dataset.caption_journal), one level per press."""
@@ -438,8 +422,6 @@ class DatasetScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="dataset-undo", exit_on_error=False, description="undo batch")
     def _undo_worker(self) -> None:
-        from loradeck.trainer.dataset.caption_journal import undo_last
-
         result = undo_last(self.project)  # "nothing to undo" arrives in the error modal
         self.app.call_from_thread(self._undone, result)
 

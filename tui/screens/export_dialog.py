@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
-from textual.worker import get_current_worker
 
 from loradeck.trainer.errors import LoradeckError
 from loradeck.tui.keys import bind
@@ -58,19 +57,6 @@ def choice_problem(choice: ExportChoice) -> str | None:
         return (f"{choice.name}.safetensors already exists there: change the Name, or set"
                 " \"If the name exists\" to new version")
     return None
-
-
-def watched_export(screen) -> dict[str, Any]:
-    """For a screen's export worker (call it in the worker thread): the keyword arguments of
-    loradeck.tui.run_actions.export that say each phase of the load check in a notice and end its
-    subprocess when the worker is cancelled (the screen closed, the app quitting)."""
-    worker = get_current_worker()
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("type") == "progress" and event.get("message"):
-            screen.app.call_from_thread(screen.notify, f"validating: {event['message']}…")
-
-    return {"on_event": on_event, "should_stop": lambda: worker.is_cancelled}
 
 
 class ExportScreen(ModalScreen["ExportChoice | None"]):

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Static
 
-from loradeck.trainer.dataset.caption_ops import compile_pattern
+from loradeck.trainer.dataset.caption_ops import compile_pattern, replace_text
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
 from loradeck.tui.quiet import no_blinking
@@ -141,8 +141,6 @@ class FindReplaceScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     @work(thread=True, exclusive=True, group="replace", exit_on_error=False, description="find/replace")
     def _run(self, inputs: tuple, dry_run: bool) -> None:
-        from loradeck.trainer.dataset.caption_ops import replace_text
-
         find, replacement, regex, ignore_case = inputs
         try:
             result = replace_text(self.project, find, replacement, regex=regex, ignore_case=ignore_case,

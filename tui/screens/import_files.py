@@ -124,7 +124,7 @@ class ImportScreen(ShowsWorkerErrors, ModalScreen[int]):
 
     @work(thread=True, exclusive=True, group="import", exit_on_error=False, description="import")
     def _import(self, path: Path) -> None:
-        from loradeck.trainer.dataset.formats import import_sources
+        from loradeck.trainer.dataset.formats import import_sources  # it loads PIL: only once an import starts
 
         def progress(done, total, name, problem=None):
             self.post_message(ImportProgress(done, total, name))

@@ -19,31 +19,23 @@ from textual.widgets import Footer, ProgressBar, Static
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.runs.launch_failure import describe_lines
-from loradeck.tui import run_actions
+from loradeck.trainer.runs.sample_grid import collect
+from loradeck.trainer.runs.states import ACTIVE, RunState
+from loradeck.tui import navigation, run_actions
 from loradeck.tui.form_hints import form_hint
-from loradeck.tui.run_keys import bind
+from loradeck.tui.keys import bind
+from loradeck.tui.run_state_text import state_style, stopping_text
 from loradeck.tui.run_watch import RunUpdated, RunView, RunWatcher
+from loradeck.tui.visibility import visible
 from loradeck.tui.widgets.charts import LossChart, VramChart, fmt_duration, fmt_gib
 from loradeck.tui.widgets.gpu_table import GpuTable
+from loradeck.tui.widgets.image_preview import ImagePreview
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
-STATE_STYLE = {
-    "queued": "bold yellow", "starting": "bold yellow", "running": "bold green", "stopping": "bold yellow",
-    "completed": "bold cyan", "stopped": "bold magenta", "failed": "bold red", "crashed": "bold red",
-}
 LOG_LINES_SMALL, LOG_LINES_LARGE = 4, 14
-
-
-def visible(screen: Screen) -> bool:
-    """On top, or right under a modal dialog (Screen.is_current also counts any screen below)."""
-    top = screen.app.screen
-    return top is screen or (top.is_modal and screen.app.screen_stack[-2:-1] == [screen])
-
-
-def stopping_text(step: int) -> str:
-    return f"stopping (finishing step {step})"
 
 
 def finishing_step(view: RunView) -> int:
@@ -58,10 +50,10 @@ def status_line(view: RunView, width: int = 200, *, stopping: int | None = None)
     the step a live run asked to stop is finishing (shown as its state)."""
     parts: list[tuple[str, str, str | None]] = []  # (name, text, style)
     if stopping is not None and view.is_live:
-        parts.append(("state", "● " + stopping_text(stopping), STATE_STYLE["stopping"]))
+        parts.append(("state", "● " + stopping_text(stopping), state_style(RunState.STOPPING, bold=True)))
     else:
         state = f"● {view.state}" + (f" ({view.state_detail})" if view.state_detail else "")
-        parts.append(("state", state, STATE_STYLE.get(view.state, "bold")))
+        parts.append(("state", state, state_style(view.state, bold=True)))
     total = f"/{view.total_steps}" if view.total_steps else ""
     parts.append(("step", f"step {view.step}{total}", None))
     if view.epoch is not None:
@@ -236,8 +228,6 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
                 yield VramChart(id="vram-chart")
                 yield GpuTable(self._run_pid, id="gpu-table")
             with Vertical(id="side", classes="hidden"):
-                from loradeck.tui.widgets.image_preview import ImagePreview
-
                 yield Static("latest sample", id="sample-caption", markup=False)
                 yield ImagePreview(getattr(self.app, "preview_mode", "halfblock"), id="sample")
         yield Static("", id="alerts")
@@ -270,8 +260,6 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
     def _run_pid(self) -> int | None:
         """The run's launched process (its group and ranks are marked in the GPU table); called from
         the table's worker, possibly before on_mount has found the run."""
-        from loradeck.trainer.runs import lifecycle as runs
-
         try:
             files = self.files or run_actions.find_run(self.project, self.run_id)
         except LoradeckError:
@@ -341,8 +329,6 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         if view.sample_prompt:
             caption += f": {view.sample_prompt}"
         self.query_one("#sample-caption", Static).update(caption)
-        from loradeck.tui.widgets.image_preview import ImagePreview
-
         self.query_one(ImagePreview).show(path)
 
     def action_sample_prev(self) -> None:
@@ -357,8 +343,6 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         order; back at the newest, the panel follows new samples again."""
         if self.files is None:
             return
-        from loradeck.trainer.runs.sample_grid import collect
-
         grid = collect(self.files.dir)
         ordered = sorted(grid.cells.items())  # ((step, prompt index), path), oldest first
         self.app.call_from_thread(self._show_sample_at, grid, ordered, delta)
@@ -379,14 +363,10 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         caption = (f"sample {where} @ step {step}" + (" ([ ] browse)" if back else "")
                    + (f": {prompt}" if prompt else ""))
         self.query_one("#sample-caption", Static).update(caption)
-        from loradeck.tui.widgets.image_preview import ImagePreview
-
         self.query_one(ImagePreview).show(path)
 
     def action_samples(self) -> None:
-        from loradeck.tui.screens.sample_grid import SampleGridScreen
-
-        self.app.push_screen(SampleGridScreen(self.project, self.run_id))
+        self.app.push_screen(navigation.screen("sample_grid", self.project, self.run_id))
 
     # -- actions ------------------------------------------------------------------------------
     def action_toggle_log(self) -> None:
@@ -411,20 +391,18 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         if self.view is not None and not self.view.is_live and self.view.state != "queued":
             self.notify(f"{self.run_id} is not running ({self.view.state})")
             return
-        from loradeck.tui.screens.confirm import ConfirmScreen
-
         if self.stopping is not None:
             def force(yes: bool | None) -> None:
                 if yes:
                     self._run_engine("stop", force=True)
 
-            self.app.push_screen(ConfirmScreen(
-                f"Force-stop {self.run_id} now? It is killed without finishing step {self.stopping};"
+            self.app.push_screen(navigation.screen(
+                "confirm", f"Force-stop {self.run_id} now? It is killed without finishing step {self.stopping};"
                 " resume continues from its last saved state.", yes_label="Force-stop", danger=True), force)
             return
         if self.view is not None and self.view.state == "queued":
-            self.app.push_screen(ConfirmScreen(f"Cancel queued run {self.run_id}? It leaves the queue.",
-                                               yes_label="Cancel run", danger=True),
+            self.app.push_screen(navigation.screen("confirm", f"Cancel queued run {self.run_id}? It leaves the queue.",
+                                                   yes_label="Cancel run", danger=True),
                                  lambda yes: self._run_engine("stop") if yes else None)
             return
 
@@ -435,8 +413,8 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
                     self._apply(self.view)  # say so at once: the step may take minutes
                 self._run_engine("stop")
 
-        self.app.push_screen(ConfirmScreen(
-            f"Stop {self.run_id}? It finishes the current step, saves its state and can be resumed.",
+        self.app.push_screen(navigation.screen(
+            "confirm", f"Stop {self.run_id}? It finishes the current step, saves its state and can be resumed.",
             yes_label="Stop", danger=True), answered)
 
     def action_resume_run(self) -> None:
@@ -448,9 +426,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
         self._run_engine("resume")
 
     def action_runs(self) -> None:
-        from loradeck.tui.screens.runs import RunsScreen
-
-        self.app.push_screen(RunsScreen(self.project))
+        self.app.push_screen(navigation.screen("runs", self.project))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
@@ -460,9 +436,7 @@ class MonitorScreen(ShowsWorkerErrors, Screen):
 
     def _engine_failed(self, what: str, error: BaseException) -> None:
         if what == "stop" and self.files is not None:
-            from loradeck.trainer.runs import lifecycle as runs
-
-            if runs.run_state(self.files) not in runs.ACTIVE:
+            if runs.run_state(self.files) not in ACTIVE:
                 return  # it stopped after all (a force-stop overtook this one)
         show_error(self, error, f"Could not {what} {self.run_id}")
 

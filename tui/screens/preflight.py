@@ -10,6 +10,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import LoadingIndicator, Static
 
+from loradeck.trainer.dataset.preflight import check, render
 from loradeck.trainer.dataset.project import Project
 from loradeck.tui.worker_errors import ShowsWorkerErrors
 
@@ -18,8 +19,6 @@ _STYLE = {"error": "bold red", "warning": "yellow", "ok": "bold green"}
 
 def report_text(report: dict) -> Text:
     """The engine's rendering of the report, with errors and warnings coloured."""
-    from loradeck.trainer.dataset.preflight import render
-
     text = Text()
     for line in render(report).splitlines():
         head = line.split(":", 1)[0]
@@ -48,8 +47,6 @@ class PreflightScreen(ShowsWorkerErrors, ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False, description="preflight")
     def _check(self) -> None:
-        from loradeck.trainer.dataset.preflight import check
-
         try:
             report = check(self.project)
         except BaseException:

@@ -14,14 +14,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset import prep
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
 
 
 def default_resolution(project: Project) -> int:
     """The project's [prep] resolution (512 when project.toml cannot be read: prep reports why)."""
-    from loradeck.trainer.config import project_settings as settings
-
     try:
         return settings.load(project.settings_file).prep.resolution
     except LoradeckError:
@@ -30,8 +30,6 @@ def default_resolution(project: Project) -> int:
 
 def check_resolution(project: Project, text: str) -> tuple[int | None, str]:
     """(the resolution, "") or (None, why not), by prep's own rule (loradeck.trainer.dataset.prep.load_settings)."""
-    from loradeck.trainer.dataset import prep
-
     try:
         value = int(text.strip())
     except ValueError:

@@ -10,8 +10,13 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from loradeck.trainer.dataset import summary
 from loradeck.trainer.dataset.project import Project, delete_project, list_damaged, list_projects, repair_project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.live import live_runs
+from loradeck.trainer.runs.states import ENDED
+from loradeck.tui import navigation
 from loradeck.tui.keys import bind
 from loradeck.tui.worker_errors import ShowsWorkerErrors
 
@@ -64,13 +69,11 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="projects-list", exit_on_error=False,
           description="reading projects")
     def _refresh_worker(self) -> None:
-        from loradeck.trainer.dataset.summary import summarize
-
         try:
             projects = sorted(list_projects(self.root) + list_damaged(self.root), key=lambda p: p.name.lower())
             if not self.summaries:  # first listing: names at once, counts when they are read
                 self.app.call_from_thread(self._fill_names, [p.name for p in projects])
-            summaries = [summarize(p).to_dict() for p in projects]
+            summaries = [summary.summarize(p).to_dict() for p in projects]
         except (OSError, LoradeckError) as e:  # shown in place: a modal would come back on every refresh
             why = e.one_line() if isinstance(e, LoradeckError) else f"cannot read {self.root}: {e.strerror or e}"
             self.app.call_from_thread(self.query_one("#projects-hint", Static).update, why)
@@ -142,15 +145,13 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
             self.app.open_dataset(project)
 
     def _offer_repair(self, project: Project) -> None:
-        from loradeck.tui.screens.damaged_project import DamagedProjectScreen
-
         def chosen(choice: str | None) -> None:
             if choice == "repair":
                 self._repair(project)
             elif choice == "remove":
                 self.action_delete()
 
-        self.app.push_screen(DamagedProjectScreen(project.name, str(project.path)), chosen)
+        self.app.push_screen(navigation.screen("damaged_project", project.name, str(project.path)), chosen)
 
     @work(thread=True, exclusive=True, group="projects-repair", exit_on_error=False,
           description="repairing project")
@@ -160,21 +161,17 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
         self.app.call_from_thread(self.refresh_projects, project.name)
 
     def action_new(self) -> None:
-        from loradeck.tui.screens.new_project import NewProjectScreen
-
         def created(name: str | None) -> None:
             if name:
                 self.notify(f"created project {name}")
                 self.refresh_projects(select=name)
 
-        self.app.push_screen(NewProjectScreen(self.root), created)
+        self.app.push_screen(navigation.screen("new_project", self.root), created)
 
     def action_import_folder(self) -> None:
         project = self._usable()
         if project:
-            from loradeck.tui.screens.import_files import ImportScreen
-
-            self.app.push_screen(ImportScreen(project), lambda _: self.refresh_projects())
+            self.app.push_screen(navigation.screen("import", project), lambda _: self.refresh_projects())
 
     def action_delete(self) -> None:
         project = self.selected()
@@ -188,8 +185,6 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
 
     def _ask_stop_or_delete(self, project: Project) -> None:
         """(worker thread) The next question: stop its live runs, or delete it."""
-        from loradeck.trainer.runs.live import live_runs
-
         live = live_runs(project)
         if live:
             self.app.call_from_thread(self._offer_stop, project, live)
@@ -198,8 +193,6 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
 
     def _offer_stop(self, project: Project, live: list) -> None:
         """A project with live runs is not deleted: name them and offer to stop them first."""
-        from loradeck.tui.screens.confirm import ConfirmScreen
-
         names = "\n".join(f"  {r.describe()}" for r in live)
         question = (f"Project {project.name!r} cannot be deleted: {len(live)} run(s) still live:\n{names}\n\n"
                     "Stop them first? Each finishes its step and saves its state; then you are asked"
@@ -209,25 +202,20 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
             if yes:
                 self._stop_then_confirm(project, live)
 
-        self.app.push_screen(ConfirmScreen(question, yes_label="Stop runs"), answered)
+        self.app.push_screen(navigation.screen("confirm", question, yes_label="Stop runs"), answered)
 
     @work(thread=True, exclusive=True, group="projects-delete", exit_on_error=False,
           description="stopping runs")
     def _stop_then_confirm(self, project: Project, live: list) -> None:
-        from loradeck.trainer.runs import lifecycle as runs
-        from loradeck.trainer.runs.live import TERMINAL
-
         for run in live:
             self.app.call_from_thread(self.notify, f"stopping run {run.run_id}…")
             try:  # a trainer that already reads as ended but is still alive (hung) is killed
-                runs.stop(run.files, timeout=60.0, force=run.state in TERMINAL)
+                runs.stop(run.files, timeout=60.0, force=run.state in ENDED)
             except LoradeckError:
                 pass  # it ended on its own meanwhile; the check below decides
         self._ask_stop_or_delete(project)
 
     def _confirm_delete(self, project: Project) -> None:
-        from loradeck.tui.screens.confirm import ConfirmScreen
-
         s = self.summaries.get(project.name, {})
         question = (f"Delete project {project.name!r}?\n\nThis removes {project.path} with its "
                     f"{s.get('originals', 0)} original(s), {s.get('images', 0)} prepared image(s), "
@@ -237,7 +225,7 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
             if yes:
                 self._delete(project)
 
-        self.app.push_screen(ConfirmScreen(question, yes_label="Delete", danger=True), answered)
+        self.app.push_screen(navigation.screen("confirm", question, yes_label="Delete", danger=True), answered)
 
     @work(thread=True, exclusive=True, group="projects-delete", exit_on_error=False,
           description="deleting project")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.css.query import NoMatches
@@ -19,21 +18,18 @@ from textual.widgets import DataTable, Footer, Static
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.launch_failure import NEVER_STARTED
 from loradeck.trainer.runs.lifecycle import RunInfo
-from loradeck.tui import run_actions
+from loradeck.trainer.runs.states import ACTIVE, LIVE
+from loradeck.tui import navigation, run_actions
 from loradeck.tui.form_hints import form_hint
-from loradeck.tui.run_keys import bind
-from loradeck.tui.screens.export_dialog import ExportChoice, ExportScreen, watched_export  # noqa: F401 (ExportScreen: tests import it here)
-from loradeck.tui.screens.monitor import visible
+from loradeck.tui.keys import bind
+from loradeck.tui.run_state_text import state_text, stopping_text
+from loradeck.tui.visibility import visible
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
 REFRESH_SECONDS = 2.0
-STATE_STYLE = {
-    "queued": "yellow", "starting": "yellow", "running": "bold green", "stopping": "yellow", "completed": "cyan",
-    "stopped": "magenta", "failed": "bold red", "crashed": "bold red",
-}
-LIVE = ("queued", "starting", "running", "stopping")
 
 
 def started_text(started: float | None) -> str:
@@ -63,7 +59,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         loss = f"{r.loss:.4f}" if r.loss is not None else ""
         output = Path(r.output).name if r.output else ""  # the folder is the run's own
         state = "stopping" if r.run_id in self.stopping and r.state in LIVE else r.state
-        return (r.run_id, Text(state, style=STATE_STYLE.get(state, "")), steps, loss, started_text(r.started),
+        return (r.run_id, state_text(state), steps, loss, started_text(r.started),
                 output)
 
     def _redraw(self, run_id: str) -> None:
@@ -206,8 +202,6 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         why = f" ({row.message})" if row.message else ""
         state = row.state
         if row.run_id in self.stopping and row.state in LIVE:
-            from loradeck.tui.screens.monitor import stopping_text
-
             state, hint = stopping_text(self.stopping[row.run_id]), "s again: force-stop  m/enter: monitor"
         self.query_one("#runs-detail", Static).update(f"{row.run_id}: {state}{why}. {hint}")
 
@@ -219,9 +213,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     def action_open_monitor(self) -> None:
         row = self.selected()
         if row is not None:
-            from loradeck.tui.screens.monitor import MonitorScreen
-
-            self.app.push_screen(MonitorScreen(self.project, row.run_id))
+            self.app.push_screen(navigation.screen("monitor", self.project, row.run_id))
 
     def action_stop_run(self) -> None:
         row = self.selected()
@@ -230,20 +222,18 @@ class RunsScreen(ShowsWorkerErrors, Screen):
         if row.state not in LIVE and row.state != "queued":
             self.notify(f"{row.run_id} is not running ({row.state})")
             return
-        from loradeck.tui.screens.confirm import ConfirmScreen
-
         if row.run_id in self.stopping:
             def force(yes: bool | None) -> None:
                 if yes:
                     self._engine("force_stop", row)
 
-            self.app.push_screen(ConfirmScreen(
-                f"Force-stop {row.run_id} now? It is killed without finishing step {self.stopping[row.run_id]};"
+            self.app.push_screen(navigation.screen(
+                "confirm", f"Force-stop {row.run_id} now? It is killed without finishing step {self.stopping[row.run_id]};"
                 " resume continues from its last saved state.", yes_label="Force-stop", danger=True), force)
             return
         if row.state == "queued":
-            self.app.push_screen(ConfirmScreen(f"Cancel queued run {row.run_id}? It leaves the queue.",
-                                               yes_label="Cancel run", danger=True),
+            self.app.push_screen(navigation.screen("confirm", f"Cancel queued run {row.run_id}? It leaves the queue.",
+                                                   yes_label="Cancel run", danger=True),
                                  lambda yes: self._engine("stop", row) if yes else None)
             return
 
@@ -254,8 +244,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
                 self._redraw(row.run_id)
                 self._engine("stop", row)
 
-        self.app.push_screen(ConfirmScreen(
-            f"Stop {row.run_id}? It finishes the current step, saves its state and can be resumed.",
+        self.app.push_screen(navigation.screen(
+            "confirm", f"Stop {row.run_id}? It finishes the current step, saves its state and can be resumed.",
             yes_label="Stop", danger=True), answered)
 
     def action_resume_run(self) -> None:
@@ -281,26 +271,22 @@ class RunsScreen(ShowsWorkerErrors, Screen):
             checkpoint = "latest"
         dest, on_conflict = run_actions.export_defaults(self.project)
 
-        def chosen(answer: ExportChoice | None) -> None:
+        def chosen(answer) -> None:  # an ExportChoice (folder, name, checkpoint, on_conflict), or None
             if answer is not None:
                 self.notify(f"validating and exporting {row.run_id}…")
                 self._engine("export", row, answer)
 
-        self.app.push_screen(ExportScreen(row.run_id, dest, checkpoint, on_conflict=on_conflict,
-                                          default_name=lambda c: run_actions.export_name(self.project, row.run_id, c)),
-                             chosen)
+        self.app.push_screen(navigation.screen(
+            "export", row.run_id, dest, checkpoint, on_conflict=on_conflict,
+            default_name=lambda c: run_actions.export_name(self.project, row.run_id, c)), chosen)
 
     def action_samples(self) -> None:
         row = self.selected()
         if row is not None:
-            from loradeck.tui.screens.sample_grid import SampleGridScreen
-
-            self.app.push_screen(SampleGridScreen(self.project, row.run_id))
+            self.app.push_screen(navigation.screen("sample_grid", self.project, row.run_id))
 
     def action_train(self) -> None:
-        from loradeck.tui.screens.train_form import TrainFormScreen
-
-        self.app.push_screen(TrainFormScreen(self.project))
+        self.app.push_screen(navigation.screen("train_form", self.project))
 
     def action_refresh(self) -> None:
         self.refresh_runs()
@@ -313,9 +299,7 @@ class RunsScreen(ShowsWorkerErrors, Screen):
 
     def _engine_failed(self, what: str, row: RunInfo, error: BaseException) -> None:
         if what in ("stop", "force_stop"):
-            from loradeck.trainer.runs import lifecycle as runs
-
-            if runs.run_state(row.files) not in runs.ACTIVE:
+            if runs.run_state(row.files) not in ACTIVE:
                 self.refresh_runs()
                 return  # it stopped after all (a force-stop overtook this stop)
         if isinstance(error, LoradeckError):
@@ -326,7 +310,8 @@ class RunsScreen(ShowsWorkerErrors, Screen):
     def _engine(self, what: str, row: RunInfo, *args) -> None:
         try:
             if what == "export":
-                result = run_actions.export(self.project, row.files, *args, **watched_export(self))
+                result = run_actions.export(self.project, row.files, *args,
+                                           **run_actions.watched_export(self))
             elif what == "force_stop":
                 result = run_actions.stop(row.files, force=True, timeout=0.5)
             else:

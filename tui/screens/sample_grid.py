@@ -3,7 +3,7 @@
 The grid is loradeck.trainer.runs.sample_grid's (read in a worker). Arrow keys move over it; the cell under the
 cursor is previewed on the left. `c` pins the current step: its sample of the same prompt stays on
 the right, so two steps are compared side by side while the cursor moves. `e` exports the LoRA of
-the selected step through the runs screen's export dialog and the engine's `--checkpoint` path
+the selected step through the export dialog the runs screen uses and the engine's `--checkpoint` path
 (loradeck.trainer.lora.publish); `s` writes the contact sheet PNG into the run folder.
 """
 
@@ -19,10 +19,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from loradeck.trainer.dataset.project import Project
-from loradeck.trainer.runs.sample_grid import SampleGrid
-from loradeck.tui import run_actions
-from loradeck.tui.run_keys import bind
-from loradeck.tui.screens.export_dialog import watched_export
+from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.sample_grid import SampleGrid, collect, write_contact_sheet
+from loradeck.tui import navigation, run_actions
+from loradeck.tui.keys import bind
 from loradeck.tui.widgets.image_preview import ImagePreview
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
@@ -79,8 +79,6 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="sample-grid", exit_on_error=False, description="read samples")
     def load(self) -> None:
-        from loradeck.trainer.runs.sample_grid import collect
-
         files = run_actions.find_run(self.project, self.run_id)
         grid = collect(files.dir) if files is not None else None
         self.app.call_from_thread(self._show, grid)
@@ -169,8 +167,6 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
             self.notify(f"no LoRA of step {step} was kept" + (f"; steps with one: {', '.join(map(str, kept))}"
                                                                  if kept else ""), severity="warning")
             return
-        from loradeck.tui.screens.runs import ExportScreen
-
         dest, on_conflict = run_actions.export_defaults(self.project)
         run_dir = self.run_dir
 
@@ -179,17 +175,15 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
                 self.notify(f"validating and exporting step {step} of {run_dir.name}…")
                 self._export(run_dir, answer)
 
-        self.app.push_screen(ExportScreen(run_dir.name, dest, checkpoint, on_conflict=on_conflict,
-                                          default_name=lambda c: run_actions.export_name(self.project,
-                                                                                          run_dir.name, c)),
-                             chosen)
+        self.app.push_screen(navigation.screen(
+            "export", run_dir.name, dest, checkpoint, on_conflict=on_conflict,
+            default_name=lambda c: run_actions.export_name(self.project, run_dir.name, c)), chosen)
 
     @work(thread=True, group="sample-export", exit_on_error=False, description="export a step")
     def _export(self, run_dir: Path, choice) -> None:
-        from loradeck.trainer.runs.files import RunFiles
-
         try:
-            result = run_actions.export(self.project, RunFiles(run_dir), choice, **watched_export(self))
+            result = run_actions.export(self.project, RunFiles(run_dir), choice,
+                                       **run_actions.watched_export(self))
         except Exception as e:
             self.app.call_from_thread(show_error, self, e, f"Could not export {run_dir.name}")
             return
@@ -203,8 +197,6 @@ class SampleGridScreen(ShowsWorkerErrors, Screen):
 
     @work(thread=True, group="sample-sheet", exit_on_error=False, description="contact sheet")
     def _sheet(self, grid: SampleGrid) -> None:
-        from loradeck.trainer.runs.sample_grid import write_contact_sheet
-
         path = write_contact_sheet(grid)
         self.app.call_from_thread(self.notify, f"contact sheet written: {path}")
 

@@ -9,7 +9,6 @@ values to the engine as overrides, exactly as `loradeck train` flags would.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -20,66 +19,24 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 
 from loradeck.trainer.config import presets, train_config
+from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset.project import Project, dataset_images
 from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
 from loradeck.trainer.errors import ConfigError, LoradeckError
 from loradeck.trainer.train import optional_packages
-from loradeck.tui import run_actions, train_form_memory
+from loradeck.trainer.train.sample_prompts import suggest
+from loradeck.tui import navigation, run_actions, train_form_memory
 from loradeck.tui.form_hints import form_hint
-from loradeck.tui.run_keys import bind
+from loradeck.tui.keys import bind
+from loradeck.tui.train_fields import FIELDS, FORM_KEYS, LIMIT_FIELDS, Field, field_help
 from loradeck.tui.widgets.preflight_panel import PreflightPanel
 from loradeck.tui.widgets.run_placement import RunPlacement
 from loradeck.tui.widgets.tick_box import TickBox
 from loradeck.tui.widgets.vram_estimate import EstimateLine
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
-
-@dataclass(frozen=True)
-class Field:
-    name: str  # a TrainConfig field ("length" is max_train_steps / max_train_epochs)
-    kind: str  # str | int | float | choice | bool | prompts | length
-    label: str
-    choices: tuple[str, ...] = ()
-
-
-FIELDS: tuple[Field, ...] = (
-    Field("base_model", "str", "Base model"),
-    Field("output_name", "str", "Output name"),
-    Field("length", "length", "Train for"),
-    Field("repeats", "int", "Repeats per epoch"),
-    Field("batch_size", "int", "Batch size"),
-    Field("gradient_accumulation_steps", "int", "Grad. accumulation"),
-    Field("resolution", "int", "Resolution (px)"),
-    Field("rank", "int", "LoRA rank"),
-    Field("alpha", "float", "LoRA alpha"),
-    Field("learning_rate", "float", "Learning rate"),
-    Field("lr_scheduler", "choice", "LR schedule", train_config.SCHEDULERS),
-    Field("lr_warmup_steps", "int", "Warmup steps"),
-    Field("optimizer", "choice", "Optimizer", train_config.OPTIMIZERS),
-    Field("mixed_precision", "choice", "Mixed precision", train_config.MIXED_PRECISION),
-    Field("attention", "choice", "Attention", train_config.ATTENTION),
-    Field("gradient_checkpointing", "bool", "Gradient checkpointing"),
-    Field("cache_latents", "bool", "Cache latents"),
-    Field("train_text_encoder", "bool", "Train text encoder"),
-    Field("sample_prompts", "prompts", "Sample prompts"),
-    Field("sample_every_steps", "int", "Sample every N steps"),
-    Field("save_every_steps", "int", "Save every N steps"),
-    Field("seed", "int", "Seed"),
-)
-LIMIT_FIELDS = ("max_train_steps", "max_train_epochs")
-FORM_KEYS = frozenset(f.name for f in FIELDS) | set(LIMIT_FIELDS)
 PRESET_NONE = "custom"
-
-
-def _field_help(name: str) -> str:
-    try:
-        from loradeck.trainer.config.resolve import FIELD_HELP
-    except ImportError:
-        return ""
-    if name == "length":
-        return FIELD_HELP.get("max_train_steps", "") + "; " + FIELD_HELP.get("max_train_epochs", "")
-    return FIELD_HELP.get(name, "")
 
 
 def split_problems(error: ConfigError) -> tuple[dict[str, str], list[str]]:
@@ -190,7 +147,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         yield Footer()
 
     def _widget(self, f: Field):
-        tip = _field_help(f.name) or None
+        tip = field_help(f.name) or None
         if f.kind == "choice":
             yield Select([(c, c) for c in f.choices], allow_blank=False, id=f"f-{f.name}", tooltip=tip)
         elif f.kind == "bool":
@@ -228,8 +185,6 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self._load_prompt_suggestions()
 
     def _load_trigger(self) -> None:
-        from loradeck.trainer.config import project_settings as settings
-
         try:
             self.trigger = settings.load(self.project.settings_file).project.trigger_word
         except LoradeckError:
@@ -461,9 +416,6 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="prompt-suggestions", exit_on_error=False,
           description="suggest sample prompts")
     def _load_prompt_suggestions(self) -> None:
-        from loradeck.trainer.errors import LoradeckError
-        from loradeck.trainer.train.sample_prompts import suggest
-
         try:
             prompts = suggest(self.project)
         except LoradeckError:  # a broken project.toml: the form's problem line says so; no suggestions
@@ -513,16 +465,12 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         show_error(self, error, "Could not launch the run")
 
     def _launched(self, run_id: str) -> None:
-        from loradeck.tui.screens.monitor import MonitorScreen
-
         self.launched_run = run_id
         self.remember_values()
-        self.app.switch_screen(MonitorScreen(self.project, run_id))
+        self.app.switch_screen(navigation.screen("monitor", self.project, run_id))
 
     def action_runs(self) -> None:
-        from loradeck.tui.screens.runs import RunsScreen
-
-        self.app.push_screen(RunsScreen(self.project))
+        self.app.push_screen(navigation.screen("runs", self.project))
 
     # -- the preflight's re-prep -----------------------------------------------------------------
     @on(Button.Pressed, "#reprep")

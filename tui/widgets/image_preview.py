@@ -86,7 +86,7 @@ class HalfBlocks(Widget):
         self.refresh()
 
     def _layout(self) -> None:
-        from PIL import Image
+        from PIL import Image  # PIL loads with the first image shown, not with the TUI
 
         width, height = self.size
         self._rows_for = (width, height)
@@ -153,7 +153,7 @@ class ImagePreview(ShowsWorkerErrors, Container):
     def _load(self, path: Path | None, mode: str) -> None:
         image, info = None, ""  # info: the parts of the info line, or a message
         if path is not None:
-            from PIL import Image
+            from PIL import Image  # PIL loads with the first image shown, not with the TUI
 
             try:
                 with Image.open(path) as im:
@@ -185,7 +185,7 @@ class ImagePreview(ShowsWorkerErrors, Container):
         if image is None:
             return
         if mode in ("kitty", "sixel") and mode in _graphics_ready:
-            from textual_image.widget import SixelImage, TGPImage
+            from textual_image.widget import SixelImage, TGPImage  # imported by prepare_graphics, if at all
 
             cls = TGPImage if mode == "kitty" else SixelImage
             canvas.mount(cls(image))

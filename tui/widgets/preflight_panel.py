@@ -21,7 +21,9 @@ from textual.message import Message
 from textual.widgets import Button, Static
 
 from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset import preflight
 from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.errors import LoradeckError
 from loradeck.tui.task_process import run_task, task_argv
 from loradeck.tui.worker_errors import ShowsWorkerErrors, show_error
 
@@ -106,11 +108,8 @@ class PreflightPanel(ShowsWorkerErrors, Horizontal):
 
     @work(thread=True, exclusive=True, group="form-preflight", exit_on_error=False, description="preflight")
     def _check(self, cfg: TrainConfig) -> None:
-        from loradeck.trainer.dataset.preflight import check
-        from loradeck.trainer.errors import LoradeckError
-
         try:
-            report = check(self.project, cfg)
+            report = preflight.check(self.project, cfg)
         except LoradeckError as e:  # e.g. a broken project.toml: the form's problem line names it already
             self.app.call_from_thread(self._not_checked, cfg, e)
             return

@@ -20,6 +20,7 @@ from textual.widgets import Static
 
 from loradeck.trainer import children
 from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.gpu import monitor as gpu_monitor
 from loradeck.trainer.gpu.vram_estimate import KNOB_FIELDS
 
 GiB = 1024 ** 3
@@ -79,8 +80,6 @@ class EstimateLine(Static):
 
     @work(thread=True, exclusive=True, group="vram-estimate", exit_on_error=False, description="VRAM estimate")
     def _run(self, generation: int, cfg: TrainConfig) -> None:
-        from loradeck.trainer.gpu import monitor as gpu_monitor
-
         with self._lock:
             if generation != self.generation:
                 return
