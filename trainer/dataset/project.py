@@ -236,22 +236,6 @@ def list_projects(root: str | os.PathLike | None = None) -> list[Project]:
     return found
 
 
-def delete_project(project: Project) -> None:
-    """Remove a whole project folder (a damaged one too). Callers confirm with the user first.
-
-    Refused (loradeck.trainer.runs.live.ProjectBusy, naming the runs and the commands that stop them) while
-    any of its runs is live: its trainer would go on writing into a deleted folder.
-    """
-    from loradeck.trainer.runs import live as live_runs
-
-    if not project.exists() and not is_damaged(project):
-        raise ProjectError(f"no project {project.name!r} in {project.root}")
-    live_runs.refuse_if_busy(project, doing="delete")
-    trash = project.root / f".{project.name}.deleting"
-    project.path.rename(trash)  # atomic disappearance from listings, then the slow part
-    shutil.rmtree(trash)
-
-
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 

@@ -38,6 +38,7 @@ from loradeck.trainer.dataset.project import Project, dataset_images
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import EventReader, EventWriter, parse_line
 from loradeck.trainer.runs import launch_failure
+from loradeck.trainer.runs import queue_folder as run_queue
 from loradeck.trainer.runs.files import RunFiles, read_status
 from loradeck.trainer.train import optional_packages
 
@@ -423,7 +424,7 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
     if status and status.get("state") in FINISHED and beat >= t_latest:
         return status["state"]
     if t_queued > max(_time(started), t_launch):
-        return "queued"  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue.describe says which
+        return "queued"  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue_folder.describe says which
     if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:
@@ -459,7 +460,7 @@ class RunInfo:
     base_model: str | None
     output_name: str | None
     message: str | None         # why it failed / stopped, when the run said; what a queued run waits for
-    queue: dict[str, Any] | None = None  # a queued run's place (loradeck.trainer.runs.queue.describe)
+    queue: dict[str, Any] | None = None  # a queued run's place (loradeck.trainer.runs.queue_folder.describe)
 
     @property
     def dir(self) -> Path:
@@ -501,8 +502,6 @@ def run_info(files: RunFiles) -> RunInfo:
     loss = _number(step_ev.get("loss"))
     queue = None
     if state == "queued" and detail is None:  # in the local queue (a Slurm job's detail says why it waits)
-        from loradeck.trainer.runs import queue as run_queue  # it imports this module
-
         queue = run_queue.describe(files)
         message = run_queue.queue_line(queue)
     return RunInfo(

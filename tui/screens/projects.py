@@ -10,8 +10,9 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from loradeck.trainer.dataset.project import Project, delete_project, list_damaged, list_projects, repair_project
+from loradeck.trainer.dataset.project import Project, list_damaged, list_projects, repair_project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs.live import delete_project
 from loradeck.tui.keys import bind
 from loradeck.tui.worker_errors import ShowsWorkerErrors
 
