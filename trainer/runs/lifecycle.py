@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import socket
@@ -36,7 +35,7 @@ from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import resolve as run_config
 from loradeck.trainer.dataset.project import Project, dataset_images
 from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.events import EventReader, EventWriter, parse_line
+from loradeck.trainer.events import EventReader, EventSummary, EventWriter, event_time, number, summarize
 from loradeck.trainer.runs import launch_failure
 from loradeck.trainer.runs import queue_folder as run_queue
 from loradeck.trainer.runs.files import RunFiles, read_status
@@ -297,86 +296,10 @@ def _launch_alive(files: RunFiles, launch_rec: dict[str, Any], now: float) -> bo
 
 # -------------------------------------------------------------------------------------- reading events
 
-_TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
-SUMMARY_TYPES = ("run_started", "run_finished", "step", "error")
-_READ_CHUNK = 4 * 1024 * 1024
-
-
-class _EventSummary:
-    """What run_state and list_runs need from an events file, kept up to date incrementally: later
-    calls read only the bytes appended since (a long run's file is read once, not on every poll)."""
-
-    __slots__ = ("ino", "offset", "partial", "first_started", "last")
-
-    def __init__(self, ino: int):
-        self.ino, self.offset, self.partial = ino, 0, b""
-        self.first_started: bytes | None = None
-        self.last: dict[str, bytes] = {}  # type -> its newest raw line, parsed only when asked for
-
-    def feed(self, data: bytes) -> None:
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()  # a line still being written waits for its newline
-        for raw in lines:
-            # Only the type is looked at here (gpu and step events are most of the file).
-            match = _TYPE_RE.search(raw, 0, 64) or _TYPE_RE.search(raw)
-            if match is None:
-                continue
-            kind = match.group(1).decode()
-            if kind not in SUMMARY_TYPES or not raw.rstrip().endswith(b"}"):
-                continue  # a line a crash cut short never hides the complete one before it
-            if kind == "run_started" and self.first_started is None:
-                self.first_started = raw
-            self.last[kind] = raw
-
-    def events(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for kind, raw in self.last.items():
-            event = parse_line(raw.decode("utf-8", errors="replace"))
-            if event is not None and event.get("type") == kind:
-                out[kind] = event
-        if self.first_started is not None:
-            event = parse_line(self.first_started.decode("utf-8", errors="replace"))
-            if event is not None:
-                out["first_run_started"] = event
-        return out
-
-
-_summaries: dict[str, _EventSummary] = {}
-_summaries_lock = threading.Lock()
-
-
-def event_summary(path: Path) -> dict[str, dict[str, Any]]:
-    """The newest run_started, run_finished, step and error events of a run (and the first
-    run_started, as `first_run_started`); {} when there is no events file yet."""
-    key = str(path)
-    with _summaries_lock:
-        try:
-            fh = open(path, "rb")
-        except OSError:
-            _summaries.pop(key, None)
-            return {}
-        with fh:
-            st = os.fstat(fh.fileno())
-            summary = _summaries.get(key)
-            if summary is None or summary.ino != st.st_ino or st.st_size < summary.offset:
-                summary = _summaries[key] = _EventSummary(st.st_ino)  # new or replaced file
-            fh.seek(summary.offset)
-            while summary.offset < st.st_size:
-                data = fh.read(min(_READ_CHUNK, st.st_size - summary.offset))
-                if not data:
-                    break
-                summary.offset += len(data)
-                summary.feed(data)
-        return summary.events()
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _time(event: dict[str, Any] | None) -> float:
-    value = event.get("time") if event else None
-    return float(value) if isinstance(value, (int, float)) else float("-inf")
+# Event decoding is loradeck.trainer.events' (summarize, number, event_time); these two names stay
+# here for the tests that reach them through this module.
+event_summary = summarize
+_EventSummary = EventSummary
 
 
 def _queued_at(files: RunFiles) -> float:
@@ -397,13 +320,13 @@ def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = No
 def run_state_detail(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None,
                      slurm_aware: bool = True) -> tuple[str, str | None]:
     """(state, detail): the state, and for a Slurm run what Slurm says (job, reason, node)."""
-    events = _events if _events is not None else event_summary(files.events)
+    events = _events if _events is not None else summarize(files.events)
     state = _file_state(files, events)
     if slurm_aware:
         from loradeck.trainer.slurm import batch as slurm
 
         finished = events.get("run_finished")
-        seen = slurm.view(files, state, _time(finished) if finished else None, ACTIVE)
+        seen = slurm.view(files, state, event_time(finished) if finished else None, ACTIVE)
         if seen is not None:
             return seen
     return state, None
@@ -414,16 +337,16 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
     started, finished = events.get("run_started"), events.get("run_finished")
     launch_rec, status = read_launch(files), read_status(files)
     now = time.time()
-    t_launch = (_number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
+    t_launch = (number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
     t_queued = _queued_at(files)
-    t_latest = max(_time(started), t_launch, t_queued)
-    beat = (_number(status.get("heartbeat")) or 0.0) if status else 0.0
-    if finished is not None and _time(finished) >= t_latest:
+    t_latest = max(event_time(started), t_launch, t_queued)
+    beat = (number(status.get("heartbeat")) or 0.0) if status else 0.0
+    if finished is not None and event_time(finished) >= t_latest:
         return finished.get("status") if finished.get("status") in FINISHED else "failed"
     # A trainer that could not write events may still have left its final state in status.json.
     if status and status.get("state") in FINISHED and beat >= t_latest:
         return status["state"]
-    if t_queued > max(_time(started), t_launch):
+    if t_queued > max(event_time(started), t_launch):
         return "queued"  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue_folder.describe says which
     if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
@@ -438,7 +361,7 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
         if launch_failure.never_started(launch_rec, status, started, t_launch, files.log):
             return "failed"  # nothing ran, nothing to resume: the log's error line says why
         return "crashed"
-    return "running" if started is not None and _time(started) >= t_launch else "starting"
+    return "running" if started is not None and event_time(started) >= t_launch else "starting"
 
 
 # ------------------------------------------------------------------------------------------ listing
@@ -474,7 +397,7 @@ class RunInfo:
 
 def run_info(files: RunFiles) -> RunInfo:
     """Summarise one run from its files."""
-    events = event_summary(files.events)
+    events = summarize(files.events)
     state, detail = run_state_detail(files, _events=events)
     step_ev, finished_ev = events.get("step") or {}, events.get("run_finished")
     status = read_status(files) or {}
@@ -485,7 +408,7 @@ def run_info(files: RunFiles) -> RunInfo:
     except LoradeckError:
         cfg, base_model, output_name = None, None, None
     first = events.get("first_run_started")
-    started = _number(first.get("time")) if first else _number(launch_rec.get("time"))
+    started = number(first.get("time")) if first else number(launch_rec.get("time"))
     total = step_ev.get("total_steps") or status.get("total_steps") or (
         (events.get("run_started") or {}).get("total_steps"))
     output = finished_ev.get("output") if finished_ev else None
@@ -499,7 +422,7 @@ def run_info(files: RunFiles) -> RunInfo:
         message = launch_failure.describe(files.log)
     if detail:
         message = f"{detail}: {message}" if message and state in FINISHED else detail
-    loss = _number(step_ev.get("loss"))
+    loss = number(step_ev.get("loss"))
     queue = None
     if state == "queued" and detail is None:  # in the local queue (a Slurm job's detail says why it waits)
         queue = run_queue.describe(files)
@@ -509,7 +432,7 @@ def run_info(files: RunFiles) -> RunInfo:
         step=int(step_ev.get("step") or status.get("step") or 0),
         total_steps=int(total) if isinstance(total, int) else None,
         epoch=step_ev.get("epoch"), started=started,
-        finished=_time(finished_ev) if finished_ev and state in FINISHED else None,
+        finished=event_time(finished_ev) if finished_ev and state in FINISHED else None,
         output=output, loss=loss, base_model=base_model, output_name=output_name, message=message, queue=queue)
 
 
@@ -560,7 +483,7 @@ def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
     if launch_rec and _same_host(launch_rec) and _launch_alive(files, launch_rec, now):
         return launch_rec.get("pgid") or launch_rec["pid"], launch_rec["pid"]
     status = read_status(files)
-    beat = _number((status or {}).get("heartbeat"))
+    beat = number((status or {}).get("heartbeat"))
     if status and _same_host(status) and beat is not None and process_alive(
             status.get("pid"), started_before=beat, cmd_contains=(TRAIN_MODULE, str(files.dir))):
         try:
@@ -576,9 +499,9 @@ def never_started(files: RunFiles) -> bool:
     launch_rec = read_launch(files)
     if not launch_rec:
         return False
-    t_launch = _number(launch_rec.get("time")) or 0.0
-    events = event_summary(files.events)
-    if _time(events.get("run_finished")) >= t_launch:
+    t_launch = number(launch_rec.get("time")) or 0.0
+    events = summarize(files.events)
+    if event_time(events.get("run_finished")) >= t_launch:
         return False  # it reported its own end
     return launch_failure.never_started(launch_rec, read_status(files), events.get("run_started"), t_launch,
                                         files.log)

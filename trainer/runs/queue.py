@@ -38,7 +38,7 @@ from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import resolve as run_config
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.events import EventWriter
+from loradeck.trainer.events import EventWriter, summarize
 from loradeck.trainer.gpu import processes as gpu_processes
 from loradeck.trainer.gpu import run_memory
 from loradeck.trainer.runs import lifecycle as runs
@@ -121,7 +121,7 @@ def _reached_peak(data: dict[str, Any]) -> bool:
     if time.time() - float(data.get("started") or 0) > RESERVE_SECONDS:
         return True
     try:
-        return "step" in runs.event_summary(RunFiles(Path(data["run_dir"])).events)
+        return "step" in summarize(RunFiles(Path(data["run_dir"])).events)
     except (OSError, KeyError, LoradeckError):
         return False
 
