@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.runs.states import FINISHED, RunState
 
-STATUS_STATES = ("starting", "running", "stopping", "completed", "stopped", "failed")
+# What the trainer writes as status.json's `state` (never queued or crashed: readers decide those).
+STATUS_STATES = (RunState.STARTING, RunState.RUNNING, RunState.STOPPING, *FINISHED)
 HEARTBEAT_SECONDS = 2.0
 
 

@@ -10,7 +10,8 @@ A run's state comes from three files: events.jsonl (run_started / run_finished),
 trainer's pid and heartbeat, every <= 2 s) and launch.json (what this module started, when). A run
 whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`; one whose
 process is gone without ever having beaten and whose log says why (it died at start-up:
-loradeck.trainer.runs.launch_failure) is `failed`.
+loradeck.trainer.runs.launch_failure) is `failed`; a live one whose status.json says it is stopping is
+`stopping`. The states are loradeck.trainer.runs.states.RunState.
 """
 
 from __future__ import annotations
@@ -39,13 +40,10 @@ from loradeck.trainer.events import EventReader, EventSummary, EventWriter, even
 from loradeck.trainer.runs import launch_failure
 from loradeck.trainer.runs import queue_folder as run_queue
 from loradeck.trainer.runs.files import RunFiles, read_status
+from loradeck.trainer.runs.states import ACTIVE, FINISHED, LIVE, RunState
 from loradeck.trainer.train import optional_packages
 
 TRAIN_MODULE = "loradeck.trainer.train.process"
-# `queued`: waiting in the run queue to start by itself (loradeck.trainer.runs.queue); not active, not finished.
-STATES = ("queued", "starting", "running", "completed", "stopped", "failed", "crashed")
-ACTIVE = ("starting", "running")
-FINISHED = ("completed", "stopped", "failed")
 # The trainer beats every <= 2 s from a thread; this much silence means it is dead or hung.
 STALE_SECONDS = 30.0
 # A run folder that was created but never launched reads as `starting` this long, then `crashed`.
@@ -313,7 +311,8 @@ def _queued_at(files: RunFiles) -> float:
 
 def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None,
               slurm_aware: bool = True) -> str:
-    """queued | starting | running | completed | stopped | failed | crashed, as every reader sees it."""
+    """The RunState (queued | starting | running | stopping | completed | stopped | failed | crashed),
+    as every reader sees it."""
     return run_state_detail(files, _events=_events, slurm_aware=slurm_aware)[0]
 
 
@@ -342,12 +341,12 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
     t_latest = max(event_time(started), t_launch, t_queued)
     beat = (number(status.get("heartbeat")) or 0.0) if status else 0.0
     if finished is not None and event_time(finished) >= t_latest:
-        return finished.get("status") if finished.get("status") in FINISHED else "failed"
+        return RunState(finished["status"]) if finished.get("status") in FINISHED else RunState.FAILED
     # A trainer that could not write events may still have left its final state in status.json.
     if status and status.get("state") in FINISHED and beat >= t_latest:
-        return status["state"]
+        return RunState(status["state"])
     if t_queued > max(event_time(started), t_launch):
-        return "queued"  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue_folder.describe says which
+        return RunState.QUEUED  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue_folder.describe says which
     if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:
@@ -359,9 +358,11 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
             alive = False
     if not alive:
         if launch_failure.never_started(launch_rec, status, started, t_launch, files.log):
-            return "failed"  # nothing ran, nothing to resume: the log's error line says why
-        return "crashed"
-    return "running" if started is not None and event_time(started) >= t_launch else "starting"
+            return RunState.FAILED  # nothing ran, nothing to resume: the log's error line says why
+        return RunState.CRASHED
+    if status and status.get("state") == RunState.STOPPING and beat >= t_launch:
+        return RunState.STOPPING  # asked to stop: saving its state on the way out
+    return RunState.RUNNING if started is not None and event_time(started) >= t_launch else RunState.STARTING
 
 
 # ------------------------------------------------------------------------------------------ listing
@@ -621,7 +622,7 @@ def _stop_slurm_run(files: RunFiles, timeout: float, *, force: bool) -> dict[str
     one gets SIGTERM through scancel so it saves state first; `force` then cancels the job outright."""
     from loradeck.trainer.slurm import batch as slurm
 
-    live = (*ACTIVE, "queued")
+    live = LIVE
     state = run_state(files)
     if state not in live:
         raise LoradeckError(f"run {files.run_id} is not running (it is {state})")

@@ -15,8 +15,8 @@ from loradeck.trainer.cli_hint import command
 from loradeck.trainer.dataset.project import Project, is_damaged
 from loradeck.trainer.errors import ProjectError
 from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs.states import ENDED
 
-TERMINAL = (*runs.FINISHED, "crashed")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class LiveRun:
     files: runs.RunFiles
 
     def describe(self) -> str:
-        alive = f", pid {self.pid} still alive" if self.pid and self.state in TERMINAL else ""
+        alive = f", pid {self.pid} still alive" if self.pid and self.state in ENDED else ""
         return f"{self.run_id} ({self.state}{alive})"
 
     def to_dict(self) -> dict:
@@ -49,14 +49,14 @@ def live_runs(project: Project) -> list[LiveRun]:
             continue
         if never_launched:
             continue
-        if state not in TERMINAL or pid is not None:
+        if state not in ENDED or pid is not None:
             found.append(LiveRun(files.run_id, state, pid, files))
     return found
 
 
 def stop_command(project: Project, run: LiveRun) -> str:
     """The complete command that stops `run` (with --force for one that already reads as ended)."""
-    return command("stop", project.name, run.run_id, *(["--force"] if run.state in TERMINAL else []))
+    return command("stop", project.name, run.run_id, *(["--force"] if run.state in ENDED else []))
 
 
 class ProjectBusy(ProjectError):

@@ -216,12 +216,12 @@ class ProjectsScreen(ShowsWorkerErrors, Screen):
           description="stopping runs")
     def _stop_then_confirm(self, project: Project, live: list) -> None:
         from loradeck.trainer.runs import lifecycle as runs
-        from loradeck.trainer.runs.live import TERMINAL
+        from loradeck.trainer.runs.states import ENDED
 
         for run in live:
             self.app.call_from_thread(self.notify, f"stopping run {run.run_id}…")
             try:  # a trainer that already reads as ended but is still alive (hung) is killed
-                runs.stop(run.files, timeout=60.0, force=run.state in TERMINAL)
+                runs.stop(run.files, timeout=60.0, force=run.state in ENDED)
             except LoradeckError:
                 pass  # it ended on its own meanwhile; the check below decides
         self._ask_stop_or_delete(project)
