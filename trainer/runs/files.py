@@ -6,6 +6,7 @@
     status.json           pid, heartbeat, state; written atomically by the trainer process
     launch.json           what the launcher started: pid/pgid, host, time, command (loradeck.trainer.runs.lifecycle)
     slurm.json, slurm.sbatch   a Slurm run's job chain and batch script (loradeck.trainer.slurm.batch)
+    slurm-<job>.out, .slurm.lock   a Slurm job's own output; the lock around slurm.json
     queue.json            the run waits in the queue: its ticket, GPU choice, need (loradeck.trainer.runs.queue)
     state/step-<N>/       resumable training state (weights, optimizer, scheduler, step, RNG)
     checkpoints/          kohya-format LoRA files saved during training
@@ -68,6 +69,16 @@ class RunFiles:
     def slurm_script(self) -> Path:
         """slurm.sbatch: the batch script `loradeck train --slurm` submitted (loradeck.trainer.slurm.batch)."""
         return self.dir / "slurm.sbatch"
+
+    @property
+    def slurm_lock(self) -> Path:
+        """.slurm.lock: held while slurm.json is read, changed and written (login node and job both do)."""
+        return self.dir / ".slurm.lock"
+
+    @property
+    def slurm_output(self) -> Path:
+        """slurm-%j.out: sbatch's --output pattern (Slurm puts the job id for %j)."""
+        return self.dir / "slurm-%j.out"
 
     @property
     def queue(self) -> Path:

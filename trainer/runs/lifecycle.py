@@ -441,8 +441,9 @@ def run_folders(project: Project) -> list[RunFiles]:
     """The project's run folders, oldest first (run ids sort by creation time)."""
     if not project.runs.is_dir():
         return []
-    return [RunFiles(d) for d in sorted(project.runs.iterdir(), key=lambda d: d.name)
-            if d.is_dir() and not d.name.startswith(".") and (d / "config.toml").is_file()]
+    folders = (RunFiles(d) for d in sorted(project.runs.iterdir(), key=lambda d: d.name)
+               if d.is_dir() and not d.name.startswith("."))
+    return [files for files in folders if files.config.is_file()]
 
 
 def list_runs(project: Project) -> list[RunInfo]:

@@ -85,8 +85,7 @@ def read_record(files: RunFiles) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _locked_record(files: RunFiles) -> Iterator[dict[str, Any]]:
     """Read-modify-write slurm.json under a lock (the login node and the job both update it)."""
-    lock_path = files.dir / ".slurm.lock"
-    with open(lock_path, "a+") as lock:
+    with open(files.slurm_lock, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             record = read_record(files) or {"jobs": [], "resubmits": 0}
@@ -156,7 +155,7 @@ def submit(files: RunFiles, settings: SlurmSettings, *, gpus: int, label: str, r
         os.chmod(script, 0o755)
     job_name = label.replace(" ", "_")[:120]
     command = [sbatch, "--parsable", f"--job-name={job_name}", f"--chdir={files.dir}",
-               f"--output={files.dir / 'slurm-%j.out'}", str(script)]
+               f"--output={files.slurm_output}", str(script)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
                               stdin=subprocess.DEVNULL)
