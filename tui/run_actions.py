@@ -13,11 +13,16 @@ import time
 from typing import Any
 
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config.resolve import ResolvedConfig
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import processes as gpu_processes
 from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import queue as run_queue
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.runs.lifecycle import RunInfo
+from loradeck.trainer.slurm import settings as slurm_settings
 
 
 def find_run(project: Project, run_id: str | None) -> RunFiles | None:
@@ -33,16 +38,18 @@ def list_runs(project: Project) -> list[RunInfo]:
     return sorted(runs.list_runs(project), key=lambda r: (r.started or 0.0, r.run_id), reverse=True)
 
 
-def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = None,
+def launch(project: Project, config: dict[str, Any] | ResolvedConfig, *, gpu: str | None = None,
            queue: bool = False, slurm: bool = False) -> RunFiles:
-    """Create a run with `overrides` on the project's defaults and start it detached; `gpu` (None,
-    "auto" or an index) places it, `queue` puts it in the queue instead (loradeck.trainer.runs.queue), and
-    `slurm` submits it as a Slurm batch job ([slurm] settings of the user config and project.toml)."""
+    """Create a run and start it detached. `config` is overrides on the project's defaults, or a
+    config the caller already resolved (loradeck.trainer.config.resolve: it is resolved once, here or
+    there). `gpu` (None, "auto" or an index) places it, `queue` puts it in the queue instead
+    (loradeck.trainer.runs.queue), and `slurm` submits it as a Slurm batch job ([slurm] settings of
+    the user config and project.toml)."""
+    settings = slurm_settings.for_project(project.settings_file) if slurm else None  # refused before a run exists
+    where = gpu_processes.parse_gpu(gpu) if not slurm and (gpu is not None or queue) else None
+    resolved = config if isinstance(config, ResolvedConfig) else run_config.resolve(project, config)
     if slurm:
-        from loradeck.trainer.slurm import settings as slurm_settings
-
-        settings = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
-        files = runs.create_run(project, overrides)
+        files = runs.create_run_from(project, resolved)
         try:
             runs.submit_to_slurm(files, settings)
         except BaseException:
@@ -50,15 +57,9 @@ def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = Non
             raise
         return files
     if gpu is None and not queue:
-        files = runs.create_run(project, overrides)
+        files = runs.create_run_from(project, resolved)
         runs.start(files)
         return files
-    from loradeck.trainer.config import resolve as run_config
-    from loradeck.trainer.gpu import processes as gpu_processes
-    from loradeck.trainer.runs import queue as run_queue
-
-    where = gpu_processes.parse_gpu(gpu)
-    resolved = run_config.resolve(project, overrides)
     if queue:
         files = runs.create_run_from(project, resolved)
         run_queue.enqueue(project, files, gpu=where)
@@ -92,8 +93,6 @@ def stop(files: RunFiles, *, force: bool = False, timeout: float = 60.0) -> None
     With `force`, a run still alive after `timeout` is killed: it then reads as crashed and resumes
     from its last saved state (the step it was finishing is lost)."""
     if runs.run_state(files) == "queued" and not files.slurm_record.is_file():
-        from loradeck.trainer.runs import queue as run_queue
-
         run_queue.cancel(files)
         return
     report = runs.stop(files, timeout=timeout, force=force)
@@ -113,8 +112,6 @@ def resume(files: RunFiles, *, exit_wait: float = 60.0) -> None:
     folder meanwhile, so this waits up to `exit_wait` seconds for the old process to go first.
     """
     if runs.run_state(files) == "queued":  # an orphan (its waiter gone) gets a new waiter
-        from loradeck.trainer.runs import queue as run_queue
-
         run_queue.requeue(files)
         return
     if runs.run_state(files) not in runs.ACTIVE:
