@@ -70,10 +70,6 @@ def _same(value):
     return value
 
 
-def _truthy(value) -> bool:
-    return bool(value) and value != "none"
-
-
 def _not(value):
     return not value
 
