@@ -34,14 +34,18 @@ from loradeck.trainer import children, process_info
 from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.dataset import preflight
 from loradeck.trainer.dataset.project import Project, dataset_images
-from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.errors import LoradeckError, ModelError
 from loradeck.trainer.events import EventReader, EventSummary, EventWriter, event_time, number, summarize
+from loradeck.trainer.gpu import monitor as gpu_monitor
 from loradeck.trainer.runs import launch_failure
 from loradeck.trainer.runs import queue_folder as run_queue
 from loradeck.trainer.runs.files import RunFiles, read_status
 from loradeck.trainer.runs.states import ACTIVE, FINISHED, LIVE, RunState
-from loradeck.trainer.train import optional_packages
+from loradeck.trainer.slurm import batch as slurm
+from loradeck.trainer.train import models, optional_packages
+from loradeck.trainer.train import state as train_state
 
 TRAIN_MODULE = "loradeck.trainer.train.process"
 # The trainer beats every <= 2 s from a thread; this much silence means it is dead or hung.
@@ -63,7 +67,6 @@ def check_dataset(project: Project, cfg=None) -> list[str]:
     """Refuse to start a run the dataset cannot feed (before any process starts); returns the
     preflight warnings worth showing. Uses loradeck.trainer.dataset.preflight's report (`loradeck check`)."""
     try:
-        from loradeck.trainer.dataset import preflight
         report = preflight.check(project, cfg)
     except LoradeckError:
         raise
@@ -84,8 +87,6 @@ def check_gpus(gpus: int) -> list[str]:
     """Refuse `gpus` > 1 when NVML sees fewer GPUs; a note when NVML cannot tell."""
     if gpus <= 1:
         return []
-    from loradeck.trainer.gpu import monitor as gpu_monitor
-
     seen = len(gpu_monitor.query_devices())
     if seen == 0:
         reason = gpu_monitor.unavailable_reason()
@@ -99,7 +100,7 @@ def check_gpus(gpus: int) -> list[str]:
 def _hub_cached(repo_id: str) -> bool:
     """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network)?"""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # heavy: only when a hub model is named
 
         snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"])
         return True
@@ -112,12 +113,9 @@ def check_requirements(cfg) -> list[str]:
     base model that is not there (a missing local path, or a hub id absent from the cache while
     HF_HUB_OFFLINE is set) and knobs whose package is not installed (loradeck.trainer.train.optional_packages).
     Returns notes."""
-    from loradeck.trainer.errors import ModelError
-    from loradeck.trainer.train import models
-
     notes: list[str] = []
     if models.kind_of(cfg.base_model) == "hub" and not _hub_cached(cfg.base_model):
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # heavy: only when a hub model is named
 
         if constants.HF_HUB_OFFLINE:
             raise ModelError(f"base model {cfg.base_model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
@@ -322,8 +320,6 @@ def run_state_detail(files: RunFiles, *, _events: dict[str, dict[str, Any]] | No
     events = _events if _events is not None else summarize(files.events)
     state = _file_state(files, events)
     if slurm_aware:
-        from loradeck.trainer.slurm import batch as slurm
-
         finished = events.get("run_finished")
         seen = slurm.view(files, state, event_time(finished) if finished else None, ACTIVE)
         if seen is not None:
@@ -569,8 +565,6 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
     With `force`, a run still alive after the timeout gets SIGKILL (it then reads as crashed and
     can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
     """
-    from loradeck.trainer.slurm import batch as slurm
-
     if slurm.read_record(files) is not None:
         return _stop_slurm_run(files, timeout, force=force)
     state = run_state(files)
@@ -621,8 +615,6 @@ def cli_hint_runs(files: RunFiles) -> str:
 def _stop_slurm_run(files: RunFiles, timeout: float, *, force: bool) -> dict[str, Any]:
     """Stop a run that is a Slurm job: a queued job is cancelled (the run reads stopped), a running
     one gets SIGTERM through scancel so it saves state first; `force` then cancels the job outright."""
-    from loradeck.trainer.slurm import batch as slurm
-
     live = LIVE
     state = run_state(files)
     if state not in live:
@@ -672,8 +664,6 @@ def check_resumable(files: RunFiles) -> str:
         raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
                             hint="start a new run with `loradeck train`")
     if state == "failed" and never_started(files):
-        from loradeck.trainer.train import state as train_state
-
         if train_state.latest(files.state) is None:
             project = files.dir.parent.parent.name
             raise LoradeckError(f"run {files.run_id} cannot be resumed: {launch_failure.describe(files.log)};"
@@ -697,8 +687,6 @@ def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
     check_resumable(files)
     cfg = run_config.read_run_config(files.config)[0]
     check_requirements(cfg)  # e.g. the model is still missing
-    from loradeck.trainer.slurm import batch as slurm
-
     record = slurm.read_record(files)
     if record is not None:  # it was a Slurm job: it continues as one (a new job id)
         return slurm.submit(files, slurm.settings_of(record), gpus=gpus or cfg.gpus,
@@ -715,8 +703,6 @@ def slurm_label(files: RunFiles) -> str:
 
 def submit_to_slurm(files: RunFiles, settings) -> str:
     """Submit a new run (created by create_run*) as a Slurm batch job; returns the job id."""
-    from loradeck.trainer.slurm import batch as slurm
-
     cfg = run_config.read_run_config(files.config)[0]
     return slurm.submit(files, settings, gpus=cfg.gpus, label=slurm_label(files), reason="submit")
 

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.config.slurm_settings import SlurmSettings
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs.files import RunFiles
-from loradeck.trainer.config.slurm_settings import SlurmSettings
 
 JOB_MODULE = "loradeck.trainer.slurm.job"
 # Slurm job states (squeue %T / scontrol JobState) grouped by what they mean for a run.
