@@ -26,7 +26,10 @@ from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.captions.tag_policy import ORDERS
 from loradeck.trainer.captions.wd14_tagger import DEFAULT_TAGGER
 from loradeck.trainer.config import slurm_settings
+from loradeck.trainer.config import train_config
 from loradeck.trainer.errors import ConfigError
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.train import model_family
 
 
 @dataclass
@@ -135,8 +138,6 @@ def _validate(path: Path, doc: dict) -> Settings:
     train = doc.get("train", {})
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: [train] must be a table")
-    from loradeck.trainer.config import train_config
-
     train_config.apply(train_config.TrainConfig(), train, source=f"{path} [train]")
     out.train = dict(train)
     if "slurm" in doc:
@@ -178,8 +179,6 @@ SDXL_RESOLUTION = 1024
 
 def default_resolution(base_model: Any) -> int | None:
     """The [prep] resolution a new project gets for `base_model` (None: the SD1 default)."""
-    from loradeck.trainer.errors import LoradeckError
-    from loradeck.trainer.train import model_family
 
     try:
         family = model_family.detect(base_model) if isinstance(base_model, str) else None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from loradeck.trainer.atomic import atomic_write_bytes
+from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_store, image_probe, repeat_folders
 from loradeck.trainer.dataset.import_index import load_index, save_index, sha256_bytes, visible_files
 from loradeck.trainer.dataset.project import Project
@@ -168,8 +169,6 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
     takes that text (None: no caption) instead of its sidecar file, and one in `repeats` records its
     repeat count in the import index.
     """
-    from loradeck.trainer.config import project_settings as settings_mod
-
     caption_ext = settings_mod.load(project.settings_file).caption_extension
     report = report if report is not None else ImportReport()
     overrides = _Overrides(captions or {}, repeats or {})

@@ -24,6 +24,7 @@ from loradeck.trainer.dataset.caption_ops import (
     caption_status,
     ignored_captions,
 )
+from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset.caption_store import KNOWN_CAPTION_EXTENSIONS, decode_caption, read_caption
 from loradeck.trainer.dataset.project import IMAGE_EXTENSIONS, Project
 
@@ -82,8 +83,6 @@ def _scan(directory: Path) -> list[os.DirEntry]:
 
 
 def _caption_extension(project: Project) -> str:
-    from loradeck.trainer.config import project_settings as settings
-
     try:
         return settings.load(project.settings_file).caption_extension
     except Exception:  # a broken project.toml must not hide the images; the default is shown
