@@ -1,7 +1,8 @@
 """The event protocol: JSON lines that a run (or a prep / caption task) appends and readers tail.
 
-This module is the single definition of the schema; the trainer writes through `EventWriter`, the TUI
-and CLI read through `EventReader`. docs/events.md documents it for humans. Each line is one JSON
+This module is the single definition of the schema and of its decoding; the trainer writes through
+`EventWriter`, the TUI and CLI read through `EventReader`, `summarize` (a run's newest events, read
+incrementally) and the field decoders (`number`, `reading`, `event_time`). docs/events.md documents it for humans. Each line is one JSON
 object with at least `type` (a name below) and `time` (Unix seconds, float). Unknown types and fields
 must be ignored by readers, so the schema can grow without breaking old monitors.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -179,6 +181,111 @@ def iter_file(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             event = parse_line(line)
             if event is not None:
                 yield event
+
+
+# ------------------------------------------------------------------------------------ decoding fields
+
+def number(value: Any) -> float | None:
+    """A numeric field as a float; None when it is absent, not a number, or NaN/inf (which `dumps`
+    writes as text): safe for arithmetic and for JSON output (`loradeck runs --json`)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def reading(value: Any) -> float | None:
+    """A measured field as a float, NaN and inf included (`dumps` writes them as strings): what a
+    chart plots, where a NaN loss must show."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def event_time(event: dict[str, Any] | None) -> float:
+    """An event's `time` in Unix seconds; -inf for no event (or no time), so it sorts first."""
+    value = event.get("time") if event else None
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+# ---------------------------------------------------------------------------- a run's summary
+
+_TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
+SUMMARY_TYPES = ("run_started", "run_finished", "step", "error")
+_READ_CHUNK = 4 * 1024 * 1024
+
+
+class EventSummary:
+    """What a run's state and listing need from its events file, kept up to date incrementally:
+    later calls read only the bytes appended since (a long run's file is read once, not on every
+    poll), and only each line's type is looked at until an event is asked for."""
+
+    __slots__ = ("ino", "offset", "partial", "first_started", "last")
+
+    def __init__(self, ino: int):
+        self.ino, self.offset, self.partial = ino, 0, b""
+        self.first_started: bytes | None = None
+        self.last: dict[str, bytes] = {}  # type -> its newest raw line, parsed only when asked for
+
+    def feed(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # a line still being written waits for its newline
+        for raw in lines:
+            # Only the type is looked at here (gpu and step events are most of the file).
+            match = _TYPE_RE.search(raw, 0, 64) or _TYPE_RE.search(raw)
+            if match is None:
+                continue
+            kind = match.group(1).decode()
+            if kind not in SUMMARY_TYPES or not raw.rstrip().endswith(b"}"):
+                continue  # a line a crash cut short never hides the complete one before it
+            if kind == "run_started" and self.first_started is None:
+                self.first_started = raw
+            self.last[kind] = raw
+
+    def events(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for kind, raw in self.last.items():
+            event = parse_line(raw.decode("utf-8", errors="replace"))
+            if event is not None and event.get("type") == kind:
+                out[kind] = event
+        if self.first_started is not None:
+            event = parse_line(self.first_started.decode("utf-8", errors="replace"))
+            if event is not None:
+                out["first_run_started"] = event
+        return out
+
+
+_summaries: dict[str, EventSummary] = {}
+_summaries_lock = threading.Lock()
+
+
+def summarize(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The newest run_started, run_finished, step and error events of a run (and the first
+    run_started, as `first_run_started`); {} when there is no events file yet."""
+    key = str(path)
+    with _summaries_lock:
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            _summaries.pop(key, None)
+            return {}
+        with fh:
+            st = os.fstat(fh.fileno())
+            summary = _summaries.get(key)
+            if summary is None or summary.ino != st.st_ino or st.st_size < summary.offset:
+                summary = _summaries[key] = EventSummary(st.st_ino)  # new or replaced file
+            fh.seek(summary.offset)
+            while summary.offset < st.st_size:
+                data = fh.read(min(_READ_CHUNK, st.st_size - summary.offset))
+                if not data:
+                    break
+                summary.offset += len(data)
+                summary.feed(data)
+        return summary.events()
 
 
 @dataclass

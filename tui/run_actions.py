@@ -17,6 +17,7 @@ from textual.worker import get_current_worker
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config.resolve import ResolvedConfig
 from loradeck.trainer.config.user_config import load_user_config
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
@@ -44,14 +45,18 @@ def list_runs(project: Project) -> list[RunInfo]:
     return sorted(runs.list_runs(project), key=lambda r: (r.started or 0.0, r.run_id), reverse=True)
 
 
-def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = None,
+def launch(project: Project, config: dict[str, Any] | ResolvedConfig, *, gpu: str | None = None,
            queue: bool = False, slurm: bool = False) -> RunFiles:
-    """Create a run with `overrides` on the project's defaults and start it detached; `gpu` (None,
-    "auto" or an index) places it, `queue` puts it in the queue instead (loradeck.trainer.runs.queue), and
-    `slurm` submits it as a Slurm batch job ([slurm] settings of the user config and project.toml)."""
+    """Create a run and start it detached. `config` is overrides on the project's defaults, or a
+    config the caller already resolved (loradeck.trainer.config.resolve: it is resolved once, here or
+    there). `gpu` (None, "auto" or an index) places it, `queue` puts it in the queue instead
+    (loradeck.trainer.runs.queue), and `slurm` submits it as a Slurm batch job ([slurm] settings of
+    the user config and project.toml)."""
+    batch = slurm_settings.for_project(project.settings_file) if slurm else None  # refused before a run exists
+    where = gpu_processes.parse_gpu(gpu) if not slurm and (gpu is not None or queue) else None
+    resolved = config if isinstance(config, ResolvedConfig) else run_config.resolve(project, config)
     if slurm:
-        batch = slurm_settings.for_project(project.settings_file)  # a bad [slurm] refuses before a run exists
-        files = runs.create_run(project, overrides)
+        files = runs.create_run_from(project, resolved)
         try:
             runs.submit_to_slurm(files, batch)
         except BaseException:
@@ -59,11 +64,9 @@ def launch(project: Project, overrides: dict[str, Any], *, gpu: str | None = Non
             raise
         return files
     if gpu is None and not queue:
-        files = runs.create_run(project, overrides)
+        files = runs.create_run_from(project, resolved)
         runs.start(files)
         return files
-    where = gpu_processes.parse_gpu(gpu)
-    resolved = run_config.resolve(project, overrides)
     if queue:
         files = runs.create_run_from(project, resolved)
         run_queue.enqueue(project, files, gpu=where)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from textual.message import Message
 
 from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.events import EventReader
+from loradeck.trainer.events import EventReader, reading
 from loradeck.trainer.runs import lifecycle as engine_runs
 from loradeck.trainer.runs import queue as run_queue
 from loradeck.trainer.runs.files import RunFiles
@@ -144,20 +144,6 @@ class RunView:
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
 
-def _number(value: Any) -> float | None:
-    """Event numbers may be NaN/inf written as strings (loradeck.trainer.events.dumps); keep them as floats."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 class RunTracker:
     """Folds a run's events into the numbers and series the monitor draws."""
 
@@ -213,47 +199,47 @@ class RunTracker:
 
     def _on_run_started(self, e: dict) -> None:
         if self.started is None:
-            self.started = _number(e.get("time"))
+            self.started = reading(e.get("time"))
         if isinstance(e.get("config"), dict):
             self.config = e["config"]
         env = e.get("environment") if isinstance(e.get("environment"), dict) else {}
         self.device = e.get("device") or env.get("device") or env.get("gpu") or self.device
         estimate = e.get("vram_estimate") if isinstance(e.get("vram_estimate"), dict) else {}
-        self.predicted_peak = _number(estimate.get("expected_peak_bytes"))
+        self.predicted_peak = reading(estimate.get("expected_peak_bytes"))
         # A resumed run starts again: its previous run_finished no longer holds.
         self.finished_status = self.finished_message = None
         self._recent.clear()
 
     def _on_step(self, e: dict) -> None:
         step = int(e["step"])
-        t = _number(e.get("time")) or 0.0
+        t = reading(e.get("time")) or 0.0
         if self.started is None:
             self.started = t
         self.step = step
         self.total_steps = int(e.get("total_steps") or self.total_steps)
         epoch = e.get("epoch")
         self.epoch = int(epoch) if isinstance(epoch, (int, float)) else self.epoch
-        self.lr = _number(e.get("lr"))
-        loss = _number(e.get("loss"))
+        self.lr = reading(e.get("lr"))
+        loss = reading(e.get("loss"))
         self.loss = loss
         if loss is not None and math.isfinite(loss):
             self.loss_raw.add(step, loss)
             # EMA seeded with the first value, so early points are not dragged towards zero.
             self._ema = loss if self._ema is None else SMOOTHING * self._ema + (1 - SMOOTHING) * loss
             self.loss_smooth.add(step, self._ema)
-        sps = _number(e.get("samples_per_sec"))
+        sps = reading(e.get("samples_per_sec"))
         if sps is not None:
             self.samples_per_sec = sps
-        step_time = _number(e.get("step_time"))
+        step_time = reading(e.get("step_time"))
         if step_time and step_time > 0:
             self._step_times.append(step_time)
         if self._recent and step <= self._recent[-1][0]:
             self._recent.clear()  # resumed from an earlier state
         self._recent.append((step, t))
-        rss = _number(e.get("rss_peak"))
+        rss = reading(e.get("rss_peak"))
         if rss is not None:
             self.rss_peak = rss
-        alloc, peak = _number(e.get("mem_allocated")), _number(e.get("mem_peak"))
+        alloc, peak = reading(e.get("mem_allocated")), reading(e.get("mem_peak"))
         # Memory shares the VRAM graph's time axis (seconds since the start) with the gpu samples.
         if alloc is not None:
             self.torch_allocated.add(t - self.started, alloc)
@@ -267,19 +253,19 @@ class RunTracker:
             return
         self.gpu_reason = None
         self.gpu_name = e.get("name") or self.gpu_name
-        t = _number(e.get("time")) or 0.0
+        t = reading(e.get("time")) or 0.0
         x = t - (self.started or t)
-        total = _number(e.get("mem_total"))
+        total = reading(e.get("mem_total"))
         if total:
             self.gpu_total = int(total)
-        used = _number(e.get("mem_used"))
+        used = reading(e.get("mem_used"))
         if used is not None:
             self.gpu_used.add(x, used)
-        proc = _number(e.get("proc_mem"))
+        proc = reading(e.get("proc_mem"))
         self.gpu_proc_visible = proc is not None
         if proc is not None:
             self.gpu_proc.add(x, proc)
-        self.gpu_util = _number(e.get("util"))
+        self.gpu_util = reading(e.get("util"))
 
     def _on_checkpoint(self, e: dict) -> None:
         self.checkpoints += 1

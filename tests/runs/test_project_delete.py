@@ -8,9 +8,10 @@ import shlex
 
 import pytest
 
-from loradeck.trainer.dataset.project import Project, create_project, delete_project, is_damaged, list_projects
+from loradeck.trainer.dataset.project import Project, create_project, is_damaged, list_projects
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs import live as live_runs
+from loradeck.trainer.runs.live import delete_project
 from tests.runs.conftest import write_images
 from tests.runs.test_process import steps_of, wait_for
 

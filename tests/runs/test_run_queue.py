@@ -204,11 +204,11 @@ def test_two_users_share_one_queue_folder_in_order_and_cannot_remove_each_others
         other = subprocess.Popen(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
              "import os, sys, time, json; sys.path.insert(0, sys.argv[1]);"
-             "from trainer import run_queue as q; from pathlib import Path;"
+             "from loradeck.trainer.runs import queue_folder as q; from pathlib import Path;"
              "t = Path(sys.argv[2]) / 'waiting' / f'{time.time_ns():020d}-other.json';"
-             "q._write(t, {'run_dir': '/nonexistent', 'project': 'theirs', 'run_id': 'r1', 'user': 'nobody',"
-             " 'uid': os.getuid(), 'host': q._host(), 'enqueued': time.time(), 'gpu': None, 'need': 1,"
-             " 'waiter': {'pid': os.getpid(), 'start': q.process_info.start_time(os.getpid()), 'host': q._host()},"
+             "q.write_json(t, {'run_dir': '/nonexistent', 'project': 'theirs', 'run_id': 'r1', 'user': 'nobody',"
+             " 'uid': os.getuid(), 'host': q.this_host(), 'enqueued': time.time(), 'gpu': None, 'need': 1,"
+             " 'waiter': {'pid': os.getpid(), 'start': q.process_info.start_time(os.getpid()), 'host': q.this_host()},"
              " 'beat': time.time()}); print(t, flush=True); time.sleep(60)",
              str(REPO), str(qdir)], stdout=subprocess.PIPE, text=True, cwd="/")
         try:

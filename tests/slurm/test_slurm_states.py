@@ -18,7 +18,7 @@ from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.slurm import batch as slurm
 from loradeck.trainer.slurm import job as slurm_job
-from loradeck.trainer.slurm.settings import SlurmSettings
+from loradeck.trainer.config.slurm_settings import SlurmSettings
 from tests.slurm.conftest import slurm_run as _slurm_run
 
 

@@ -90,7 +90,7 @@ def cmd_delete(args) -> CommandResult:
                     " captions and runs? This cannot be undone. [y/N] "):
             return CommandResult({"ok": False, "project": project.name, "deleted": False}, "not deleted", code=1)
     try:
-        projects.delete_project(project)
+        live_runs.delete_project(project)
     except live_runs.ProjectBusy as e:  # a run started while we asked
         return _refused(e, project)
     return CommandResult({"ok": True, "project": project.name, "path": str(project.path), "deleted": True},

@@ -14,10 +14,10 @@ from typing import Any, Callable
 from loradeck.trainer.events import EventReader
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.states import ENDED
 
 POLL_SECONDS = 1.0
 STEP_EVERY_SECONDS = 5.0   # of event time: a replayed history is as sparse as a live one
-ENDED = (*runs.FINISHED, "crashed")
 
 
 def describe(event: dict[str, Any]) -> str | None:

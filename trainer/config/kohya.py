@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loradeck.trainer.config.train_config import SCHEDULERS
+from loradeck.trainer.config.train_config import FIELD_NAMES, SCHEDULERS
 from loradeck.trainer.errors import ConfigError
 
 # Tables kohya's example configs (and kohya_ss) use; any table other than loradeck's own [train] /
@@ -68,10 +68,6 @@ def _resolution(value):
 
 def _same(value):
     return value
-
-
-def _truthy(value) -> bool:
-    return bool(value) and value != "none"
 
 
 def _not(value):
@@ -256,8 +252,6 @@ OFF_ONLY: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def looks_like_kohya(doc: Mapping[str, Any]) -> bool:
     """A kohya file has tables other than loradeck's [train] and run-config [dataset], or kohya keys."""
-    from loradeck.trainer.config.train_config import FIELD_NAMES
-
     for key, value in doc.items():
         if isinstance(value, dict):
             if key == "train":

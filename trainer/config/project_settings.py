@@ -5,7 +5,7 @@
     [caption]  how `loradeck caption` captions (the model)
     [train]    defaults for `loradeck train` (keys of loradeck.trainer.config.train_config.TrainConfig)
     [export]   destination for `loradeck export`
-    [slurm]    how `loradeck train --slurm` submits runs (loradeck.trainer.slurm.settings; optional)
+    [slurm]    how `loradeck train --slurm` submits runs (loradeck.trainer.config.slurm_settings; optional)
     [tagger]   WD14 tagger defaults for `loradeck caption --tagger wd14` (optional table)
 
 The file is edited with tomlkit, so a user's comments, ordering and formatting survive our writes.
@@ -25,7 +25,9 @@ from tomlkit.exceptions import TOMLKitError
 from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.captions.tag_policy import ORDERS
 from loradeck.trainer.captions.wd14_tagger import DEFAULT_TAGGER
-from loradeck.trainer.errors import ConfigError
+from loradeck.trainer.config import slurm_settings, train_config
+from loradeck.trainer.errors import ConfigError, LoradeckError
+from loradeck.trainer.train import model_family
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Settings:
     train: dict[str, Any] = field(default_factory=dict)  # validated by loradeck.trainer.config.train_config
     caption: CaptionSection = field(default_factory=CaptionSection)
     export: ExportSection = field(default_factory=ExportSection)
-    slurm: dict[str, Any] = field(default_factory=dict)  # validated by loradeck.trainer.slurm.settings
+    slurm: dict[str, Any] = field(default_factory=dict)  # validated by loradeck.trainer.config.slurm_settings
     tagger: TaggerSection = field(default_factory=TaggerSection)
 
     @property
@@ -134,13 +136,9 @@ def _validate(path: Path, doc: dict) -> Settings:
     train = doc.get("train", {})
     if not isinstance(train, dict):
         raise ConfigError(f"{path}: [train] must be a table")
-    from loradeck.trainer.config import train_config
-
     train_config.apply(train_config.TrainConfig(), train, source=f"{path} [train]")
     out.train = dict(train)
     if "slurm" in doc:
-        from loradeck.trainer.slurm import settings as slurm_settings
-
         out.slurm = slurm_settings.validate(doc["slurm"], str(path))
     return out
 
@@ -179,8 +177,6 @@ SDXL_RESOLUTION = 1024
 
 def default_resolution(base_model: Any) -> int | None:
     """The [prep] resolution a new project gets for `base_model` (None: the SD1 default)."""
-    from loradeck.trainer.errors import LoradeckError
-    from loradeck.trainer.train import model_family
 
     try:
         family = model_family.detect(base_model) if isinstance(base_model, str) else None

@@ -26,7 +26,9 @@ from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset.project import Project
+from loradeck.trainer.dataset.repeat_folders import image_repeats
 from loradeck.trainer.errors import ConfigError
+from loradeck.trainer.train import model_family
 
 DATASET_TABLE = "dataset"
 DATASET_KEYS = ("project_dir", "caption_extension", "trigger_word")
@@ -215,9 +217,6 @@ def resolve(project: Project, overrides: Mapping[str, Any] | None = None,
         cfg = train_config.validate(TrainConfig(**values))
     except ConfigError as e:
         raise ConfigError(_with_sources(str(e), sources), hint=e.hint) from None
-    from loradeck.trainer.dataset.repeat_folders import image_repeats
-    from loradeck.trainer.train import model_family
-
     family = model_family.detect(cfg.base_model)  # an unsupported architecture stops here, before a run exists
 
     dataset = {

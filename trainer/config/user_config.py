@@ -11,7 +11,7 @@ XDG_CONFIG_HOME is unset); `$LORADECK_CONFIG` names another file. Every key is o
                                          # the project's [export] dest says
     on_conflict = "version"              # refuse | version
 
-    [slurm]                              # defaults for `loradeck train --slurm` (loradeck.trainer.slurm.settings)
+    [slurm]                              # defaults for `loradeck train --slurm` (loradeck.trainer.config.slurm_settings)
     partition = "gpu"
 
 A missing file means defaults; a broken one is a ConfigError naming the file.
@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loradeck.trainer.config import slurm_settings
 from loradeck.trainer.errors import ConfigError
 
 CONFIG_ENV = "LORADECK_CONFIG"
@@ -73,8 +74,6 @@ def load_user_config(path: Path | None = None) -> UserConfig:
     unknown = sorted(set(doc) - set(_KNOWN) - {"slurm"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} (known: user, export, slurm)")
-    from loradeck.trainer.slurm import settings as slurm_settings
-
     slurm = slurm_settings.validate(doc["slurm"], str(path)) if "slurm" in doc else {}
     for table, keys in _KNOWN.items():
         section = doc.get(table, {})

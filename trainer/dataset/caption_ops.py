@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset import caption_journal, caption_store
 from loradeck.trainer.dataset.project import Project, dataset_images
 from loradeck.trainer.errors import LoradeckError
@@ -25,8 +26,6 @@ CAPTIONED, MISSING, EMPTY, IGNORED_EXTENSION = "captioned", "missing", "empty", 
 
 
 def caption_extension(project: Project) -> str:
-    from loradeck.trainer.config import project_settings as settings
-
     return settings.load(project.settings_file).caption_extension
 
 

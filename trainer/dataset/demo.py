@@ -15,6 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset.importer import import_paths
+from loradeck.trainer.dataset.prep import prep_project
 from loradeck.trainer.dataset.project import Project, create_project, resolve_root
 
 DEMO_NAME = "demo"
@@ -99,9 +102,6 @@ def write_extra(folder: Path) -> None:
 def create_demo(root: str | os.PathLike | None = None, *, name: str = DEMO_NAME, count: int = 12) -> Project:
     """Create the demo project (imported and prepared) and the demo-extra folder; an existing
     demo project is reused as it is."""
-    from loradeck.trainer.config import project_settings as settings
-    from loradeck.trainer.dataset.importer import import_paths
-    from loradeck.trainer.dataset.prep import prep_project
 
     base = resolve_root(root)
     project = Project(base, name)

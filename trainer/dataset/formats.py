@@ -31,6 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from loradeck.trainer.captions.blip_captioning import apply_affixes
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.config.kohya import _resolution
+from loradeck.trainer.dataset.caption_store import decode_caption
 from loradeck.trainer.dataset.importer import ImportReport, import_paths, source_key
 from loradeck.trainer.dataset.project import Project, is_image_file
 from loradeck.trainer.errors import ConfigError
@@ -258,8 +262,6 @@ def _hashable(value):
 
 def _convert(key: str, value, problems: list[str]):
     if key == "resolution":
-        from loradeck.trainer.config.kohya import _resolution
-
         try:
             return _resolution(list(value) if isinstance(value, tuple) else value)
         except ValueError as e:
@@ -314,16 +316,12 @@ def _plan_subset(plan: SourcePlan, merged: dict, d: int, s: int, base_dir: Path,
         caption_file = image.with_name(image.stem + ext)
         text = None
         if caption_file.is_file():
-            from loradeck.trainer.dataset.caption_store import decode_caption
-
             text = decode_caption(caption_file.read_bytes()) or None
         if text is None and class_tokens:
             text = class_tokens
         if text is None:
             without += 1
         elif prefix or suffix:  # kohya adds them at training time; here they become part of the caption
-            from loradeck.trainer.captions.blip_captioning import apply_affixes
-
             text = apply_affixes(text, prefix.strip().rstrip(","), suffix.strip().lstrip(","))
         plan.captions[key] = text
         if repeats > 1:
@@ -340,8 +338,6 @@ def _plan_subset(plan: SourcePlan, merged: dict, d: int, s: int, base_dir: Path,
 def import_sources(project: Project, paths: Iterable[str | os.PathLike], *, caption_column: str | None = None,
                    on_progress=None, should_stop: Callable[[], bool] | None = None) -> ImportReport:
     """`loradeck import`: plain paths and dataset descriptions together, in one import."""
-    from loradeck.trainer.config import project_settings as settings_mod
-
     plain, plans = [], []
     for path in paths:
         plan = plan_source(path, caption_column)

@@ -3,8 +3,8 @@
 - Each file is read once, validated through loradeck.trainer.dataset.image_probe (refused files get a one-line
   reason), hashed, and written atomically to originals/<stem><ext>; its modification time is kept.
 - Duplicates (same bytes as an original already in the project, or earlier in this import) are
-  imported once and reported. `.loradeck/import_index.json` maps content hashes to originals and is
-  rebuilt from originals/ when files were added or removed by hand.
+  imported once and reported. `.loradeck/import_index.json` (loradeck.trainer.dataset.import_index) maps
+  content hashes to originals and is rebuilt from originals/ when files were added or removed by hand.
 - A stem is unique per project (case-insensitively, across originals/ and dataset/), so
   dataset/<stem>.<img> and dataset/<stem><caption ext> pair up. A clash gets `<stem>-2`, `-3`, ...
 - Sidecar captions (`photo.txt` or kohya's `photo.caption` next to `photo.jpg`) are written to
@@ -20,8 +20,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import os
 import re
 import unicodedata
@@ -29,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from loradeck.trainer.atomic import atomic_write_bytes, atomic_write_text
+from loradeck.trainer.atomic import atomic_write_bytes
+from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_store, image_probe, repeat_folders
+from loradeck.trainer.dataset.import_index import load_index, save_index, sha256_bytes, visible_files
 from loradeck.trainer.dataset.project import Project
-from loradeck.trainer.errors import LoradeckError
 
-INDEX_NAME = "import_index.json"
 MAX_STEM_LENGTH = 120
 # Files are read and validated a few ahead of the (sequential) naming and copying, in threads.
 READ_THREADS = 3
@@ -64,56 +62,6 @@ class ImportReport:
         return d
 
 
-# ---------------------------------------------------------------- index of content hashes
-
-
-def index_path(project: Project) -> Path:
-    return project.state / INDEX_NAME
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_index(project: Project) -> dict[str, dict]:
-    """sha256 -> {"file": name in originals/, "source": where it came from}, matching originals/ now."""
-    try:
-        raw = json.loads(index_path(project).read_text(encoding="utf-8")).get("files", {})
-        entries = raw if isinstance(raw, dict) else {}
-    except (OSError, ValueError, AttributeError):
-        entries = {}
-    present = {p.name for p in _files(project.originals)}
-    index = {sha: e for sha, e in entries.items() if isinstance(e, dict) and e.get("file") in present}
-    known = {e["file"] for e in index.values()}
-    for name in sorted(present - known):  # added by hand (or the index was lost): hash them now
-        path = project.originals / name
-        try:
-            index.setdefault(sha256_bytes(path.read_bytes()), {"file": name, "source": None})
-        except OSError:
-            continue
-    return index
-
-
-def save_index(project: Project, index: dict[str, dict]) -> None:
-    try:
-        project.state.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(index_path(project), json.dumps({"version": 1, "files": index}, ensure_ascii=False,
-                                                          indent=0))
-    except OSError as e:  # the originals are safe; the index is rebuilt from them next time
-        raise LoradeckError(f"could not save {index_path(project)}: {e.strerror or e}") from None
-
-
-def duplicate_groups(project: Project) -> list[list[str]]:
-    """Originals with identical content (only possible when files were copied in by hand)."""
-    groups: dict[str, list[str]] = {}
-    for path in _files(project.originals):
-        try:
-            groups.setdefault(sha256_bytes(path.read_bytes()), []).append(path.name)
-        except OSError:
-            continue
-    return [sorted(g) for g in groups.values() if len(g) > 1]
-
-
 # ---------------------------------------------------------------- names
 
 
@@ -129,7 +77,7 @@ def clean_stem(stem: str) -> str:
 def _taken_stems(project: Project) -> set[str]:
     taken = set()
     for folder in (project.originals, project.dataset):
-        for p in _files(folder):
+        for p in visible_files(folder):
             taken.add(p.stem.casefold())
     return taken
 
@@ -141,12 +89,6 @@ def _unique_stem(base: str, taken: set[str]) -> str:
         stem = f"{base}-{n}"
     taken.add(stem.casefold())
     return stem
-
-
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
 
 
 # ---------------------------------------------------------------- gathering sources
@@ -227,8 +169,6 @@ def import_paths(project: Project, paths: Iterable[str | os.PathLike], *, on_pro
     takes that text (None: no caption) instead of its sidecar file, and one in `repeats` records its
     repeat count in the import index.
     """
-    from loradeck.trainer.config import project_settings as settings_mod
-
     caption_ext = settings_mod.load(project.settings_file).caption_extension
     report = report if report is not None else ImportReport()
     overrides = _Overrides(captions or {}, repeats or {})

@@ -14,9 +14,15 @@ import hashlib
 from pathlib import Path
 
 from loradeck.trainer.cli_hint import command
-from loradeck.trainer.dataset import buckets, caption_ops, prep
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.dataset import buckets, caption_ops, image_probe, prep
 from loradeck.trainer.dataset.project import Project, dataset_images
+from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.train import optional_packages
+from loradeck.trainer.train.data import add_trigger  # the trainer's own rule, so the two agree
 
 # An image below this share of resolution² trains at a lower resolution than asked for.
 SMALL_AREA_SHARE = 0.75
@@ -34,14 +40,10 @@ def _problem(level: str, code: str, message: str, items: list | None = None) -> 
 
 def _load_config(project: Project, config):
     """The config a run of this project would get (loradeck.trainer.config.resolve: defaults < project.toml)."""
-    from loradeck.trainer.config import resolve as run_config
-
     return config if config is not None else run_config.resolve(project).config
 
 
 def _image_sizes(images: list[Path]) -> tuple[dict[str, tuple[int, int]], list[dict]]:
-    from loradeck.trainer.dataset import image_probe
-
     sizes, unreadable = {}, []
     for path in images:
         try:
@@ -89,15 +91,11 @@ def _unprepared(project: Project, resolution: int) -> tuple[list[str], list[str]
 def check(project: Project, config=None) -> dict:
     """The preflight report of `project` for a run with `config` (a TrainConfig; default: the
     project's [train] settings)."""
-    from loradeck.trainer.config import project_settings as settings
-
     problems: list[dict] = []
     proj_settings = settings.load(project.settings_file)
     try:
         cfg = _load_config(project, config)
     except LoradeckError as e:
-        from loradeck.trainer.config.train_config import TrainConfig
-
         problems.append(_problem("error", "config", e.one_line()))
         cfg = TrainConfig()
     res = cfg.resolution
@@ -134,8 +132,6 @@ def check(project: Project, config=None) -> dict:
                                  orphans))
     trigger = proj_settings.project.trigger_word.strip()
     if trigger:
-        from loradeck.trainer.train.data import add_trigger  # the trainer's own rule, so the two agree
-
         lacking = [s.image for s in statuses if s.text and add_trigger(s.text, trigger) != s.text]
         if lacking:
             problems.append(_problem("info", "trigger_missing",
@@ -181,14 +177,10 @@ def check(project: Project, config=None) -> dict:
                                  f"{len(thin)} bucket(s) hold fewer images than the batch size {batch}"
                                  " (their batches are smaller)", thin))
 
-    from loradeck.trainer.train import optional_packages
-
     for message in optional_packages.problems_for(cfg):  # e.g. adamw8bit without bitsandbytes
         problems.append(_problem("error", PACKAGE_CODE, message))
     for message in optional_packages.warnings_for(cfg):  # e.g. xformers missing: sdpa instead
         problems.append(_problem("warning", PACKAGE_CODE, message))
-
-    from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
 
     n = len(sizes)
     weighted = weighted_count((Path(name).stem for name in sizes), image_repeats(project))

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 from loradeck.trainer.atomic import atomic_open, atomic_write_text
-from loradeck.trainer.dataset import buckets
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.dataset import buckets, image_probe
 from loradeck.trainer.dataset.project import Project, is_image_file
 from loradeck.trainer.errors import ConfigError, LoradeckError
 
@@ -82,8 +83,6 @@ def load_settings(project: Project, resolution: int | None = None) -> PrepSettin
     """The prep rules of a project ([prep] in project.toml), with an optional resolution override."""
     from PIL import ImageColor
 
-    from loradeck.trainer.config import project_settings as settings_mod
-
     prep = settings_mod.load(project.settings_file).prep
     res = prep.resolution if resolution is None else resolution  # an explicit 0 is an error, not "default"
     if res < 8 or res % 8:
@@ -100,8 +99,6 @@ def load_settings(project: Project, resolution: int | None = None) -> PrepSettin
 def _remember_resolution(project: Project, resolution: int) -> None:
     """A dataset prepared at N is for training at N: keep N as [prep] resolution, so a later prep,
     `loradeck check` and a run's default resolution (loradeck.trainer.config.resolve) all agree with it."""
-    from loradeck.trainer.config import project_settings as settings_mod
-
     if settings_mod.load(project.settings_file).prep.resolution != resolution:
         settings_mod.update(project.settings_file, "prep", {"resolution": resolution})
 
@@ -195,8 +192,6 @@ def prepare_image(data: bytes, spec: buckets.BucketSpec, background: tuple[int, 
     """Decode `data` and return (RGB image of exactly its bucket's size, Fit, format)."""
     from PIL import Image, ImageOps
 
-    from loradeck.trainer.dataset import image_probe
-
     im = image_probe.open_image(data)
     orientation = image_probe.orientation_of(im)
     fmt = im.format
@@ -229,8 +224,6 @@ def prepare_image(data: bytes, spec: buckets.BucketSpec, background: tuple[int, 
 
 def upright_size(data: bytes) -> tuple[int, int]:
     """The (width, height) of an image as it is seen, EXIF rotation applied (header only)."""
-    from loradeck.trainer.dataset import image_probe
-
     im = image_probe.open_image(data)
     return im.size[::-1] if image_probe.orientation_of(im) in (5, 6, 7, 8) else im.size
 
@@ -245,8 +238,6 @@ def _save(im, path: Path, fmt: str) -> None:
 
 def _prepare_job(job: dict) -> dict:
     """Worker entry point: one original in, one dataset image out. Never raises."""
-    from loradeck.trainer.dataset import image_probe
-
     started = time.perf_counter()
     source = Path(job["source"])
     try:

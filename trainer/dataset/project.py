@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.errors import ProjectError
 
 ROOT_ENV = "LORADECK_ROOT"
@@ -163,8 +164,6 @@ def list_damaged(root: str | os.PathLike | None = None) -> list[Project]:
 def repair_project(name: str, root: str | os.PathLike | None = None) -> Project:
     """Give a damaged project (see is_damaged) a fresh project.toml with default settings and its
     missing sub-folders; nothing already there changes. ProjectError when there is nothing to repair."""
-    from loradeck.trainer.config import project_settings as settings_mod
-
     project = Project(check_root(resolve_root(root)), validate_name(name))
     if project.exists():
         raise ProjectError(f"project {name!r} is not damaged: {project.settings_file} is there")
@@ -193,8 +192,6 @@ def create_project(name: str, root: str | os.PathLike | None = None, **settings)
 
     Keyword arguments are [project] settings (trigger_word, base_model, caption_extension, ...).
     """
-    from loradeck.trainer.config import project_settings as settings_mod
-
     project = Project(check_root(resolve_root(root)), validate_name(name))
     if project.path.exists() and _lost_its_settings(project):
         # Its project.toml was deleted: write a fresh one, keep everything else as it is.
@@ -234,22 +231,6 @@ def list_projects(root: str | os.PathLike | None = None) -> list[Project]:
         if (child / SETTINGS_FILE).is_file():
             found.append(Project(base, child.name))
     return found
-
-
-def delete_project(project: Project) -> None:
-    """Remove a whole project folder (a damaged one too). Callers confirm with the user first.
-
-    Refused (loradeck.trainer.runs.live.ProjectBusy, naming the runs and the commands that stop them) while
-    any of its runs is live: its trainer would go on writing into a deleted folder.
-    """
-    from loradeck.trainer.runs import live as live_runs
-
-    if not project.exists() and not is_damaged(project):
-        raise ProjectError(f"no project {project.name!r} in {project.root}")
-    live_runs.refuse_if_busy(project, doing="delete")
-    trash = project.root / f".{project.name}.deleting"
-    project.path.rename(trash)  # atomic disappearance from listings, then the slow part
-    shutil.rmtree(trash)
 
 
 def is_image_file(path: Path) -> bool:

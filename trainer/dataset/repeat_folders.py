@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Mapping
 
+from loradeck.trainer.dataset.import_index import load_index
+
 _REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 
 
@@ -33,8 +35,6 @@ def repeats_of_source(source: str) -> int:
 
 def image_repeats(project) -> dict[str, int]:
     """{image stem: N} for the project's images imported from kohya repeat folders with N > 1."""
-    from loradeck.trainer.dataset.importer import load_index
-
     counts = {}
     for entry in load_index(project).values():
         n = entry.get("repeats") or repeats_of_source(str(entry.get("source") or ""))

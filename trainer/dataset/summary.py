@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.dataset.view import list_dataset
 
@@ -45,8 +46,6 @@ def last_run(project: Project) -> tuple[str | None, str | None]:
 
 def summarize(project: Project) -> ProjectSummary:
     """Counts and last run of `project`; a broken project.toml is reported, not raised."""
-    from loradeck.trainer.config import project_settings as settings
-
     problem = None
     try:
         s = settings.load(project.settings_file)

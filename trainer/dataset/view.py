@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset.caption_ops import (
     CAPTIONED,
     EMPTY,
@@ -82,8 +83,6 @@ def _scan(directory: Path) -> list[os.DirEntry]:
 
 
 def _caption_extension(project: Project) -> str:
-    from loradeck.trainer.config import project_settings as settings
-
     try:
         return settings.load(project.settings_file).caption_extension
     except Exception:  # a broken project.toml must not hide the images; the default is shown

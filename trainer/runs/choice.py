@@ -1,6 +1,6 @@
 """Which run a command means when the user names none: `loradeck stop cats`, `monitor cats`, ...
 
-The project's one active run (starting or running), else its newest run. Two or more active runs
+The project's one active run (queued, starting, running or stopping), else its newest run. Two or more active runs
 are ambiguous: the command lists them and asks for the id instead of guessing which to stop.
 The caller says which run it picked (`says_which`), on stderr and in its --json result.
 """
@@ -14,6 +14,7 @@ from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.states import LIVE
 
 
 def choose_run(project: Project, run_id: str | None, command: str) -> tuple[RunFiles, str | None]:
@@ -25,7 +26,7 @@ def choose_run(project: Project, run_id: str | None, command: str) -> tuple[RunF
     if not infos:
         raise LoradeckError(f"project {project.name!r} has no runs",
                             hint=f"start one with: {cli_hint.command('train', project.name)}")
-    active = [info for info in infos if info.state in (*runs.ACTIVE, "queued")]
+    active = [info for info in infos if info.state in LIVE]
     if len(active) == 1:
         return active[0].files, f"the only active run of {project.name}"
     if len(active) > 1:

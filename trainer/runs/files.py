@@ -6,6 +6,7 @@
     status.json           pid, heartbeat, state; written atomically by the trainer process
     launch.json           what the launcher started: pid/pgid, host, time, command (loradeck.trainer.runs.lifecycle)
     slurm.json, slurm.sbatch   a Slurm run's job chain and batch script (loradeck.trainer.slurm.batch)
+    slurm-<job>.out, .slurm.lock   a Slurm job's own output; the lock around slurm.json
     queue.json            the run waits in the queue: its ticket, GPU choice, need (loradeck.trainer.runs.queue)
     state/step-<N>/       resumable training state (weights, optimizer, scheduler, step, RNG)
     checkpoints/          kohya-format LoRA files saved during training
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.runs.states import FINISHED, RunState
 
-STATUS_STATES = ("starting", "running", "stopping", "completed", "stopped", "failed")
+# What the trainer writes as status.json's `state` (never queued or crashed: readers decide those).
+STATUS_STATES = (RunState.STARTING, RunState.RUNNING, RunState.STOPPING, *FINISHED)
 HEARTBEAT_SECONDS = 2.0
 
 
@@ -66,6 +69,16 @@ class RunFiles:
     def slurm_script(self) -> Path:
         """slurm.sbatch: the batch script `loradeck train --slurm` submitted (loradeck.trainer.slurm.batch)."""
         return self.dir / "slurm.sbatch"
+
+    @property
+    def slurm_lock(self) -> Path:
+        """.slurm.lock: held while slurm.json is read, changed and written (login node and job both do)."""
+        return self.dir / ".slurm.lock"
+
+    @property
+    def slurm_output(self) -> Path:
+        """slurm-%j.out: sbatch's --output pattern (Slurm puts the job id for %j)."""
+        return self.dir / "slurm-%j.out"
 
     @property
     def queue(self) -> Path:

@@ -10,7 +10,8 @@ A run's state comes from three files: events.jsonl (run_started / run_finished),
 trainer's pid and heartbeat, every <= 2 s) and launch.json (what this module started, when). A run
 whose process is gone without run_finished, or whose heartbeat went stale, is `crashed`; one whose
 process is gone without ever having beaten and whose log says why (it died at start-up:
-loradeck.trainer.runs.launch_failure) is `failed`.
+loradeck.trainer.runs.launch_failure) is `failed`; a live one whose status.json says it is stopping is
+`stopping`. The states are loradeck.trainer.runs.states.RunState.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import signal
 import socket
@@ -34,18 +34,20 @@ from loradeck.trainer import children, process_info
 from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import resolve as run_config
+from loradeck.trainer.dataset import preflight
 from loradeck.trainer.dataset.project import Project, dataset_images
-from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.events import EventReader, EventWriter, parse_line
+from loradeck.trainer.errors import LoradeckError, ModelError
+from loradeck.trainer.events import EventReader, EventSummary, EventWriter, event_time, number, summarize
+from loradeck.trainer.gpu import monitor as gpu_monitor
 from loradeck.trainer.runs import launch_failure
+from loradeck.trainer.runs import queue_folder as run_queue
 from loradeck.trainer.runs.files import RunFiles, read_status
-from loradeck.trainer.train import optional_packages
+from loradeck.trainer.runs.states import ACTIVE, FINISHED, LIVE, RunState
+from loradeck.trainer.slurm import batch as slurm
+from loradeck.trainer.train import models, optional_packages
+from loradeck.trainer.train import state as train_state
 
 TRAIN_MODULE = "loradeck.trainer.train.process"
-# `queued`: waiting in the run queue to start by itself (loradeck.trainer.runs.queue); not active, not finished.
-STATES = ("queued", "starting", "running", "completed", "stopped", "failed", "crashed")
-ACTIVE = ("starting", "running")
-FINISHED = ("completed", "stopped", "failed")
 # The trainer beats every <= 2 s from a thread; this much silence means it is dead or hung.
 STALE_SECONDS = 30.0
 # A run folder that was created but never launched reads as `starting` this long, then `crashed`.
@@ -65,7 +67,6 @@ def check_dataset(project: Project, cfg=None) -> list[str]:
     """Refuse to start a run the dataset cannot feed (before any process starts); returns the
     preflight warnings worth showing. Uses loradeck.trainer.dataset.preflight's report (`loradeck check`)."""
     try:
-        from loradeck.trainer.dataset import preflight
         report = preflight.check(project, cfg)
     except LoradeckError:
         raise
@@ -86,8 +87,6 @@ def check_gpus(gpus: int) -> list[str]:
     """Refuse `gpus` > 1 when NVML sees fewer GPUs; a note when NVML cannot tell."""
     if gpus <= 1:
         return []
-    from loradeck.trainer.gpu import monitor as gpu_monitor
-
     seen = len(gpu_monitor.query_devices())
     if seen == 0:
         reason = gpu_monitor.unavailable_reason()
@@ -101,7 +100,7 @@ def check_gpus(gpus: int) -> list[str]:
 def _hub_cached(repo_id: str) -> bool:
     """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network)?"""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # heavy: only when a hub model is named
 
         snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"])
         return True
@@ -114,12 +113,9 @@ def check_requirements(cfg) -> list[str]:
     base model that is not there (a missing local path, or a hub id absent from the cache while
     HF_HUB_OFFLINE is set) and knobs whose package is not installed (loradeck.trainer.train.optional_packages).
     Returns notes."""
-    from loradeck.trainer.errors import ModelError
-    from loradeck.trainer.train import models
-
     notes: list[str] = []
     if models.kind_of(cfg.base_model) == "hub" and not _hub_cached(cfg.base_model):
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # heavy: only when a hub model is named
 
         if constants.HF_HUB_OFFLINE:
             raise ModelError(f"base model {cfg.base_model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
@@ -296,86 +292,10 @@ def _launch_alive(files: RunFiles, launch_rec: dict[str, Any], now: float) -> bo
 
 # -------------------------------------------------------------------------------------- reading events
 
-_TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z_]+)"')
-SUMMARY_TYPES = ("run_started", "run_finished", "step", "error")
-_READ_CHUNK = 4 * 1024 * 1024
-
-
-class _EventSummary:
-    """What run_state and list_runs need from an events file, kept up to date incrementally: later
-    calls read only the bytes appended since (a long run's file is read once, not on every poll)."""
-
-    __slots__ = ("ino", "offset", "partial", "first_started", "last")
-
-    def __init__(self, ino: int):
-        self.ino, self.offset, self.partial = ino, 0, b""
-        self.first_started: bytes | None = None
-        self.last: dict[str, bytes] = {}  # type -> its newest raw line, parsed only when asked for
-
-    def feed(self, data: bytes) -> None:
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()  # a line still being written waits for its newline
-        for raw in lines:
-            # Only the type is looked at here (gpu and step events are most of the file).
-            match = _TYPE_RE.search(raw, 0, 64) or _TYPE_RE.search(raw)
-            if match is None:
-                continue
-            kind = match.group(1).decode()
-            if kind not in SUMMARY_TYPES or not raw.rstrip().endswith(b"}"):
-                continue  # a line a crash cut short never hides the complete one before it
-            if kind == "run_started" and self.first_started is None:
-                self.first_started = raw
-            self.last[kind] = raw
-
-    def events(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for kind, raw in self.last.items():
-            event = parse_line(raw.decode("utf-8", errors="replace"))
-            if event is not None and event.get("type") == kind:
-                out[kind] = event
-        if self.first_started is not None:
-            event = parse_line(self.first_started.decode("utf-8", errors="replace"))
-            if event is not None:
-                out["first_run_started"] = event
-        return out
-
-
-_summaries: dict[str, _EventSummary] = {}
-_summaries_lock = threading.Lock()
-
-
-def event_summary(path: Path) -> dict[str, dict[str, Any]]:
-    """The newest run_started, run_finished, step and error events of a run (and the first
-    run_started, as `first_run_started`); {} when there is no events file yet."""
-    key = str(path)
-    with _summaries_lock:
-        try:
-            fh = open(path, "rb")
-        except OSError:
-            _summaries.pop(key, None)
-            return {}
-        with fh:
-            st = os.fstat(fh.fileno())
-            summary = _summaries.get(key)
-            if summary is None or summary.ino != st.st_ino or st.st_size < summary.offset:
-                summary = _summaries[key] = _EventSummary(st.st_ino)  # new or replaced file
-            fh.seek(summary.offset)
-            while summary.offset < st.st_size:
-                data = fh.read(min(_READ_CHUNK, st.st_size - summary.offset))
-                if not data:
-                    break
-                summary.offset += len(data)
-                summary.feed(data)
-        return summary.events()
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _time(event: dict[str, Any] | None) -> float:
-    value = event.get("time") if event else None
-    return float(value) if isinstance(value, (int, float)) else float("-inf")
+# Event decoding is loradeck.trainer.events' (summarize, number, event_time); these two names stay
+# here for the tests that reach them through this module.
+event_summary = summarize
+_EventSummary = EventSummary
 
 
 def _queued_at(files: RunFiles) -> float:
@@ -389,20 +309,19 @@ def _queued_at(files: RunFiles) -> float:
 
 def run_state(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None,
               slurm_aware: bool = True) -> str:
-    """queued | starting | running | completed | stopped | failed | crashed, as every reader sees it."""
+    """The RunState (queued | starting | running | stopping | completed | stopped | failed | crashed),
+    as every reader sees it."""
     return run_state_detail(files, _events=_events, slurm_aware=slurm_aware)[0]
 
 
 def run_state_detail(files: RunFiles, *, _events: dict[str, dict[str, Any]] | None = None,
                      slurm_aware: bool = True) -> tuple[str, str | None]:
     """(state, detail): the state, and for a Slurm run what Slurm says (job, reason, node)."""
-    events = _events if _events is not None else event_summary(files.events)
+    events = _events if _events is not None else summarize(files.events)
     state = _file_state(files, events)
     if slurm_aware:
-        from loradeck.trainer.slurm import batch as slurm
-
         finished = events.get("run_finished")
-        seen = slurm.view(files, state, _time(finished) if finished else None, ACTIVE)
+        seen = slurm.view(files, state, event_time(finished) if finished else None, ACTIVE)
         if seen is not None:
             return seen
     return state, None
@@ -413,17 +332,17 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
     started, finished = events.get("run_started"), events.get("run_finished")
     launch_rec, status = read_launch(files), read_status(files)
     now = time.time()
-    t_launch = (_number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
+    t_launch = (number(launch_rec.get("time")) or 0.0) if launch_rec else float("-inf")
     t_queued = _queued_at(files)
-    t_latest = max(_time(started), t_launch, t_queued)
-    beat = (_number(status.get("heartbeat")) or 0.0) if status else 0.0
-    if finished is not None and _time(finished) >= t_latest:
-        return finished.get("status") if finished.get("status") in FINISHED else "failed"
+    t_latest = max(event_time(started), t_launch, t_queued)
+    beat = (number(status.get("heartbeat")) or 0.0) if status else 0.0
+    if finished is not None and event_time(finished) >= t_latest:
+        return RunState(finished["status"]) if finished.get("status") in FINISHED else RunState.FAILED
     # A trainer that could not write events may still have left its final state in status.json.
     if status and status.get("state") in FINISHED and beat >= t_latest:
-        return status["state"]
-    if t_queued > max(_time(started), t_launch):
-        return "queued"  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue.describe says which
+        return RunState(status["state"])
+    if t_queued > max(event_time(started), t_launch):
+        return RunState.QUEUED  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue_folder.describe says which
     if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:
@@ -435,9 +354,11 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
             alive = False
     if not alive:
         if launch_failure.never_started(launch_rec, status, started, t_launch, files.log):
-            return "failed"  # nothing ran, nothing to resume: the log's error line says why
-        return "crashed"
-    return "running" if started is not None and _time(started) >= t_launch else "starting"
+            return RunState.FAILED  # nothing ran, nothing to resume: the log's error line says why
+        return RunState.CRASHED
+    if status and status.get("state") == RunState.STOPPING and beat >= t_launch:
+        return RunState.STOPPING  # asked to stop: saving its state on the way out
+    return RunState.RUNNING if started is not None and event_time(started) >= t_launch else RunState.STARTING
 
 
 # ------------------------------------------------------------------------------------------ listing
@@ -459,7 +380,7 @@ class RunInfo:
     base_model: str | None
     output_name: str | None
     message: str | None         # why it failed / stopped, when the run said; what a queued run waits for
-    queue: dict[str, Any] | None = None  # a queued run's place (loradeck.trainer.runs.queue.describe)
+    queue: dict[str, Any] | None = None  # a queued run's place (loradeck.trainer.runs.queue_folder.describe)
 
     @property
     def dir(self) -> Path:
@@ -473,7 +394,7 @@ class RunInfo:
 
 def run_info(files: RunFiles) -> RunInfo:
     """Summarise one run from its files."""
-    events = event_summary(files.events)
+    events = summarize(files.events)
     state, detail = run_state_detail(files, _events=events)
     step_ev, finished_ev = events.get("step") or {}, events.get("run_finished")
     status = read_status(files) or {}
@@ -484,7 +405,7 @@ def run_info(files: RunFiles) -> RunInfo:
     except LoradeckError:
         cfg, base_model, output_name = None, None, None
     first = events.get("first_run_started")
-    started = _number(first.get("time")) if first else _number(launch_rec.get("time"))
+    started = number(first.get("time")) if first else number(launch_rec.get("time"))
     total = step_ev.get("total_steps") or status.get("total_steps") or (
         (events.get("run_started") or {}).get("total_steps"))
     output = finished_ev.get("output") if finished_ev else None
@@ -498,11 +419,9 @@ def run_info(files: RunFiles) -> RunInfo:
         message = launch_failure.describe(files.log)
     if detail:
         message = f"{detail}: {message}" if message and state in FINISHED else detail
-    loss = _number(step_ev.get("loss"))
+    loss = number(step_ev.get("loss"))
     queue = None
     if state == "queued" and detail is None:  # in the local queue (a Slurm job's detail says why it waits)
-        from loradeck.trainer.runs import queue as run_queue  # it imports this module
-
         queue = run_queue.describe(files)
         message = run_queue.queue_line(queue)
     return RunInfo(
@@ -510,7 +429,7 @@ def run_info(files: RunFiles) -> RunInfo:
         step=int(step_ev.get("step") or status.get("step") or 0),
         total_steps=int(total) if isinstance(total, int) else None,
         epoch=step_ev.get("epoch"), started=started,
-        finished=_time(finished_ev) if finished_ev and state in FINISHED else None,
+        finished=event_time(finished_ev) if finished_ev and state in FINISHED else None,
         output=output, loss=loss, base_model=base_model, output_name=output_name, message=message, queue=queue)
 
 
@@ -518,8 +437,9 @@ def run_folders(project: Project) -> list[RunFiles]:
     """The project's run folders, oldest first (run ids sort by creation time)."""
     if not project.runs.is_dir():
         return []
-    return [RunFiles(d) for d in sorted(project.runs.iterdir(), key=lambda d: d.name)
-            if d.is_dir() and not d.name.startswith(".") and (d / "config.toml").is_file()]
+    folders = (RunFiles(d) for d in sorted(project.runs.iterdir(), key=lambda d: d.name)
+               if d.is_dir() and not d.name.startswith("."))
+    return [files for files in folders if files.config.is_file()]
 
 
 def list_runs(project: Project) -> list[RunInfo]:
@@ -561,7 +481,7 @@ def _target_pgid(files: RunFiles) -> tuple[int | None, int | None]:
     if launch_rec and _same_host(launch_rec) and _launch_alive(files, launch_rec, now):
         return launch_rec.get("pgid") or launch_rec["pid"], launch_rec["pid"]
     status = read_status(files)
-    beat = _number((status or {}).get("heartbeat"))
+    beat = number((status or {}).get("heartbeat"))
     if status and _same_host(status) and beat is not None and process_alive(
             status.get("pid"), started_before=beat, cmd_contains=(TRAIN_MODULE, str(files.dir))):
         try:
@@ -577,9 +497,9 @@ def never_started(files: RunFiles) -> bool:
     launch_rec = read_launch(files)
     if not launch_rec:
         return False
-    t_launch = _number(launch_rec.get("time")) or 0.0
-    events = event_summary(files.events)
-    if _time(events.get("run_finished")) >= t_launch:
+    t_launch = number(launch_rec.get("time")) or 0.0
+    events = summarize(files.events)
+    if event_time(events.get("run_finished")) >= t_launch:
         return False  # it reported its own end
     return launch_failure.never_started(launch_rec, read_status(files), events.get("run_started"), t_launch,
                                         files.log)
@@ -645,8 +565,6 @@ def stop(files: RunFiles, timeout: float = 60.0, *, force: bool = False) -> dict
     With `force`, a run still alive after the timeout gets SIGKILL (it then reads as crashed and
     can be resumed from its last saved state). Returns a report: run_id, pid, state, waited_s, forced.
     """
-    from loradeck.trainer.slurm import batch as slurm
-
     if slurm.read_record(files) is not None:
         return _stop_slurm_run(files, timeout, force=force)
     state = run_state(files)
@@ -697,9 +615,7 @@ def cli_hint_runs(files: RunFiles) -> str:
 def _stop_slurm_run(files: RunFiles, timeout: float, *, force: bool) -> dict[str, Any]:
     """Stop a run that is a Slurm job: a queued job is cancelled (the run reads stopped), a running
     one gets SIGTERM through scancel so it saves state first; `force` then cancels the job outright."""
-    from loradeck.trainer.slurm import batch as slurm
-
-    live = (*ACTIVE, "queued")
+    live = LIVE
     state = run_state(files)
     if state not in live:
         raise LoradeckError(f"run {files.run_id} is not running (it is {state})")
@@ -748,8 +664,6 @@ def check_resumable(files: RunFiles) -> str:
         raise LoradeckError(f"run {files.run_id} already completed; there is nothing to resume",
                             hint="start a new run with `loradeck train`")
     if state == "failed" and never_started(files):
-        from loradeck.trainer.train import state as train_state
-
         if train_state.latest(files.state) is None:
             project = files.dir.parent.parent.name
             raise LoradeckError(f"run {files.run_id} cannot be resumed: {launch_failure.describe(files.log)};"
@@ -773,8 +687,6 @@ def resume(files: RunFiles, *, detach: bool = True, gpus: int | None = None):
     check_resumable(files)
     cfg = run_config.read_run_config(files.config)[0]
     check_requirements(cfg)  # e.g. the model is still missing
-    from loradeck.trainer.slurm import batch as slurm
-
     record = slurm.read_record(files)
     if record is not None:  # it was a Slurm job: it continues as one (a new job id)
         return slurm.submit(files, slurm.settings_of(record), gpus=gpus or cfg.gpus,
@@ -791,8 +703,6 @@ def slurm_label(files: RunFiles) -> str:
 
 def submit_to_slurm(files: RunFiles, settings) -> str:
     """Submit a new run (created by create_run*) as a Slurm batch job; returns the job id."""
-    from loradeck.trainer.slurm import batch as slurm
-
     cfg = run_config.read_run_config(files.config)[0]
     return slurm.submit(files, settings, gpus=cfg.gpus, label=slurm_label(files), reason="submit")
 

@@ -22,18 +22,15 @@ nothing a waiter executes: what to run lives in the run's own folder (queue.json
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from loradeck.trainer import children, process_info
 from loradeck.trainer.atomic import atomic_write_text
@@ -41,119 +38,36 @@ from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import resolve as run_config
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.events import EventWriter
+from loradeck.trainer.events import EventWriter, summarize
 from loradeck.trainer.gpu import processes as gpu_processes
 from loradeck.trainer.gpu import run_memory
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.runs.queue_folder import (  # noqa: F401  (QUEUE_ENV, ensure_dir, queue_dir, queue_line: the queue's public names)
+    QUEUE_ENV,
+    Ticket,
+    describe,
+    ensure_dir,
+    locked,
+    queue_dir,
+    queue_line,
+    queue_of_host,
+    read_json,
+    read_queue_record,
+    this_host,
+    tickets_in,
+    waiter_alive,
+    write_json,
+)
 
-QUEUE_ENV = "LORADECK_QUEUE"
 POLL_ENV = "LORADECK_QUEUE_POLL"
 POLL_SECONDS = 3.0
-DIR_MODE = 0o3775       # setgid (the group is inherited) + sticky (only owners remove) + group-writable
-FILE_MODE = 0o644       # readable by the group; only its owner writes it
 BEAT_SECONDS = 10.0     # a waiter rewrites its ticket at least this often (for other hosts' readers)
-BEAT_STALE = 60.0
 RESERVE_SECONDS = 600.0  # a started run's reservation lapses at its first step, or after this
 WAITER_MODULE = "loradeck.trainer.runs.queue_waiter"
 
 
-# ----------------------------------------------------------------------------------- the folder
-
-def queue_dir(root: str | os.PathLike) -> Path:
-    """The queue folder of a projects root: `$LORADECK_QUEUE`, else `<root>/.queue`."""
-    env = os.environ.get(QUEUE_ENV, "").strip()
-    return Path(env).expanduser().absolute() if env else Path(root).absolute() / ".queue"
-
-
-def ensure_dir(qdir: Path) -> Path:
-    """Create the queue folder (and its parts) with the shared modes; existing ones are left as
-    they are unless we own them (another user's chmod is not ours to do)."""
-    for d in (qdir, qdir / "waiting", qdir / "running"):
-        if not d.is_dir():
-            d.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(PermissionError):
-                os.chmod(d, DIR_MODE)
-    return qdir
-
-
-@contextlib.contextmanager
-def locked(qdir: Path) -> Iterator[None]:
-    """Hold the queue's exclusive lock (flock: released by the kernel if the holder dies)."""
-    lock = qdir / "queue.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CREAT, FILE_MODE)
-    except PermissionError:
-        fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class Ticket:
-    path: Path
-    data: dict[str, Any]
-
-    @property
-    def run_label(self) -> str:
-        return f"{self.data.get('project')}/{self.data.get('run_id')}"
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data), perms=FILE_MODE)
-
-
-def _tickets(folder: Path) -> list[Ticket]:
-    try:
-        names = sorted(p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
-    except OSError:
-        return []
-    found = []
-    for path in names:
-        data = _read(path)
-        if data is not None:
-            found.append(Ticket(path, data))
-    return found
-
-
-def _host() -> str:
-    return socket.gethostname()
-
-
-def waiter_alive(data: dict[str, Any]) -> bool:
-    """Is the ticket's waiter process alive? This machine: by pid and start time; another: by beat."""
-    waiter = data.get("waiter") or {}
-    if waiter.get("host") != _host():
-        beat = data.get("beat")
-        return isinstance(beat, (int, float)) and time.time() - beat < BEAT_STALE
-    pid = waiter.get("pid")
-    if not isinstance(pid, int) or process_info.running(pid) is False:
-        return False
-    begun, recorded = process_info.start_time(pid), waiter.get("start")
-    return not (begun and isinstance(recorded, (int, float)) and abs(begun - recorded) > 1.0)
-
-
-def queue_of_host(qdir: Path) -> list[Ticket]:
-    """This machine's live queue, in order: tickets whose waiter is alive (an orphan holds no place)."""
-    return [t for t in _tickets(qdir / "waiting") if t.data.get("host") == _host() and waiter_alive(t.data)]
-
-
 # ------------------------------------------------------------------------------------- queueing
-
-def read_queue_record(files: RunFiles) -> dict[str, Any] | None:
-    return _read(files.queue)
-
 
 def enqueue(project: Project, files: RunFiles, *, gpu: int | str | None = None, resume: bool = False,
             command: list[str] | None = None) -> dict[str, Any]:
@@ -172,10 +86,10 @@ def enqueue(project: Project, files: RunFiles, *, gpu: int | str | None = None, 
                                                        mixed_precision=cfg.mixed_precision)}
     atomic_write_text(files.queue, json.dumps(record))
     data = {"run_dir": str(files.dir.absolute()), "project": project.name, "run_id": files.run_id,
-            "root": str(project.root), "user": getpass.getuser(), "uid": os.getuid(), "host": _host(),
+            "root": str(project.root), "user": getpass.getuser(), "uid": os.getuid(), "host": this_host(),
             "enqueued": now, "gpu": gpu, "need": need, "beat": now, "waiter": {}}
     with locked(qdir):
-        _write(ticket, data)
+        write_json(ticket, data)
     spawn_waiter(files, ticket)
     return describe(files) or {}
 
@@ -197,47 +111,12 @@ def spawn_waiter(files: RunFiles, ticket: Path) -> int:
 
 def _claim(ticket: Path, pid: int) -> None:
     """Record `pid` as the ticket's waiter (under the lock)."""
-    data = _read(ticket)
+    data = read_json(ticket)
     if data is None:
         return
-    data["waiter"] = {"pid": pid, "start": process_info.start_time(pid), "host": _host()}
+    data["waiter"] = {"pid": pid, "start": process_info.start_time(pid), "host": this_host()}
     data["beat"] = time.time()
-    _write(ticket, data)
-
-
-# ------------------------------------------------------------------------------------- reading
-
-def describe(files: RunFiles) -> dict[str, Any] | None:
-    """A queued run's place: {place, of, waits_for, orphaned, gpu, need, user}; None if never queued.
-
-    `place` is 1 for the head; an orphan (its waiter is gone, e.g. killed) has no place."""
-    record = read_queue_record(files)
-    if record is None:
-        return None
-    ticket = Path(record.get("ticket", ""))
-    data = _read(ticket) if record.get("ticket") else None
-    info: dict[str, Any] = {"gpu": record.get("gpu"), "need": record.get("need"), "place": None, "of": None,
-                            "orphaned": False, "waits_for": None, "ticket": str(ticket)}
-    project = files.dir.parent.parent.name
-    requeue = f"requeue it: {command('requeue', project, files.run_id)}"
-    if data is None:
-        info.update(orphaned=True, waits_for=f"its queue ticket is gone; {requeue}")
-        return info
-    if not waiter_alive(data):
-        info.update(orphaned=True, waits_for=f"its waiter process is gone (killed?); {requeue}")
-        return info
-    line = queue_of_host(Path(record["queue_dir"]))
-    names = [t.path.name for t in line]
-    if ticket.name in names:
-        place = names.index(ticket.name) + 1
-        info.update(place=place, of=len(line))
-        if place == 1:
-            info["waits_for"] = data.get("waiting") or "its first look at the free GPU memory"
-        else:
-            head = line[0]
-            info["waits_for"] = (f"{place - 1} queued run(s) ahead; first: {head.run_label}"
-                                 f" ({head.data.get('user')})")
-    return info
+    write_json(ticket, data)
 
 
 # ------------------------------------------------------------------------------------- starting
@@ -255,7 +134,7 @@ def _reached_peak(data: dict[str, Any]) -> bool:
     if time.time() - float(data.get("started") or 0) > RESERVE_SECONDS:
         return True
     try:
-        return "step" in runs.event_summary(RunFiles(Path(data["run_dir"])).events)
+        return "step" in summarize(RunFiles(Path(data["run_dir"])).events)
     except (OSError, KeyError, LoradeckError):
         return False
 
@@ -263,8 +142,8 @@ def _reached_peak(data: dict[str, Any]) -> bool:
 def _started_here(qdir: Path) -> list[Ticket]:
     """The runs the queue started on this machine that are still alive; dead ones of ours are swept."""
     alive = []
-    for t in _tickets(qdir / "running"):
-        if t.data.get("host") != _host():
+    for t in tickets_in(qdir / "running"):
+        if t.data.get("host") != this_host():
             continue
         if _record_alive(t.data):
             alive.append(t)
@@ -311,16 +190,16 @@ def step(ticket: Path) -> str:
     (cancelled, or another live waiter owns the ticket): everything under the queue lock."""
     qdir = ticket.parent.parent
     with locked(qdir):
-        data = _read(ticket)
+        data = read_json(ticket)
         if data is None:
             return "gone"
         me = Ticket(ticket, data)
         waiter = data.get("waiter") or {}
-        if waiter.get("pid") != os.getpid() or waiter.get("host") != _host():
+        if waiter.get("pid") != os.getpid() or waiter.get("host") != this_host():
             if waiter_alive(data):
                 return "gone"  # requeued: another waiter has it
             _claim(ticket, os.getpid())
-            data = me.data = _read(ticket) or data
+            data = me.data = read_json(ticket) or data
         files = RunFiles(Path(data["run_dir"]))
         if read_queue_record(files) is None or runs.run_state(files) != "queued":
             # The run was cancelled, or started or finished by other means: drop the ticket.
@@ -337,7 +216,7 @@ def step(ticket: Path) -> str:
         pid = _launch(files, chosen)
         data.update(pid=pid, pid_start=process_info.start_time(pid), started=time.time(),
                     gpu_indices=[g.index for g in chosen or []])
-        _write(qdir / "running" / ticket.name, data)
+        write_json(qdir / "running" / ticket.name, data)
         ticket.unlink()
         return "started"
 
@@ -347,7 +226,7 @@ def _note(me: Ticket, waiting: str | None) -> str:
     data = me.data
     if data.get("waiting") != waiting or time.time() - float(data.get("beat") or 0) > BEAT_SECONDS:
         data.update(waiting=waiting, beat=time.time())
-        _write(me.path, data)
+        write_json(me.path, data)
     return "waiting"
 
 
@@ -378,8 +257,8 @@ def cancel(files: RunFiles) -> dict[str, Any]:
             if runs.run_state(files) != "queued":  # its waiter started it meanwhile
                 raise LoradeckError(f"run {files.run_id} has just started; stop it instead",
                                     hint=command("stop", files.dir.parent.parent.name, files.run_id))
-            data = _read(ticket) or {}
-            if waiter_alive(data) and (data.get("waiter") or {}).get("host") == _host():
+            data = read_json(ticket) or {}
+            if waiter_alive(data) and (data.get("waiter") or {}).get("host") == this_host():
                 waiter_pid = data["waiter"]["pid"]
             with contextlib.suppress(FileNotFoundError):
                 ticket.unlink()
@@ -411,19 +290,9 @@ def requeue(files: RunFiles) -> dict[str, Any]:
         raise LoradeckError(f"run {files.run_id} is queued and its waiter is alive: nothing to requeue")
     record = read_queue_record(files) or {}
     ticket = Path(info["ticket"])
-    if _read(ticket) is None:
+    if read_json(ticket) is None:
         project = Project(root=files.dir.parent.parent.parent, name=files.dir.parent.parent.name)
         return enqueue(project, files, gpu=record.get("gpu"), resume=bool(record.get("resume")),
                        command=record.get("command"))
     spawn_waiter(files, ticket)
     return describe(files) or {}
-
-
-def queue_line(info: dict[str, Any] | None) -> str:
-    """One line for people: `queued 2/3: waits for ...` or the orphan's hint."""
-    if not info:
-        return "queued"
-    if info.get("orphaned"):
-        return f"queued but orphaned: {info.get('waits_for')}"
-    place = f" {info['place']}/{info['of']}" if info.get("place") else ""
-    return f"queued{place}: waits for {info.get('waits_for') or 'its turn'}"

@@ -20,11 +20,13 @@ class RunState(StrEnum):
     CRASHED = "crashed"      # died without a word (killed, OOM-killed, host gone)
 
 
+# The groups are tuples in RunState order (callers print and concatenate them); members compare
+# equal to their strings, so `"running" in ACTIVE` holds.
 # A trainer process is, or should be, alive.
-ACTIVE = frozenset({RunState.STARTING, RunState.RUNNING, RunState.STOPPING})
+ACTIVE = (RunState.STARTING, RunState.RUNNING, RunState.STOPPING)
 # Not over yet: it may still change by itself.
-LIVE = ACTIVE | {RunState.QUEUED}
+LIVE = (RunState.QUEUED, *ACTIVE)
 # Ended, as the trainer itself reported it.
-FINISHED = frozenset({RunState.COMPLETED, RunState.STOPPED, RunState.FAILED})
+FINISHED = (RunState.COMPLETED, RunState.STOPPED, RunState.FAILED)
 # Ended, whoever said so.
-ENDED = FINISHED | {RunState.CRASHED}
+ENDED = (*FINISHED, RunState.CRASHED)

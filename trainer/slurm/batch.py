@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from loradeck.trainer.atomic import atomic_write_text
+from loradeck.trainer.config.slurm_settings import SlurmSettings
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs.files import RunFiles
-from loradeck.trainer.slurm.settings import SlurmSettings
 
 JOB_MODULE = "loradeck.trainer.slurm.job"
 # Slurm job states (squeue %T / scontrol JobState) grouped by what they mean for a run.
@@ -85,8 +85,7 @@ def read_record(files: RunFiles) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _locked_record(files: RunFiles) -> Iterator[dict[str, Any]]:
     """Read-modify-write slurm.json under a lock (the login node and the job both update it)."""
-    lock_path = files.dir / ".slurm.lock"
-    with open(lock_path, "a+") as lock:
+    with open(files.slurm_lock, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             record = read_record(files) or {"jobs": [], "resubmits": 0}
@@ -156,7 +155,7 @@ def submit(files: RunFiles, settings: SlurmSettings, *, gpus: int, label: str, r
         os.chmod(script, 0o755)
     job_name = label.replace(" ", "_")[:120]
     command = [sbatch, "--parsable", f"--job-name={job_name}", f"--chdir={files.dir}",
-               f"--output={files.dir / 'slurm-%j.out'}", str(script)]
+               f"--output={files.slurm_output}", str(script)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
                               stdin=subprocess.DEVNULL)
@@ -183,7 +182,7 @@ def submit(files: RunFiles, settings: SlurmSettings, *, gpus: int, label: str, r
 
 def settings_of(record: dict[str, Any] | None) -> SlurmSettings:
     """The settings a run was first submitted with (resubmissions reuse them)."""
-    from loradeck.trainer.slurm.settings import merge
+    from loradeck.trainer.config.slurm_settings import merge
 
     stored = (record or {}).get("settings") or {}
     return merge({k: v for k, v in stored.items() if k in SlurmSettings.__dataclass_fields__})

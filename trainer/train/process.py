@@ -1,8 +1,8 @@
 """The trainer process: `python -m loradeck.trainer.train.process RUN_DIR [--resume]`.
 
 Started by loradeck.trainer.runs.lifecycle in its own session (or under `accelerate launch ... -m loradeck.trainer.train.process
-RUN_DIR` for several GPUs); stdout/stderr go to RUN_DIR/train.log. It reads RUN_DIR/config.toml,
-trains (loradeck.trainer.train.loop), and reports only through the run's files:
+RUN_DIR` for several GPUs); stdout/stderr go to RUN_DIR/train.log. It reads RUN_DIR/config.toml
+(loradeck.trainer.config.resolve.read_run_config, the one reader of it), trains (loradeck.trainer.train.loop), and reports only through the run's files:
 
     events.jsonl   run_started, step, checkpoint, sample, warning, error, run_finished, gpu (NVML)
     status.json    pid, heartbeat (at least every 2 s while alive), state, step, total_steps, phase
@@ -28,9 +28,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.config.resolve import read_run_config
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import EventWriter
+from loradeck.trainer.gpu import monitor as gpu_monitor
 from loradeck.trainer.runs.files import HEARTBEAT_SECONDS, RunFiles, write_status
+from loradeck.trainer.train import diagnostics
+from loradeck.trainer.train.diagnostics import TrainingFailed
 
 ERROR_KINDS_BY_CLASS = {"ConfigError": "config", "ModelError": "model", "DataError": "data",
                         "RunFolderGone": "io"}
@@ -103,43 +107,12 @@ class LogEcho:
 
 
 def start_gpu_sampler(writer):
-    """NVML sampling into `gpu` events (loradeck.trainer.gpu.monitor); absent module or failure never stops training."""
-    try:
-        from loradeck.trainer.gpu import monitor as gpu_monitor
-    except ImportError:
-        return None
+    """NVML sampling into `gpu` events (loradeck.trainer.gpu.monitor); a failure never stops training."""
     try:
         return gpu_monitor.start_sampler(writer, interval=1.0)
     except Exception as e:  # NVML trouble is reported, not fatal
         writer.emit("warning", message=f"GPU monitoring unavailable: {type(e).__name__}: {e}")
         return None
-
-
-def read_config(files: RunFiles):
-    """(TrainConfig, [dataset] table) from the run's config.toml (loradeck.trainer.runs.lifecycle writes it).
-
-    stdlib tomllib + loradeck.trainer.config.train_config, as the run-folder contract says: the process does not need the
-    config-resolution machinery (or its TOML writer) that the CLI uses to make the file.
-    """
-    from loradeck.trainer.config import train_config
-    from loradeck.trainer.errors import ConfigError
-
-    try:
-        text = files.config.read_text(encoding="utf-8")
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomlkit
-
-            doc = tomlkit.parse(text).unwrap()
-        else:
-            doc = tomllib.loads(text)
-    except Exception as e:  # unreadable file or invalid TOML
-        raise ConfigError(f"{files.config} cannot be read: {e}") from None
-    dataset = doc.pop("dataset", None)
-    if not isinstance(dataset, dict) or "project_dir" not in dataset:
-        raise ConfigError(f"{files.config}: the [dataset] table with project_dir is missing")
-    return train_config.from_run_file(doc, source=str(files.config)), dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     status, code, steps_done, output = "failed", 1, progress.get("step", 0), None
     config = None  # read inside the try; an early failure has no config for its hint
     try:
-        from loradeck.trainer.train import loop as train_loop
+        from loradeck.trainer.train import loop as train_loop  # torch, diffusers: after the first heartbeat
 
-        config, dataset = read_config(files)
+        config, dataset = read_run_config(files.config)
         ctx = train_loop.RunContext(files=files, config=config, dataset=dataset, events=writer,
                                     progress=progress, stop=stop, resume=args.resume, is_main=is_main)
         outcome = train_loop.train(ctx)
@@ -203,9 +176,6 @@ def describe_failure(e: BaseException, *, phase: str | None = None,
                      config=None) -> tuple[str, str, str, dict[str, Any]]:
     """(kind, message, hint, extra fields) of the error event for an exception out of the loop;
     an out-of-memory error in any phase (caching, sampling, exporting) gets that phase's hint."""
-    from loradeck.trainer.train import diagnostics
-    from loradeck.trainer.train.diagnostics import TrainingFailed
-
     if not isinstance(e, TrainingFailed) and diagnostics.is_oom(e):
         e = diagnostics.phase_oom_failure(config, e, phase)
 

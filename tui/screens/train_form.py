@@ -20,6 +20,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 
 from loradeck.trainer.config import presets, train_config
 from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config.resolve import resolve
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset.project import Project, dataset_images
 from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
@@ -452,7 +453,8 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
     def _launch(self, overrides: dict[str, Any], gpu: str | None = None, queue: bool = False,
                 slurm: bool = False) -> None:
         try:
-            files = run_actions.launch(self.project, overrides, gpu=gpu, queue=queue, slurm=slurm)
+            resolved = resolve(self.project, overrides)  # once: the run is created from this config
+            files = run_actions.launch(self.project, resolved, gpu=gpu, queue=queue, slurm=slurm)
         except Exception as e:
             self.app.call_from_thread(self._launch_failed, e)
             return
