@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli.caption_progress import StopOnSignal, event_sink, summary
 from loradeck.trainer.errors import ConfigError
 
 TAGGERS = ("blip", "wd14")
@@ -76,16 +77,15 @@ def options(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> CommandResult:
     from loradeck.trainer.captions.wd14_tagging import tag_project
-    from loradeck.trainer.cli.cmd_caption import StopOnSignal, _event_sink, _summary
     from loradeck.trainer.dataset.project import open_project
 
     project = open_project(args.name, args.root)
     opts = options(args)
     opts.validate()  # before the signal handlers and the bar, so a bad value is just an error line
-    with StopOnSignal() as stopper, _event_sink(args) as sink:
+    with StopOnSignal() as stopper, event_sink(args) as sink:
         report = tag_project(project, opts, on_event=sink, should_stop=stopper.is_set)
     code = 128 + stopper.signum if report.stopped and stopper.signum else 0
-    text = _summary(report).replace("captioned ", "tagged ", 1)
+    text = summary(report).replace("captioned ", "tagged ", 1)
     if report.unchanged:
         text += f"\n{len(report.unchanged)} caption(s) already had every tag: unchanged"
     if args.events:

@@ -21,6 +21,7 @@ from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset import project as projects
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import fit_check
 from loradeck.trainer.gpu import processes as gpu_processes
 from loradeck.trainer.runs import choice as run_choice
 from loradeck.trainer.runs import lifecycle as runs
@@ -156,9 +157,7 @@ def cmd_train(args) -> CommandResult:
     resolved = run_config.resolve(project, overrides_from(args), args.config)
     if not getattr(args, "force", False) and not args.queue and not args.slurm and args.gpu is None:
         # (--gpu picks and checks the GPU against the same estimate; a queued run waits instead)
-        from loradeck.trainer.cli.cmd_estimate import refuse_unless_fits
-
-        refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
+        fit_check.refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
     gpu = gpu_processes.parse_gpu(args.gpu)
     if args.queue:
         files = runs.create_run_from(project, resolved)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.caption_store import read_caption
+from loradeck.trainer.dataset.project import is_image_file
 from loradeck.trainer.errors import LoradeckError
 
 
@@ -55,10 +57,7 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
          granularity: int = 8, image_repeats: dict[str, int] | None = None) -> list[Item]:
     """The dataset's images with their captions, (cropped) sizes and per-image repeats (by stem);
     DataError when nothing is usable."""
-    from PIL import Image
-
-    from loradeck.trainer.dataset.caption_store import read_caption
-    from loradeck.trainer.dataset.project import is_image_file
+    from PIL import Image  # off the light path: preflight and the TUI import this module for add_trigger
 
     if not dataset_dir.is_dir():
         raise DataError(f"no dataset folder at {dataset_dir}",
@@ -86,8 +85,6 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
 
 
 def unreadable_count(dataset_dir: Path, items: Sequence[Item]) -> int:
-    from loradeck.trainer.dataset.project import is_image_file
-
     return sum(1 for p in dataset_dir.iterdir() if p.is_file() and is_image_file(p)
                and not p.name.startswith(".")) - len(items)
 
