@@ -31,6 +31,7 @@ from loradeck.trainer.train import data as train_data
 from loradeck.trainer.train import diagnostics, lora_network, models
 from loradeck.trainer.train.network_setup import make_optimizer, prepare_networks
 from loradeck.trainer.train import state as train_state
+from loradeck.trainer.train import step_count
 from loradeck.trainer.train.diagnostics import TrainingFailed
 from loradeck.trainer.train.run_guard import check_run_folder
 
@@ -111,7 +112,7 @@ def train(ctx: RunContext) -> Outcome:
         warn(f"{skipped} image(s) in dataset/ could not be read and are skipped")
     plan = train_data.BatchPlan(items, batch_size=cfg.batch_size, repeats=cfg.repeats, seed=cfg.seed,
                                 num_processes=world, process_index=rank)
-    total_steps = train_data.total_steps(cfg, plan)
+    total_steps = step_count.total_steps(cfg, plan.batches_per_epoch)  # what check and the train form show
     ga = cfg.gradient_accumulation_steps
 
     # ---- 5. Caches: encode once, then free what training no longer needs -------------------------
