@@ -60,8 +60,8 @@ def test_the_trainers_batch_plan_is_the_formula(tmp_path):
 
 @pytest.mark.slow
 def test_check_the_form_and_a_real_run_count_the_same_steps(root, tmp_path, cli):
-    """The acceptance test of issue 13, point 5: buckets of 5, 3 and 1 images, batch 2, repeats 3,
-    2 epochs: `check --json`, the train form's step line and the steps the trainer takes are all 30."""
+    """The acceptance test of issue 13, point 5: buckets of 5, 3 and 1 images, batch 4, repeats 2,
+    2 epochs: `check --json`, the train form's step line and the steps the trainer takes are all 12."""
     project = create_project("toy", root, trigger_word="sks", base_model="synthetic:tiny")
     src = tmp_path / "originals"
     src.mkdir()
@@ -72,20 +72,22 @@ def test_check_the_form_and_a_real_run_count_the_same_steps(root, tmp_path, cli)
     settings.update(project.settings_file, "prep", {"resolution": 64})
     prep_project(project)
     settings.update(project.settings_file, "train", {
-        "resolution": 64, "mixed_precision": "no", "batch_size": 2, "repeats": 3, "max_train_epochs": 2,
+        "resolution": 64, "mixed_precision": "no", "batch_size": 4, "repeats": 2, "max_train_epochs": 2,
         "rank": 4})
 
     checked = json.loads(cli("check", "toy", "--json", root=root).stdout)
     assert sorted(checked["buckets"].values()) == [1, 3, 5]
-    assert checked["steps"]["total_steps"] == 30  # 2 x (8 + 5 + 2); the old images-only count said 28
+    # 10, 6 and 2 appearances an epoch -> 3 + 2 + 1 batches, x 2 epochs; the old images-only count said
+    # ceil(9 x 2 / 4) x 2 = 10
+    assert checked["steps"]["total_steps"] == 12
 
     cfg = run_config.resolve(project).config
-    assert step_summary(cfg, step_count.dataset_sizes(project), image_repeats(project)).startswith("30 steps: ")
+    assert step_summary(cfg, step_count.dataset_sizes(project), image_repeats(project)).startswith("12 steps: ")
 
     trained = cli("train", "toy", "--json", root=root, timeout=600)
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
     events = read_all(RunFiles(Path(summary["dir"])).events)
     steps = [e["step"] for e in events if e["type"] == "step"]
-    assert steps == list(range(1, 31))
-    assert (summary["state"], summary["step"], summary["total_steps"]) == ("completed", 30, 30)
+    assert steps == list(range(1, 13))
+    assert (summary["state"], summary["step"], summary["total_steps"]) == ("completed", 12, 12)
