@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loradeck.trainer.captions.tag_policy import ORDERS, POLICIES
+from loradeck.trainer.captions.wd14_tagging import TagOptions, tag_project
 from loradeck.trainer.cli import CommandResult
 from loradeck.trainer.cli.caption_progress import StopOnSignal, event_sink, summary
+from loradeck.trainer.dataset.project import open_project
 from loradeck.trainer.errors import ConfigError
 
 TAGGERS = ("blip", "wd14")
@@ -22,8 +25,6 @@ _TAGGER_ONLY = ("general_threshold", "character_threshold", "rating", "underscor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from loradeck.trainer.captions.tag_policy import ORDERS, POLICIES
-
     p.add_argument("--tagger", choices=TAGGERS, default="blip",
                    help="blip: sentences (default); wd14: booru tags from a WD14 ONNX tagger")
     p.add_argument("--policy", choices=POLICIES, default=None,
@@ -63,8 +64,6 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def options(args: argparse.Namespace):
-    from loradeck.trainer.captions.wd14_tagging import TagOptions
-
     exclude = [t.strip() for item in (args.exclude or []) for t in item.split(",") if t.strip()]
     return TagOptions(
         model=args.model, device=args.device, batch_size=args.batch_size,
@@ -76,9 +75,6 @@ def options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> CommandResult:
-    from loradeck.trainer.captions.wd14_tagging import tag_project
-    from loradeck.trainer.dataset.project import open_project
-
     project = open_project(args.name, args.root)
     opts = options(args)
     opts.validate()  # before the signal handlers and the bar, so a bad value is just an error line

@@ -16,10 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loradeck.trainer.captions.blip_captioning import DEFAULT_BATCH_CPU, DEFAULT_BATCH_CUDA, CaptionOptions
+from loradeck.trainer.captions.blip_captioning import (
+    DEFAULT_BATCH_CPU,
+    DEFAULT_BATCH_CUDA,
+    CaptionOptions,
+    caption_project,
+)
 from loradeck.trainer.captions.blip_model import DEFAULT_MODEL
 from loradeck.trainer.cli import CommandResult, caption_tagger
 from loradeck.trainer.cli.caption_progress import StopOnSignal, event_sink, summary
+from loradeck.trainer.dataset.project import open_project
 from loradeck.trainer.errors import ConfigError
 
 # The engine's defaults are the CLI's defaults (one place for each).
@@ -88,9 +94,6 @@ def _options(args: argparse.Namespace) -> CaptionOptions:
 
 
 def _caption(args: argparse.Namespace) -> CommandResult:
-    from loradeck.trainer.captions.blip_captioning import caption_project
-    from loradeck.trainer.dataset.project import open_project
-
     caption_tagger.check_flags(args)
     if args.tagger == "wd14":
         return caption_tagger.run(args)

@@ -34,8 +34,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
-from loradeck.trainer.train import network_setup  # torch only inside its functions
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import model_skeleton
+from loradeck.trainer.train import network_setup
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
@@ -106,8 +109,6 @@ def estimate(config: TrainConfig) -> Estimate:
     """Predict the GPU memory of one training run of `config` (see the module docstring)."""
     import torch
     from diffusers.utils import logging as diffusers_logging
-
-    from loradeck.trainer.gpu import model_skeleton
 
     started = time.perf_counter()
     cfg = config
@@ -367,9 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     `{"ok": false, "error": ...}` and exit status 1."""
     import json
     import sys
-
-    from loradeck.trainer.config import train_config
-    from loradeck.trainer.errors import LoradeckError
 
     try:
         cfg = train_config.from_mapping(json.loads(sys.stdin.read() or "{}"), source="stdin")

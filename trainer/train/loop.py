@@ -26,13 +26,16 @@ from typing import Any
 
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import ConfigError
+from loradeck.trainer.events import iter_file
+from loradeck.trainer.gpu import vram_estimate
+from loradeck.trainer.lora import file_format as lora_file
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.train import data as train_data
-from loradeck.trainer.train import diagnostics, lora_network, models
-from loradeck.trainer.train.network_setup import make_optimizer, prepare_networks
+from loradeck.trainer.train import diagnostics, lora_network, models, optional_packages, sampling, step_count
+from loradeck.trainer.train import latent_cache as caching  # `latent_cache` is the loop's cache object
 from loradeck.trainer.train import state as train_state
-from loradeck.trainer.train import step_count
 from loradeck.trainer.train.diagnostics import TrainingFailed
+from loradeck.trainer.train.network_setup import make_optimizer, prepare_networks
 from loradeck.trainer.train.run_guard import check_run_folder
 
 WEIGHT_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -90,7 +93,6 @@ def train(ctx: RunContext) -> Outcome:
     sampling = bool(sample_prompts) and bool(cfg.sample_every_steps or cfg.sample_every_epochs) and ctx.is_main
     if (cfg.sample_every_steps or cfg.sample_every_epochs) and not sample_prompts:
         warn("sampling is on but the config has no sample_prompts; no samples will be made")
-    from loradeck.trainer.train import optional_packages
 
     if optional_packages.attention_warning(cfg.attention):  # xformers asked for, not installed
         warn(optional_packages.attention_warning(cfg.attention))
@@ -128,20 +130,18 @@ def train(ctx: RunContext) -> Outcome:
         encode_text = sdxl_conditioning.SdxlText((tokenizer, model.tokenizer_2), text_encoders, device)
         recorded_sizes = sdxl_conditioning.micro_conditioning(ctx.dataset["project_dir"])
 
-    from loradeck.trainer.train.latent_cache import LatentCache, TextEmbeddingCache, encode_posterior, sample_latents
-
     latent_cache = None
     if cfg.cache_latents:
         ctx.progress.update(phase="caching latents")
         disk = Path(ctx.dataset["project_dir"]) / ".loradeck" / "latents" if cfg.cache_latents_to_disk else None
-        latent_cache = LatentCache(vae, models.vae_identity(vae), disk_dir=disk, device=device, dtype=vae_dtype)
+        latent_cache = caching.LatentCache(vae, models.vae_identity(vae), disk_dir=disk, device=device, dtype=vae_dtype)
         latent_cache.fill(items, batch_size=cfg.batch_size)  # no bigger a VAE batch than a training step's
         latent_cache.vae = None
         vae = free_vae_encoder(vae, keep_decoder=sampling, on_gpu=device.type == "cuda")
     text_cache = None
     if cfg.cache_text_embeddings:
         ctx.progress.update(phase="caching text embeddings")
-        text_cache = TextEmbeddingCache()
+        text_cache = caching.TextEmbeddingCache()
         with torch.no_grad():
             text_cache.fill([i.caption for i in items] + sample_prompts + [""],
                             lambda c: _float_cpu(encode_text(c)))
@@ -252,8 +252,8 @@ def train(ctx: RunContext) -> Outcome:
                 if latent_cache is not None:
                     mean, std = latent_cache.get(batch)
                 else:
-                    mean, std = encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
-                latents = sample_latents(mean, std, vae.config, gen)
+                    mean, std = caching.encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
+                latents = caching.sample_latents(mean, std, vae.config, gen)
                 if not torch.isfinite(latents).all():  # the VAE overflowed: say so, not "training diverged"
                     raise diagnostics.vae_nan_failure(cfg, step + 1, [Path(i.path).name for i in batch],
                                                       str(vae_dtype).replace("torch.", ""))
@@ -455,8 +455,6 @@ def save_state_if_sound(save_state, params, step: int) -> Path | None:
 
 def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
     """The run's predicted GPU memory for run_started (the monitor sets it against mem_peak)."""
-    from loradeck.trainer.gpu import vram_estimate
-
     try:
         e = vram_estimate.estimate(cfg)
     except Exception as e:  # a prediction must never stop a run; say why it is missing
@@ -522,8 +520,6 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoders, items, model,
     """Write the adapter as a kohya-format LoRA (loradeck.trainer.lora.file_format) with its ss_* metadata.
 
     `text_encoders` is (te1, te2); te2 is None for SD1.x. SDXL files use kohya's SDXL layout."""
-    from loradeck.trainer.lora import file_format as lora_file
-
     cfg = ctx.config
     unet_lora = lora_network.lora_state_dict(accelerator.unwrap_model(unet))
     te_loras = [lora_network.lora_state_dict(accelerator.unwrap_model(te)) if cfg.train_text_encoder and te
@@ -565,8 +561,6 @@ def _to(out, device):
 
 def run_started_at(files: RunFiles) -> float | None:
     """When the run first started (its first run_started event; a resumed run keeps the original)."""
-    from loradeck.trainer.events import iter_file
-
     with contextlib.suppress(OSError):
         for event in iter_file(files.events):
             if event.get("type") == "run_started":
@@ -585,8 +579,6 @@ def prune_checkpoints(files: RunFiles, output_name: str, keep: int) -> None:
 def make_samples(ctx: RunContext, accelerator, unet, vae, scheduler_config, prompts, step: int, device,
                  weight_dtype, text_cache, encode_text) -> None:
     import torch
-
-    from loradeck.trainer.train import sampling
 
     cfg = ctx.config
     if device.type == "cuda":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import model_family
+from loradeck.trainer.train import model_family, synthetic_sd
 
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
@@ -63,8 +63,6 @@ class BaseModel:
 
 def kind_of(name: str) -> str:
     """Which loader a base-model string goes to (without loading anything)."""
-    from loradeck.trainer.train import synthetic_sd
-
     if not isinstance(name, str) or not name.strip():
         raise ModelError("no base model given", hint="set base_model (e.g. --base-model synthetic:tiny)")
     if synthetic_sd.is_synthetic(name):
