@@ -10,9 +10,9 @@ accumulation folds micro-batches into optimizer steps across epoch boundaries; `
 
 No torch and no image decoding here: the TUI imports it. `dataset_sizes` reads sizes from the prep
 manifest and only opens (the header of) an image prep did not record. The trainer counts the sizes it
-reads itself, cropped to the model's granularity (a multiple of 4 to 64 px); prep's bucket sizes are
-multiples of the bucket step, so the two agree wherever that step is a multiple of the granularity
-(at 512 px and above for SD 1.x, and for every synthetic model).
+reads itself, cropped to the model's granularity (64 px for SD 1.x, 32 for SDXL, 4 for synthetic:tiny);
+prep's bucket sizes are multiples of the bucket step (64 at 512 px and above), so the two agree
+wherever that step is a multiple of the granularity: always at 512 px and above.
 """
 
 from __future__ import annotations
