@@ -55,7 +55,7 @@ def test_uncached_hub_model_offline_names_the_model_and_the_download_command(mon
 
 
 def test_first_signal_asks_to_stop_and_second_ctrl_c_interrupts():
-    from loradeck.trainer.cli.cmd_caption import StopOnSignal
+    from loradeck.trainer.cli.caption_progress import StopOnSignal
 
     before = signal.getsignal(signal.SIGINT)
     with StopOnSignal() as stopper:

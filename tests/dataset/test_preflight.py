@@ -43,8 +43,9 @@ def test_report_flags_caption_traps_small_images_and_duplicates(small_project, t
     assert not report["ok"] and report["errors"] == 1
     assert report["buckets"] == {"64x64": 5, "40x24": 1}
     assert "thin_buckets" in codes  # the 40x24 bucket holds 1 image, batch is 2
-    # 6 images x 3 repeats / batch 2 = 9 steps an epoch, x 2 epochs
-    assert report["steps"]["steps_per_epoch"] == 9 and report["steps"]["total_steps"] == 18
+    # batched per bucket, as the trainer does: 5 x 3 = 15 in 64x64 -> 8 batches, 1 x 3 in 40x24 -> 2,
+    # so 10 steps an epoch (not ceil(6 x 3 / 2) = 9), x 2 epochs
+    assert report["steps"]["steps_per_epoch"] == 10 and report["steps"]["total_steps"] == 20
 
 
 def test_unprepared_and_stale_originals_and_missing_trigger_words(project, tmp_path):

@@ -13,6 +13,7 @@ from loradeck.trainer.config.train_config import FIELD_NAMES, TrainConfig
 from loradeck.trainer.errors import ConfigError, LoradeckError
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
+from loradeck.trainer.train import step_count
 
 
 def test_each_layer_overrides_the_one_below(project, tmp_path):
@@ -41,9 +42,9 @@ def test_a_higher_layer_naming_epochs_replaces_a_lower_steps_limit(project):
     settings.update(project.settings_file, "train", {"max_train_steps": 500})
     cfg = run_config.resolve(project, {"max_train_epochs": 3}).config
     assert (cfg.max_train_steps, cfg.max_train_epochs) == (None, 3)
-    assert cfg.total_steps(3) == 3 * cfg.steps_per_epoch(3)
+    assert step_count.total_steps(cfg, 3) == 3 * 3  # 3 batches an epoch, 3 epochs
     cfg = run_config.resolve(project, {"max_train_steps": 4}).config
-    assert (cfg.max_train_steps, cfg.total_steps(3)) == (4, 4)
+    assert (cfg.max_train_steps, step_count.total_steps(cfg, 3)) == (4, 4)
 
 
 def test_unknown_key_in_a_config_file_is_refused_by_name(project, tmp_path):

@@ -20,10 +20,10 @@ from loradeck.trainer.errors import LoradeckError
 
 # Order is the order of `loradeck --help`.
 COMMAND_MODULES = (
-    "loradeck.trainer.cli.cmd_projects",   # init, projects, config
+    "loradeck.trainer.cli.cmd_projects",   # init, projects, delete, repair
     "loradeck.trainer.cli.cmd_dataset",    # import, prep, check
     "loradeck.trainer.cli.cmd_captions",   # captions (list/set/trigger/replace/tags/metadata)
-    "loradeck.trainer.cli.cmd_caption",    # caption (BLIP)
+    "loradeck.trainer.cli.cmd_caption",    # caption (BLIP, or WD14 tags)
     "loradeck.trainer.cli.cmd_train",      # train, runs, stop, resume
     "loradeck.trainer.cli.cmd_queue",      # gpus, cancel, requeue (and train/resume --gpu/--queue)
     "loradeck.trainer.cli.cmd_estimate",   # estimate

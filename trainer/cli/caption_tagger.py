@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loradeck.trainer.captions.tag_policy import ORDERS, POLICIES
+from loradeck.trainer.captions.wd14_tagging import TagOptions, tag_project
 from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.cli.caption_progress import StopOnSignal, event_sink, summary
+from loradeck.trainer.dataset.project import open_project
 from loradeck.trainer.errors import ConfigError
 
 TAGGERS = ("blip", "wd14")
@@ -21,8 +25,6 @@ _TAGGER_ONLY = ("general_threshold", "character_threshold", "rating", "underscor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from loradeck.trainer.captions.tag_policy import ORDERS, POLICIES
-
     p.add_argument("--tagger", choices=TAGGERS, default="blip",
                    help="blip: sentences (default); wd14: booru tags from a WD14 ONNX tagger")
     p.add_argument("--policy", choices=POLICIES, default=None,
@@ -62,8 +64,6 @@ def check_flags(args: argparse.Namespace) -> None:
 
 
 def options(args: argparse.Namespace):
-    from loradeck.trainer.captions.wd14_tagging import TagOptions
-
     exclude = [t.strip() for item in (args.exclude or []) for t in item.split(",") if t.strip()]
     return TagOptions(
         model=args.model, device=args.device, batch_size=args.batch_size,
@@ -75,17 +75,13 @@ def options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> CommandResult:
-    from loradeck.trainer.captions.wd14_tagging import tag_project
-    from loradeck.trainer.cli.cmd_caption import StopOnSignal, _event_sink, _summary
-    from loradeck.trainer.dataset.project import open_project
-
     project = open_project(args.name, args.root)
     opts = options(args)
     opts.validate()  # before the signal handlers and the bar, so a bad value is just an error line
-    with StopOnSignal() as stopper, _event_sink(args) as sink:
+    with StopOnSignal() as stopper, event_sink(args) as sink:
         report = tag_project(project, opts, on_event=sink, should_stop=stopper.is_set)
     code = 128 + stopper.signum if report.stopped and stopper.signum else 0
-    text = _summary(report).replace("captioned ", "tagged ", 1)
+    text = summary(report).replace("captioned ", "tagged ", 1)
     if report.unchanged:
         text += f"\n{len(report.unchanged)} caption(s) already had every tag: unchanged"
     if args.events:

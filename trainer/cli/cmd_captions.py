@@ -17,6 +17,9 @@ import sys
 
 from loradeck.trainer.cli import CommandResult
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.dataset import caption_journal, caption_ops
+from loradeck.trainer.dataset.project import open_project
 from loradeck.trainer.errors import LoradeckError
 
 
@@ -84,8 +87,6 @@ def register(sub, parent) -> None:
 
 
 def _project(args):
-    from loradeck.trainer.dataset.project import open_project
-
     return open_project(args.name, args.root)
 
 
@@ -107,8 +108,6 @@ def _edit_result(project, result, verb: str) -> CommandResult:
 def cmd_list(args) -> CommandResult:
     from dataclasses import asdict
 
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     rows = caption_ops.uncaptioned(project) if args.missing else caption_ops.list_captions(project)
     counts: dict[str, int] = {}
@@ -123,8 +122,6 @@ def cmd_list(args) -> CommandResult:
 def cmd_set(args) -> CommandResult:
     from dataclasses import asdict
 
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     change = caption_ops.set_caption(project, args.image, args.text)
     return CommandResult({"ok": True, "project": project.name, "change": asdict(change)},
@@ -132,9 +129,6 @@ def cmd_set(args) -> CommandResult:
 
 
 def cmd_trigger(args) -> CommandResult:
-    from loradeck.trainer.config import project_settings as settings
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     word = args.word or settings.load(project.settings_file).project.trigger_word
     if not word:
@@ -150,8 +144,6 @@ def cmd_trigger(args) -> CommandResult:
 
 
 def cmd_replace(args) -> CommandResult:
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     result = caption_ops.replace_text(project, args.find, args.replacement, regex=args.regex,
                                       ignore_case=args.ignore_case, dry_run=args.dry_run)
@@ -159,8 +151,6 @@ def cmd_replace(args) -> CommandResult:
 
 
 def cmd_tags(args) -> CommandResult:
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     table = caption_ops.tag_frequency(project)
     if args.top > 0:
@@ -171,8 +161,6 @@ def cmd_tags(args) -> CommandResult:
 
 
 def cmd_export(args) -> CommandResult:
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     if args.format != "metadata":
         from loradeck.trainer.dataset.export import export_dataset
@@ -189,8 +177,6 @@ def cmd_export(args) -> CommandResult:
 
 
 def cmd_import(args) -> CommandResult:
-    from loradeck.trainer.dataset import caption_ops
-
     project = _project(args)
     result = caption_ops.import_metadata(project, args.file, overwrite=args.overwrite, dry_run=args.dry_run)
     out = _edit_result(project, result, "set")
@@ -204,8 +190,6 @@ def cmd_import(args) -> CommandResult:
 
 def cmd_undo(args) -> CommandResult:
     import time
-
-    from loradeck.trainer.dataset import caption_journal
 
     project = _project(args)
     if args.list:

@@ -14,6 +14,9 @@ import sys
 from typing import Any
 
 from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.dataset import preflight
+from loradeck.trainer.dataset.prep import prep_project
+from loradeck.trainer.dataset.project import open_project
 
 
 def register(sub, parent) -> None:
@@ -158,7 +161,6 @@ def _finish(args, out: TaskOutput, stopped: bool, data: dict, text: str, code: i
 
 def cmd_import(args) -> CommandResult | int:
     from loradeck.trainer.dataset.formats import import_sources
-    from loradeck.trainer.dataset.project import open_project
 
     project = open_project(args.name, args.root)
     with StopFlag() as stop, TaskOutput("import", events=args.events, label="importing",
@@ -190,9 +192,6 @@ def cmd_import(args) -> CommandResult | int:
 
 
 def cmd_prep(args) -> CommandResult | int:
-    from loradeck.trainer.dataset.prep import prep_project
-    from loradeck.trainer.dataset.project import open_project
-
     project = open_project(args.name, args.root)
     with StopFlag() as stop, TaskOutput("prep", events=args.events, label="preparing",
                                         project=project.name) as out:
@@ -217,9 +216,6 @@ def cmd_prep(args) -> CommandResult | int:
 
 
 def cmd_check(args) -> CommandResult:
-    from loradeck.trainer.dataset import preflight
-    from loradeck.trainer.dataset.project import open_project
-
     project = open_project(args.name, args.root)
     config = None
     if args.resolution is not None:  # 0 is refused by the config rules, not taken as "default"

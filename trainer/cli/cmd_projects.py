@@ -7,8 +7,11 @@ import sys
 from loradeck.trainer.cli import CommandResult
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import project_settings as settings
+from loradeck.trainer.config.resolve import absolute_model
 from loradeck.trainer.dataset import project as projects
 from loradeck.trainer.errors import ProjectError
+from loradeck.trainer.runs import live as live_runs
+from loradeck.trainer.runs.live import stop_command
 
 
 def register(sub, parent) -> None:
@@ -39,8 +42,6 @@ def register(sub, parent) -> None:
 
 
 def cmd_init(args) -> CommandResult:
-    from loradeck.trainer.config.resolve import absolute_model
-
     # A local model path given relative is stored absolute: it names the same model from anywhere.
     base_model = absolute_model(args.base_model) if args.base_model else None
     proj = projects.create_project(args.name, args.root, trigger_word=args.trigger_word,
@@ -72,8 +73,6 @@ def cmd_projects(args) -> CommandResult:
 
 
 def cmd_delete(args) -> CommandResult:
-    from loradeck.trainer.runs import live as live_runs
-
     project = projects.Project(projects.check_root(projects.resolve_root(args.root)),
                                projects.validate_name(args.name))
     if not project.exists() and not projects.is_damaged(project):
@@ -99,8 +98,6 @@ def cmd_delete(args) -> CommandResult:
 
 def _refused(e, project) -> CommandResult:
     """A delete refused for live runs: one error line, and under --json the runs and stop commands."""
-    from loradeck.trainer.runs.live import stop_command
-
     line = e.one_line()
     print(f"error: {line}", file=sys.stderr)
     return CommandResult({"ok": False, "error": line, "project": project.name,

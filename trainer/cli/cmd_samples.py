@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from loradeck.trainer.cli import CommandResult
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.project import open_project
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import sample_grid
 
 
 def register(sub, parent) -> None:
@@ -24,10 +27,6 @@ def register(sub, parent) -> None:
 
 
 def cmd_samples(args) -> CommandResult:
-    from loradeck.trainer.dataset.project import open_project
-    from loradeck.trainer.runs import lifecycle as runs
-    from loradeck.trainer.runs import sample_grid
-
     project = open_project(args.name, args.root)
     files = runs.find_run(project, args.run) if args.run else runs.latest_run(project)
     if files is None:

@@ -21,9 +21,12 @@ from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset import project as projects
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import fit_check
 from loradeck.trainer.gpu import processes as gpu_processes
 from loradeck.trainer.runs import choice as run_choice
 from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.slurm import batch as slurm
+from loradeck.trainer.slurm import settings as slurm_settings
 
 # TrainConfig field -> its command-line flag, where the flag is not simply --field-name.
 FLAG_NAMES = {
@@ -91,8 +94,6 @@ def slurm_flags(parser: argparse.ArgumentParser) -> None:
 
 def slurm_settings_from(args: argparse.Namespace, project) -> Any:
     """The [slurm] settings for this submission: user config < project.toml < flags."""
-    from loradeck.trainer.slurm import settings as slurm_settings
-
     flags = {key: getattr(args, f"slurm_{key}") for key, _ in SLURM_FLAGS.values()
              if getattr(args, f"slurm_{key}", None) is not None}
     return slurm_settings.for_project(project.settings_file, flags)
@@ -156,9 +157,7 @@ def cmd_train(args) -> CommandResult:
     resolved = run_config.resolve(project, overrides_from(args), args.config)
     if not getattr(args, "force", False) and not args.queue and not args.slurm and args.gpu is None:
         # (--gpu picks and checks the GPU against the same estimate; a queued run waits instead)
-        from loradeck.trainer.cli.cmd_estimate import refuse_unless_fits
-
-        refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
+        fit_check.refuse_unless_fits(resolved.config)  # only where NVML sees a GPU (a queued run waits instead)
     gpu = gpu_processes.parse_gpu(args.gpu)
     if args.queue:
         files = runs.create_run_from(project, resolved)
@@ -206,7 +205,6 @@ def cmd_resume(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files, why = run_choice.choose_run(project, args.run, "resume")
     run_choice.says_which(files, why)
-    from loradeck.trainer.slurm import batch as slurm
 
     if slurm.read_record(files) is not None:
         result = _submitted(project, files, None, resumed=True, job_id=runs.resume(files))
@@ -232,7 +230,6 @@ def cmd_stop(args) -> CommandResult:
     project = projects.open_project(args.name, args.root)
     files, why = run_choice.choose_run(project, args.run, "stop")
     run_choice.says_which(files, why)
-    from loradeck.trainer.slurm import batch as slurm
 
     if runs.run_state(files) == "queued" and slurm.read_record(files) is None:
         args.run = files.run_id

@@ -83,16 +83,6 @@ class TrainConfig:
     def effective_batch(self) -> int:
         return self.batch_size * self.gradient_accumulation_steps * max(1, self.gpus)
 
-    def steps_per_epoch(self, n_images: int) -> int:
-        """Optimizer steps in one epoch over `n_images` images (each seen `repeats` times)."""
-        return max(1, math.ceil(n_images * self.repeats / self.effective_batch())) if n_images else 0
-
-    def total_steps(self, n_images: int) -> int:
-        """The steps the run will take: --steps wins over --epochs."""
-        if self.max_train_steps:
-            return self.max_train_steps
-        return self.steps_per_epoch(n_images) * (self.max_train_epochs or 1)
-
 
 _CHOICES = {
     "mixed_precision": MIXED_PRECISION, "attention": ATTENTION, "optimizer": OPTIMIZERS,

@@ -19,9 +19,9 @@ from loradeck.trainer.config import resolve as run_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset import buckets, caption_ops, image_probe, prep
 from loradeck.trainer.dataset.project import Project, dataset_images
-from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
+from loradeck.trainer.dataset.repeat_folders import image_repeats
 from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.train import optional_packages
+from loradeck.trainer.train import optional_packages, step_count
 from loradeck.trainer.train.data import add_trigger  # the trainer's own rule, so the two agree
 
 # An image below this share of resolution² trains at a lower resolution than asked for.
@@ -183,11 +183,11 @@ def check(project: Project, config=None) -> dict:
         problems.append(_problem("warning", PACKAGE_CODE, message))
 
     n = len(sizes)
-    weighted = weighted_count((Path(name).stem for name in sizes), image_repeats(project))
-    steps = {"images": n, "folder_weighted_images": weighted, "repeats": cfg.repeats,
+    count = step_count.count(cfg, sizes, image_repeats(project))
+    steps = {"images": n, "folder_weighted_images": count.weighted_images, "repeats": cfg.repeats,
              "epochs": cfg.max_train_epochs, "max_train_steps": cfg.max_train_steps, "batch_size": cfg.batch_size,
-             "effective_batch": cfg.effective_batch(), "steps_per_epoch": cfg.steps_per_epoch(weighted),
-             "total_steps": cfg.total_steps(weighted) if n else 0}
+             "effective_batch": cfg.effective_batch(), "steps_per_epoch": count.steps_per_epoch,
+             "total_steps": count.total_steps if n else 0}
     errors = sum(p["level"] == "error" for p in problems)
     warnings = sum(p["level"] == "warning" for p in problems)
     return {
@@ -211,6 +211,8 @@ def render(report: dict) -> str:
         images += f" ({s['folder_weighted_images']} with kohya folder repeats)"
     how = (f"{s['max_train_steps']} steps (fixed)" if s["max_train_steps"] else
            f"{images} x {s['repeats']} repeats x {s['epochs']} epochs / batch {s['effective_batch']}")
+    if not s["max_train_steps"] and s["batch_size"] > 1 and len(report["buckets"]) > 1:
+        how += f", batched per bucket ({len(report['buckets'])} buckets, each may end in a partial batch)"
     lines.append(f"steps: {s['total_steps']} = {how}")
     for p in report["problems"]:
         lines.append(f"{p['level']}: {p['message']}")

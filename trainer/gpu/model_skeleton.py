@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import models
+from loradeck.trainer.train import models, single_file, synthetic_sd
 
 
 def build(name: str) -> models.BaseModel:
@@ -87,8 +87,6 @@ def _hub_configs(repo_id: str) -> Path:
 
 def _single_file(name: str, path: Path) -> models.BaseModel:
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
-
-    from loradeck.trainer.train import single_file, synthetic_sd
 
     shapes = _meta_state_dict(path)
     try:

@@ -17,6 +17,7 @@ from typing import Any, Container, Iterator
 from loradeck.trainer import process_info
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.gpu import monitor as gpu_monitor
+from loradeck.trainer.gpu import run_memory
 
 
 @dataclass
@@ -157,7 +158,6 @@ def pick_gpus(cfg: Any, gpu: int | str | None) -> list[Gpu] | None:
     fitting, is a clear error (queue the run instead: --queue)."""
     if gpu is None:
         return None
-    from loradeck.trainer.gpu import run_memory
 
     report = snapshot()
     if not report.gpus:

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from loradeck.trainer import children
+from loradeck.trainer.config import train_config
 
 # The estimator's module; the one line to change if it lands under another name.
 ESTIMATE_MODULE = "loradeck.trainer.gpu.vram_estimate"
@@ -111,8 +112,6 @@ def required_bytes(cfg: Any) -> int:
 
 def main(argv: list[str]) -> int:
     """`python -m loradeck.trainer.gpu.run_memory MODULE` < config JSON: print the estimator's bytes (0: none)."""
-    from loradeck.trainer.config import train_config
-
     module = importlib.import_module(argv[0])
     cfg = train_config.from_mapping(json.loads(sys.stdin.read()))
     print(_estimated(getattr(module, "estimate"), cfg) or 0)

@@ -15,7 +15,7 @@ API (used by `loradeck estimate`, `loradeck train`'s fit check, the train form a
         under `free_bytes` (None when it already fits)
 
 How: the base model's architecture is built on the `meta` device (loradeck.trainer.gpu.model_skeleton), and the
-trainer's own setup (loradeck.trainer.train.loop.prepare_networks: freeze, attention processor, dtype casts,
+trainer's own setup (loradeck.trainer.train.network_setup.prepare_networks: freeze, attention processor, dtype casts,
 LoRA adapters, gradient checkpointing) is applied to it. Then one optimizer step is traced the way
 the loop runs it (VAE encode unless latents are cached, the text encoder unless its outputs are
 cached, UNet forward under autocast, backward with checkpointing, grad scaling and clipping) with
@@ -34,7 +34,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.gpu import model_skeleton
+from loradeck.trainer.train import network_setup
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
@@ -106,8 +110,6 @@ def estimate(config: TrainConfig) -> Estimate:
     import torch
     from diffusers.utils import logging as diffusers_logging
 
-    from loradeck.trainer.gpu import model_skeleton
-
     started = time.perf_counter()
     cfg = config
     # The casts of meta modules earn diffusers' "should be kept in float32" warning: noise in a CLI answer.
@@ -142,7 +144,6 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     import torch.nn.functional as F
 
     from loradeck.trainer.gpu.memory_trace import FusedAttention, GpuAutocast, StorageTracker
-    from loradeck.trainer.train import loop as train_loop
 
     weight_dtype = getattr(torch, WEIGHT_DTYPES[cfg.mixed_precision])
     vae_dtype = torch.float32 if cfg.vae_fp32 else weight_dtype
@@ -150,7 +151,7 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     unet, vae, text_encoder = model.unet, model.vae, model.text_encoder
     # xformers keeps what the flash kernel keeps; its processor needs a CUDA build, so sdpa's is installed.
     attention = "sdpa" if cfg.attention == "xformers" else cfg.attention
-    unet_params, te_params = train_loop.prepare_networks(
+    unet_params, te_params = network_setup.prepare_networks(
         cfg, unet, vae, text_encoder, device=device, weight_dtype=weight_dtype, vae_dtype=vae_dtype,
         sampling=sampling, attention=attention)
     params = unet_params + te_params
@@ -193,7 +194,7 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     state = []
     optimizer = None
     if real_optimizer:
-        optimizer = train_loop.make_optimizer(cfg, unet_params, te_params)
+        optimizer = network_setup.make_optimizer(cfg, unet_params, te_params)
         for p in params:
             p.grad = torch.zeros_like(p)
         optimizer.step()
@@ -367,9 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     `{"ok": false, "error": ...}` and exit status 1."""
     import json
     import sys
-
-    from loradeck.trainer.config import train_config
-    from loradeck.trainer.errors import LoradeckError
 
     try:
         cfg = train_config.from_mapping(json.loads(sys.stdin.read() or "{}"), source="stdin")

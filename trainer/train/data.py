@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.dataset.caption_store import read_caption
+from loradeck.trainer.dataset.project import is_image_file
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.train import step_count
 
 
 class DataError(LoradeckError):
@@ -55,10 +58,7 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
          granularity: int = 8, image_repeats: dict[str, int] | None = None) -> list[Item]:
     """The dataset's images with their captions, (cropped) sizes and per-image repeats (by stem);
     DataError when nothing is usable."""
-    from PIL import Image
-
-    from loradeck.trainer.dataset.caption_store import read_caption
-    from loradeck.trainer.dataset.project import is_image_file
+    from PIL import Image  # off the light path: preflight and the TUI import this module for add_trigger
 
     if not dataset_dir.is_dir():
         raise DataError(f"no dataset folder at {dataset_dir}",
@@ -86,8 +86,6 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
 
 
 def unreadable_count(dataset_dir: Path, items: Sequence[Item]) -> int:
-    from loradeck.trainer.dataset.project import is_image_file
-
     return sum(1 for p in dataset_dir.iterdir() if p.is_file() and is_image_file(p)
                and not p.name.startswith(".")) - len(items)
 
@@ -131,7 +129,9 @@ class BatchPlan:
         self.batch_size, self.repeats, self.seed = batch_size, repeats, seed
         self.num_processes, self.process_index = num_processes, process_index
         self._cache: dict[int, list[list[int]]] = {}
-        self.batches_per_epoch = len(self._epoch_batches(0)) // num_processes or 1
+        members = step_count.bucket_members(((item.bucket, item.repeats) for item in self.items), repeats)
+        self.batches_per_epoch = step_count.batches_per_epoch(members.values(), batch_size=batch_size,
+                                                              num_processes=num_processes)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         if epoch not in self._cache:
@@ -154,19 +154,6 @@ class BatchPlan:
         batches = self._epoch_batches(epoch)
         pick = batches[(pos * self.num_processes + self.process_index) % len(batches)]
         return epoch, [self.items[i] for i in pick]
-
-
-def steps_per_epoch(plan: BatchPlan, grad_accum: int) -> float:
-    """Optimizer steps per epoch (fractional when grad accumulation spans an epoch boundary)."""
-    return plan.batches_per_epoch / grad_accum
-
-
-def total_steps(config, plan: BatchPlan) -> int:
-    """--steps wins; otherwise epochs × batches per epoch / grad accumulation, rounded up."""
-    if config.max_train_steps:
-        return int(config.max_train_steps)
-    epochs = config.max_train_epochs or 1
-    return max(1, -(-plan.batches_per_epoch * epochs // config.gradient_accumulation_steps))
 
 
 def content_hash(path: Path) -> str:

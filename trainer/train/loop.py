@@ -26,11 +26,16 @@ from typing import Any
 
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import ConfigError
+from loradeck.trainer.events import iter_file
+from loradeck.trainer.gpu import vram_estimate
+from loradeck.trainer.lora import file_format as lora_file
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.train import data as train_data
-from loradeck.trainer.train import diagnostics, lora_network, models
+from loradeck.trainer.train import diagnostics, lora_network, models, optional_packages, sampling, step_count
+from loradeck.trainer.train import latent_cache as caching  # `latent_cache` is the loop's cache object
 from loradeck.trainer.train import state as train_state
 from loradeck.trainer.train.diagnostics import TrainingFailed
+from loradeck.trainer.train.network_setup import make_optimizer, prepare_networks
 from loradeck.trainer.train.run_guard import check_run_folder
 
 WEIGHT_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -88,7 +93,6 @@ def train(ctx: RunContext) -> Outcome:
     sampling = bool(sample_prompts) and bool(cfg.sample_every_steps or cfg.sample_every_epochs) and ctx.is_main
     if (cfg.sample_every_steps or cfg.sample_every_epochs) and not sample_prompts:
         warn("sampling is on but the config has no sample_prompts; no samples will be made")
-    from loradeck.trainer.train import optional_packages
 
     if optional_packages.attention_warning(cfg.attention):  # xformers asked for, not installed
         warn(optional_packages.attention_warning(cfg.attention))
@@ -110,7 +114,7 @@ def train(ctx: RunContext) -> Outcome:
         warn(f"{skipped} image(s) in dataset/ could not be read and are skipped")
     plan = train_data.BatchPlan(items, batch_size=cfg.batch_size, repeats=cfg.repeats, seed=cfg.seed,
                                 num_processes=world, process_index=rank)
-    total_steps = train_data.total_steps(cfg, plan)
+    total_steps = step_count.total_steps(cfg, plan.batches_per_epoch)  # what check and the train form show
     ga = cfg.gradient_accumulation_steps
 
     # ---- 5. Caches: encode once, then free what training no longer needs -------------------------
@@ -126,20 +130,18 @@ def train(ctx: RunContext) -> Outcome:
         encode_text = sdxl_conditioning.SdxlText((tokenizer, model.tokenizer_2), text_encoders, device)
         recorded_sizes = sdxl_conditioning.micro_conditioning(ctx.dataset["project_dir"])
 
-    from loradeck.trainer.train.latent_cache import LatentCache, TextEmbeddingCache, encode_posterior, sample_latents
-
     latent_cache = None
     if cfg.cache_latents:
         ctx.progress.update(phase="caching latents")
         disk = Path(ctx.dataset["project_dir"]) / ".loradeck" / "latents" if cfg.cache_latents_to_disk else None
-        latent_cache = LatentCache(vae, models.vae_identity(vae), disk_dir=disk, device=device, dtype=vae_dtype)
+        latent_cache = caching.LatentCache(vae, models.vae_identity(vae), disk_dir=disk, device=device, dtype=vae_dtype)
         latent_cache.fill(items, batch_size=cfg.batch_size)  # no bigger a VAE batch than a training step's
         latent_cache.vae = None
         vae = free_vae_encoder(vae, keep_decoder=sampling, on_gpu=device.type == "cuda")
     text_cache = None
     if cfg.cache_text_embeddings:
         ctx.progress.update(phase="caching text embeddings")
-        text_cache = TextEmbeddingCache()
+        text_cache = caching.TextEmbeddingCache()
         with torch.no_grad():
             text_cache.fill([i.caption for i in items] + sample_prompts + [""],
                             lambda c: _float_cpu(encode_text(c)))
@@ -250,8 +252,8 @@ def train(ctx: RunContext) -> Outcome:
                 if latent_cache is not None:
                     mean, std = latent_cache.get(batch)
                 else:
-                    mean, std = encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
-                latents = sample_latents(mean, std, vae.config, gen)
+                    mean, std = caching.encode_posterior(vae, [pixels_of(i) for i in batch], device, vae_dtype)
+                latents = caching.sample_latents(mean, std, vae.config, gen)
                 if not torch.isfinite(latents).all():  # the VAE overflowed: say so, not "training diverged"
                     raise diagnostics.vae_nan_failure(cfg, step + 1, [Path(i.path).name for i in batch],
                                                       str(vae_dtype).replace("torch.", ""))
@@ -374,46 +376,6 @@ def train(ctx: RunContext) -> Outcome:
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weight_dtype, vae_dtype, sampling: bool,
-                     attention: str | None = None, text_encoder_2=None) -> tuple[list, list]:
-    """Freeze, attention, dtype and placement, the LoRA adapters and checkpointing: step 3 of the loop.
-
-    Returns (unet adapter params, text-encoder adapter params). `text_encoder_2` is SDXL's second
-    encoder (None for SD 1.x). loradeck.trainer.gpu.vram_estimate runs this same code on meta-device models
-    (`device="meta"`, with `attention` naming the processor to install).
-    """
-    import torch
-
-    if not sampling:  # nothing will decode: only the VAE encoder is needed (SD1.5: ~200 MB less)
-        vae.decoder = vae.post_quant_conv = None
-    text_encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
-    for module in (unet, vae, *text_encoders):
-        module.requires_grad_(False)
-    set_attention(attention or cfg.attention, unet, vae)
-    for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((te, weight_dtype) for te in text_encoders)):
-        if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
-            module.to(device)
-        else:
-            module.to(device, dtype=dtype)
-    torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
-    unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
-    te_params = []
-    if cfg.train_text_encoder:
-        for k, te in enumerate(text_encoders):  # SDXL reads te1 at its penultimate layer: its last never trains
-            layers = range(te.config.num_hidden_layers - 1) if text_encoder_2 is not None and k == 0 else None
-            te_params += lora_network.add_text_encoder_lora(te, rank=cfg.rank, alpha=cfg.alpha,
-                                                            targets=cfg.target_modules, layers=layers)
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if cfg.train_text_encoder:
-            for te in text_encoders:
-                te.gradient_checkpointing_enable()
-    unet.train()
-    for te in text_encoders:
-        te.train(cfg.train_text_encoder)
-    return unet_params, te_params
-
-
 def make_accelerator(cfg: TrainConfig, warn):
     """The Accelerator for this run, and the mixed precision actually used (fp16 needs CUDA)."""
     import torch
@@ -433,45 +395,6 @@ def make_accelerator(cfg: TrainConfig, warn):
     # The state is a per-process singleton; a fresh one per run lets runs share a process (tests).
     AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(mixed_precision=mixed_precision, cpu=not cuda), mixed_precision
-
-
-def set_attention(kind: str, unet, vae) -> None:
-    """sdpa -> AttnProcessor2_0, eager -> AttnProcessor, xformers -> the xformers kernels."""
-    if kind == "xformers":
-        try:
-            import xformers  # noqa: F401
-        except ImportError:
-            raise ConfigError("attention xformers: the xformers package is not installed",
-                              hint="pip install xformers (CUDA builds only), or use --attention sdpa") from None
-        unet.enable_xformers_memory_efficient_attention()
-        vae.enable_xformers_memory_efficient_attention()
-        return
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    processor = AttnProcessor2_0 if kind == "sdpa" else AttnProcessor
-    unet.set_attn_processor(processor())
-    vae.set_attn_processor(processor())
-
-
-def make_optimizer(cfg: TrainConfig, unet_params: list, te_params: list):
-    groups = [{"params": unet_params, "lr": cfg.learning_rate}]
-    if te_params:
-        groups.append({"params": te_params, "lr": cfg.text_encoder_lr or cfg.learning_rate})
-    if cfg.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            from loradeck.trainer.train import optional_packages
-
-            raise optional_packages.missing_bitsandbytes() from None  # the one refusal, naming the extra
-        return bnb.optim.AdamW8bit(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    import torch
-
-    # The fused kernel: one pass over all adapter tensors per step, no per-tensor Python loop (the
-    # default on the CPU) and no temporary copies of every parameter (foreach, the default on CUDA).
-    params = unet_params + te_params
-    fused = bool(params) and all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def stop_requested(ctx: RunContext, accelerator) -> bool:
@@ -532,8 +455,6 @@ def save_state_if_sound(save_state, params, step: int) -> Path | None:
 
 def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
     """The run's predicted GPU memory for run_started (the monitor sets it against mem_peak)."""
-    from loradeck.trainer.gpu import vram_estimate
-
     try:
         e = vram_estimate.estimate(cfg)
     except Exception as e:  # a prediction must never stop a run; say why it is missing
@@ -599,8 +520,6 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoders, items, model,
     """Write the adapter as a kohya-format LoRA (loradeck.trainer.lora.file_format) with its ss_* metadata.
 
     `text_encoders` is (te1, te2); te2 is None for SD1.x. SDXL files use kohya's SDXL layout."""
-    from loradeck.trainer.lora import file_format as lora_file
-
     cfg = ctx.config
     unet_lora = lora_network.lora_state_dict(accelerator.unwrap_model(unet))
     te_loras = [lora_network.lora_state_dict(accelerator.unwrap_model(te)) if cfg.train_text_encoder and te
@@ -642,8 +561,6 @@ def _to(out, device):
 
 def run_started_at(files: RunFiles) -> float | None:
     """When the run first started (its first run_started event; a resumed run keeps the original)."""
-    from loradeck.trainer.events import iter_file
-
     with contextlib.suppress(OSError):
         for event in iter_file(files.events):
             if event.get("type") == "run_started":
@@ -662,8 +579,6 @@ def prune_checkpoints(files: RunFiles, output_name: str, keep: int) -> None:
 def make_samples(ctx: RunContext, accelerator, unet, vae, scheduler_config, prompts, step: int, device,
                  weight_dtype, text_cache, encode_text) -> None:
     import torch
-
-    from loradeck.trainer.train import sampling
 
     cfg = ctx.config
     if device.type == "cuda":

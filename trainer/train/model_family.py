@@ -18,7 +18,6 @@ from pathlib import Path
 from loradeck.trainer.errors import ModelError
 
 SD1, SDXL = "sd1", "sdxl"
-FAMILIES = (SD1, SDXL)
 LABELS = {SD1: "SD 1.x", SDXL: "SDXL"}
 # kohya's ss_base_model_version of each family (a v-prediction SD1 model gets the `_v` suffix).
 BASE_MODEL_VERSION = {SD1: "sd_v1", SDXL: "sdxl_base_v1-0"}

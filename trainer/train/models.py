@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
+from loradeck.trainer.train import model_family, synthetic_sd
 
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
@@ -62,8 +63,6 @@ class BaseModel:
 
 def kind_of(name: str) -> str:
     """Which loader a base-model string goes to (without loading anything)."""
-    from loradeck.trainer.train import synthetic_sd
-
     if not isinstance(name, str) or not name.strip():
         raise ModelError("no base model given", hint="set base_model (e.g. --base-model synthetic:tiny)")
     if synthetic_sd.is_synthetic(name):
@@ -82,8 +81,6 @@ def kind_of(name: str) -> str:
 
 def load_base_model(name: str) -> BaseModel:
     """Load the model `name` names; ModelError with a one-line reason and a hint on any failure."""
-    from loradeck.trainer.train import model_family
-
     kind = kind_of(name)
     if kind == "synthetic":
         from loradeck.trainer.train import synthetic_sd
@@ -182,6 +179,5 @@ def vae_identity(vae) -> str:
 
 def base_model_version(model: BaseModel) -> str:
     """kohya's ss_base_model_version (an SD1.x v-prediction model noted as kohya does for SD2)."""
-    if model.family == "sdxl":
-        return "sdxl_base_v1-0"
-    return "sd_v1" if model.prediction_type == "epsilon" else "sd_v1_v"
+    version = model_family.BASE_MODEL_VERSION[model.family]
+    return version + "_v" if model.family == model_family.SD1 and model.prediction_type != "epsilon" else version

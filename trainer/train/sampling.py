@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from loradeck.trainer.atomic import atomic_write_bytes
+
 
 def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence, negative_embeds,
                   resolution: int, steps: int, guidance: float, seed: int, device, dtype,
@@ -66,8 +68,6 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
 def save_image(image, path: Path) -> Path:
     """Write a PNG atomically (a monitor may be displaying the folder)."""
     import io
-
-    from loradeck.trainer.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from loradeck.trainer.dataset.prep import MANIFEST_NAME
+
 
 class SdxlText:
     """Encodes captions with both tokenizers/encoders: returns (prompt_embeds, pooled)."""
@@ -40,8 +42,6 @@ class SdxlText:
 
 def micro_conditioning(project_dir: str | Path) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
     """dataset file name -> ((original w, h), (crop left, top)) from prep's manifest (what it has)."""
-    from loradeck.trainer.dataset.prep import MANIFEST_NAME
-
     path = Path(project_dir) / ".loradeck" / MANIFEST_NAME
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
+from loradeck.trainer.train import synthetic_sd
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -116,8 +117,6 @@ def prediction_type(path: Path, metadata: dict[str, str]) -> str:
 def tokenizer_for(vocab_size: int):
     from transformers import CLIPTokenizer
 
-    from loradeck.trainer.train import synthetic_sd
-
     if vocab_size == len(synthetic_sd.VOCAB):
         import tempfile
 
@@ -144,8 +143,6 @@ def load(path: Path) -> dict[str, Any]:
         convert_ldm_vae_checkpoint,
     )
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from loradeck.trainer.train import synthetic_sd
 
     ckpt, metadata = read_state_dict(path)
     if not any(k.startswith(UNET) for k in ckpt) or not any(k.startswith(VAE) for k in ckpt):
@@ -244,8 +241,6 @@ def load_sdxl(path: Path) -> dict[str, Any]:
         convert_open_clip_checkpoint,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from loradeck.trainer.train import synthetic_sd
 
     ckpt, metadata = read_state_dict(path)
     try:

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.errors import ModelError
+
 KINDS = ("tiny", "sd15", "sdxl-tiny", "sdxl")
 SDXL_KINDS = ("sdxl-tiny", "sdxl")
 PREFIX = "synthetic:"
@@ -38,8 +40,6 @@ def is_synthetic(name: str) -> bool:
 
 def kind_of(name: str) -> str:
     """`synthetic:tiny` -> `tiny`; ModelError for an unknown kind."""
-    from loradeck.trainer.errors import ModelError
-
     kind = name[len(PREFIX):]
     if kind not in KINDS:
         raise ModelError(f"unknown synthetic model {name!r}", 

@@ -23,9 +23,9 @@ from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.config.resolve import resolve
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset.project import Project, dataset_images
-from loradeck.trainer.dataset.repeat_folders import image_repeats, weighted_count
+from loradeck.trainer.dataset.repeat_folders import image_repeats
 from loradeck.trainer.errors import ConfigError, LoradeckError
-from loradeck.trainer.train import optional_packages
+from loradeck.trainer.train import optional_packages, step_count
 from loradeck.trainer.train.sample_prompts import suggest
 from loradeck.tui import navigation, run_actions, train_form_memory
 from loradeck.tui.form_hints import form_hint
@@ -57,19 +57,20 @@ def split_problems(error: ConfigError) -> tuple[dict[str, str], list[str]]:
     return by_field, other
 
 
-def step_summary(cfg: TrainConfig, n_images: int, weighted: int | None = None) -> str:
-    """`240 steps: 12 images × 2 repeats ÷ batch 1 = 24 steps/epoch × 10 epochs`. `weighted` counts
-    each image as often as its kohya import folder says (loradeck.trainer.dataset.repeat_folders); default n_images."""
-    weighted = n_images if weighted is None else weighted
-    total = cfg.total_steps(weighted)
+def step_summary(cfg: TrainConfig, sizes: dict[str, tuple[int, int]], repeats: dict[str, int] | None = None) -> str:
+    """`240 steps: 12 images × 2 repeats ÷ batch 1 = 24 steps/epoch × 10 epochs`, counted by the trainer's
+    own formula (loradeck.trainer.train.step_count: per bucket, partial batches) over the images' `sizes`;
+    `repeats` are the kohya import folder repeats by stem (loradeck.trainer.dataset.repeat_folders)."""
+    count = step_count.count(cfg, sizes, repeats)
+    n_images, weighted = count.images, count.weighted_images
     if cfg.max_train_steps:
-        return f"{total} steps (fixed); {n_images} images in dataset/"
+        return f"{count.total_steps} steps (fixed); {n_images} images in dataset/"
     if not n_images:
         return "0 steps: dataset/ has no prepared images (run prep first)"
-    per_epoch = cfg.steps_per_epoch(weighted)
     images = f"{n_images} images" + (f" ({weighted} with folder repeats)" if weighted != n_images else "")
-    return (f"{total} steps: {images} × {cfg.repeats} repeats ÷ batch {cfg.effective_batch()}"
-            f" = {per_epoch} steps/epoch × {cfg.max_train_epochs} epochs")
+    buckets = f" in {count.buckets} buckets" if count.buckets > 1 and cfg.batch_size > 1 else ""
+    return (f"{count.total_steps} steps: {images} × {cfg.repeats} repeats ÷ batch {cfg.effective_batch()}{buckets}"
+            f" = {count.steps_per_epoch} steps/epoch × {cfg.max_train_epochs} epochs")
 
 
 class TrainFormScreen(ShowsWorkerErrors, Screen):
@@ -109,7 +110,9 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.project = project
         self.base = TrainConfig()
         self.base_problem: str | None = None
-        self.n_images = self.n_weighted = 0
+        self.n_images = 0
+        self.sizes: dict[str, tuple[int, int]] = {}  # the dataset's images and their buckets, for the step count
+        self.image_repeats: dict[str, int] = {}
         self.config: TrainConfig | None = None  # the valid config the form shows, else None
         self.errors: dict[str, str] = {}
         self.launched_run: str | None = None
@@ -161,12 +164,15 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         else:
             yield Input(id=f"f-{f.name}", tooltip=tip)
 
+    def _read_dataset(self) -> None:
+        self.n_images = len(dataset_images(self.project))
+        self.sizes = step_count.dataset_sizes(self.project)
+        self.image_repeats = image_repeats(self.project)
+
     def on_mount(self) -> None:
         self.title = f"{self.project.name} · train"
         self.query_one("#slurm", Checkbox).display = run_actions.slurm_available()
-        images = dataset_images(self.project)
-        self.n_images = len(images)
-        self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
+        self._read_dataset()
         try:
             from loradeck.trainer.config.resolve import resolve
 
@@ -337,7 +343,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
                 self.query_one(target).set_class(f.name in errors, "bad")
         self._set("problems", "\n".join(other))
         if cfg is not None:
-            summary = step_summary(cfg, self.n_images, self.n_weighted)
+            summary = step_summary(cfg, self.sizes, self.image_repeats)
             for note in notes:
                 summary = Text.assemble(summary, ("\n⚠ " + note, "yellow not bold"))
             self._set("steps", summary)
@@ -487,9 +493,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
 
     @on(PreflightPanel.Prepped)
     def _reprepped(self, message: PreflightPanel.Prepped) -> None:
-        images = dataset_images(self.project)
-        self.n_images = len(images)
-        self.n_weighted = weighted_count((p.stem for p in images), image_repeats(self.project))
+        self._read_dataset()
         self._show_head()
         self.validate_form()
         if message.status == "completed":
