@@ -8,7 +8,8 @@ from textual.widgets import DataTable
 from textual.widgets._toast import Toast
 
 from loradeck.tui.widgets.image_list import ImageList
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 def screen_lines(app) -> list[str]:
@@ -21,7 +22,7 @@ def footer_line(app) -> str:
 
 async def dataset_ready(pilot):
     screen = await wait_screen(pilot, "DatasetScreen")
-    await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12, what="listing")
+    await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12, message="listing")
     await pilot.pause()
     return screen
 
@@ -84,12 +85,13 @@ async def test_dataset_summary_wraps_whole_and_notifications_stay_off_it(root, d
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         screen = await dataset_ready(pilot)
         summary = screen.query_one("#dataset-summary")
-        await wait_until(pilot, lambda: "trigger:" in str(summary.render()), what="summary")
+        await wait_until_async(pilot, lambda: "trigger:" in str(summary.render()), message="summary")
         await pilot.pause()
         text = " ".join(line.strip() for line in screen_lines(app)[summary.region.y:summary.region.bottom])
         assert "ignored ext" in text and "a rather long trigger phrase, in style" in text, text
         screen.notify("a notification that must not hide the summary", timeout=30)
-        await wait_until(pilot, lambda: any(t.region.height for t in app.screen.query(Toast)), what="toast shown")
+        await wait_until_async(pilot, lambda: any(t.region.height for t in app.screen.query(Toast)),
+                               message="toast shown")
         for toast in app.screen.query(Toast):
             assert not toast.region.overlaps(summary.region)
             assert not toast.region.overlaps(screen.query_one("Footer").region)
@@ -100,4 +102,4 @@ async def test_the_empty_projects_screen_says_how_to_create_one(root):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         hint = screen.query_one("#projects-hint")
-        await wait_until(pilot, lambda: "Press n" in str(hint.render()), what="the empty-root hint")
+        await wait_until_async(pilot, lambda: "Press n" in str(hint.render()), message="the empty-root hint")
