@@ -14,6 +14,7 @@ Options the launching test sets in the environment (children inherit it):
   FAKE_EXIT_SECONDS  stay alive this long after reporting `stopped` (a real trainer still tears down)
 
 Tests use it through `use_fake_trainer(monkeypatch)`, which makes loradeck.trainer.runs.lifecycle launch it.
+`lookalike_trainer` is the other kind of fake: a process that only looks like a run's trainer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -32,6 +34,7 @@ from loradeck.trainer.events import EventWriter
 from loradeck.trainer.runs.files import RunFiles, write_status
 
 MODULE = "tests.fake_trainer"
+TRAINER_MODULE = "loradeck.trainer.train.process"  # what the engine looks for on a trainer's command line
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,6 +55,15 @@ def children_can_import_tests(monkeypatch) -> None:
     """Let child processes run `-m tests.…`: they start in their run folder and loradeck installs without tests/,
     so PYTHONPATH names this checkout (children inherit our environment)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+
+def lookalike_trainer(run_dir, *, seconds: float = 60, ignore_sigterm: bool = False, module: str = TRAINER_MODULE,
+                      **popen) -> subprocess.Popen:
+    """A process the engine takes for the trainer of `run_dir` (its command line names the trainer module and the
+    run) that only sleeps, for tests that write the run's files themselves; `ignore_sigterm`: a hung trainer."""
+    code = "import signal, time; "
+    code += "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_sigterm else ""
+    return subprocess.Popen([sys.executable, "-c", code + f"time.sleep({seconds})", module, str(run_dir)], **popen)
 
 
 def command(run_dir, *, resume: bool = False, steps: int | None = None, step_seconds: float | None = None,

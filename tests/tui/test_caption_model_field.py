@@ -3,6 +3,7 @@ while the model loads that is prompt and reads as stopped."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -71,7 +72,9 @@ async def test_cancel_while_the_model_loads_is_prompt_and_reads_stopped(root, de
             await pilot.press("enter")
             label = screen.query_one("#task-label")
             await wait_until_async(pilot, lambda: "loading" in str(label.render()), timeout=60, message="model loading")
-            await pilot.pause(1.0)
+            # Into the load: the caption process is waiting on the silent hub (a connection is pending on it).
+            await wait_until_async(pilot, lambda: select.select([silent], [], [], 0)[0], timeout=60,
+                                   message="a request to the silent hub")
             await pilot.press("x")
             pressed = time.monotonic()
             await wait_until_async(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,

@@ -270,15 +270,14 @@ async def test_help_key_stays_in_the_footer_at_80_columns_even_while_a_task_runs
         assert "f1 Help" in idle and "t Train" in idle and "p Prep" in idle
         screen.task_name = "caption"  # as while captioning runs
         screen.refresh_bindings()
-        await pilot.pause(0.2)
-        busy = _footer_line(screen)
+        busy = await wait_until_async(pilot, lambda: "x Cancel" in (line := _footer_line(screen)) and line,
+                                      message="the footer of a running task")
         assert "x Cancel" in busy and "f1 Help" in busy and "p Prep" not in busy
         screen.task_name = None
         screen.refresh_bindings()
         await pilot.press("enter")
         editor = await wait_screen(pilot, "CaptionEditorScreen")
-        await pilot.pause(0.2)
-        assert "f1 Help" in _footer_line(editor)
+        await wait_until_async(pilot, lambda: "f1 Help" in _footer_line(editor), message="the editor's footer")
 
 
 async def test_caption_action_offers_wd14_tags_which_fill_missing_captions(root, demo):

@@ -37,8 +37,8 @@ async def test_dataset_footer_fits_with_back_and_palette_and_the_rest_is_in_help
         # While a task runs, Cancel takes the room of Prep and Caption, and everything still fits.
         screen.task_name = "caption"
         screen.refresh_bindings()
-        await pilot.pause(0.2)
-        footer = footer_line(app)
+        footer = await wait_until_async(pilot, lambda: "x Cancel" in (line := footer_line(app)) and line,
+                                        message="the footer of a running task")
         assert "x Cancel" in footer and "f1 Help" in footer and "^p palette" in footer, footer
         assert "c Caption" not in footer
         screen.task_name = None
@@ -70,9 +70,9 @@ async def test_the_editor_opens_at_the_start_of_a_long_caption(root, demo):
         await dataset_ready(pilot)
         await pilot.press("enter")
         editor = await wait_screen(pilot, "CaptionEditorScreen")
-        await pilot.pause(0.3)
+        await wait_until_async(pilot, lambda: any("zxq style, tag number 0" in line for line in screen_lines(app)),
+                               message="the trigger on screen")
         assert editor.area.scroll_offset.y == 0
-        assert any("zxq style, tag number 0" in line for line in screen_lines(app))  # the trigger is on screen
         assert editor.area.cursor_location == editor.area.document.end  # typing still adds at the end
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 
 import pytest
 from PIL import Image
@@ -21,17 +18,18 @@ from tui_runs_helpers import (
     write_events,
 )
 
+from loradeck.trainer.events import read_all
 from loradeck.tui.screens.monitor import MonitorScreen
-from tests.waiting import wait_until_async
 from loradeck.tui.widgets.charts import LossChart, VramChart
+from tests.waiting import wait_until, wait_until_async
+from tests.fake_trainer import lookalike_trainer
 
 
 @pytest.fixture
 def live_process(project):
     """A process that looks like a trainer of runs/live to the engine (its command line names the run)."""
     run_dir = project.run_dir("live")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "loradeck.trainer.train.process",
-                             str(run_dir)])
+    proc = lookalike_trainer(run_dir)
     yield proc.pid
     proc.kill()
     proc.wait()
@@ -143,15 +141,15 @@ async def test_an_unknown_run_is_named_in_the_error(project):
     make_run(project, "20260101-000000-aaaa", [run_started("a")], state="stopped")
     app = monitor_app(project, "nope")
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.2)
-        assert "no run 'nope' in project 'cats'" in text_of(app.screen.query_one("#finished", Static))
+        await wait_until_async(pilot, lambda: "no run 'nope' in project 'cats'"
+                               in text_of(app.screen.query_one("#finished", Static)), message="the missing run's note")
 
 
 async def test_a_project_without_runs_says_how_to_start_one(project):
     app = monitor_app(project)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.2)
-        assert "has no runs yet" in text_of(app.screen.query_one("#finished", Static))
+        await wait_until_async(pilot, lambda: "has no runs yet" in text_of(app.screen.query_one("#finished", Static)),
+                               message="the no-runs note")
 
 
 async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
@@ -174,9 +172,11 @@ async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
                                timeout=30, message="resumed and stepping")
         # the history before the stop is still on the graph
         assert screen.query_one(LossChart).traces[0].xs[0] == 1
-    # closing the TUI leaves the run going
-    time.sleep(0.5)
-    assert runs.run_state(files) == "running"
+    # closing the TUI leaves the run going: it keeps stepping
+    closed_at = screen.view.step
+    wait_until(lambda: runs.run_state(files) == "running" and max(
+        (e["step"] for e in read_all(files.events) if e["type"] == "step"), default=0) > closed_at, 30,
+        message="the run to keep stepping after the TUI closed")
     assert runs.stop(files)["state"] == "stopped"
 
 

@@ -39,8 +39,10 @@ async def test_the_monitor_says_stopping_at_once_and_a_second_press_force_stops(
         await wait_until_async(pilot, lambda: screen.view is not None and screen.view.state == "running", timeout=30,
                                message="the run to start")
         await pilot.press("s", "y")
-        await pilot.pause(0.2)
-        assert "stopping (finishing step 1)" in text_of(screen.query_one("#status", Static))
+        # At once: well before the 30 s step ends.
+        await wait_until_async(pilot,
+                               lambda: "stopping (finishing step 1)" in text_of(screen.query_one("#status", Static)),
+                               timeout=5, message="the monitor to say stopping")
         assert "s again: force-stop" in text_of(screen.query_one("#finished", Static))
         assert runs.run_state(slow_run) == "running"  # still finishing its 30 s step
         await pilot.press("s")
@@ -63,8 +65,9 @@ async def test_the_runs_screen_says_stopping_at_once_and_offers_force_stop(train
                                and screen.rows[slow_run.run_id].state == "running",
                                timeout=30, message="the running row")
         await pilot.press("s", "y")
-        await pilot.pause(0.2)
-        assert str(table.get_cell(slow_run.run_id, "state")) == "stopping"
+        # At once: well before the 30 s step ends.
+        await wait_until_async(pilot, lambda: str(table.get_cell(slow_run.run_id, "state")) == "stopping", timeout=5,
+                               message="the row to say stopping")
         detail = text_of(screen.query_one("#runs-detail", Static))
         assert "stopping (finishing step 1)" in detail and "s again: force-stop" in detail
         await pilot.pause(0.6)  # refreshes while the stop waits keep saying so
@@ -140,8 +143,8 @@ async def test_the_monitor_names_form_fields_in_an_error_hint_not_cli_flags(proj
         screen = app.screen
         await wait_until_async(pilot, lambda: screen.view is not None and screen.view.state == "failed",
                                message="the view")
-        await pilot.pause(0.1)
-        alerts = text_of(screen.query_one("#alerts", Static))
+        alerts = await wait_until_async(pilot, lambda: text_of(screen.query_one("#alerts", Static)),
+                                        message="the alerts")
         assert "--" not in alerts
         assert "“Gradient checkpointing”" in alerts and "“Optimizer” adamw8bit" in alerts
 

@@ -45,5 +45,4 @@ async def test_the_form_shows_the_estimate_of_the_last_knobs_after_a_burst_of_ed
         assert line.result["config"]["resolution"] == 64
         assert text_of(line).startswith("GPU memory ≈ ") and text_of(line).endswith("no GPU here")
         screen.query_one("#f-rank", Input).value = "x"  # a problem: no estimate
-        await pilot.pause(0.2)
         await wait_until_async(pilot, lambda: "fix the problems" in text_of(line), message="the estimate to clear")
