@@ -205,7 +205,7 @@ def test_two_users_share_one_queue_folder_in_order_and_cannot_remove_each_others
         other = subprocess.Popen(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
              "import os, sys, time, json; sys.path.insert(0, sys.argv[1]);"
-             "from trainer import run_queue as q; from pathlib import Path;"
+             "from loradeck.trainer.runs import queue as q; from pathlib import Path;"
              "t = Path(sys.argv[2]) / 'waiting' / f'{time.time_ns():020d}-other.json';"
              "q._write(t, {'run_dir': '/nonexistent', 'project': 'theirs', 'run_id': 'r1', 'user': 'nobody',"
              " 'uid': os.getuid(), 'host': q._host(), 'enqueued': time.time(), 'gpu': None, 'need': 1,"
