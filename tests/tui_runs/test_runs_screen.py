@@ -136,9 +136,9 @@ async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_run
         await pilot.press("enter", "enter", "enter")
         # the crafted config names no output_name: published under the project's name, with the step
         published = tmp_path / "loras" / f"{four_runs.name}-step4.safetensors"
-        await wait_until_async(pilot, published.exists,
-                               timeout=180, message="the checkpoint published")  # a torch load check in a subprocess
-        assert published.with_suffix(".json").exists()
+        # Both files: the LoRA is written before its sidecar. A torch load check runs in a subprocess first.
+        await wait_until_async(pilot, lambda: published.exists() and published.with_suffix(".json").exists(),
+                               timeout=180, message="the checkpoint published with its .json")
 
 
 async def test_every_column_fits_80_columns_lora_name_included(four_runs):
