@@ -59,7 +59,8 @@ async def test_the_form_shows_the_preflight_for_its_values_and_re_preps_at_its_r
         assert "larger than the 64 px resolution" in lines
         assert "loradeck" not in lines  # the form offers a key, not a CLI command
         assert str(panel.query_one("#reprep", Button).label) == "Re-prep at 64 px (f8)"
-        assert "Re-prep at 64 px (f8)" in "\n".join(screen_lines(screen))  # visible at 80x24
+        await wait_until_async(pilot, lambda: "Re-prep at 64 px (f8)" in "\n".join(screen_lines(screen)),
+                               message="the re-prep button drawn, visible at 80x24")
         await pilot.press("f3", "f8")  # from the prompts box too (it binds f5-f7 itself)
         assert screen.query_one("#launch", Button).disabled  # not while the dataset is rewritten
         await wait_until_async(pilot, lambda: not panel.busy and panel.report is not None and panel.offer is None,
