@@ -4,6 +4,7 @@ model that is not on this machine is refused, and a stop while a model loads."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ from loradeck.trainer.captions.blip_captioning import CaptionOptions, caption_pr
 from loradeck.trainer.captions.blip_model import DEFAULT_MODEL, synthetic_model_path
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.events import parse_line
+from tests.waiting import wait_until
 
 from .helpers import TINY
 
@@ -120,7 +122,8 @@ def test_sigterm_while_the_model_loads_stops_at_once_as_stopped(make_project, ro
             events.append(parse_line(line))
             if "loading" in str(events[-1].get("message", "")):
                 break
-        time.sleep(1.0)  # into the load (torch import, then the silent hub)
+        # Into the load: the process is waiting on the silent hub (a connection is pending on it).
+        wait_until(lambda: select.select([silent], [], [], 0)[0], 60, message="a request to the silent hub")
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         rest, err = proc.communicate(timeout=60)

@@ -10,9 +10,7 @@ import pytest
 from PIL import Image
 
 from loradeck.trainer.dataset.project import create_project
-from loradeck.trainer.runs import lifecycle as runs
-
-FAKE_TRAINER = "tests.runs.fake_trainer"
+from tests.fake_trainer import use_fake_trainer
 
 
 def write_images(dataset: Path, n: int = 3, size: int = 64) -> None:
@@ -38,10 +36,8 @@ def project(root):
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    """Launch tests.runs.fake_trainer instead of loradeck.trainer.train.process (same contract, no torch)."""
-    monkeypatch.setattr(runs, "TRAIN_MODULE", FAKE_TRAINER)
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.05")
-    return FAKE_TRAINER
+    """Launch tests.fake_trainer instead of loradeck.trainer.train.process (same contract, no torch)."""
+    return use_fake_trainer(monkeypatch, step_seconds=0.05)
 
 
 @pytest.fixture

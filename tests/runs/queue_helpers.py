@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 from loradeck.trainer import cli
@@ -63,13 +62,3 @@ def call_json(capsys, *args: str) -> dict:
     data = json.loads(out.strip().splitlines()[-1])
     data["_code"], data["_stderr"] = code, err
     return data
-
-
-def wait_for(predicate, timeout: float, poll: float = 0.1, what: str = "condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -12,7 +12,8 @@ from loradeck.trainer.dataset.project import create_project
 from loradeck.trainer.runs import lifecycle as runs
 from tests.conftest import REPO
 from tests.runs.conftest import write_images
-from tests.runs.test_process import wait_for
+from tests.waiting import wait_until
+from tests.fake_trainer import use_fake_trainer
 
 
 def suggested(text: str) -> list[list[str]]:
@@ -49,14 +50,13 @@ def test_hints_for_a_project_with_a_space_in_its_name_are_copy_pasteable(root, c
 
 
 def test_detached_train_prints_complete_watch_and_stop_commands(root, monkeypatch, capsys):
-    monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.fake_trainer")
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.01")
+    use_fake_trainer(monkeypatch, step_seconds=0.01)
     project = create_project("qa cats", root, base_model="synthetic:tiny")
     write_images(project.dataset)
     assert cli_main(["train", "qa cats", "--steps", "3", "--resolution", "64", "--detach"]) == 0
     out = capsys.readouterr().out
     files = runs.latest_run(project)
-    wait_for(lambda: runs.run_state(files) == "completed")
+    wait_until(lambda: runs.run_state(files) == "completed")
     assert ["loradeck", "monitor", "qa cats", files.run_id] in suggested(out)
     assert ["loradeck", "stop", "qa cats", files.run_id] in suggested(out)
 

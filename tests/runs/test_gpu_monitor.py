@@ -13,6 +13,8 @@ import pytest
 
 from loradeck.trainer.events import EventWriter, read_all
 from loradeck.trainer.gpu import monitor as gpu_monitor
+from tests.waiting import wait_until
+from tests.fake_trainer import lookalike_trainer
 
 GiB = 1024 ** 3
 
@@ -165,12 +167,15 @@ def test_process_missing_from_nvml_list_is_none_with_the_reason(nvml):
 def test_sampler_emits_about_every_interval_and_caches_slow_fields(nvml):
     mod = nvml(device(), device(name="NVIDIA A10", uuid="GPU-bbbb", procs=[]))
     events, emit = collect()
+    started = time.monotonic()
     sampler = gpu_monitor.start_sampler(emit, interval=0.05)
-    time.sleep(0.4)
+    wait_until(lambda: sum(e["index"] == 1 for e in events) >= 3, 10, message="three samples of both GPUs")
     sampler.stop()
+    elapsed = time.monotonic() - started
     assert not sampler.running and mod.calls["shutdown"] == 1
     by_index = {0: [e for e in events if e["index"] == 0], 1: [e for e in events if e["index"] == 1]}
-    assert 3 <= len(by_index[0]) <= 12 and len(by_index[0]) == len(by_index[1]) == sampler.samples
+    assert len(by_index[0]) == len(by_index[1]) == sampler.samples
+    assert len(by_index[0]) <= elapsed / 0.05 + 2  # about every interval, never faster
     assert by_index[0][0]["proc_mem"] == 3 * GiB and by_index[1][0]["proc_mem"] is None
     assert by_index[1][0]["name"] == "NVIDIA A10"
     assert mod.calls["name"] == 2  # the name is read once per device, not per sample
@@ -187,7 +192,7 @@ def test_sampler_counts_the_processes_of_its_process_group(nvml):
         nvml(device(procs=[(os.getpid(), 1 * GiB), (child.pid, 2 * GiB), (123456789, 4 * GiB)]))
         events, emit = collect()
         sampler = gpu_monitor.start_sampler(emit, interval=0.05)
-        time.sleep(0.12)
+        wait_until(lambda: events, 10, message="a first sample")
         sampler.stop()
         assert events[0]["proc_mem"] == 3 * GiB  # ours + our rank's, not the stranger's
     finally:
@@ -213,30 +218,25 @@ def test_a_failing_writer_never_kills_the_sampler(nvml):
         calls.append(1)
         raise OSError("No space left on device")
     sampler = gpu_monitor.start_sampler(emit, interval=0.02)
-    time.sleep(0.15)
+    wait_until(lambda: len(calls) >= 3, 10, message="three failed writes")
     assert sampler.running
     sampler.stop()
-    assert len(calls) >= 3
 
 
 def test_proc_mem_counts_the_other_ranks_of_the_run_in_their_own_sessions(tmp_path):
     """torch's launcher starts each rank in a new session: they are found by the run they train."""
-    import subprocess
     from pathlib import Path
 
     def rank(run_dir, cwd=None):
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "loradeck.trainer.train.process",
-                                 str(run_dir)], start_new_session=True, cwd=cwd)
+        return lookalike_trainer(run_dir, start_new_session=True, cwd=cwd)
 
     (tmp_path / "run").mkdir()
     # the sibling names the same folder relative to its own working folder
     ours, sibling, other = rank(tmp_path / "run"), rank("run", cwd=tmp_path), rank(tmp_path / "other")
     try:
-        deadline = time.monotonic() + 10
-        for p in (ours, sibling, other):  # until each has exec'd into its own command line
-            while b"loradeck.trainer.train.process" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+        wait_until(lambda: all(b"loradeck.trainer.train.process" in Path(f"/proc/{p.pid}/cmdline").read_bytes()
+                               for p in (ours, sibling, other)), 10, interval=0.01,
+                   message="each to exec into its own command line")
         pids = gpu_monitor._GroupPids(ours.pid)
         assert ours.pid in pids and sibling.pid in pids
         assert other.pid not in pids and os.getpid() not in pids

@@ -17,7 +17,8 @@ from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.gpu import processes as gpu_processes
 from loradeck.trainer.gpu import run_memory
 from loradeck.trainer.runs import lifecycle as runs
-from tests.runs.queue_helpers import GiB, ScriptedNvml, call, call_json, load_fake_pynvml, wait_for
+from tests.runs.queue_helpers import GiB, ScriptedNvml, call, call_json, load_fake_pynvml
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_train_gpu_auto_gives_the_trainer_that_gpu_and_a_full_gpu_is_refused_bef
     data = call_json(capsys, "train", "toy", "--resolution", "64", "--steps", "3", "--gpu", "auto", "--detach")
     reap(data["pid"])
     files = runs.RunFiles(Path(data["run_dir"]))
-    wait_for(lambda: runs.run_state(files) == "completed", 20)
+    wait_until(lambda: runs.run_state(files) == "completed", 20)
     assert "CUDA_VISIBLE_DEVICES=GPU-free" in files.log.read_text()
     assert os.environ.get("CUDA_VISIBLE_DEVICES") is None  # only the child got it
     before = sorted(project.runs.iterdir())

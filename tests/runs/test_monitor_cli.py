@@ -14,7 +14,8 @@ from loradeck.trainer.dataset.project import create_project
 from loradeck.trainer.runs import lifecycle as runs
 from tests.conftest import REPO
 from tests.runs.conftest import write_images
-from tests.runs.test_process import steps_of, wait_for
+from tests.runs.test_process import steps_of
+from tests.waiting import wait_until
 
 
 def cpu_seconds(pid: int) -> float:
@@ -37,7 +38,7 @@ def test_monitor_without_a_terminal_prints_plain_lines_stays_idle_and_exits_with
     write_images(project.dataset)
     files = runs.create_run(project, {"max_train_steps": 500, "resolution": 64})
     reap(runs.start(files))
-    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    wait_until(lambda: runs.run_state(files) == "running" and steps_of(files))
     env = dict(os.environ, PYTHONPATH=str(REPO), LORADECK_ROOT=str(root))
     monitor = subprocess.Popen([sys.executable, "-m", "loradeck.tui", "monitor", "qa cats", files.run_id],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -46,7 +47,7 @@ def test_monitor_without_a_terminal_prints_plain_lines_stays_idle_and_exits_with
     reader = threading.Thread(target=lambda: lines.extend(monitor.stdout), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any(line.startswith("step ") for line in lines), timeout=60)
+        wait_until(lambda: any(line.startswith("step ") for line in lines), timeout=60)
         before, t0 = cpu_seconds(monitor.pid), time.monotonic()
         time.sleep(3.0)
         used, wall = cpu_seconds(monitor.pid) - before, time.monotonic() - t0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import read_all
 from loradeck.trainer.runs import lifecycle as runs
 from tests.runs.test_gpu_monitor import device, fake_pynvml
+from tests.waiting import wait_until
 
 
 def test_one_gpu_is_a_plain_python_process(tmp_path):
@@ -55,11 +55,11 @@ def test_accelerate_launch_on_cpu_runs_the_trainer_and_stop_signals_the_ranks(pr
            "-m", fake_trainer, str(files.dir)]
     proc = runs.launch(files, command=cmd, gpus=2)  # recorded as a multi-GPU launch
     reap(proc.pid)
-    t0 = time.monotonic()
-    while runs.run_state(files) != "running" or not any(e["type"] == "step" for e in read_all(files.events)):
-        assert time.monotonic() - t0 < 60, files.log.read_text()
+    def stepping():
         assert proc.poll() is None, files.log.read_text()
-        time.sleep(0.1)
+        return runs.run_state(files) == "running" and any(e["type"] == "step" for e in read_all(files.events))
+
+    wait_until(stepping, 60, interval=0.1, message="the rank's first step", describe=files.log.read_text)
     # The trainer is accelerate's child: the stop goes to it (the rank), not to the launcher,
     # which exits cleanly once its rank has saved and stopped.
     [rank] = runs._trainer_ranks(files)
@@ -118,11 +118,11 @@ def _torchrun(files, *, resume: bool = False) -> list[str]:
 
 
 def _wait_for_step(files, proc, step: int) -> None:
-    t0 = time.monotonic()
-    while not any(e["type"] == "step" and e["step"] >= step for e in read_all(files.events)):
-        assert time.monotonic() - t0 < 120, files.log.read_text()[-3000:]
+    def reached():
         assert proc.poll() is None, files.log.read_text()[-3000:]
-        time.sleep(0.1)
+        return any(e["type"] == "step" and e["step"] >= step for e in read_all(files.events))
+
+    wait_until(reached, 120, interval=0.1, message=f"step {step}", describe=lambda: files.log.read_text()[-3000:])
 
 
 def test_two_real_ranks_split_the_data_agree_on_a_stop_and_resume_to_the_end(project, reap, monkeypatch):

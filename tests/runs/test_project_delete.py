@@ -13,7 +13,8 @@ from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs import live as live_runs
 from loradeck.trainer.runs.live import delete_project
 from tests.runs.conftest import write_images
-from tests.runs.test_process import steps_of, wait_for
+from tests.runs.test_process import steps_of
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def qa_cats(root):
 def start_live_run(project, reap):
     files = runs.create_run(project, {"max_train_steps": 2000, "resolution": 64})
     reap(runs.start(files))
-    wait_for(lambda: runs.run_state(files) == "running" and steps_of(files))
+    wait_until(lambda: runs.run_state(files) == "running" and steps_of(files))
     return files
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,20 +13,11 @@ from loradeck.trainer import events as schema
 from loradeck.trainer.events import read_all
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--base-model", "synthetic:tiny", "--resolution", "64", "--mixed-precision", "no"]
-
-
-def wait_for(predicate, timeout, poll=0.1):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s")
 
 
 def test_train_detached_kill_9_then_resume_reaches_the_same_total(project, cli, root):
@@ -38,11 +28,11 @@ def test_train_detached_kill_9_then_resume_reaches_the_same_total(project, cli, 
     info = json.loads(started.stdout)
     pid, files = info["pid"], RunFiles(Path(info["run_dir"]))
     try:
-        checkpoint = wait_for(lambda: next((e for e in read_all(files.events) if e["type"] == "checkpoint"), None),
-                              timeout=180)
+        checkpoint = wait_until(lambda: next((e for e in read_all(files.events) if e["type"] == "checkpoint"), None),
+                                timeout=180)
     finally:
         os.killpg(pid, signal.SIGKILL)  # kill -9 the whole run, wherever it is
-    assert wait_for(lambda: runs.run_state(files) == "crashed", timeout=15)
+    assert wait_until(lambda: runs.run_state(files) == "crashed", timeout=15)
     listed = json.loads(cli("runs", "toy", "--json", root=root, check=True).stdout)
     assert listed["runs"][0]["state"] == "crashed"
 

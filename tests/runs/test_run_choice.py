@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import pytest
 
@@ -14,22 +13,14 @@ from loradeck.trainer.cli import main as cli_main
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.tui.launcher import main as loradeck_main
-
-
-def wait_for(predicate, timeout=30.0, poll=0.05):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s")
+from tests.fake_trainer import children_can_import_tests
+from tests.waiting import wait_until
 
 
 def running_run(project, reap, steps=400):
     files = runs.create_run(project, {"max_train_steps": steps, "resolution": 64})
     reap(runs.start(files))
-    wait_for(lambda: runs.run_state(files) == "running")
+    wait_until(lambda: runs.run_state(files) == "running")
     return files
 
 
@@ -110,6 +101,7 @@ def test_no_run_to_choose_is_a_clear_error(project, capsys):
 def unstartable(project, monkeypatch):
     """A run whose trainer module cannot be imported (a broken install), launched and gone."""
     monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.no_such_trainer_module")
+    children_can_import_tests(monkeypatch)  # so the error names the missing module, not `tests`
     files = runs.create_run(project, {"max_train_steps": 2, "resolution": 64})
     assert runs.launch(files).wait() != 0
     return files

@@ -1,7 +1,7 @@
 """The run queue on a shared box: queued runs start by themselves when the scripted NVML's free
 memory fits, first in first out across projects, one at a time without a GPU; cancel; a waiter
 killed with -9; two users sharing one queue folder. Waiters are real detached processes that read
-the fake NVML from a file (tests/runs/fake_nvml), trainers are tests.runs.fake_trainer."""
+the fake NVML from a file (tests/runs/fake_nvml), trainers are tests.fake_trainer."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs import queue as run_queue
 from loradeck.trainer.runs.files import RunFiles
 from tests.runs.conftest import write_images
-from tests.runs.queue_helpers import FAKE_NVML_DIR, GiB, ScriptedNvml, call, call_json, load_fake_pynvml, wait_for
+from tests.runs.queue_helpers import FAKE_NVML_DIR, GiB, ScriptedNvml, call, call_json, load_fake_pynvml
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--resolution", "64", "--steps", "6"]
@@ -86,12 +87,12 @@ def test_a_queued_run_waits_for_gpu_memory_and_starts_when_it_frees(project, gpu
     files = queue(capsys, "toy")
     info = runs.run_info(files)
     assert info.state == "queued" and info.queue["place"] == 1
-    wait_for(lambda: "free now" in (run_queue.describe(files)["waits_for"] or ""), 90, what="the head's reason")
+    wait_until(lambda: "free now" in (run_queue.describe(files)["waits_for"] or ""), 90, message="the head's reason")
     code, out, _ = call(capsys, "runs", "toy")
     assert "queued 1/1: waits for" in out and "GiB free on a GPU" in out
     assert state(files) == "queued"  # still: 256 MiB free is less than it needs
     gpus.set_used(0, 2 * GiB)
-    wait_for(lambda: state(files) == "completed", 30, what="the run to start and finish")
+    wait_until(lambda: state(files) == "completed", 30, message="the run to start and finish")
     log = files.log.read_text()
     assert "CUDA_VISIBLE_DEVICES=GPU-full-one" in log  # the child got the GPU it was placed on
     assert not list((Path(os.environ[run_queue.QUEUE_ENV]) / "waiting").iterdir())
@@ -105,11 +106,11 @@ def test_queued_runs_of_two_projects_start_first_in_first_out(project, second, g
     later = queue(capsys, "other", "--gpu", "1")
     assert run_queue.describe(later)["place"] == 2
     assert "1 queued run(s) ahead; first: toy/" in runs.run_info(later).message
-    wait_for(lambda: "free now" in (run_queue.describe(first)["waits_for"] or ""), 90, what="the head's look")
+    wait_until(lambda: "free now" in (run_queue.describe(first)["waits_for"] or ""), 90, message="the head's look")
     time.sleep(1.0)  # several looks of both waiters
     assert (state(first), state(later)) == ("queued", "queued")
     gpus.set_used(0, 0)
-    wait_for(lambda: state(first) == "completed" and state(later) == "completed", 40, what="both runs")
+    wait_until(lambda: state(first) == "completed" and state(later) == "completed", 40, message="both runs")
     assert first_time(later, "run_started") > first_time(first, "run_started")
 
 
@@ -142,9 +143,9 @@ def test_without_a_gpu_queued_runs_start_one_at_a_time_in_order(project, second,
     # Slow steps: queueing computes the run's estimate (seconds), the first must still run meanwhile.
     monkeypatch.setenv("FAKE_STEP_SECONDS", "4")
     first, later = queue(capsys, "toy"), queue(capsys, "other")
-    wait_for(lambda: state(first) == "running", 90, what="the first CPU run")
-    wait_for(lambda: "the CPU" in (run_queue.describe(later)["waits_for"] or ""), 90, what="the CPU reason")
-    wait_for(lambda: state(later) == "completed", 150, what="the second CPU run")
+    wait_until(lambda: state(first) == "running", 90, message="the first CPU run")
+    wait_until(lambda: "the CPU" in (run_queue.describe(later)["waits_for"] or ""), 90, message="the CPU reason")
+    wait_until(lambda: state(later) == "completed", 150, message="the second CPU run")
     assert first_time(later, "run_started") >= [e for e in read_all(first.events)
                                                 if e["type"] == "run_finished"][-1]["time"]
 
@@ -153,11 +154,11 @@ def test_cancel_takes_a_queued_run_out_and_its_waiter_ends(project, gpus, capsys
     gpus.gpu(total=24 * GiB, used=24 * GiB)
     files = queue(capsys, "toy")
     record = run_queue.read_queue_record(files)
-    waiter = wait_for(lambda: (json.loads(Path(record["ticket"]).read_text()).get("waiter") or {}).get("pid"), 5)
+    waiter = wait_until(lambda: (json.loads(Path(record["ticket"]).read_text()).get("waiter") or {}).get("pid"), 5)
     code, out, _ = call(capsys, "cancel", "toy", files.run_id)
     assert code == 0 and "cancelled" in out
     assert state(files) == "stopped" and not Path(record["ticket"]).exists()
-    wait_for(lambda: gone(waiter), 10, what="the waiter to exit")
+    wait_until(lambda: gone(waiter), 10, message="the waiter to exit")
     gpus.set_used(0, 0)
     assert state(files) == "stopped"
     # `stop` on a queued run cancels it too
@@ -170,20 +171,20 @@ def test_a_waiter_killed_with_sigkill_leaves_an_orphan_that_one_command_requeues
     gpus.gpu(total=24 * GiB, used=24 * GiB)
     orphan = queue(capsys, "toy")
     ticket = Path(run_queue.read_queue_record(orphan)["ticket"])
-    pid = wait_for(lambda: (json.loads(ticket.read_text()).get("waiter") or {}).get("pid"), 5)
+    pid = wait_until(lambda: (json.loads(ticket.read_text()).get("waiter") or {}).get("pid"), 5)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: run_queue.describe(orphan)["orphaned"], 10, what="the orphan to show")
+    wait_until(lambda: run_queue.describe(orphan)["orphaned"], 10, message="the orphan to show")
     info = runs.run_info(orphan)
     assert info.state == "queued" and "orphaned" in info.message and "loradeck requeue toy" in info.message
     # An orphan holds no place: the run queued after it starts when memory frees.
     behind = queue(capsys, "other")
     assert run_queue.describe(behind)["place"] == 1
     gpus.set_used(0, 0)
-    wait_for(lambda: state(behind) == "completed", 30, what="the run behind the orphan")
+    wait_until(lambda: state(behind) == "completed", 30, message="the run behind the orphan")
     assert state(orphan) == "queued"
     code, out, _ = call(capsys, "resume", "toy", orphan.run_id)  # resume of an orphan requeues it
     assert code == 0 and "queued run" in out
-    wait_for(lambda: state(orphan) == "completed", 30, what="the requeued run")
+    wait_until(lambda: state(orphan) == "completed", 30, message="the requeued run")
 
 
 def test_two_users_share_one_queue_folder_in_order_and_cannot_remove_each_others_tickets(
@@ -220,7 +221,7 @@ def test_two_users_share_one_queue_folder_in_order_and_cannot_remove_each_others
             ticket = Path(run_queue.read_queue_record(mine)["ticket"])
             assert stat.S_IMODE(ticket.stat().st_mode) == 0o644 and ticket.stat().st_gid == 65534
             # FIFO across users: theirs is older, so mine waits behind it although the GPU is free.
-            wait_for(lambda: run_queue.describe(mine)["place"] == 2, 5)
+            wait_until(lambda: run_queue.describe(mine)["place"] == 2, 5)
             assert "theirs/r1 (nobody)" in run_queue.describe(mine)["waits_for"]
             assert state(mine) == "queued"
             # The sticky folder: the other user cannot remove my ticket.
@@ -230,7 +231,7 @@ def test_two_users_share_one_queue_folder_in_order_and_cannot_remove_each_others
             assert rm.returncode != 0 and "PermissionError" in rm.stderr and ticket.exists()
             other.kill()  # their waiter gone: their ticket is an orphan and holds no place
             other.wait()
-            wait_for(lambda: state(mine) == "completed", 30, what="my run after theirs left")
+            wait_until(lambda: state(mine) == "completed", 30, message="my run after theirs left")
         finally:
             other.kill()
     finally:
@@ -252,8 +253,8 @@ def test_two_real_cpu_runs_queued_from_two_projects_finish_one_after_the_other(p
                   for name in ("toy", "other")]
         first, later = (RunFiles(Path(q["run_dir"])) for q in queued)
         assert [q["state"] for q in queued] == ["queued", "queued"]
-        wait_for(lambda: runs.run_state(later) in runs.FINISHED + ("crashed",), 400, poll=0.5,
-                 what="both real runs")
+        wait_until(lambda: runs.run_state(later) in runs.FINISHED + ("crashed",), 400, interval=0.5,
+                   message="both real runs")
         assert (runs.run_state(first), runs.run_state(later)) == ("completed", "completed")
         finished_first = [e for e in read_all(first.events) if e["type"] == "run_finished"][-1]["time"]
         assert first_time(later, "run_started") > finished_first
@@ -270,7 +271,7 @@ def test_resume_queue_continues_a_stopped_run_when_memory_frees(project, gpus, c
     monkeypatch.setenv("FAKE_STEP_SECONDS", "0.2")
     data = call_json(capsys, "train", "toy", "--resolution", "64", "--steps", "40", "--detach")
     files = RunFiles(Path(data["run_dir"]))
-    wait_for(lambda: runs.run_info(files).step >= 2, 20, what="a few steps")
+    wait_until(lambda: runs.run_info(files).step >= 2, 20, message="a few steps")
     assert call(capsys, "stop", "toy", files.run_id)[0] == 0
     stopped_at = runs.run_info(files).step
     assert runs.run_state(files) == "stopped" and stopped_at < 40
@@ -279,6 +280,6 @@ def test_resume_queue_continues_a_stopped_run_when_memory_frees(project, gpus, c
     resumed = call_json(capsys, "resume", "toy", files.run_id, "--queue")
     assert resumed["_code"] == 0 and resumed["state"] == "queued" and state(files) == "queued"
     gpus.set_used(0, 0)
-    wait_for(lambda: state(files) == "completed", 30, what="the resumed run")
+    wait_until(lambda: state(files) == "completed", 30, message="the resumed run")
     starts = [e for e in read_all(files.events) if e["type"] == "run_started"]
     assert len(starts) == 2 and starts[1]["resumed_from"] == stopped_at and runs.run_info(files).step == 40

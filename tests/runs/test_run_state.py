@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from loradeck.trainer.events import EventWriter
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import write_status
+from tests.waiting import wait_until
+from tests.fake_trainer import lookalike_trainer
 
 
 @pytest.fixture
@@ -30,8 +33,7 @@ def started(files):
 
 def trainer_like_process(files, reap):
     """A live process whose command line looks like this run's trainer (what pid checks look for)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", runs.TRAIN_MODULE,
-                             str(files.dir)], start_new_session=True)
+    proc = lookalike_trainer(files.dir, module=runs.TRAIN_MODULE, start_new_session=True)
     reap(proc.pid)
     return proc
 
@@ -112,7 +114,8 @@ def test_a_resumed_run_is_not_read_as_its_previous_stop(run, reap):
 
 def test_zombie_is_dead(run):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    time.sleep(0.5)  # exited, not yet reaped: a zombie
+    wait_until(lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 30,
+               message="the child to exit, not yet reaped (a zombie)")
     assert not runs.process_alive(proc.pid)
     proc.wait()
 
@@ -165,16 +168,18 @@ def test_a_hung_trainer_reads_crashed_but_blocks_resume_until_stopped(run, reap,
 
     monkeypatch.setattr(runs, "STALE_SECONDS", 0.5)
     # Alive, but silent for longer than STALE_SECONDS (deadlocked, say).
-    proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM,"
-                             " signal.SIG_IGN); time.sleep(60)", runs.TRAIN_MODULE, str(run.dir)],
-                            start_new_session=True)
+    proc = lookalike_trainer(run.dir, ignore_sigterm=True, module=runs.TRAIN_MODULE, start_new_session=True)
     reap(proc.pid)
     started(run)
-    time.sleep(0.2)
-    write_status(run, pid=proc.pid, state="running")  # its last heartbeat...
+    # Its last heartbeat, written once it runs (a heartbeat older than the process is not its own)...
+    wait_until(lambda: str(run.dir).encode() in Path(f"/proc/{proc.pid}/cmdline").read_bytes(), 10, interval=0.01,
+               message="the process to exec")
+    time.sleep(0.05)  # the heartbeat's clock reading must come after the process's start (1/100 s ticks)
+    write_status(run, pid=proc.pid, state="running")
     assert runs.run_state(run) == "running"
-    time.sleep(0.8)                                     # ...is now stale
-    assert runs.run_state(run) == "crashed" and runs.lingering_pid(run) == proc.pid
+    # ...goes stale after STALE_SECONDS of silence.
+    wait_until(lambda: runs.run_state(run) == "crashed", 10, message="the silent trainer to read crashed")
+    assert runs.lingering_pid(run) == proc.pid
     with pytest.raises(LoradeckError, match=f"pid {proc.pid}.* still alive"):
         runs.resume(run)
     report = runs.stop(run, timeout=0.5)  # it ignores SIGTERM: still there

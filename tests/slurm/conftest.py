@@ -18,6 +18,7 @@ from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.slurm import batch as slurm
 from tests.runs.conftest import project, write_images  # noqa: F401  (project: a fixture)
 from tests.slurm.local_cluster import LocalCluster, why_unavailable
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -53,20 +54,23 @@ def runs_json(cli, project) -> list[dict]:
     return json.loads(proc.stdout)["runs"]
 
 
-def wait_for(cli, project, run_id: str, predicate, timeout: float = 300.0, what: str = "") -> dict:
-    """Poll `loradeck runs --json` (as a user on a login node would) until `predicate(run)` holds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
+def wait_for_run(cli, project, run_id: str, predicate, timeout: float = 300.0, what: str = "") -> dict:
+    """Poll `loradeck runs --json` (as a user on a login node would) until `predicate(run)` holds; return the run."""
+    last: dict = {}
+
+    def matching_run():
         for run in runs_json(cli, project):
             if run["run_id"] == run_id:
-                last = run
-                if predicate(run):
-                    return run
-        time.sleep(1.0)
-    log = Path(project.runs / run_id / "train.log")
-    tail = log.read_text()[-3000:] if log.exists() else "(no train.log)"
-    raise AssertionError(f"timed out waiting for {what or 'the run'}; last seen: {last}\n{tail}")
+                last["run"] = run
+                return run if predicate(run) else None
+        return None
+
+    def last_seen() -> str:
+        log = Path(project.runs / run_id / "train.log")
+        tail = log.read_text()[-3000:] if log.exists() else "(no train.log)"
+        return f"last seen: {last.get('run')}\n{tail}"
+
+    return wait_until(matching_run, timeout, interval=1.0, message=what or "the run", describe=last_seen)
 
 
 def _tool(folder: Path, name: str, body: str) -> None:

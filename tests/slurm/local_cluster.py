@@ -7,13 +7,15 @@ scontrol, scancel) at it. Accounting is off (no slurmdbd), as on many small clus
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 DAEMONS = ("slurmctld", "slurmd", "munged")
 
@@ -88,23 +90,20 @@ class LocalCluster:
         env = {**os.environ, **self.env}
         subprocess.run([_daemon("slurmctld"), "-f", str(self.conf)], check=True, env=env)
         subprocess.run([_daemon("slurmd"), "-f", str(self.conf)], check=True, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env).stdout
-            if "idle" in out:
-                return self
-            time.sleep(0.5)
-        raise RuntimeError(f"the local Slurm cluster did not come up; see {f}/log")
+        try:
+            wait_until(lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                                                        env=env).stdout, 60, interval=0.5, message="an idle node")
+        except AssertionError as exc:
+            raise RuntimeError(f"the local Slurm cluster did not come up; see {f}/log") from exc
+        return self
 
     def stop(self) -> None:
         env = {**os.environ, **self.env}
         subprocess.run(["scancel", "--user=root"], capture_output=True, env=env)
-        deadline = time.monotonic() + 30  # let slurmd end the jobs' processes before it goes
-        while time.monotonic() < deadline:
-            out = subprocess.run(["squeue", "-h", "-t", "PD,R,CG"], capture_output=True, text=True, env=env).stdout
-            if not out.strip():
-                break
-            time.sleep(0.5)
+        # Let slurmd end the jobs' processes before it goes (and go anyway after 30 s).
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not subprocess.run(["squeue", "-h", "-t", "PD,R,CG"], capture_output=True, text=True,
+                                                  env=env).stdout.strip(), 30, interval=0.5, message="no jobs left")
         for name in ("slurmd", "slurmctld"):
             pid_file = self.folder / f"{name}.pid"
             try:

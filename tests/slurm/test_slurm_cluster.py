@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.slurm import batch as slurm
-from tests.slurm.conftest import runs_json, wait_for
+from tests.slurm.conftest import runs_json, wait_for_run
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,8 @@ def test_a_submitted_run_completes_on_the_node_and_reports_where_it_ran(cli, slu
     script = (files.dir / "slurm.sbatch").read_text()
     assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --signal=B:USR1@50" in script
     assert "-m loradeck.trainer.slurm.job" in script
-    done = wait_for(cli, slurm_project, run_id, lambda r: r["state"] in ("completed", "failed", "crashed"),
-                    what="the job to finish")
+    done = wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] in ("completed", "failed", "crashed"),
+                        what="the job to finish")
     assert done["state"] == "completed", done
     assert done["step"] == 3 and done["output"]
     assert f"Slurm job {job} on {slurm_cluster.node}" in done["message"]
@@ -45,8 +45,9 @@ def test_a_pending_run_shows_slurms_reason_and_stop_cancels_it(cli, slurm_projec
     blocker = slurm_cluster.sbatch_wrap("sleep 300", f"--cpus-per-task={cpus}", "--mem=100")
     try:
         run_id, job = _submit(cli, slurm_project, "--steps", "3")
-        queued = wait_for(cli, slurm_project, run_id, lambda r: r["state"] == "queued" and "PENDING" in r["message"],
-                          timeout=60, what="the job to be pending")
+        queued = wait_for_run(cli, slurm_project, run_id,
+                              lambda r: r["state"] == "queued" and "PENDING" in r["message"],
+                              timeout=60, what="the job to be pending")
         assert queued["message"].startswith(f"Slurm job {job}, PENDING: ")
         assert queued["message"].split(": ", 1)[1] in ("Resources", "Priority")
         proc = cli("stop", slurm_project.name, run_id, "--json")
@@ -60,8 +61,8 @@ def test_a_pending_run_shows_slurms_reason_and_stop_cancels_it(cli, slurm_projec
 
 def test_stop_saves_state_through_scancel_and_resume_resubmits_to_the_end(cli, slurm_project):
     run_id, job = _submit(cli, slurm_project, "--steps", "400")
-    wait_for(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] >= 2,
-             what="training to begin")
+    wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] >= 2,
+                 what="training to begin")
     proc = cli("stop", slurm_project.name, run_id, "--json", "--timeout", "240")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -75,8 +76,8 @@ def test_stop_saves_state_through_scancel_and_resume_resubmits_to_the_end(cli, s
     new_job = json.loads(proc.stdout)["slurm_job"]
     assert new_job != job
     # Stop the resumed job again quickly; the point here is that it resumed from the saved step.
-    wait_for(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] > stopped_at,
-             what="the resubmitted job to continue")
+    wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] > stopped_at,
+                 what="the resubmitted job to continue")
     record = slurm.read_record(files)
     assert [j["reason"] for j in record["jobs"]] == ["submit", "resume"]
     assert cli("stop", slurm_project.name, run_id, "--timeout", "240").returncode == 0
@@ -84,11 +85,11 @@ def test_stop_saves_state_through_scancel_and_resume_resubmits_to_the_end(cli, s
 
 def test_a_job_killed_from_slurm_reads_as_failed_with_slurms_reason(cli, slurm_project):
     run_id, job = _submit(cli, slurm_project, "--steps", "400")
-    wait_for(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] >= 1,
-             what="training to begin")
+    wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] >= 1,
+                 what="training to begin")
     subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True)
-    failed = wait_for(cli, slurm_project, run_id, lambda r: r["state"] not in ("running", "starting"),
-                      timeout=120, what="the killed job to end")
+    failed = wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] not in ("running", "starting"),
+                          timeout=120, what="the killed job to end")
     assert failed["state"] == "failed", failed
     assert failed["message"].startswith("Slurm: ") and job in failed["message"]
 
@@ -110,9 +111,9 @@ def test_a_time_limit_stops_resubmits_and_resumes_to_the_same_weights(cli, slurm
     ref_output = json.loads(reference.stdout)["output"]
     run_id, job = _submit(cli, slurm_project, "--steps", steps, "--time-limit", "1", "--max-resubmits", "12",
                           "--save-precision", "fp32")
-    done = wait_for(cli, slurm_project, run_id, lambda r: r["state"] in ("completed", "failed", "crashed")
-                    or (r["state"] == "stopped" and "cap" in (r["message"] or "")), timeout=900,
-                    what="the run to complete across time limits")
+    done = wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] in ("completed", "failed", "crashed")
+                        or (r["state"] == "stopped" and "cap" in (r["message"] or "")), timeout=900,
+                        what="the run to complete across time limits")
     assert done["state"] == "completed", done
     files = RunFiles(slurm_project.runs / run_id)
     record = slurm.read_record(files)

@@ -6,9 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 from engine_helpers import PYTHON, REPO, events_of, run_trainer
+
+from tests.waiting import wait_until
+
+
+def read_status(run) -> dict:
+    return json.loads((run / "status.json").read_text())
 
 
 def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(make_run):
@@ -18,20 +23,16 @@ def test_sigterm_stops_after_the_step_saves_state_and_resume_finishes_the_run(ma
         proc = subprocess.Popen([PYTHON, "-m", "loradeck.trainer.train.process", str(run)], stdout=log,
                                 stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while not events_of(run, "step") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: events_of(run, "step") or proc.poll() is not None, 240, interval=0.2,
+                   message="the first step (or the trainer's exit)")
         # status.json is rewritten by the heartbeat thread about every second, so it may still say
         # "starting" just after the first step event: give it a few beats.
-        beat_deadline = time.monotonic() + 10
-        status = json.loads((run / "status.json").read_text())
-        while status["state"] != "running" and time.monotonic() < beat_deadline:
-            time.sleep(0.2)
-            status = json.loads((run / "status.json").read_text())
-        assert status["pid"] == proc.pid and status["state"] == "running"
-        beat = status["heartbeat"]
-        time.sleep(1.3)  # the heartbeat is rewritten about every second
-        assert json.loads((run / "status.json").read_text())["heartbeat"] > beat  # alive and beating
+        status = wait_until(lambda: (s := read_status(run))["state"] == "running" and s, 10, interval=0.2,
+                            message="status.json to say running")
+        assert status["pid"] == proc.pid
+        # Alive and beating: the heartbeat is rewritten (about every second).
+        wait_until(lambda: read_status(run)["heartbeat"] > status["heartbeat"], 10, interval=0.2,
+                   message="a newer heartbeat")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
     finally:
@@ -62,9 +63,8 @@ def test_kill_9_then_resume_continues_from_the_last_saved_state(make_run):
     proc = subprocess.Popen([PYTHON, "-m", "loradeck.trainer.train.process", str(run)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while not events_of(run, "checkpoint") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: events_of(run, "checkpoint") or proc.poll() is not None, 240, interval=0.1,
+                   message="the first checkpoint (or the trainer's exit)")
         proc.kill()  # SIGKILL: no run_finished, no final save
         proc.wait(timeout=30)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from loradeck.trainer.dataset.demo import create_demo
 from loradeck.trainer.dataset.project import Project
 from loradeck.tui.app import LoradeckApp
+from tests.waiting import wait_until_async
 
 
 @pytest.fixture(autouse=True)
@@ -40,21 +40,12 @@ def make_app(root: Path, **kwargs) -> LoradeckApp:
     return LoradeckApp(root, **kwargs)
 
 
-async def wait_until(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
-    """Let the app run until `condition()` is true (workers, subprocesses and timers included)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
-
-
 async def wait_screen(pilot, name: str, timeout: float = 10.0):
-    await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == name, timeout, f"screen {name}")
+    """Wait until the app shows the screen class called `name`, and return it."""
+    await wait_until_async(pilot, lambda: type(pilot.app.screen).__name__ == name, timeout,
+                           message=f"screen {name}")
     await pilot.pause()
     return pilot.app.screen
-
-
 
 
 def projects_listed(screen, count: int) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from loradeck.trainer.dataset import caption_ops
 from loradeck.trainer.dataset.caption_store import read_caption, write_caption
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 def captions(demo) -> dict[str, str | None]:
@@ -22,16 +23,16 @@ async def test_ctrl_z_on_the_dataset_screen_undoes_batches_and_keeps_hand_edits(
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
         notes = []
         app.notify = lambda message, **kw: notes.append(message)  # what the user is told
         await pilot.press("ctrl+z")
-        await wait_until(pilot, lambda: notes, what="undo notification")
+        await wait_until_async(pilot, lambda: notes, message="undo notification")
         assert "1 edited since, kept: " + hand_edited in notes[0]
         expected = dict(after_first, **{hand_edited: "written by hand\n"})
         assert captions(demo) == expected
         await pilot.press("ctrl+z")
-        await wait_until(pilot, lambda: len(notes) == 2, what="second undo")
+        await wait_until_async(pilot, lambda: len(notes) == 2, message="second undo")
         assert captions(demo) == dict(original, **{hand_edited: "written by hand\n"})
         await pilot.press("ctrl+z")  # nothing left: said in the error modal, nothing changes
         await wait_screen(pilot, "ErrorScreen")
@@ -42,7 +43,7 @@ async def test_editor_undo_history_survives_moving_to_the_next_image_and_back(ro
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
         await pilot.press("enter")
         editor = await wait_screen(pilot, "CaptionEditorScreen")
         original = editor.area.text
@@ -61,8 +62,8 @@ async def test_editor_undo_history_survives_moving_to_the_next_image_and_back(ro
         assert editor.entry.name == "shape_00.png" and editor.area.text == original + ", first edit"
         await pilot.press("ctrl+z")
         assert editor.area.text == original
-        await wait_until(pilot, lambda: read_caption(demo.dataset / "shape_00.png") == original, timeout=5,
-                         what="autosave of the undone text")
+        await wait_until_async(pilot, lambda: read_caption(demo.dataset / "shape_00.png") == original, timeout=5,
+                               message="autosave of the undone text")
         await pilot.press("ctrl+y")
         assert editor.area.text == original + ", first edit"
 
@@ -71,7 +72,7 @@ async def test_a_caption_changed_on_disk_while_away_comes_back_as_one_more_undoa
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
         await pilot.press("enter")
         editor = await wait_screen(pilot, "CaptionEditorScreen")
         original = editor.area.text

@@ -10,12 +10,13 @@ from textual.widgets import DataTable, Input
 
 from loradeck.trainer.dataset.caption_store import read_caption
 from loradeck.tui.screens.caption_editor import AUTOSAVE_DELAY, current_fragment, edit_externally, suggest_tags
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 async def open_editor(pilot, index: int = 0):
     screen = await wait_screen(pilot, "DatasetScreen")
-    await wait_until(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
+    await wait_until_async(pilot, lambda: len(screen.query_one("#dataset-list").entries) == 12)
     for _ in range(index):
         await pilot.press("down")
     await pilot.press("enter")
@@ -32,8 +33,8 @@ async def test_edit_autosaves_undo_redo_and_next_prev(root, demo):
         editor = await open_editor(pilot, 2)  # shape_02.png has no caption
         assert editor.entry.name == "shape_02.png" and editor.area.text == ""
         await pilot.press(*"a blue ring")
-        await wait_until(pilot, lambda: caption(demo, "shape_02.png") == "a blue ring", timeout=5,
-                         what="autosave")
+        await wait_until_async(pilot, lambda: caption(demo, "shape_02.png") == "a blue ring", timeout=5,
+                               message="autosave")
         assert str(editor.query_one("#editor-state").render()) == "saved ✓"
         await pilot.press("pagedown")
         await pilot.pause()
@@ -41,15 +42,15 @@ async def test_edit_autosaves_undo_redo_and_next_prev(root, demo):
         original = caption(demo, "shape_03.jpg")
         assert editor.area.text == original
         await pilot.press("end", *", more")
-        await wait_until(pilot, lambda: caption(demo, "shape_03.jpg") == original + ", more", timeout=5,
-                         what="autosave of an edit")
+        await wait_until_async(pilot, lambda: caption(demo, "shape_03.jpg") == original + ", more", timeout=5,
+                               message="autosave of an edit")
         await pilot.press("ctrl+z")
-        await wait_until(pilot, lambda: caption(demo, "shape_03.jpg") == original, timeout=5,
-                         what="autosave after undo")
+        await wait_until_async(pilot, lambda: caption(demo, "shape_03.jpg") == original, timeout=5,
+                               message="autosave after undo")
         assert editor.area.text == original
         await pilot.press("ctrl+y")
-        await wait_until(pilot, lambda: caption(demo, "shape_03.jpg") == original + ", more", timeout=5,
-                         what="autosave after redo")
+        await wait_until_async(pilot, lambda: caption(demo, "shape_03.jpg") == original + ", more", timeout=5,
+                               message="autosave after redo")
         await pilot.press(*" extra")  # typed, then left at once: saved on the way out
         await pilot.press("pageup")
         await pilot.pause()
@@ -57,8 +58,8 @@ async def test_edit_autosaves_undo_redo_and_next_prev(root, demo):
         assert caption(demo, "shape_03.jpg") == original + ", more extra"
         await pilot.press("escape")
         dataset = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: dataset.query_one("#dataset-list").current is not None
-                         and dataset.query_one("#dataset-list").current.name == "shape_02.png")
+        await wait_until_async(pilot, lambda: dataset.query_one("#dataset-list").current is not None
+                               and dataset.query_one("#dataset-list").current.name == "shape_02.png")
 
 
 async def test_outside_change_reloads_when_there_is_nothing_unsaved(root, demo):
@@ -66,8 +67,8 @@ async def test_outside_change_reloads_when_there_is_nothing_unsaved(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         editor = await open_editor(pilot, 0)
         (demo.dataset / "shape_00.txt").write_text("changed by another tool\n")
-        await wait_until(pilot, lambda: editor.area.text == "changed by another tool", timeout=5,
-                         what="watchdog reload")
+        await wait_until_async(pilot, lambda: editor.area.text == "changed by another tool", timeout=5,
+                               message="watchdog reload")
         assert type(app.screen).__name__ == "CaptionEditorScreen"
 
 
@@ -94,7 +95,7 @@ async def test_outside_change_with_unsaved_edits_asks_and_never_overwrites(root,
         await wait_screen(pilot, "ConflictScreen")
         await pilot.press("k")
         await wait_screen(pilot, "CaptionEditorScreen")
-        await wait_until(pilot, lambda: caption(demo, "shape_00.png") == original + ", mine", timeout=5)
+        await wait_until_async(pilot, lambda: caption(demo, "shape_00.png") == original + ", mine", timeout=5)
 
 
 async def test_autosave_refuses_when_the_file_changed_unnoticed(root, demo):
@@ -126,10 +127,10 @@ async def test_tab_completes_a_tag_and_trigger_is_inserted_once(root, demo):
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         editor = await open_editor(pilot, 5)  # shape_05.png: no caption
-        await wait_until(pilot, lambda: editor.frequencies, what="tag frequencies")
+        await wait_until_async(pilot, lambda: editor.frequencies, message="tag frequencies")
         tag = next(t for t, _ in editor.frequencies if t != "zxq style")
         await pilot.press(*tag[:4])
-        await wait_until(pilot, lambda: editor.suggestions, what="suggestion")
+        await wait_until_async(pilot, lambda: editor.suggestions, message="suggestion")
         assert "Tab →" in str(editor.query_one("#editor-suggest").render())
         await pilot.press("tab")
         assert editor.area.text.startswith(tag[:4]) and editor.area.text in {t for t, _ in editor.frequencies}
@@ -152,7 +153,7 @@ async def test_find_replace_previews_every_change_before_applying(root, demo):
         dialog.query_one("#replace-with", Input).value = "blend"
         await pilot.press("enter")
         table = dialog.query_one("#replace-preview", DataTable)
-        await wait_until(pilot, lambda: table.row_count == len(expected), what="preview rows")
+        await wait_until_async(pilot, lambda: table.row_count == len(expected), message="preview rows")
         assert sorted(str(table.get_row_at(i)[0]).rsplit(".", 1)[0] for i in range(table.row_count)) == \
             [n.rsplit(".", 1)[0] for n in expected]
         cell = table.get_row_at(0)[1]
@@ -169,10 +170,10 @@ async def test_find_replace_previews_every_change_before_applying(root, demo):
         assert {p.name: p.read_text() for p in demo.dataset.glob("*.txt")} == before
         dialog.query_one("#replace-with", Input).focus()
         await pilot.press("enter")  # preview again, from the field; ctrl+a must work from there too
-        await wait_until(pilot, lambda: not dialog.query_one("#replace-apply").disabled, what="new preview")
+        await wait_until_async(pilot, lambda: not dialog.query_one("#replace-apply").disabled, message="new preview")
         assert isinstance(app.focused, Input)
         await pilot.press("ctrl+a")
-        await wait_until(pilot, lambda: dialog.changed == len(expected), what="applied")
+        await wait_until_async(pilot, lambda: dialog.changed == len(expected), message="applied")
         await pilot.press("escape")
         await wait_screen(pilot, "DatasetScreen")
     after = {p.name: p.read_text() for p in demo.dataset.glob("*.txt")}
@@ -214,7 +215,7 @@ async def test_a_truncate_then_write_outside_is_read_once_complete(root, demo):
             editor.schedule_disk_check()
             await pilot.pause(0.05)
             fh.write("written in two steps\n")
-        await wait_until(pilot, lambda: editor.area.text == "written in two steps", timeout=5)
+        await wait_until_async(pilot, lambda: editor.area.text == "written in two steps", timeout=5)
         assert type(app.screen).__name__ == "CaptionEditorScreen"
 
 
@@ -225,7 +226,7 @@ async def test_the_editor_preview_info_line_is_not_cut_at_80_columns(root, demo)
     async with app.run_test(size=(80, 24)) as pilot:
         editor = await open_editor(pilot, 2)
         preview = editor.query_one(ImagePreview)
-        await wait_until(pilot, lambda: preview.info.startswith("shape_02.png"), what="the preview info")
+        await wait_until_async(pilot, lambda: preview.info.startswith("shape_02.png"), message="the preview info")
         await pilot.pause()
         line = preview.query_one("#preview-info")
         assert len(preview.info) <= line.content_size.width
@@ -248,7 +249,7 @@ async def test_the_file_watcher_never_waits_for_the_ui(root, demo):
         watcher.join(timeout=3)  # blocks the event loop, as a busy UI would
         assert not watcher.is_alive(), "the watcher thread is waiting for the UI"
         (demo.dataset / "shape_00.txt").write_text("changed while the UI was busy\n")
-        await wait_until(pilot, lambda: editor.area.text == "changed while the UI was busy", timeout=5,
-                         what="reload once the UI is free again")
+        await wait_until_async(pilot, lambda: editor.area.text == "changed while the UI was busy", timeout=5,
+                               message="reload once the UI is free again")
         await pilot.press("escape")
         await wait_screen(pilot, "DatasetScreen")

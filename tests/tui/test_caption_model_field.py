@@ -3,6 +3,7 @@ while the model loads that is prompt and reads as stopped."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -11,12 +12,13 @@ from textual.widgets import Input
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.tui.messages import TaskDone
 from loradeck.tui.widgets.image_list import ImageList
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 async def open_caption_dialog(pilot):
     screen = await wait_screen(pilot, "DatasetScreen")
-    await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12, what="listing")
+    await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12, message="listing")
     await pilot.press("c", "b")  # BLIP (WD14 is the other captioner), then its model
     return screen, await wait_screen(pilot, "CaptionDialog")
 
@@ -69,12 +71,14 @@ async def test_cancel_while_the_model_loads_is_prompt_and_reads_stopped(root, de
             dialog.query_one("#caption-model", Input).value = "someone/slow-blip"
             await pilot.press("enter")
             label = screen.query_one("#task-label")
-            await wait_until(pilot, lambda: "loading" in str(label.render()), timeout=60, what="model loading")
-            await pilot.pause(1.0)
+            await wait_until_async(pilot, lambda: "loading" in str(label.render()), timeout=60, message="model loading")
+            # Into the load: the caption process is waiting on the silent hub (a connection is pending on it).
+            await wait_until_async(pilot, lambda: select.select([silent], [], [], 0)[0], timeout=60,
+                                   message="a request to the silent hub")
             await pilot.press("x")
             pressed = time.monotonic()
-            await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
-                             what="the task to end")
+            await wait_until_async(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
+                                   message="the task to end")
             took = time.monotonic() - pressed
             done = next(m for m in seen if isinstance(m, TaskDone))
             assert done.status == "stopped", done

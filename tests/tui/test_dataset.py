@@ -19,7 +19,8 @@ from loradeck.tui.screens.dataset import filter_entries, parse_filter
 from loradeck.tui.task_process import run_task
 from loradeck.tui.widgets.image_list import ImageList
 from loradeck.tui.widgets.image_preview import HalfBlocks, ImagePreview
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 def test_listing_reports_captioned_missing_and_ignored_extension(demo):
@@ -69,24 +70,24 @@ async def test_dataset_screen_lists_previews_and_filters(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         image_list = screen.query_one(ImageList)
-        await wait_until(pilot, lambda: len(image_list.entries) == 12, what="listing")
-        await wait_until(pilot, lambda: screen.query(HalfBlocks), what="half-block preview")
+        await wait_until_async(pilot, lambda: len(image_list.entries) == 12, message="listing")
+        await wait_until_async(pilot, lambda: screen.query(HalfBlocks), message="half-block preview")
         assert "shape_00.png" in str(screen.query_one("#preview-info").render())
         assert "12 images · 8 captioned · 4 missing" in str(screen.query_one("#dataset-summary").render())
         await pilot.press("down", "down")
         await pilot.pause()
         assert str(screen.query_one("#dataset-caption").render()) == "(no caption)"
         await pilot.press("m")
-        await wait_until(pilot, lambda: len(image_list.entries) == 4, what="missing-only filter")
+        await wait_until_async(pilot, lambda: len(image_list.entries) == 4, message="missing-only filter")
         await pilot.press("m", "slash", *"ring")
-        await wait_until(pilot, lambda: 0 < len(image_list.entries) < 12, what="text filter")
+        await wait_until_async(pilot, lambda: 0 < len(image_list.entries) < 12, message="text filter")
         assert all("ring" in (read_caption(e.path) or "") or "ring" in e.name for e in image_list.entries)
         await pilot.press("escape")  # leaves the filter field, not the screen
         assert type(app.screen).__name__ == "DatasetScreen"
         preview = screen.query_one(ImagePreview)
         await pilot.press("v")  # half-blocks -> text-only
-        await wait_until(pilot, lambda: preview.mode == "text" and not screen.query(HalfBlocks),
-                         what="text-only preview")
+        await wait_until_async(pilot, lambda: preview.mode == "text" and not screen.query(HalfBlocks),
+                               message="text-only preview")
 
 
 async def test_prep_runs_as_a_subprocess_with_progress(root):
@@ -101,13 +102,15 @@ async def test_prep_runs_as_a_subprocess_with_progress(root):
     app = make_app(root, open_name="fresh")
     async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: "originals not prepared" in str(screen.query_one("#dataset-summary").render()))
+        await wait_until_async(pilot,
+                               lambda: "originals not prepared" in str(screen.query_one("#dataset-summary").render()))
         await pilot.press("p")
         await wait_screen(pilot, "PrepDialog")
         await pilot.press("enter")  # the dialog starts at the project's [prep] resolution (64)
-        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60, what="prep done")
+        await wait_until_async(pilot, lambda: any(isinstance(m, TaskDone) for m in seen),
+                               timeout=60, message="prep done")
         image_list = screen.query_one(ImageList)
-        await wait_until(pilot, lambda: len(image_list.entries) == 5, what="listing refreshed")
+        await wait_until_async(pilot, lambda: len(image_list.entries) == 5, message="listing refreshed")
     done = next(m for m in seen if isinstance(m, TaskDone))
     assert done.task == "prep" and done.status == "completed"
     events = [m.event for m in seen if isinstance(m, TaskEvent)]
@@ -162,24 +165,24 @@ async def test_blip_caption_subprocess_fills_missing_captions_and_can_be_cancell
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         # Cancel: SIGTERM stops it cleanly, no error modal.
         await pilot.press("c", "b")  # BLIP, then the model to use; Enter starts
         await wait_screen(pilot, "CaptionDialog")
         await pilot.press("enter", "x")  # cancelled at once, even before its process is up
-        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
-                         what="cancelled task ends")
+        await wait_until_async(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=60,
+                               message="cancelled task ends")
         assert next(m for m in seen if isinstance(m, TaskDone)).status == "stopped"
         assert type(app.screen).__name__ == "DatasetScreen"
         seen.clear()
         await pilot.press("c", "enter")  # BLIP is the focused choice
         await wait_screen(pilot, "CaptionDialog")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
-                         what="captioning done")
+        await wait_until_async(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
+                               message="captioning done")
         done = next(m for m in seen if isinstance(m, TaskDone))
         assert done.status == "completed", done
-        await wait_until(pilot, lambda: "12 captioned" in str(screen.query_one("#dataset-summary").render()))
+        await wait_until_async(pilot, lambda: "12 captioned" in str(screen.query_one("#dataset-summary").render()))
     assert read_caption(demo.dataset / "shape_02.png")  # was missing
     assert read_caption(demo.dataset / "shape_02.png").startswith("zxq style")  # trigger as prefix
 
@@ -191,7 +194,7 @@ async def test_preflight_report_is_shown(root, demo):
         await wait_screen(pilot, "DatasetScreen")
         await pilot.press("k")
         screen = await wait_screen(pilot, "PreflightScreen")
-        await wait_until(pilot, lambda: screen.report is not None, what="preflight report")
+        await wait_until_async(pilot, lambda: screen.report is not None, message="preflight report")
         text = str(screen.query_one("#preflight-text").render())
         assert "12 images" in text and "steps:" in text
         assert "ignore" in text  # the .caption-vs-.txt trap is reported
@@ -219,7 +222,7 @@ async def test_a_failing_subprocess_ends_in_the_error_modal(root, demo, monkeypa
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         await pilot.press("c", "b")  # BLIP
         await wait_screen(pilot, "CaptionDialog")
         await pilot.press("enter")
@@ -234,11 +237,11 @@ async def test_leaving_while_a_task_runs_asks_first(root, demo):
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         await pilot.press("c", "b")  # BLIP
         await wait_screen(pilot, "CaptionDialog")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.job is not None, what="task process up")
+        await wait_until_async(pilot, lambda: screen.job is not None, message="task process up")
         job = screen.job
         await pilot.press("escape")
         await wait_screen(pilot, "ConfirmScreen")
@@ -249,7 +252,7 @@ async def test_leaving_while_a_task_runs_asks_first(root, demo):
         await wait_screen(pilot, "ConfirmScreen")
         await pilot.press("y")
         await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: job.cancelled, what="task cancelled")
+        await wait_until_async(pilot, lambda: job.cancelled, message="task cancelled")
     assert job.proc.wait(timeout=60) is not None
 
 
@@ -261,21 +264,20 @@ async def test_help_key_stays_in_the_footer_at_80_columns_even_while_a_task_runs
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: screen.query_one(ImageList).entries, what="images listed")
+        await wait_until_async(pilot, lambda: screen.query_one(ImageList).entries, message="images listed")
         await pilot.pause()  # the summary under the list may wrap: one layout more
         idle = _footer_line(screen)
         assert "f1 Help" in idle and "t Train" in idle and "p Prep" in idle
         screen.task_name = "caption"  # as while captioning runs
         screen.refresh_bindings()
-        await pilot.pause(0.2)
-        busy = _footer_line(screen)
+        busy = await wait_until_async(pilot, lambda: "x Cancel" in (line := _footer_line(screen)) and line,
+                                      message="the footer of a running task")
         assert "x Cancel" in busy and "f1 Help" in busy and "p Prep" not in busy
         screen.task_name = None
         screen.refresh_bindings()
         await pilot.press("enter")
         editor = await wait_screen(pilot, "CaptionEditorScreen")
-        await pilot.pause(0.2)
-        assert "f1 Help" in _footer_line(editor)
+        await wait_until_async(pilot, lambda: "f1 Help" in _footer_line(editor), message="the editor's footer")
 
 
 async def test_caption_action_offers_wd14_tags_which_fill_missing_captions(root, demo):
@@ -286,12 +288,12 @@ async def test_caption_action_offers_wd14_tags_which_fill_missing_captions(root,
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         await pilot.press("c")
         await wait_screen(pilot, "CaptionChoiceScreen")
         await pilot.press("w")
-        await wait_until(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
-                         what="tagging done")
+        await wait_until_async(pilot, lambda: any(isinstance(m, TaskDone) for m in seen), timeout=120,
+                               message="tagging done")
         done = next(m for m in seen if isinstance(m, TaskDone))
         assert done.task == "caption" and done.status == "completed", done
     started = next(m.event for m in seen if isinstance(m, TaskEvent) and m.event["type"] == "task_started")

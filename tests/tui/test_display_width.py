@@ -9,7 +9,8 @@ from rich.cells import cell_len
 from loradeck.trainer.dataset.project import create_project
 from loradeck.tui.cells import fit, fit_right
 from loradeck.tui.widgets.image_list import ImageList
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 NAMES = ["café ☕.png", "日本.jpg", "plain.png", "日本日本日本日本日本日本日本日本日本日本日本.png"]
 
@@ -36,7 +37,7 @@ async def test_dataset_list_keeps_the_status_column_aligned_with_wide_names(root
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         image_list = screen.query_one(ImageList)
-        await wait_until(pilot, lambda: len(image_list.entries) == len(NAMES), what="listing")
+        await wait_until_async(pilot, lambda: len(image_list.entries) == len(NAMES), message="listing")
         await pilot.pause()
         width = image_list.scrollable_content_region.width
         image_list.render_lines(image_list.region.reset_offset)  # fresh component styles
@@ -50,7 +51,7 @@ async def test_dataset_list_keeps_the_status_column_aligned_with_wide_names(root
         assert len(ends) == 1  # the status column ends in the same cell on every row
         # Filtering to one short name: its row is padded to the full width (no stray cells).
         await pilot.press("slash", *"plain", "enter")
-        await wait_until(pilot, lambda: len(image_list.entries) == 1, what="filtered")
+        await wait_until_async(pilot, lambda: len(image_list.entries) == 1, message="filtered")
         assert cell_len(_line_text(image_list.render_line(0))) == width
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from textual.widgets import DataTable, Input
 
 from loradeck.tui.widgets.tick_box import TickBox
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 async def open_dialog(pilot):
@@ -21,14 +22,14 @@ async def test_changing_the_find_text_clears_the_old_preview(root, demo):
         dialog = await open_dialog(pilot)
         await pilot.press(*"gradient", "enter")
         table = dialog.query_one("#replace-preview", DataTable)
-        await wait_until(pilot, lambda: table.row_count > 0, what="preview rows")
+        await wait_until_async(pilot, lambda: table.row_count > 0, message="preview rows")
         await pilot.press("backspace")  # "gradien": the rows shown were for "gradient"
         await pilot.pause()
         assert table.row_count == 0
         assert dialog.query_one("#replace-apply").disabled
         assert "Enter previews" in str(dialog.query_one("#replace-status").render())
         await pilot.press("t", "enter")
-        await wait_until(pilot, lambda: table.row_count > 0, what="new preview")
+        await wait_until_async(pilot, lambda: table.row_count > 0, message="new preview")
 
 
 async def test_an_invalid_regex_is_reported_inline_without_a_modal(root, demo):
@@ -51,13 +52,13 @@ async def test_an_invalid_regex_is_reported_inline_without_a_modal(root, demo):
         await pilot.press(")")
         dialog.query_one("#replace-with", Input).value = r"\2"
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "invalid replacement" in str(status.render()), what="inline refusal")
+        await wait_until_async(pilot, lambda: "invalid replacement" in str(status.render()), message="inline refusal")
         assert app.screen is dialog
         dialog.query_one("#replace-with", Input).value = r"\1s"  # fixed: the message goes
         await pilot.pause()
         assert not status.has_class("form-error")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: not dialog.query_one("#replace-apply").disabled, what="preview")
+        await wait_until_async(pilot, lambda: not dialog.query_one("#replace-apply").disabled, message="preview")
 
 
 async def test_ticked_and_unticked_boxes_differ_in_their_text_not_only_colour(root, demo):

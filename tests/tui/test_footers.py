@@ -8,7 +8,8 @@ from textual.widgets import DataTable
 from textual.widgets._toast import Toast
 
 from loradeck.tui.widgets.image_list import ImageList
-from tests.tui.conftest import make_app, wait_screen, wait_until
+from tests.tui.conftest import make_app, wait_screen
+from tests.waiting import wait_until_async
 
 
 def screen_lines(app) -> list[str]:
@@ -21,7 +22,7 @@ def footer_line(app) -> str:
 
 async def dataset_ready(pilot):
     screen = await wait_screen(pilot, "DatasetScreen")
-    await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12, what="listing")
+    await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12, message="listing")
     await pilot.pause()
     return screen
 
@@ -36,8 +37,8 @@ async def test_dataset_footer_fits_with_back_and_palette_and_the_rest_is_in_help
         # While a task runs, Cancel takes the room of Prep and Caption, and everything still fits.
         screen.task_name = "caption"
         screen.refresh_bindings()
-        await pilot.pause(0.2)
-        footer = footer_line(app)
+        footer = await wait_until_async(pilot, lambda: "x Cancel" in (line := footer_line(app)) and line,
+                                        message="the footer of a running task")
         assert "x Cancel" in footer and "f1 Help" in footer and "^p palette" in footer, footer
         assert "c Caption" not in footer
         screen.task_name = None
@@ -69,9 +70,9 @@ async def test_the_editor_opens_at_the_start_of_a_long_caption(root, demo):
         await dataset_ready(pilot)
         await pilot.press("enter")
         editor = await wait_screen(pilot, "CaptionEditorScreen")
-        await pilot.pause(0.3)
+        await wait_until_async(pilot, lambda: any("zxq style, tag number 0" in line for line in screen_lines(app)),
+                               message="the trigger on screen")
         assert editor.area.scroll_offset.y == 0
-        assert any("zxq style, tag number 0" in line for line in screen_lines(app))  # the trigger is on screen
         assert editor.area.cursor_location == editor.area.document.end  # typing still adds at the end
 
 
@@ -84,12 +85,13 @@ async def test_dataset_summary_wraps_whole_and_notifications_stay_off_it(root, d
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
         screen = await dataset_ready(pilot)
         summary = screen.query_one("#dataset-summary")
-        await wait_until(pilot, lambda: "trigger:" in str(summary.render()), what="summary")
+        await wait_until_async(pilot, lambda: "trigger:" in str(summary.render()), message="summary")
         await pilot.pause()
         text = " ".join(line.strip() for line in screen_lines(app)[summary.region.y:summary.region.bottom])
         assert "ignored ext" in text and "a rather long trigger phrase, in style" in text, text
         screen.notify("a notification that must not hide the summary", timeout=30)
-        await wait_until(pilot, lambda: any(t.region.height for t in app.screen.query(Toast)), what="toast shown")
+        await wait_until_async(pilot, lambda: any(t.region.height for t in app.screen.query(Toast)),
+                               message="toast shown")
         for toast in app.screen.query(Toast):
             assert not toast.region.overlaps(summary.region)
             assert not toast.region.overlaps(screen.query_one("Footer").region)
@@ -100,4 +102,4 @@ async def test_the_empty_projects_screen_says_how_to_create_one(root):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         hint = screen.query_one("#projects-hint")
-        await wait_until(pilot, lambda: "Press n" in str(hint.render()), what="the empty-root hint")
+        await wait_until_async(pilot, lambda: "Press n" in str(hint.render()), message="the empty-root hint")

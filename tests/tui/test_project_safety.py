@@ -3,23 +3,21 @@ repair or remove action (issue 12, item 1)."""
 
 from __future__ import annotations
 
-import time
 
 from loradeck.trainer.dataset.project import Project, create_project, list_projects
 from loradeck.trainer.events import read_all
 from loradeck.trainer.runs import lifecycle as runs
 from tests.runs.conftest import write_images
-from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
+from tests.tui.conftest import make_app, projects_listed, wait_screen
+from tests.waiting import wait_until, wait_until_async
+from tests.fake_trainer import use_fake_trainer
 
 
 def start_live_run(project, monkeypatch):
-    monkeypatch.setattr(runs, "TRAIN_MODULE", "tests.runs.fake_trainer")
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.05")
+    use_fake_trainer(monkeypatch, step_seconds=0.05)
     files = runs.create_run(project, {"max_train_steps": 5000, "resolution": 64})
     pid = runs.start(files)
-    deadline = time.monotonic() + 20
-    while not any(e["type"] == "step" for e in read_all(files.events)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: any(e["type"] == "step" for e in read_all(files.events)), 20, message="a first step")
     assert runs.run_state(files) == "running"
     return files, pid
 
@@ -35,18 +33,18 @@ async def test_delete_names_the_live_run_offers_to_stop_it_and_deletes_only_afte
         app = make_app(root)
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await wait_screen(pilot, "ProjectsScreen")
-            await wait_until(pilot, lambda: projects_listed(screen, 1))
+            await wait_until_async(pilot, lambda: projects_listed(screen, 1))
             await pilot.press("d")
             offer = await wait_screen(pilot, "ConfirmScreen")
             assert files.run_id in offer.question and "cannot be deleted" in offer.question
             assert offer.yes_label == "Stop runs"
             await pilot.press("y")  # stop it first
-            await wait_until(pilot, lambda: runs.run_state(files) == "stopped", timeout=60, what="run stopped")
+            await wait_until_async(pilot, lambda: runs.run_state(files) == "stopped", timeout=60, message="run stopped")
             confirm = await wait_screen(pilot, "ConfirmScreen", timeout=30)
             assert "Delete project 'qa cats'" in confirm.question
             assert project.exists()  # nothing deleted before this answer
             await pilot.press("y")
-            await wait_until(pilot, lambda: not project.path.exists(), what="project deleted")
+            await wait_until_async(pilot, lambda: not project.path.exists(), message="project deleted")
     finally:
         try:
             os.killpg(pid, signal.SIGKILL)
@@ -65,7 +63,7 @@ async def test_declining_the_stop_keeps_the_project_and_its_run(root, monkeypatc
         app = make_app(root)
         async with app.run_test(size=(80, 24)) as pilot:
             screen = await wait_screen(pilot, "ProjectsScreen")
-            await wait_until(pilot, lambda: projects_listed(screen, 1))
+            await wait_until_async(pilot, lambda: projects_listed(screen, 1))
             await pilot.press("d")
             await wait_screen(pilot, "ConfirmScreen")
             await pilot.press("n")
@@ -83,16 +81,16 @@ async def test_a_damaged_project_is_listed_and_enter_offers_repair(root):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(screen, 1), what="damaged project listed")
+        await wait_until_async(pilot, lambda: projects_listed(screen, 1), message="damaged project listed")
         assert screen.summaries["qa cats"]["damaged"] is True
         assert "damaged" in str(screen.query_one("#projects").get_row("qa cats")[4])
         await pilot.press("enter")
         dialog = await wait_screen(pilot, "DamagedProjectScreen")
         assert "no project.toml" in str(dialog.query_one("#damaged-question").render())
         await pilot.press("r")
-        await wait_until(pilot, lambda: Project(root, "qa cats").exists(), what="project.toml written")
-        await wait_until(pilot, lambda: not screen.summaries.get("qa cats", {}).get("damaged", True),
-                         what="listed as a project again")
+        await wait_until_async(pilot, lambda: Project(root, "qa cats").exists(), message="project.toml written")
+        await wait_until_async(pilot, lambda: not screen.summaries.get("qa cats", {}).get("damaged", True),
+                               message="listed as a project again")
     assert [p.name for p in list_projects(root)] == ["qa cats"]
 
 
@@ -101,13 +99,13 @@ async def test_a_damaged_project_can_be_removed_from_its_dialog(root):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(screen, 1))
+        await wait_until_async(pilot, lambda: projects_listed(screen, 1))
         await pilot.press("enter")
         await wait_screen(pilot, "DamagedProjectScreen")
         await pilot.press("d")
         await wait_screen(pilot, "ConfirmScreen")
         await pilot.press("y")
-        await wait_until(pilot, lambda: not (root / "half").exists(), what="damaged folder removed")
+        await wait_until_async(pilot, lambda: not (root / "half").exists(), message="damaged folder removed")
 
 
 async def test_a_root_that_is_a_file_is_said_in_place_not_listed_as_empty(tmp_path):
@@ -117,4 +115,4 @@ async def test_a_root_that_is_a_file_is_said_in_place_not_listed_as_empty(tmp_pa
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         hint = screen.query_one("#projects-hint")
-        await wait_until(pilot, lambda: "not a folder" in str(hint.render()), what="root error shown")
+        await wait_until_async(pilot, lambda: "not a folder" in str(hint.render()), message="root error shown")

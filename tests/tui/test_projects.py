@@ -10,7 +10,8 @@ from loradeck.trainer.dataset.project import Project, create_project, list_proje
 from loradeck.trainer.events import dumps
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.tui.screens.import_files import complete_path
-from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
+from tests.tui.conftest import make_app, projects_listed, wait_screen
+from tests.waiting import wait_until_async
 
 
 def make_run(project, run_id: str, events: list[dict], status: dict) -> None:
@@ -30,7 +31,7 @@ async def test_projects_list_shows_counts_and_last_run_status(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: projects_listed(app.screen, 1), what="projects listed")
+        await wait_until_async(pilot, lambda: projects_listed(app.screen, 1), message="projects listed")
         row = [str(c) for c in table.get_row("demo")]
         assert row[:4] == ["demo", "12", "8/12", "completed"]  # the newest run's state
 
@@ -48,7 +49,7 @@ async def test_create_project_from_the_form_and_select_it(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(app.screen, 1))
+        await wait_until_async(pilot, lambda: projects_listed(app.screen, 1))
         await pilot.press("n")
         await wait_screen(pilot, "NewProjectScreen")
         await pilot.press(*"cats", "enter", *"zxq", "enter")
@@ -57,7 +58,7 @@ async def test_create_project_from_the_form_and_select_it(root, demo):
         await pilot.press("enter")
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: projects_listed(screen, 2), what="new project listed")
+        await wait_until_async(pilot, lambda: projects_listed(screen, 2), message="new project listed")
         await pilot.pause(0.3)
         await app.workers.wait_for_complete()
         # The new project is the selected one (it sorts before "demo"): a following `d` must
@@ -91,15 +92,15 @@ async def test_import_folder_lists_refused_files_with_reasons(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: projects_listed(screen, 2), what="projects listed")
+        await wait_until_async(pilot, lambda: projects_listed(screen, 2), message="projects listed")
         table.move_cursor(row=1)  # "fresh"
         await pilot.press("i")
         dialog = await wait_screen(pilot, "ImportScreen")
         dialog.query_one("#import-path", Input).value = str(root / "demo-extra")
         await pilot.press("enter")
         refused = dialog.query_one("#import-refused", DataTable)
-        await wait_until(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
-                         what="import report")
+        await wait_until_async(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
+                               message="import report")
         status = str(dialog.query_one("#import-status").render())
         assert "imported 4" in status and "refused 2" in status
         rows = {str(refused.get_row_at(i)[0]): str(refused.get_row_at(i)[1]) for i in range(refused.row_count)}
@@ -117,7 +118,7 @@ async def test_path_input_completes_folders(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(app.screen, 1))
+        await wait_until_async(pilot, lambda: projects_listed(app.screen, 1))
         await pilot.press("i")
         dialog = await wait_screen(pilot, "ImportScreen")
         field = dialog.query_one("#import-path", Input)
@@ -131,7 +132,7 @@ async def test_delete_only_after_confirmation(root, demo):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
         table = screen.query_one("#projects", DataTable)
-        await wait_until(pilot, lambda: projects_listed(screen, 1))
+        await wait_until_async(pilot, lambda: projects_listed(screen, 1))
         await pilot.press("d")
         await wait_screen(pilot, "ConfirmScreen")
         await pilot.press("escape")  # the default answer: keep it
@@ -145,8 +146,8 @@ async def test_delete_only_after_confirmation(root, demo):
         await pilot.press("d")
         await wait_screen(pilot, "ConfirmScreen")
         await pilot.press("y")
-        await wait_until(pilot, lambda: not demo.path.exists(), what="project deleted")
-        await wait_until(pilot, lambda: projects_listed(screen, 0), what="list refreshed")
+        await wait_until_async(pilot, lambda: not demo.path.exists(), message="project deleted")
+        await wait_until_async(pilot, lambda: projects_listed(screen, 0), message="list refreshed")
     assert list_projects(root) == []
     assert Project(root, "demo").exists() is False
 
@@ -161,7 +162,7 @@ async def test_projects_are_read_once_at_start(root, demo, monkeypatch):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(app.screen, 1), what="projects listed")
+        await wait_until_async(pilot, lambda: projects_listed(app.screen, 1), message="projects listed")
         await pilot.pause(0.3)
         assert calls == ["demo"]
 
@@ -170,13 +171,13 @@ async def test_import_dialog_shows_its_help_and_every_refusal_reason_in_full_at_
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(screen, 1), what="projects listed")
+        await wait_until_async(pilot, lambda: projects_listed(screen, 1), message="projects listed")
         await pilot.press("i")
         dialog = await wait_screen(pilot, "ImportScreen")
         dialog.query_one("#import-path", Input).value = str(root / "demo-extra")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
-                         what="import report")
+        await wait_until_async(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
+                               message="import report")
         await pilot.pause()
         screen_text = " ".join(" ".join("".join(seg.text for seg in strip).replace("│", " ").split())
                                for strip in dialog._compositor.render_strips())
@@ -205,14 +206,14 @@ async def test_import_dialog_takes_a_kohya_dataset_toml_with_captions_and_repeat
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(screen, 2), what="projects listed")
+        await wait_until_async(pilot, lambda: projects_listed(screen, 2), message="projects listed")
         screen.query_one("#projects", DataTable).move_cursor(row=1)  # "fresh"
         await pilot.press("i")
         dialog = await wait_screen(pilot, "ImportScreen")
         dialog.query_one("#import-path", Input).value = str(toml)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
-                         what="import report")
+        await wait_until_async(pilot, lambda: "imported" in str(dialog.query_one("#import-status").render()),
+                               message="import report")
         assert "imported 2" in str(dialog.query_one("#import-status").render())
     assert read_caption(fresh.dataset / "k0.png") == "zxq, red square"
     assert read_caption(fresh.dataset / "k1.png") == "zxq"  # class_tokens where no caption file

@@ -14,7 +14,8 @@ from loradeck.tui.commands import ScreenActions
 from loradeck.tui.keys import DEFAULTS, keymap_path, load_keymap
 from loradeck.tui.widgets.image_list import ImageList
 from loradeck.tui.widgets.image_preview import detect_mode
-from tests.tui.conftest import make_app, projects_listed, wait_screen, wait_until
+from tests.tui.conftest import make_app, projects_listed, wait_screen
+from tests.waiting import wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,12 +46,12 @@ async def test_remapped_key_runs_the_action_and_the_old_one_does_not(root, demo,
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
         image_list = screen.query_one(ImageList)
-        await wait_until(pilot, lambda: len(image_list.entries) == 12)
+        await wait_until_async(pilot, lambda: len(image_list.entries) == 12)
         await pilot.press("m")
         await pilot.pause(0.2)
         assert len(image_list.entries) == 12 and not screen.missing_only
         await pilot.press("z")
-        await wait_until(pilot, lambda: len(image_list.entries) == 4, what="remapped key works")
+        await wait_until_async(pilot, lambda: len(image_list.entries) == 4, message="remapped key works")
         await pilot.press("f1")
         help_screen = await wait_screen(pilot, "HelpScreen")
         table = help_screen.query_one("#help-keys")
@@ -75,7 +76,7 @@ async def test_command_palette_offers_the_current_screens_actions(root, demo):
     app = make_app(root, open_name="demo")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "DatasetScreen")
-        await wait_until(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
+        await wait_until_async(pilot, lambda: len(screen.query_one(ImageList).entries) == 12)
         provider = ScreenActions(screen)
         names = [hit.text async for hit in provider.search("missing")]
         assert names == ["Missing"]
@@ -83,7 +84,7 @@ async def test_command_palette_offers_the_current_screens_actions(root, demo):
         assert {"Prep", "Caption", "Check", "Replace"} <= {hit.text for hit in found}
         missing_hit = [hit async for hit in provider.search("missing")][0]
         app.call_later(missing_hit.command)  # as the palette runs a chosen hit
-        await wait_until(pilot, lambda: screen.missing_only, what="palette command ran")
+        await wait_until_async(pilot, lambda: screen.missing_only, message="palette command ran")
 
 
 async def test_worker_failure_shows_the_error_modal(root, demo):
@@ -167,7 +168,7 @@ async def test_train_and_runs_keys_open_part_two_screens(root, demo):
     app = make_app(root)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_screen(pilot, "ProjectsScreen")
-        await wait_until(pilot, lambda: projects_listed(screen, 1))
+        await wait_until_async(pilot, lambda: projects_listed(screen, 1))
         await pilot.press("t")
         train = await wait_screen(pilot, "TrainFormScreen")
         assert train.project.name == "demo"

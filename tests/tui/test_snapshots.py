@@ -9,7 +9,8 @@ import pytest
 
 from loradeck.trainer.dataset.project import create_project
 from loradeck.tui.app import LoradeckApp
-from tests.tui.conftest import projects_listed, wait_until
+from tests.tui.conftest import projects_listed
+from tests.waiting import wait_until_async
 
 # Paths show on screen, so snapshots use a fixed root.
 SNAP_ROOT = Path("/tmp/loradeck-snapshots/projects")
@@ -28,7 +29,7 @@ def snap_root(_demo_template, monkeypatch) -> Path:
 
 async def settle(pilot, condition=lambda: True):
     await pilot.app.workers.wait_for_complete()
-    await wait_until(pilot, condition)
+    await wait_until_async(pilot, condition)
     await pilot.pause(0.3)
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from loradeck.trainer.dataset.project import Project, create_project
+from tests.fake_trainer import command as fake_trainer_command
+from tests.fake_trainer import use_fake_trainer
 
 
 @pytest.fixture
 def project(root: Path) -> Project:
     return create_project("cats", root, base_model="synthetic:tiny")
-
-
-FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
 
 
 @pytest.fixture
@@ -31,20 +29,19 @@ def trainable(project: Project) -> Project:
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    """Runs launched through loradeck.trainer.runs.lifecycle start the protocol-only fake trainer (see fake_trainer.py).
+    """Runs launched through loradeck.trainer.runs.lifecycle start the fake trainer (tests/fake_trainer.py).
 
     Yields a dict whose `steps` / `step_seconds` the test may change before launching.
     """
     from loradeck.trainer.runs import lifecycle as runs
 
+    use_fake_trainer(monkeypatch)
     opts = {"steps": 1000, "step_seconds": 0.05}
     launched: list = []
 
     def build_command(run_dir, *, resume=False, gpus=1, mixed_precision="no", python=None):
-        cmd = [sys.executable, str(FAKE_TRAINER), runs.TRAIN_MODULE, str(run_dir),
-               "--steps", str(opts["steps"]), "--step-seconds", str(opts["step_seconds"])]
         launched.append(run_dir)
-        return cmd + (["--resume"] if resume else [])
+        return fake_trainer_command(run_dir, resume=resume, steps=opts["steps"], step_seconds=opts["step_seconds"])
 
     monkeypatch.setattr(runs, "build_command", build_command)
     opts["launched"] = launched

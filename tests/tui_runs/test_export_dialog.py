@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable, Input, Select
-from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of, wait_for
+from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of
 
 from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.lora.publish import PublishError, export_run
 from loradeck.tui.screens.export_dialog import DIALOG_WORDING, ExportScreen
 from loradeck.tui.screens.runs import RunsScreen
 from tests.publish.tiny_models import write_lora
+from tests.waiting import wait_until_async
 
 RUN = "20260102-000000-bbbb"
 
@@ -32,9 +33,9 @@ def stopped_run(project):
 
 async def open_dialog(pilot, app) -> ExportScreen:
     table = app.screen.query_one(DataTable)
-    await wait_for(pilot, lambda: table.row_count == 1, what="the run listed")
+    await wait_until_async(pilot, lambda: table.row_count == 1, message="the run listed")
     await pilot.press("e")
-    await wait_for(pilot, lambda: isinstance(app.screen, ExportScreen), what="the export dialog")
+    await wait_until_async(pilot, lambda: isinstance(app.screen, ExportScreen), message="the export dialog")
     await pilot.pause()
     return app.screen
 
@@ -62,9 +63,9 @@ async def test_a_taken_name_is_resolved_in_the_dialog_and_the_folder_is_remember
         dialog = await open_dialog(pilot, app)
         dialog.query_one("#export-dest", Input).value = str(loras)
         await pilot.press("enter", "enter", "enter")
-        await wait_for(pilot, (loras / "cats-step4.safetensors").exists, timeout=30, what="first export")
-        await wait_for(pilot, lambda: settings.load(stopped_run.settings_file).export.dest == str(loras),
-                       what="the folder saved in project.toml")
+        await wait_until_async(pilot, (loras / "cats-step4.safetensors").exists, timeout=30, message="first export")
+        await wait_until_async(pilot, lambda: settings.load(stopped_run.settings_file).export.dest == str(loras),
+                               message="the folder saved in project.toml")
         # Again: the folder is filled in, and the same name is refused in the dialog, naming its fields.
         dialog = await open_dialog(pilot, app)
         assert dialog.query_one("#export-dest", Input).value == str(loras)
@@ -76,13 +77,14 @@ async def test_a_taken_name_is_resolved_in_the_dialog_and_the_folder_is_remember
         dialog.query_one("#export-conflict", Select).value = "version"
         dialog.query_one("#export-checkpoint", Input).focus()
         await pilot.press("enter")
-        await wait_for(pilot, (loras / "cats-step4-v2.safetensors").exists, timeout=30, what="versioned export")
+        await wait_until_async(pilot, (loras / "cats-step4-v2.safetensors").exists,
+                               timeout=30, message="versioned export")
         # Or another name.
         dialog = await open_dialog(pilot, app)
         dialog.query_one("#export-name", Input).value = "cats-final"
         dialog.query_one("#export-checkpoint", Input).focus()
         await pilot.press("enter")
-        await wait_for(pilot, (loras / "cats-final.safetensors").exists, timeout=30, what="renamed export")
+        await wait_until_async(pilot, (loras / "cats-final.safetensors").exists, timeout=30, message="renamed export")
 
 
 def test_engine_refusal_hints_name_the_dialog_fields_not_cli_flags(stopped_run, tmp_path):

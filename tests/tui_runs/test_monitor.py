@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 
 import pytest
 from PIL import Image
@@ -18,20 +15,21 @@ from tui_runs_helpers import (
     run_started,
     step_events,
     text_of,
-    wait_for,
     write_events,
 )
 
+from loradeck.trainer.events import read_all
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.widgets.charts import LossChart, VramChart
+from tests.waiting import wait_until, wait_until_async
+from tests.fake_trainer import lookalike_trainer
 
 
 @pytest.fixture
 def live_process(project):
     """A process that looks like a trainer of runs/live to the engine (its command line names the run)."""
     run_dir = project.run_dir("live")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "loradeck.trainer.train.process",
-                             str(run_dir)])
+    proc = lookalike_trainer(run_dir)
     yield proc.pid
     proc.kill()
     proc.wait()
@@ -51,7 +49,7 @@ async def test_reattach_to_a_finished_run_shows_its_whole_history(project):
     app = monitor_app(project, "done")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.view is not None and screen.view.step == 200, what="history")
+        await wait_until_async(pilot, lambda: screen.view is not None and screen.view.step == 200, message="history")
         assert screen.view.state == "completed"
         assert len(app.screen.query_one(LossChart).traces[0].xs) == 200
         assert {t.label for t in screen.query_one(VramChart).traces} == {
@@ -69,7 +67,7 @@ async def test_the_latest_run_is_opened_when_no_run_is_named(project):
     make_run(project, "20260102-000000-bbbb", [run_started("b")] + step_events(1, 7, 10), state="stopped")
     app = monitor_app(project)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
+        await wait_until_async(pilot, lambda: app.screen.view is not None, message="a view")
         assert app.screen.run_id == "20260102-000000-bbbb" and app.screen.view.step == 7
 
 
@@ -80,12 +78,12 @@ async def test_a_live_run_updates_as_events_are_appended_with_speed_and_eta(proj
     app = monitor_app(project, "live")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.view is not None and screen.view.step == 10, what="first view")
+        await wait_until_async(pilot, lambda: screen.view is not None and screen.view.step == 10, message="first view")
         assert screen.view.state == "running"
         status = text_of(screen.query_one("#status", Static))
         assert "2.00 it/s" in status and "ETA 45s" in status and "step 10/100" in status
         write_events(files, step_events(11, 30, 100, dt=0.5), mode="a")
-        await wait_for(pilot, lambda: screen.view.step == 30, what="appended steps")
+        await wait_until_async(pilot, lambda: screen.view.step == 30, message="appended steps")
         assert "ETA 35s" in text_of(screen.query_one("#status", Static))
         assert len(screen.query_one(LossChart).traces[0].xs) == 30
 
@@ -98,7 +96,7 @@ async def test_errors_are_shown_with_their_hint(project):
         state="failed")
     app = monitor_app(project, "oom")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
+        await wait_until_async(pilot, lambda: app.screen.view is not None, message="a view")
         alerts = text_of(app.screen.query_one("#alerts", Static))
         assert "OOM: CUDA out of memory" in alerts
         assert "→ turn on gradient checkpointing or lower the batch size" in alerts
@@ -112,13 +110,13 @@ async def test_no_gpu_and_no_nvml_are_said_plainly(project):
     make_run(project, "cpu", [run_started("cpu", device="cpu")] + step_events(1, 3, 10, mem=False), state="stopped")
     app = monitor_app(project, "nonvml")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
+        await wait_until_async(pilot, lambda: app.screen.view is not None, message="a view")
         assert "GPU: not monitored: NVML library not found" in text_of(app.screen.query_one("#device", Static))
         # torch's own numbers from the step events are still drawn
         assert {t.label for t in app.screen.query_one(VramChart).traces} == {"torch peak", "torch alloc"}
     app = monitor_app(project, "cpu")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
+        await wait_until_async(pilot, lambda: app.screen.view is not None, message="a view")
         vram = app.screen.query_one(VramChart)
         assert not vram.traces and "No GPU: this run trains on cpu" in str(vram.render())
         assert app.screen.query_one(LossChart).traces  # the loss still shows
@@ -130,11 +128,11 @@ async def test_ten_thousand_events_written_fast_are_coalesced_and_keys_still_ans
     app = monitor_app(project, "live")
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.view is not None, what="a view")
+        await wait_until_async(pilot, lambda: screen.view is not None, message="a view")
         for start in range(1, 10_001, 1000):  # ten fast bursts
             write_events(files, step_events(start, start + 999, 10_000, mem=False), mode="a")
             await pilot.press("l")  # toggling the log must still work between bursts
-        await wait_for(pilot, lambda: screen.view.step == 10_000, what="all 10 000 events")
+        await wait_until_async(pilot, lambda: screen.view.step == 10_000, message="all 10 000 events")
         assert screen.updates_applied < 200  # not one redraw per event
         assert screen.query_one("#log").has_class("large") is False  # 10 presses: back where it was
 
@@ -143,15 +141,15 @@ async def test_an_unknown_run_is_named_in_the_error(project):
     make_run(project, "20260101-000000-aaaa", [run_started("a")], state="stopped")
     app = monitor_app(project, "nope")
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.2)
-        assert "no run 'nope' in project 'cats'" in text_of(app.screen.query_one("#finished", Static))
+        await wait_until_async(pilot, lambda: "no run 'nope' in project 'cats'"
+                               in text_of(app.screen.query_one("#finished", Static)), message="the missing run's note")
 
 
 async def test_a_project_without_runs_says_how_to_start_one(project):
     app = monitor_app(project)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.2)
-        assert "has no runs yet" in text_of(app.screen.query_one("#finished", Static))
+        await wait_until_async(pilot, lambda: "has no runs yet" in text_of(app.screen.query_one("#finished", Static)),
+                               message="the no-runs note")
 
 
 async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
@@ -162,21 +160,23 @@ async def test_stop_and_resume_from_the_monitor(trainable, fake_trainer):
     app = monitor_app(trainable, files.run_id)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.view is not None and screen.view.state == "running"
-                       and screen.view.step > 0, timeout=30, what="the run to start")
+        await wait_until_async(pilot, lambda: screen.view is not None and screen.view.state == "running"
+                               and screen.view.step > 0, timeout=30, message="the run to start")
         await pilot.press("s")
         await pilot.press("y")  # confirm
-        await wait_for(pilot, lambda: screen.view.state == "stopped", timeout=30, what="stopped")
+        await wait_until_async(pilot, lambda: screen.view.state == "stopped", timeout=30, message="stopped")
         stopped_at = screen.view.step
         assert "press r to resume" in text_of(screen.query_one("#finished", Static))
         await pilot.press("r")
-        await wait_for(pilot, lambda: screen.view.state == "running" and screen.view.step > stopped_at,
-                       timeout=30, what="resumed and stepping")
+        await wait_until_async(pilot, lambda: screen.view.state == "running" and screen.view.step > stopped_at,
+                               timeout=30, message="resumed and stepping")
         # the history before the stop is still on the graph
         assert screen.query_one(LossChart).traces[0].xs[0] == 1
-    # closing the TUI leaves the run going
-    time.sleep(0.5)
-    assert runs.run_state(files) == "running"
+    # closing the TUI leaves the run going: it keeps stepping
+    closed_at = screen.view.step
+    wait_until(lambda: runs.run_state(files) == "running" and max(
+        (e["step"] for e in read_all(files.events) if e["type"] == "step"), default=0) > closed_at, 30,
+        message="the run to keep stepping after the TUI closed")
     assert runs.stop(files)["state"] == "stopped"
 
 
@@ -189,19 +189,19 @@ async def test_a_covered_monitor_catches_up_when_it_is_shown_again(project, live
     app = monitor_app(project, "live")
     async with app.run_test(size=(80, 24)) as pilot:
         monitor = app.screen
-        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.step == 5, what="first view")
+        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.step == 5, message="first view")
         await pilot.press("u")
         assert isinstance(app.screen, RunsScreen)
         write_events(files, step_events(6, 40, 100), mode="a")
-        await wait_for(pilot, lambda: monitor.view.step == 40, what="the watcher to read on")
+        await wait_until_async(pilot, lambda: monitor.view.step == 40, message="the watcher to read on")
         drawn = monitor.updates_applied
         await pilot.pause(0.3)
         assert monitor.updates_applied == drawn  # nothing is drawn while covered
         assert "step 5/100" in text_of(monitor.query_one("#status", Static))
         await pilot.press("escape")
         assert app.screen is monitor
-        await wait_for(pilot, lambda: "step 40/100" in text_of(monitor.query_one("#status", Static)),
-                       what="the newest view drawn")
+        await wait_until_async(pilot, lambda: "step 40/100" in text_of(monitor.query_one("#status", Static)),
+                               message="the newest view drawn")
 
 
 async def test_loradeck_monitor_opens_the_latest_run_over_the_projects_list(project):
@@ -212,8 +212,8 @@ async def test_loradeck_monitor_opens_the_latest_run_over_the_projects_list(proj
         {"type": "run_finished", "time": T0 + 9, "status": "completed"}], state="completed")
     app = LoradeckApp(project.root, monitor=("cats", None))
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.view is not None,
-                       what="the monitor")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen) and app.screen.view is not None,
+                               message="the monitor")
         assert app.screen.view.state == "completed" and app.screen.view.step == 9
         await pilot.press("escape")
         assert type(app.screen).__name__ == "ProjectsScreen"
@@ -227,7 +227,7 @@ async def test_a_live_run_shows_its_newest_checkpoint(project, live_process):
     live_status(files, live_process)
     app = monitor_app(project, "live")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.view is not None, what="a view")
+        await wait_until_async(pilot, lambda: app.screen.view is not None, message="a view")
         assert text_of(app.screen.query_one("#finished", Static)) == (
             "checkpoint 2 at step 20: lora-step00000020.safetensors")
 
@@ -241,7 +241,8 @@ async def test_a_resumed_run_shows_its_repeated_start_up_warning_once(project):
         + step_events(4, 5, 10, t0=T0 + 10), state="stopped")
     app = monitor_app(project, "again")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.screen.view is not None and app.screen.view.step == 5, what="a view")
+        await wait_until_async(pilot, lambda: app.screen.view is not None and app.screen.view.step == 5,
+                               message="a view")
         alerts = text_of(app.screen.query_one("#alerts", Static))
         assert alerts.count("no CUDA GPU found") == 1
         assert "loss was NaN at step 4" in alerts

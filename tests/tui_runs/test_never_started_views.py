@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from loradeck.tui.run_watch import Alert, RunView
 from loradeck.tui.screens.monitor import finished_line
+from tests.waiting import wait_until_async
 
 LOG = ["=== loradeck 2026-11-30 13:30:33: python -m loradeck.trainer.train.process /p/runs/r1",
        "error: /p/runs/r1/config.toml does not exist"]
@@ -28,7 +29,7 @@ def test_a_crash_still_offers_resume():
 
 async def test_the_runs_screen_shows_a_run_that_never_started_as_failed_with_its_reason(trainable, monkeypatch):
     from textual.widgets import DataTable, Static
-    from tui_runs_helpers import ScreenApp, text_of, wait_for
+    from tui_runs_helpers import ScreenApp, text_of
 
     from loradeck.trainer.runs import lifecycle as runs
     from loradeck.tui.screens.runs import RunsScreen
@@ -39,7 +40,7 @@ async def test_the_runs_screen_shows_a_run_that_never_started_as_failed_with_its
     app = ScreenApp(lambda: RunsScreen(trainable))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 1, what="the row")
+        await wait_until_async(pilot, lambda: table.row_count == 1, message="the row")
         assert str(table.get_cell(files.run_id, "state")) == "failed"
         detail = text_of(app.screen.query_one("#runs-detail", Static))
         assert "the trainer exited before it started" in detail and "No module named" in detail

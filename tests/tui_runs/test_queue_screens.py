@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from textual.widgets import Checkbox, DataTable, Select, Static
-from tui_runs_helpers import ScreenApp, text_of, wait_for
+from tui_runs_helpers import ScreenApp, text_of
 
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs import queue as run_queue
@@ -25,6 +25,7 @@ from loradeck.tui.screens.runs import RunsScreen
 from loradeck.tui.screens.train_form import TrainFormScreen
 from loradeck.tui.widgets.gpu_table import GpuTable
 from tests.runs.queue_helpers import FAKE_NVML_DIR, GiB, ScriptedNvml, load_fake_pynvml
+from tests.waiting import wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,24 +55,25 @@ async def test_a_queued_run_shows_its_place_and_what_it_waits_for_and_s_cancels_
     app = ScreenApp(lambda: RunsScreen(trainable, refresh_seconds=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 1, what="the row")
+        await wait_until_async(pilot, lambda: table.row_count == 1, message="the row")
         assert str(table.get_cell(files.run_id, "state")) == "queued"
         assert str(table.get_cell(files.run_id, "steps")) == "#1 of 1"
         detail = app.screen.query_one("#runs-detail", Static)
-        await wait_for(pilot, lambda: "free now" in text_of(detail), what="the head's reason")
+        await wait_until_async(pilot, lambda: "free now" in text_of(detail), message="the head's reason")
         assert "queued 1/1: waits for" in text_of(detail) and "s: cancel" in text_of(detail)
         await pilot.press("enter")
         assert isinstance(app.screen, MonitorScreen)
         monitor = app.screen
-        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.state == "queued", what="monitor")
+        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.state == "queued",
+                               message="monitor")
         finished = monitor.query_one("#finished", Static)
-        await wait_for(pilot, lambda: "waits for" in text_of(finished), what="the monitor's queue line")
+        await wait_until_async(pilot, lambda: "waits for" in text_of(finished), message="the monitor's queue line")
         assert "GiB free on a GPU" in text_of(finished)
         assert "queued" in text_of(monitor.query_one("#status", Static))
         await pilot.press("s")
         await pilot.pause()
         await pilot.press("y")
-        await wait_for(pilot, lambda: runs.run_state(files) == "stopped", timeout=15, what="the cancel")
+        await wait_until_async(pilot, lambda: runs.run_state(files) == "stopped", timeout=15, message="the cancel")
     assert not Path(run_queue.read_queue_record(files)["ticket"]).exists()
 
 
@@ -84,22 +86,23 @@ async def test_the_train_form_queues_a_run_on_the_gpu_chosen_and_it_starts_when_
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         select = screen.query_one("#placement-gpu", Select)
-        await wait_for(pilot, lambda: len(select._options) >= 4, what="the GPUs in the select")
+        await wait_until_async(pilot, lambda: len(select._options) >= 4, message="the GPUs in the select")
         assert "GPU 1: NVIDIA A100, 0.0 GiB free" in [str(label) for label, _ in select._options]
         select.value = "1"
         screen.query_one("#placement-queue", Checkbox).value = True
         await pilot.pause()
         await pilot.press("ctrl+l")
-        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, what="the monitor")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, message="the monitor")
         monitor = app.screen
-        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.state == "queued", what="queued")
+        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.state == "queued",
+                               message="queued")
         [files] = runs.run_folders(trainable)
         assert run_queue.read_queue_record(files)["gpu"] == 1
         gpus.set_used(0, 0)  # GPU 0 frees: not the one it asked for
         await pilot.pause(1.0)
         assert runs.run_state(files) == "queued"
         gpus.set_used(1, 0)
-        await wait_for(pilot, lambda: monitor.view.state == "completed", timeout=30, what="the run")
+        await wait_until_async(pilot, lambda: monitor.view.state == "completed", timeout=30, message="the run")
     assert "starting on GPU 1 (NVIDIA A100)" in files.log.read_text()
 
 
@@ -115,7 +118,7 @@ async def test_the_monitor_lists_every_process_on_each_gpu_with_this_runs_marked
         app = ScreenApp(lambda: MonitorScreen(trainable, files.run_id))
         async with app.run_test(size=(80, 24)) as pilot:
             table = app.screen.query_one(GpuTable)
-            await wait_for(pilot, lambda: table.report is not None, what="the GPU table")
+            await wait_until_async(pilot, lambda: table.report is not None, message="the GPU table")
             assert table.display
             shown = text_of(table)
             assert "GPU 0 NVIDIA RTX 3060: 5.0 GiB free of 12.0 GiB" in shown
@@ -136,6 +139,6 @@ async def test_the_gpu_table_is_hidden_without_nvml(trainable, gpus):
     app = ScreenApp(lambda: MonitorScreen(trainable, files.run_id))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(GpuTable)
-        await wait_for(pilot, lambda: table.report is not None, what="the GPU poll")
+        await wait_until_async(pilot, lambda: table.report is not None, message="the GPU poll")
         assert not table.has_class("-shown") and "Driver Not Loaded" in table.report.reason
         assert "not monitored" not in text_of(table)  # the device line says it, once

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 from tui_runs_helpers import T0, live_status, make_run, run_started, step_events
 
 from loradeck.tui import run_actions
+from tests.fake_trainer import lookalike_trainer
 
 
 def test_resume_waits_for_a_trainer_still_exiting_after_it_reported_stopped(project, monkeypatch):
@@ -16,8 +15,7 @@ def test_resume_waits_for_a_trainer_still_exiting_after_it_reported_stopped(proj
 
     run_dir = project.run_dir("exiting")
     # looks like the run's trainer to the engine (its command line names the run) and exits in 1.5 s
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)", "loradeck.trainer.train.process",
-                             str(run_dir)], start_new_session=True)  # as loradeck.trainer.runs.lifecycle starts it
+    proc = lookalike_trainer(run_dir, seconds=1.5, start_new_session=True)  # in its own session, as runs are
     try:
         files = make_run(project, "exiting", [run_started("exiting")] + step_events(1, 3, 10) + [
             {"type": "run_finished", "time": T0 + 4, "status": "stopped"}], state="stopped")

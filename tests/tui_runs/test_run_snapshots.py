@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from tui_runs_helpers import T0, ScreenApp, gpu_events, make_run, run_started, step_events, wait_for
+from tui_runs_helpers import T0, ScreenApp, gpu_events, make_run, run_started, step_events
 
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.runs import RunsScreen
 from loradeck.tui.screens.train_form import TrainFormScreen
+from tests.waiting import wait_until_async
 
 SIZE = (80, 24)
 
@@ -32,7 +33,7 @@ def test_monitor_of_a_failed_run(project, snap_compare):
     app = ScreenApp(lambda: MonitorScreen(project, None, poll_interval=0.05))
 
     async def ready(pilot):
-        await wait_for(pilot, lambda: app.screen.view is not None and app.screen.view.state == "failed")
+        await wait_until_async(pilot, lambda: app.screen.view is not None and app.screen.view.state == "failed")
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
@@ -46,11 +47,11 @@ def test_train_form_with_an_error(trainable, snap_compare, monkeypatch):
     app = ScreenApp(lambda: TrainFormScreen(trainable))
 
     async def edit(pilot):
-        await wait_for(pilot, lambda: app.screen.query("#f-rank") and app.screen.query_one("#f-rank").value)
+        await wait_until_async(pilot, lambda: app.screen.query("#f-rank") and app.screen.query_one("#f-rank").value)
         # the preflight of the valid defaults shows first (a worker, after a debounce)
-        await wait_for(pilot, lambda: app.screen.query_one("#preflight").checks_done >= 1)
+        await wait_until_async(pilot, lambda: app.screen.query_one("#preflight").checks_done >= 1)
         app.screen.query_one("#f-rank").value = "0"
-        await wait_for(pilot, lambda: "rank" in app.screen.errors)
+        await wait_until_async(pilot, lambda: "rank" in app.screen.errors)
         app.screen.set_focus(None)  # no blinking cursor in the picture
         await pilot.pause(0.1)
 
@@ -66,7 +67,7 @@ def test_runs_list(project, snap_compare, utc):
     app = ScreenApp(lambda: RunsScreen(project))
 
     async def ready(pilot):
-        await wait_for(pilot, lambda: len(app.screen.rows) == 2)
+        await wait_until_async(pilot, lambda: len(app.screen.rows) == 2)
         await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

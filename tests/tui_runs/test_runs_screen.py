@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable, Static
-from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of, wait_for
+from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of
 
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.runs import RunsScreen
+from tests.waiting import wait_until_async
 
 
 def finished(status, t, **extra):
@@ -36,7 +37,7 @@ async def test_every_run_is_listed_newest_first_with_its_state(four_runs):
     app = ScreenApp(lambda: RunsScreen(four_runs))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="four rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="four rows")
         assert states(table) == {"20260104-000000-dddd": "crashed", "20260103-000000-cccc": "failed",
                                  "20260102-000000-bbbb": "stopped", "20260101-000000-aaaa": "completed"}
         assert [str(table.get_cell(k, "run")) for k in table.rows][0] == "20260104-000000-dddd"
@@ -49,10 +50,10 @@ async def test_enter_opens_the_selected_run_in_the_monitor(four_runs):
     app = ScreenApp(lambda: RunsScreen(four_runs))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="rows")
         await pilot.press("down", "enter")
         assert isinstance(app.screen, MonitorScreen)
-        await wait_for(pilot, lambda: app.screen.view is not None, what="the monitor")
+        await wait_until_async(pilot, lambda: app.screen.view is not None, message="the monitor")
         assert app.screen.run_id == "20260103-000000-cccc" and app.screen.view.state == "failed"
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
@@ -62,9 +63,9 @@ async def test_a_state_change_on_disk_shows_up_without_a_keypress(four_runs):
     app = ScreenApp(lambda: RunsScreen(four_runs, refresh_seconds=0.1))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="rows")
         make_run(four_runs, "20260105-000000-eeee", [run_started("e", t=T0 + 400)], state="running")
-        await wait_for(pilot, lambda: table.row_count == 5, what="the new run listed")
+        await wait_until_async(pilot, lambda: table.row_count == 5, message="the new run listed")
 
 
 async def test_stop_and_resume_from_the_runs_screen(trainable, fake_trainer):
@@ -77,16 +78,19 @@ async def test_stop_and_resume_from_the_runs_screen(trainable, fake_trainer):
     app = ScreenApp(lambda: RunsScreen(trainable, refresh_seconds=0.1))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.rows.get(files.run_id) and screen.rows[files.run_id].state == "running",
-                       timeout=30, what="running")
+        await wait_until_async(pilot,
+                               lambda: screen.rows.get(files.run_id) and screen.rows[files.run_id].state == "running",
+                               timeout=30, message="running")
         await pilot.press("r")  # a running run cannot be resumed: nothing happens but a notice
         await pilot.press("s", "y")
-        await wait_for(pilot, lambda: screen.rows[files.run_id].state == "stopped", timeout=30, what="stopped")
+        await wait_until_async(pilot, lambda: screen.rows[files.run_id].state == "stopped",
+                               timeout=30, message="stopped")
         fake_trainer["step_seconds"] = 0.02
         await pilot.press("r")
-        await wait_for(pilot, lambda: screen.rows[files.run_id].state in ("running", "completed"), timeout=30,
-                       what="resumed")
-        await wait_for(pilot, lambda: screen.rows[files.run_id].state == "completed", timeout=30, what="completed")
+        await wait_until_async(pilot, lambda: screen.rows[files.run_id].state in ("running", "completed"), timeout=30,
+                               message="resumed")
+        await wait_until_async(pilot, lambda: screen.rows[files.run_id].state == "completed",
+                               timeout=30, message="completed")
     assert len(fake_trainer["launched"]) == 2  # the start and the resume
 
 
@@ -94,7 +98,7 @@ async def test_export_asks_for_a_folder_and_reports_what_the_engine_says(four_ru
     app = ScreenApp(lambda: RunsScreen(four_runs))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="rows")
         await pilot.press("e")  # the crashed run has no final LoRA and no checkpoints: a notice, no dialog
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("down", "down", "down", "e")
@@ -119,10 +123,10 @@ async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_run
     app = ScreenApp(lambda: RunsScreen(four_runs))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="rows")
         await pilot.press("down", "down")
-        await wait_for(pilot, lambda: "e: export a checkpoint" in text_of(app.screen.query_one("#runs-detail")),
-                       what="the hint that a checkpoint can be exported")
+        await wait_until_async(pilot, lambda: "e: export a checkpoint" in text_of(app.screen.query_one("#runs-detail")),
+                               message="the hint that a checkpoint can be exported")
         await pilot.press("e")
         assert isinstance(app.screen, ExportScreen)
         assert app.screen.query_one("#export-checkpoint").value == "latest"
@@ -132,15 +136,16 @@ async def test_a_stopped_runs_latest_checkpoint_is_offered_and_exported(four_run
         await pilot.press("enter", "enter", "enter")
         # the crafted config names no output_name: published under the project's name, with the step
         published = tmp_path / "loras" / f"{four_runs.name}-step4.safetensors"
-        await wait_for(pilot, published.exists, timeout=180, what="the checkpoint published")  # a torch load check in a subprocess
-        assert published.with_suffix(".json").exists()
+        # Both files: the LoRA is written before its sidecar. A torch load check runs in a subprocess first.
+        await wait_until_async(pilot, lambda: published.exists() and published.with_suffix(".json").exists(),
+                               timeout=180, message="the checkpoint published with its .json")
 
 
 async def test_every_column_fits_80_columns_lora_name_included(four_runs):
     app = ScreenApp(lambda: RunsScreen(four_runs))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="four rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="four rows")
         await pilot.pause()
         lines = ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
         completed = next(line for line in lines if "20260101-000000-aaaa" in line)
@@ -158,11 +163,11 @@ async def test_the_footer_offers_stop_and_resume_only_where_the_selected_run_all
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         table = screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 4, what="four rows")
+        await wait_until_async(pilot, lambda: table.row_count == 4, message="four rows")
         table.move_cursor(row=table.get_row_index("20260101-000000-aaaa"))  # completed
-        await wait_for(pilot, lambda: "e Export" in footer(screen) and "r Resume" not in footer(screen),
-                       what="a completed run's footer")
+        await wait_until_async(pilot, lambda: "e Export" in footer(screen) and "r Resume" not in footer(screen),
+                               message="a completed run's footer")
         assert "s Stop" not in footer(screen)
         table.move_cursor(row=table.get_row_index("20260102-000000-bbbb"))  # stopped
-        await wait_for(pilot, lambda: "r Resume" in footer(screen), what="a stopped run's footer")
+        await wait_until_async(pilot, lambda: "r Resume" in footer(screen), message="a stopped run's footer")
         assert "s Stop" not in footer(screen)

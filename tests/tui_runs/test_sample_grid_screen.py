@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable
-from tui_runs_helpers import ScreenApp, text_of, wait_for
+from tui_runs_helpers import ScreenApp, text_of
 
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.export_dialog import ExportScreen
@@ -14,6 +14,7 @@ from loradeck.tui.screens.runs import RunsScreen
 from loradeck.tui.screens.sample_grid import SampleGridScreen
 from loradeck.tui.widgets.image_preview import ImagePreview
 from tests.runs.sampled_run import RUN_ID, make_sampled_run, path_of
+from tests.waiting import wait_until_async
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ async def test_grid_walks_steps_and_prompts_and_compares_two_steps(project, samp
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         table = screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 3, what="three steps")
+        await wait_until_async(pilot, lambda: table.row_count == 3, message="three steps")
         assert len(table.columns) == 4  # step, LoRA, two prompts
         assert screen.selected() == (6, 0) and previews(screen)[0] == path_of(sampled, 6, 0)
         await pilot.press("c")                       # pin step 6
@@ -55,7 +56,7 @@ async def test_export_from_a_selected_step_publishes_that_checkpoint(project, tm
     app = ScreenApp(lambda: SampleGridScreen(project, RUN_ID))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 3, what="three steps")
+        await wait_until_async(pilot, lambda: table.row_count == 3, message="three steps")
         await pilot.press("up")                      # step 4: a checkpoint
         await pilot.press("e")
         assert isinstance(app.screen, ExportScreen)
@@ -67,9 +68,10 @@ async def test_export_from_a_selected_step_publishes_that_checkpoint(project, tm
         from loradeck.tui.screens.error import ErrorScreen
 
         # The adapter claims its name first, then the sidecar moves in: wait for both.
-        await wait_for(pilot, lambda: published.with_suffix(".json").exists() or isinstance(app.screen, ErrorScreen),
-                       timeout=300,
-                       what="the step's checkpoint published")
+        await wait_until_async(pilot,
+                               lambda: published.with_suffix(".json").exists() or isinstance(app.screen, ErrorScreen),
+                               timeout=300,
+                               message="the step's checkpoint published")
         assert not isinstance(app.screen, ErrorScreen), app.screen.message
         assert published.exists()
     assert files.checkpoint("lora", 4).exists()
@@ -80,7 +82,7 @@ async def test_a_step_whose_lora_was_not_kept_says_so_instead_of_exporting(proje
     app = ScreenApp(lambda: SampleGridScreen(project, RUN_ID))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 3, what="three steps")
+        await wait_until_async(pilot, lambda: table.row_count == 3, message="three steps")
         notes = []
         app.notify = lambda message, **kw: notes.append(message)
         await pilot.press("up", "up", "e")
@@ -92,18 +94,18 @@ async def test_s_writes_the_contact_sheet_into_the_run_folder(project, sampled):
     app = ScreenApp(lambda: SampleGridScreen(project, RUN_ID))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 3, what="three steps")
+        await wait_until_async(pilot, lambda: table.row_count == 3, message="three steps")
         await pilot.press("s")
-        await wait_for(pilot, (sampled.dir / "contact_sheet.png").exists, what="the contact sheet")
+        await wait_until_async(pilot, (sampled.dir / "contact_sheet.png").exists, message="the contact sheet")
 
 
 async def test_runs_screen_opens_the_grid_of_the_selected_run(project, sampled):
     app = ScreenApp(lambda: RunsScreen(project))
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 1, what="the run")
+        await wait_until_async(pilot, lambda: table.row_count == 1, message="the run")
         await pilot.press("g")
-        await wait_for(pilot, lambda: isinstance(app.screen, SampleGridScreen), what="the grid")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, SampleGridScreen), message="the grid")
         assert app.screen.run_id == RUN_ID
 
 
@@ -112,16 +114,16 @@ async def test_monitor_steps_back_through_earlier_samples_and_opens_the_grid(pro
     async with app.run_test(size=(80, 24)) as pilot:
         monitor = app.screen
         sample = monitor.query_one("#sample", ImagePreview)
-        await wait_for(pilot, lambda: sample.path == path_of(sampled, 6, 1), what="the newest sample")
+        await wait_until_async(pilot, lambda: sample.path == path_of(sampled, 6, 1), message="the newest sample")
         await pilot.press("left_square_bracket")
-        await wait_for(pilot, lambda: sample.path == path_of(sampled, 6, 0), what="one sample back")
+        await wait_until_async(pilot, lambda: sample.path == path_of(sampled, 6, 0), message="one sample back")
         await pilot.press("left_square_bracket", "left_square_bracket")
-        await wait_for(pilot, lambda: sample.path == path_of(sampled, 4, 0), what="three samples back")
+        await wait_until_async(pilot, lambda: sample.path == path_of(sampled, 4, 0), message="three samples back")
         assert "sample 3/6 @ step 4" in text_of(monitor.query_one("#sample-caption"))
         await pilot.press("right_square_bracket")
-        await wait_for(pilot, lambda: sample.path == path_of(sampled, 4, 1), what="one forward")
+        await wait_until_async(pilot, lambda: sample.path == path_of(sampled, 4, 1), message="one forward")
         await pilot.press("g")
-        await wait_for(pilot, lambda: isinstance(app.screen, SampleGridScreen), what="the grid")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, SampleGridScreen), message="the grid")
         assert app.screen.run_id == RUN_ID
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable, Static
-from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of, wait_for
+from tui_runs_helpers import T0, ScreenApp, make_run, run_started, step_events, text_of
 
 from loradeck.trainer.dataset.project import create_project
 from loradeck.trainer.errors import LoradeckError
@@ -15,6 +15,7 @@ from loradeck.tui import run_actions
 from loradeck.tui.screens.confirm import ConfirmScreen
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.runs import RunsScreen
+from tests.waiting import wait_until_async
 
 
 def footer(screen) -> str:
@@ -35,21 +36,23 @@ async def test_the_monitor_says_stopping_at_once_and_a_second_press_force_stops(
     app = ScreenApp(lambda: MonitorScreen(trainable, slow_run.run_id, poll_interval=0.05))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.view is not None and screen.view.state == "running", timeout=30,
-                       what="the run to start")
+        await wait_until_async(pilot, lambda: screen.view is not None and screen.view.state == "running", timeout=30,
+                               message="the run to start")
         await pilot.press("s", "y")
-        await pilot.pause(0.2)
-        assert "stopping (finishing step 1)" in text_of(screen.query_one("#status", Static))
+        # At once: well before the 30 s step ends.
+        await wait_until_async(pilot,
+                               lambda: "stopping (finishing step 1)" in text_of(screen.query_one("#status", Static)),
+                               timeout=5, message="the monitor to say stopping")
         assert "s again: force-stop" in text_of(screen.query_one("#finished", Static))
         assert runs.run_state(slow_run) == "running"  # still finishing its 30 s step
         await pilot.press("s")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the force-stop question")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, ConfirmScreen), message="the force-stop question")
         assert "Force-stop" in text_of(app.screen.query_one("#confirm-question", Static))
         await pilot.press("y")
-        await wait_for(pilot, lambda: not screen.view.is_live, timeout=15, what="the forced stop")
+        await wait_until_async(pilot, lambda: not screen.view.is_live, timeout=15, message="the forced stop")
         assert screen.view.state == "crashed"  # killed mid-step: resumable from its last saved state
         assert "stopping" not in text_of(screen.query_one("#status", Static))
-        await wait_for(pilot, lambda: "r Resume" in footer(screen), what="the footer offering resume")
+        await wait_until_async(pilot, lambda: "r Resume" in footer(screen), message="the footer offering resume")
         assert "s Stop" not in footer(screen)
 
 
@@ -58,20 +61,22 @@ async def test_the_runs_screen_says_stopping_at_once_and_offers_force_stop(train
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         table = screen.query_one(DataTable)
-        await wait_for(pilot, lambda: screen.rows.get(slow_run.run_id) is not None
-                       and screen.rows[slow_run.run_id].state == "running", timeout=30, what="the running row")
+        await wait_until_async(pilot, lambda: screen.rows.get(slow_run.run_id) is not None
+                               and screen.rows[slow_run.run_id].state == "running",
+                               timeout=30, message="the running row")
         await pilot.press("s", "y")
-        await pilot.pause(0.2)
-        assert str(table.get_cell(slow_run.run_id, "state")) == "stopping"
+        # At once: well before the 30 s step ends.
+        await wait_until_async(pilot, lambda: str(table.get_cell(slow_run.run_id, "state")) == "stopping", timeout=5,
+                               message="the row to say stopping")
         detail = text_of(screen.query_one("#runs-detail", Static))
         assert "stopping (finishing step 1)" in detail and "s again: force-stop" in detail
         await pilot.pause(0.6)  # refreshes while the stop waits keep saying so
         assert str(table.get_cell(slow_run.run_id, "state")) == "stopping"
         await pilot.press("s")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the force-stop question")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, ConfirmScreen), message="the force-stop question")
         await pilot.press("y")
-        await wait_for(pilot, lambda: str(table.get_cell(slow_run.run_id, "state")) == "crashed", timeout=15,
-                       what="the forced stop")
+        await wait_until_async(pilot, lambda: str(table.get_cell(slow_run.run_id, "state")) == "crashed", timeout=15,
+                               message="the forced stop")
 
 
 def test_a_stop_that_times_out_names_the_key_and_the_complete_command(root, monkeypatch):
@@ -98,10 +103,10 @@ async def test_the_monitor_offers_only_the_keys_the_runs_state_allows(project):
         app = ScreenApp(lambda: MonitorScreen(project, run_id, poll_interval=0.05))
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.screen
-            await wait_for(pilot, lambda: screen.view is not None, what="the view")
-            await wait_for(pilot, lambda: "l Log" in footer(screen), what="the footer")
+            await wait_until_async(pilot, lambda: screen.view is not None, message="the view")
+            await wait_until_async(pilot, lambda: "l Log" in footer(screen), message="the footer")
             for key in shown:  # the footer's keys follow the view, one refresh after it arrives
-                await wait_for(pilot, lambda: key in footer(screen), what=f"{key} for {run_id}")
+                await wait_until_async(pilot, lambda: key in footer(screen), message=f"{key} for {run_id}")
             for key in hidden:
                 assert key not in footer(screen), (run_id, footer(screen))
             assert "l Log" in footer(screen) and "u Runs" in footer(screen)
@@ -116,12 +121,12 @@ async def test_the_runs_screen_moves_its_cursor_to_a_new_run(project):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         table = screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 2, what="two rows")
+        await wait_until_async(pilot, lambda: table.row_count == 2, message="two rows")
         await pilot.press("down")
         assert screen.selected_run_id() == "20260101-000000-aaaa"
         make_run(project, "20260103-000000-cccc", [run_started("c", t=T0 + 200)]
                  + step_events(1, 2, 5, t0=T0 + 200) + [finished("stopped", T0 + 210)], state="stopped")
-        await wait_for(pilot, lambda: table.row_count == 3, what="the new run's row")
+        await wait_until_async(pilot, lambda: table.row_count == 3, message="the new run's row")
         assert screen.selected_run_id() == "20260103-000000-cccc"
         await pilot.press("down")  # later refreshes leave the cursor where the user puts it
         await pilot.pause(0.4)
@@ -136,9 +141,10 @@ async def test_the_monitor_names_form_fields_in_an_error_hint_not_cli_flags(proj
     app = ScreenApp(lambda: MonitorScreen(project, "oom", poll_interval=0.05))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
-        await wait_for(pilot, lambda: screen.view is not None and screen.view.state == "failed", what="the view")
-        await pilot.pause(0.1)
-        alerts = text_of(screen.query_one("#alerts", Static))
+        await wait_until_async(pilot, lambda: screen.view is not None and screen.view.state == "failed",
+                               message="the view")
+        alerts = await wait_until_async(pilot, lambda: text_of(screen.query_one("#alerts", Static)),
+                                        message="the alerts")
         assert "--" not in alerts
         assert "“Gradient checkpointing”" in alerts and "“Optimizer” adamw8bit" in alerts
 
@@ -150,12 +156,12 @@ async def test_the_run_screens_footers_keep_every_shown_key_and_the_palette_at_8
              state="stopped")
     app = LoradeckApp(project.root)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ProjectsScreen", what="the projects")
+        await wait_until_async(pilot, lambda: type(app.screen).__name__ == "ProjectsScreen", message="the projects")
         # A stopped run is selected: Resume, not Stop (the runs screen's keys follow the selected run).
         for screen, keys in ((RunsScreen(project), ("m Monitor", "r Resume", "e Export", "t New run")),
                              (MonitorScreen(project, "halted"), ("r Resume", "l Log", "u Runs"))):
             app.push_screen(screen)
-            await wait_for(pilot, lambda: keys[-1] in footer(app.screen), what=f"the footer of {screen}")
+            await wait_until_async(pilot, lambda: keys[-1] in footer(app.screen), message=f"the footer of {screen}")
             line = footer(app.screen)
             for key in keys + ("^q Quit", "f1 Help", "^p palette"):
                 assert key in line, line

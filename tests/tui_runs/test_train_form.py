@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from textual.widgets import Button, Input, Select, Static
-from tui_runs_helpers import ScreenApp, text_of, wait_for
+from tui_runs_helpers import ScreenApp, text_of
 
 from loradeck.trainer.config import project_settings as settings
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.train_form import TrainFormScreen
+from tests.waiting import wait_until_async
 
 
 def form_app(project):
@@ -106,10 +107,11 @@ async def test_launch_creates_the_run_with_the_form_values_and_opens_its_monitor
         screen.query_one("#f-sample_prompts").text = "a cat\na dog"
         await pilot.pause()
         await pilot.press("ctrl+l")
-        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, what="the monitor")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, message="the monitor")
         monitor = app.screen
-        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.state == "completed", timeout=30,
-                       what="the run to finish")
+        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.state == "completed",
+                               timeout=30,
+                               message="the run to finish")
     [files] = runs.run_folders(trainable)
     cfg, _ = run_config.read_run_config(files.config)
     assert (cfg.rank, cfg.resolution, cfg.max_train_steps, cfg.base_model) == (2, 64, 6, "synthetic:tiny")
@@ -131,20 +133,20 @@ async def test_a_run_launched_from_the_form_trains_for_real_stops_resumes_and_co
         screen.query_one("#f-sample_prompts").text = "a red cat"
         await pilot.pause()
         await pilot.press("ctrl+l")
-        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, what="the monitor")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=20, message="the monitor")
         monitor = app.screen
-        await wait_for(pilot, lambda: monitor.view is not None and monitor.view.step >= 2, timeout=150,
-                       what="two real steps")
+        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.step >= 2, timeout=150,
+                               message="two real steps")
         assert monitor.view.state == "running" and monitor.view.loss is not None
         await pilot.press("s", "y")
-        await wait_for(pilot, lambda: monitor.view.state == "stopped", timeout=120, what="the stop")
+        await wait_until_async(pilot, lambda: monitor.view.state == "stopped", timeout=120, message="the stop")
         stopped_at = monitor.view.step
         assert stopped_at < 8
         await pilot.press("r")
-        await wait_for(pilot, lambda: monitor.view.state == "running" and monitor.view.step > stopped_at,
-                       timeout=150, what="the resumed run stepping")
-        await wait_for(pilot, lambda: monitor.view.state in ("completed", "failed", "crashed"), timeout=150,
-                       what="the run to end")
+        await wait_until_async(pilot, lambda: monitor.view.state == "running" and monitor.view.step > stopped_at,
+                               timeout=150, message="the resumed run stepping")
+        await wait_until_async(pilot, lambda: monitor.view.state in ("completed", "failed", "crashed"), timeout=150,
+                               message="the run to end")
         view = monitor.view
         assert view.state == "completed", view.alerts
         assert view.step == 8 and view.loss_raw[0] == list(range(1, 9))  # one history across the resume
@@ -188,7 +190,7 @@ async def test_f3_fills_the_sample_prompts_with_the_trigger_and_frequent_tags(tr
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         area = screen.query_one("#f-sample_prompts", TextArea)
-        await wait_for(pilot, lambda: screen.prompt_suggestions, what="the suggestions")
+        await wait_until_async(pilot, lambda: screen.prompt_suggestions, message="the suggestions")
         assert str(area.placeholder) == "one prompt per line; f3 fills in: sks · sks, a photo of a cat"
         await pilot.press("f3")
         assert area.text == "sks\nsks, a photo of a cat"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PIL import Image
 from textual.widgets import Button, Checkbox, Input, Select, Static, TextArea
-from tui_runs_helpers import ScreenApp, text_of, wait_for
+from tui_runs_helpers import ScreenApp, text_of
 
 from loradeck.trainer.config import presets
 from loradeck.trainer.config import project_settings as settings
@@ -18,6 +18,7 @@ from loradeck.tui.form_hints import form_hint
 from loradeck.tui.screens.error import ErrorScreen
 from loradeck.tui.screens.train_form import TrainFormScreen
 from loradeck.tui.widgets.preflight_panel import PreflightPanel
+from tests.waiting import wait_until_async
 
 
 def form_app(project):
@@ -50,19 +51,20 @@ async def test_the_form_shows_the_preflight_for_its_values_and_re_preps_at_its_r
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         panel = screen.query_one(PreflightPanel)
-        await wait_for(pilot, lambda: panel.checks_done >= 1, timeout=30, what="the first preflight")
+        await wait_until_async(pilot, lambda: panel.checks_done >= 1, timeout=30, message="the first preflight")
         assert panel.offer is None  # prepared at the form's resolution (128): nothing to re-prep
         screen.query_one("#preset", Select).value = "CPU demo"  # 64 px
-        await wait_for(pilot, lambda: panel.offer == 64, timeout=30, what="the preflight for 64 px")
+        await wait_until_async(pilot, lambda: panel.offer == 64, timeout=30, message="the preflight for 64 px")
         lines = text_of(panel.query_one("#preflight-lines", Static))
         assert "larger than the 64 px resolution" in lines
         assert "loradeck" not in lines  # the form offers a key, not a CLI command
         assert str(panel.query_one("#reprep", Button).label) == "Re-prep at 64 px (f8)"
-        assert "Re-prep at 64 px (f8)" in "\n".join(screen_lines(screen))  # visible at 80x24
+        await wait_until_async(pilot, lambda: "Re-prep at 64 px (f8)" in "\n".join(screen_lines(screen)),
+                               message="the re-prep button drawn, visible at 80x24")
         await pilot.press("f3", "f8")  # from the prompts box too (it binds f5-f7 itself)
         assert screen.query_one("#launch", Button).disabled  # not while the dataset is rewritten
-        await wait_for(pilot, lambda: not panel.busy and panel.report is not None and panel.offer is None,
-                       timeout=60, what="the re-prep and a fresh preflight")
+        await wait_until_async(pilot, lambda: not panel.busy and panel.report is not None and panel.offer is None,
+                               timeout=60, message="the re-prep and a fresh preflight")
         assert not screen.query_one("#launch", Button).disabled
         assert "larger than" not in text_of(panel.query_one("#preflight-lines", Static))
     assert {Image.open(p).size for p in dataset_images(project)} == {(64, 64)}
@@ -77,12 +79,12 @@ async def test_the_preflight_waits_for_the_form_to_be_still(trainable, monkeypat
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         panel = screen.query_one(PreflightPanel)
-        await wait_for(pilot, lambda: panel.checks_done == 1, timeout=30, what="the first preflight")
+        await wait_until_async(pilot, lambda: panel.checks_done == 1, timeout=30, message="the first preflight")
         for text in ("1", "12", "128"):  # typing 128 changes the config three times
             screen.query_one("#f-resolution", Input).value = text
             await pilot.pause()
-        await wait_for(pilot, lambda: panel.report is not None and panel.report["resolution"] == 128,
-                       timeout=30, what="the preflight for 128")
+        await wait_until_async(pilot, lambda: panel.report is not None and panel.report["resolution"] == 128,
+                               timeout=30, message="the preflight for 128")
         assert panel.checks_done == 2  # one check for the burst, not one per key
 
 
@@ -92,10 +94,11 @@ async def test_the_prep_dialog_preps_at_the_chosen_resolution_and_keeps_it(root)
     project = prepared_at_128(root, "cats")
     app = LoradeckApp(root, open_name="cats")
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "DatasetScreen", what="the dataset screen")
+        await wait_until_async(pilot, lambda: type(app.screen).__name__ == "DatasetScreen",
+                               message="the dataset screen")
         await pilot.pause(0.3)
         await pilot.press("p")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "PrepDialog", what="the prep dialog")
+        await wait_until_async(pilot, lambda: type(app.screen).__name__ == "PrepDialog", message="the prep dialog")
         field = app.screen.query_one("#prep-resolution", Input)
         assert field.value == "128"  # the project's [prep] resolution
         field.value = "60"
@@ -104,8 +107,8 @@ async def test_the_prep_dialog_preps_at_the_chosen_resolution_and_keeps_it(root)
         assert type(app.screen).__name__ == "PrepDialog"  # a bad value is not run
         field.value = "64"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: {Image.open(p).size for p in dataset_images(project)} == {(64, 64)},
-                       timeout=60, what="the prep at 64 px")
+        await wait_until_async(pilot, lambda: {Image.open(p).size for p in dataset_images(project)} == {(64, 64)},
+                               timeout=60, message="the prep at 64 px")
     assert settings.load(project.settings_file).prep.resolution == 64
 
 
@@ -208,10 +211,10 @@ async def test_the_form_footer_keeps_every_shown_key_at_80_columns(trainable):
 
     app = LoradeckApp(trainable.root)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ProjectsScreen", what="the projects")
+        await wait_until_async(pilot, lambda: type(app.screen).__name__ == "ProjectsScreen", message="the projects")
         await pilot.pause(0.5)
         app.push_screen(TrainFormScreen(trainable))
-        await wait_for(pilot, lambda: "Launch" in (screen_lines(app.screen) or [""])[-1], what="the footer")
+        await wait_until_async(pilot, lambda: "Launch" in (screen_lines(app.screen) or [""])[-1], message="the footer")
         footer = screen_lines(app.screen)[-1]
         for key in ("^l Launch", "f2 Preset", "f3 Prompts", "^r Runs", "^q Quit", "f1 Help", "^p palette"):
             assert key in footer, footer
@@ -237,7 +240,7 @@ async def test_a_launch_refused_by_the_engine_names_the_form_field(trainable, mo
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+l")
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, ErrorScreen), message="the error")
         hint = text_of(app.screen.query_one("#error-hint", Static))
         assert "--optimizer" not in hint and "“Optimizer” adamw" in hint
 
@@ -249,9 +252,10 @@ async def test_the_re_prep_button_holds_launch_too(root, monkeypatch):
         screen = app.screen
         panel = screen.query_one(PreflightPanel)
         screen.query_one("#f-resolution", Input).value = "64"
-        await wait_for(pilot, lambda: panel.offer == 64, timeout=30, what="the offer")
+        await wait_until_async(pilot, lambda: panel.offer == 64, timeout=30, message="the offer")
         panel.query_one("#reprep", Button).press()
         await pilot.pause()
         assert panel.busy and screen.query_one("#launch", Button).disabled
-        await wait_for(pilot, lambda: not panel.busy and panel.report is not None, timeout=60, what="the re-prep")
+        await wait_until_async(pilot, lambda: not panel.busy and panel.report is not None,
+                               timeout=60, message="the re-prep")
         assert not screen.query_one("#launch", Button).disabled

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 
 from textual.widgets import Input
-from tui_runs_helpers import ScreenApp, text_of, wait_for
+from tui_runs_helpers import ScreenApp, text_of
 
 from loradeck.tui.screens.train_form import TrainFormScreen
 from loradeck.tui.widgets.vram_estimate import EstimateLine, describe
+from tests.waiting import wait_until_async
 
 GiB = 1024 ** 3
 EST = {"nvidia_smi_bytes": 5 * GiB, "expected_peak_bytes": 4 * GiB}
@@ -32,17 +33,16 @@ async def test_the_form_shows_the_estimate_of_the_last_knobs_after_a_burst_of_ed
         screen = app.screen
         line = screen.query_one(EstimateLine)
         screen.query_one("#f-resolution", Input).value = "64"
-        await wait_for(pilot, lambda: line.result is not None, timeout=600, what="the first estimate")
+        await wait_until_async(pilot, lambda: line.result is not None, timeout=600, message="the first estimate")
         before, line.result = line.children_started, None
         for field, value in (("batch_size", "2"), ("batch_size", "3"), ("rank", "8")):
             screen.query_one(f"#f-{field}", Input).value = value  # one burst of edits
         await pilot.pause()
-        await wait_for(pilot, lambda: line.result is not None, timeout=600, what="the estimate")
+        await wait_until_async(pilot, lambda: line.result is not None, timeout=600, message="the estimate")
         assert line.children_started == before + 1  # the burst was debounced into one child
         assert line.result["config"]["rank"] == 8
         assert line.result["ok"] and line.result["config"]["batch_size"] == 3
         assert line.result["config"]["resolution"] == 64
         assert text_of(line).startswith("GPU memory ≈ ") and text_of(line).endswith("no GPU here")
         screen.query_one("#f-rank", Input).value = "x"  # a problem: no estimate
-        await pilot.pause(0.2)
-        await wait_for(pilot, lambda: "fix the problems" in text_of(line), what="the estimate to clear")
+        await wait_until_async(pilot, lambda: "fix the problems" in text_of(line), message="the estimate to clear")

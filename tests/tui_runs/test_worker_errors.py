@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tui_runs_helpers import make_run, run_started, step_events, wait_for
+from tui_runs_helpers import make_run, run_started, step_events
 
 from loradeck.tui.app import LoradeckApp
 from loradeck.tui.screens.error import ErrorScreen
 from loradeck.tui.screens.monitor import MonitorScreen
+from tests.waiting import wait_until_async
 
 
 async def test_a_crashing_run_watcher_opens_the_error_modal(project, monkeypatch):
@@ -20,7 +21,7 @@ async def test_a_crashing_run_watcher_opens_the_error_modal(project, monkeypatch
     make_run(project, "20260101-000000-aaaa", [run_started("a")] + step_events(1, 5, 10), state="stopped")
     app = LoradeckApp(project.root, monitor=("cats", None))
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, ErrorScreen), message="the error modal")
         assert "the watcher broke" in app.screen.message
         assert isinstance(app.screen_stack[-2], MonitorScreen)
 
@@ -38,6 +39,6 @@ async def test_a_failing_worker_of_the_train_form_or_runs_screen_opens_the_error
             raise RuntimeError("worker bug")
 
         screen.run_worker(boom, thread=True, exit_on_error=False, description="background check")
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), what="the error modal")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, ErrorScreen), message="the error modal")
         assert app.screen.error_title == "background check failed (unexpected)"
         assert app.screen_stack[-2] is screen

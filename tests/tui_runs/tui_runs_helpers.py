@@ -77,17 +77,6 @@ def make_run(project: Project, run_id: str, events: list[dict[str, Any]], *, sta
     return files
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
-    """Let the app run until `condition()` holds; fail with `what` after `timeout` seconds."""
-    import time as _time
-
-    deadline = _time.monotonic() + timeout
-    while not condition():
-        if _time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
 def live_status(files: RunFiles, pid: int, state: str = "running") -> None:
     """A status.json with a fresh heartbeat, as a live trainer writes it."""
     import time as _time

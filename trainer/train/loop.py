@@ -274,10 +274,7 @@ def train(ctx: RunContext) -> Outcome:
                                                           weight_dtype)
 
                 # Noise and timesteps, then the target the model is trained to predict.
-                noise = torch.randn(latents.shape, generator=gen)
-                if cfg.noise_offset:
-                    noise += cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1),
-                                                            generator=gen)
+                noise = training_noise(latents.shape, cfg.noise_offset, gen)
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                           generator=gen)
                 latents, noise, timesteps = latents.to(device), noise.to(device), timesteps.to(device)
@@ -410,6 +407,18 @@ def stop_requested(ctx: RunContext, accelerator) -> bool:
 def hash_seed(seed: int, index: int, rank: int) -> int:
     """A per-micro-batch seed: independent streams for every (seed, index, rank)."""
     return (seed * 1_000_003 + index * 7_919 + rank * 104_729) % (2 ** 63 - 1)
+
+
+def training_noise(shape, noise_offset: float, generator):
+    """Gaussian noise shaped like the latents, plus `noise_offset` times one draw per (sample, channel) when set
+    (the noise-offset trick, which lets the model shift whole-image brightness). Draws in this order from
+    `generator`, which resume's determinism relies on."""
+    import torch  # heavy: kept off the import of this module, as elsewhere here
+
+    noise = torch.randn(shape, generator=generator)
+    if noise_offset:
+        noise += noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
+    return noise
 
 
 def min_snr_weights(noise_scheduler, timesteps, gamma: float, prediction_type: str):
