@@ -33,15 +33,17 @@ def test_the_formula_against_hand_counted_batches():
     assert step_count.batches_per_epoch([1], batch_size=4, num_processes=2) == 1  # never 0
 
     # repeats 3: 15, 9 and 3 appearances -> 8 + 5 + 2 = 15 batches an epoch (not ceil(27 / 2) = 14)
-    count = step_count.count(TrainConfig(batch_size=2, repeats=3, max_train_epochs=2), SIZES)
+    count = step_count.count(TrainConfig(base_model="synthetic:tiny", batch_size=2, repeats=3, max_train_epochs=2), SIZES)
     assert (count.images, count.buckets, count.batches_per_epoch, count.steps_per_epoch, count.total_steps) == \
         (9, 3, 15, 15, 30)
     # gradient accumulation spans the epoch boundary: ceil(15 x 2 / 4) = 8 steps, 4 an epoch (rounded up)
-    count = step_count.count(TrainConfig(batch_size=2, repeats=3, max_train_epochs=2, gradient_accumulation_steps=4),
+    count = step_count.count(TrainConfig(base_model="synthetic:tiny", batch_size=2, repeats=3, max_train_epochs=2,
+                                         gradient_accumulation_steps=4),
                              SIZES)
     assert (count.steps_per_epoch, count.total_steps) == (4, 8)
     # kohya folder repeats: a0 counts 4 times -> bucket 64x64 holds 8 -> 4 + 2 + 1 = 7 batches
-    count = step_count.count(TrainConfig(batch_size=2, repeats=1, max_train_epochs=1), SIZES, {"a0": 4})
+    count = step_count.count(TrainConfig(base_model="synthetic:tiny", batch_size=2, repeats=1, max_train_epochs=1), SIZES,
+                             {"a0": 4})
     assert (count.weighted_images, count.batches_per_epoch, count.total_steps) == (12, 7, 7)
     # --steps wins; no images, no steps
     assert step_count.count(TrainConfig(max_train_steps=7, max_train_epochs=None), SIZES).total_steps == 7
@@ -91,3 +93,36 @@ def test_check_the_form_and_a_real_run_count_the_same_steps(root, tmp_path, cli)
     steps = [e["step"] for e in events if e["type"] == "step"]
     assert steps == list(range(1, 13))
     assert (summary["state"], summary["step"], summary["total_steps"]) == ("completed", 12, 12)
+
+
+def test_sizes_are_cropped_to_the_models_granularity_as_the_trainer_crops_them():
+    # SD 1.x crops to 64 px: at a small resolution prep's finer buckets 96x160 and 112x144 both train
+    # as 64x128, one bucket; an image under 64 px is skipped by the trainer, so it is not counted.
+    sizes = {"a.png": (96, 160), "b.png": (112, 144), "tiny.png": (48, 200)}
+    sd15 = step_count.count(TrainConfig(base_model="synthetic:sd15", batch_size=2, max_train_epochs=1), sizes)
+    assert (sd15.images, sd15.buckets, sd15.batches_per_epoch) == (2, 1, 1)
+    tiny = step_count.count(TrainConfig(base_model="synthetic:tiny", batch_size=2, max_train_epochs=1), sizes)
+    assert (tiny.images, tiny.buckets, tiny.batches_per_epoch) == (3, 3, 3)
+
+
+def test_the_granularity_comes_from_the_models_configs_without_weights(tmp_path):
+    from loradeck.trainer.train import model_family
+
+    folder = tmp_path / "model"
+    for part, blocks in (("vae", [128, 256, 512, 512]), ("unet", [320, 640, 1280])):
+        (folder / part).mkdir(parents=True)
+        (folder / part / "config.json").write_text(json.dumps({"block_out_channels": blocks}))
+    assert model_family.pixel_granularity(str(folder)) == 8 * 4  # SDXL's shape: 32 px
+    assert model_family.pixel_granularity("synthetic:sd15") == 64
+    assert model_family.pixel_granularity("synthetic:tiny") == 4
+    assert model_family.pixel_granularity("someone/not-in-the-cache") is None  # counted as prep made them
+    assert model_family.granularity(4, 4) == 64
+
+
+def test_the_trainers_scan_crops_with_the_same_rule(tmp_path):
+    from loradeck.trainer.train.data import scan
+
+    for name, size in {"a.png": (96, 160), "b.png": (112, 144), "tiny.png": (48, 200)}.items():
+        Image.new("RGB", size).save(tmp_path / name)
+    items = scan(tmp_path, granularity=64)
+    assert {item.path.name: item.size for item in items} == {"a.png": (64, 128), "b.png": (64, 128)}

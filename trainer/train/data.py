@@ -72,10 +72,11 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
         except Exception as e:  # PIL raises many kinds for corrupt files
             bad.append(f"{path.name} ({type(e).__name__})")
             continue
-        w, h = w - w % granularity, h - h % granularity
-        if w < granularity or h < granularity:
+        cropped = step_count.crop_to((w, h), granularity)
+        if cropped is None:
             bad.append(f"{path.name} (smaller than {granularity} px)")
             continue
+        w, h = cropped
         caption = add_trigger(read_caption(path, caption_extension) or "", trigger_word)
         items.append(Item(path, caption, (w, h), max(1, int((image_repeats or {}).get(path.stem, 1)))))
     if not items:

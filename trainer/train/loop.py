@@ -31,7 +31,8 @@ from loradeck.trainer.gpu import vram_estimate
 from loradeck.trainer.lora import file_format as lora_file
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.train import data as train_data
-from loradeck.trainer.train import diagnostics, lora_network, models, optional_packages, sampling, step_count
+from loradeck.trainer.train import (diagnostics, lora_network, model_family, models, optional_packages, sampling,
+                                    step_count)
 from loradeck.trainer.train import latent_cache as caching  # `latent_cache` is the loop's cache object
 from loradeck.trainer.train import state as train_state
 from loradeck.trainer.train.diagnostics import TrainingFailed
@@ -105,7 +106,7 @@ def train(ctx: RunContext) -> Outcome:
     # ---- 4. Dataset and the order of batches -----------------------------------------------------
     ctx.progress.update(phase="reading dataset")
     dataset_dir = Path(ctx.dataset["project_dir"]) / "dataset"
-    granularity = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
+    granularity = model_family.granularity(len(vae.config.block_out_channels), len(unet.config.block_out_channels))
     items = train_data.scan(dataset_dir, caption_extension=ctx.dataset.get("caption_extension", ".txt"),
                             trigger_word=ctx.dataset.get("trigger_word", ""), granularity=granularity,
                             image_repeats=ctx.dataset.get("image_repeats"))

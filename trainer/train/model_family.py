@@ -23,6 +23,10 @@ LABELS = {SD1: "SD 1.x", SDXL: "SDXL"}
 BASE_MODEL_VERSION = {SD1: "sd_v1", SDXL: "sdxl_base_v1-0"}
 SUPPORTED = "loradeck trains SD 1.x and SDXL LoRAs"
 _SYNTHETIC = {"synthetic:tiny": SD1, "synthetic:sd15": SD1, "synthetic:sdxl-tiny": SDXL, "synthetic:sdxl": SDXL}
+# Pixel granularity (see `pixel_granularity`) of the standard architectures and of the synthetic models
+# (loradeck.trainer.train.synthetic_sd: the tiny ones have 2-block VAEs and UNets).
+_GRANULARITY = {SD1: 64, SDXL: 32}
+_SYNTHETIC_GRANULARITY = {"synthetic:tiny": 4, "synthetic:sd15": 64, "synthetic:sdxl-tiny": 4, "synthetic:sdxl": 32}
 
 
 def unsupported(what: str) -> ModelError:
@@ -117,6 +121,52 @@ def detect(base_model: str) -> str | None:
     if "/" in base_model and not base_model.startswith(("/", ".", "~")):
         return from_hub_cache(base_model)
     return None
+
+
+def granularity(vae_blocks: int, unet_blocks: int) -> int:
+    """The pixel multiple a training image is cropped to: the VAE's downsampling (2 per block after the
+    first) times the UNet's (2 per block after the first), so every latent survives the UNet's down path."""
+    return 2 ** (vae_blocks - 1) * 2 ** (unet_blocks - 1)
+
+
+def pixel_granularity(base_model: str) -> int | None:
+    """`granularity` of a base model from its configs alone (no weights, no network); the standard value
+    of its family for a single-file checkpoint; None while it cannot be known (a hub id not in the cache)."""
+    if not isinstance(base_model, str) or not base_model.strip():
+        return None
+    if base_model.startswith("synthetic:"):
+        return _SYNTHETIC_GRANULARITY.get(base_model)
+    path = Path(base_model).expanduser()
+    folder = path if path.is_dir() else None
+    if folder is None and not path.exists() and "/" in base_model and not base_model.startswith(("/", ".", "~")):
+        folder = _hub_cache_folder(base_model)
+    if folder is not None:
+        vae, unet = _json(folder / "vae" / "config.json"), _json(folder / "unet" / "config.json")
+        blocks = [len(c.get("block_out_channels") or []) if c else 0 for c in (vae, unet)]
+        return granularity(*blocks) if all(blocks) else None
+    try:
+        family = detect(base_model)
+    except ModelError:
+        return None
+    return _GRANULARITY.get(family) if family else None
+
+
+def _hub_cache_folder(repo_id: str) -> Path | None:
+    """The snapshot folder of a hub model whose UNet and VAE configs are in the HF cache (no download)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache  # light, but only hub ids need it
+    except ImportError:
+        return None
+    folders = set()
+    for name in ("unet/config.json", "vae/config.json"):
+        try:
+            found = try_to_load_from_cache(repo_id, name)
+        except Exception:  # an invalid repo id: the loader reports it
+            return None
+        if not isinstance(found, str):
+            return None
+        folders.add(Path(found).parent.parent)
+    return folders.pop() if len(folders) == 1 else None
 
 
 def safetensors_keys(path: Path) -> list[str] | None:

@@ -9,10 +9,10 @@ accumulation folds micro-batches into optimizer steps across epoch boundaries; `
 `--epochs`. loradeck.trainer.train.data.BatchPlan orders the batches this module counts.
 
 No torch and no image decoding here: the TUI imports it. `dataset_sizes` reads sizes from the prep
-manifest and only opens (the header of) an image prep did not record. The trainer counts the sizes it
-reads itself, cropped to the model's granularity (64 px for SD 1.x, 32 for SDXL, 4 for synthetic:tiny);
-prep's bucket sizes are multiples of the bucket step (64 at 512 px and above), so the two agree
-wherever that step is a multiple of the granularity: always at 512 px and above.
+manifest and only opens (the header of) an image prep did not record. Like the trainer, `count` crops
+each size to the base model's pixel granularity (loradeck.trainer.train.model_family: 64 px for SD 1.x,
+32 for SDXL, 4 for the tiny synthetic models), read from its configs without weights, so buckets that
+the trainer merges (small resolutions, whose bucket step is finer) are merged here too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Iterable, Mapping
 
 from loradeck.trainer.dataset.prep import load_manifest
 from loradeck.trainer.dataset.project import dataset_images
+from loradeck.trainer.train import model_family
 
 Size = tuple[int, int]  # (width, height): the bucket
 
@@ -64,7 +65,9 @@ def count(config, sizes: Mapping[str, Size], image_repeats: Mapping[str, int] | 
     """The steps a run of `config` takes over these images ({file name: (width, height)}); `image_repeats`
     is {stem: N} from kohya repeat folders (loradeck.trainer.dataset.repeat_folders.image_repeats)."""
     image_repeats = image_repeats or {}
-    images = [(size, image_repeats.get(Path(name).stem, 1)) for name, size in sizes.items()]
+    grain = model_family.pixel_granularity(config.base_model) or 1  # unknown yet: prep's sizes as they are
+    images = [(cropped, image_repeats.get(Path(name).stem, 1)) for name, size in sizes.items()
+              if (cropped := crop_to(size, grain)) is not None]
     members = bucket_members(images, config.repeats)
     weighted = sum(max(1, int(n)) for _, n in images)
     if not images:
@@ -73,6 +76,13 @@ def count(config, sizes: Mapping[str, Size], image_repeats: Mapping[str, int] | 
     return StepCount(images=len(images), weighted_images=weighted, buckets=len(members), batches_per_epoch=batches,
                      steps_per_epoch=-(-batches // config.gradient_accumulation_steps),
                      total_steps=total_steps(config, batches))
+
+
+def crop_to(size: Size, granularity: int) -> Size | None:
+    """The size the trainer trains an image of `size` at (loradeck.trainer.train.data.scan crops the same
+    way); None when it is smaller than one granule and is skipped."""
+    w, h = size[0] - size[0] % granularity, size[1] - size[1] % granularity
+    return (w, h) if w >= granularity and h >= granularity else None
 
 
 def dataset_sizes(project) -> dict[str, Size]:
