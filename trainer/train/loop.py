@@ -81,7 +81,7 @@ def train(ctx: RunContext) -> Outcome:
 
     # ---- 2. Base model --------------------------------------------------------------------------
     ctx.progress.update(state="starting", phase="loading model")
-    model = models.load_base_model(cfg.base_model)
+    model = models.load_base_model(cfg.base_model, dtype=weight_dtype, vae_dtype=vae_dtype)  # no fp32 copy held
     tokenizer, text_encoder, vae, unet = model.tokenizer, model.text_encoder, model.vae, model.unet
     text_encoder_2 = model.text_encoder_2  # SDXL's second encoder (None for SD1.x)
     model.text_encoder = model.vae = model.unet = model.text_encoder_2 = None  # the loop owns them now

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import model_family, synthetic_sd
+from loradeck.trainer.train import dtype_loading, model_family, synthetic_sd
 
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
@@ -79,8 +79,12 @@ def kind_of(name: str) -> str:
     return "hub"
 
 
-def load_base_model(name: str) -> BaseModel:
-    """Load the model `name` names; ModelError with a one-line reason and a hint on any failure."""
+def load_base_model(name: str, *, dtype=None, vae_dtype=None) -> BaseModel:
+    """Load the model `name` names; ModelError with a one-line reason and a hint on any failure.
+
+    `dtype` / `vae_dtype` (torch dtypes): a diffusers folder's frozen weights are read straight into the
+    run's dtypes, never held as a whole fp32 copy (loradeck.trainer.train.dtype_loading); None: as stored
+    in fp32, the caller casts."""
     kind = kind_of(name)
     if kind == "synthetic":
         from loradeck.trainer.train import synthetic_sd
@@ -96,7 +100,8 @@ def load_base_model(name: str) -> BaseModel:
         return BaseModel(name=name, source=kind, family=family, **parts)
     folder = Path(name).expanduser() if kind == "folder" else hub_snapshot(name)
     family = model_family.from_folder(folder) or model_family.SD1
-    return BaseModel(name=name, source=kind, family=family, **load_folder(folder, label=name, family=family))
+    return BaseModel(name=name, source=kind, family=family,
+                     **load_folder(folder, label=name, family=family, dtype=dtype, vae_dtype=vae_dtype))
 
 
 def hub_snapshot(repo_id: str) -> Path:
@@ -127,10 +132,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path} is not valid JSON ({e})") from None
 
 
-def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1") -> dict[str, Any]:
-    """Components from a diffusers folder (safetensors weights only); SDXL adds tokenizer_2/text_encoder_2."""
+def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1", dtype=None,
+                vae_dtype=None) -> dict[str, Any]:
+    """Components from a diffusers folder (safetensors weights only); SDXL adds tokenizer_2/text_encoder_2.
+    With `dtype`, the UNet and text encoders load in it and the VAE in `vae_dtype` (or `dtype`)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    def load(cls, sub: str, as_dtype, transformers_model: bool = False):
+        if as_dtype is None:
+            return cls.from_pretrained(folder / sub, use_safetensors=True)
+        return dtype_loading.load_component(cls, folder / sub, as_dtype, transformers_model=transformers_model)
 
     label = label or str(folder)
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
@@ -141,16 +153,16 @@ def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1") 
                              hint="a model folder needs unet/, vae/, text_encoder/, tokenizer/ and scheduler/")
     try:
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True)
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+        text_encoder = load(CLIPTextModel, "text_encoder", dtype, transformers_model=True)
+        vae = load(AutoencoderKL, "vae", vae_dtype or dtype)
+        unet = load(UNet2DConditionModel, "unet", dtype)
         extra = {}
         if family == "sdxl":
             from transformers import CLIPTextModelWithProjection
 
             extra = {"tokenizer_2": CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
-                     "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2",
-                                                                                   use_safetensors=True)}
+                     "text_encoder_2": load(CLIPTextModelWithProjection, "text_encoder_2", dtype,
+                                            transformers_model=True)}
             extra["text_encoder_2"].eval()
     except (OSError, ValueError, EnvironmentError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
