@@ -7,9 +7,10 @@ import threading
 from textual import work
 from textual.screen import Screen
 from textual.widgets import Static
-from tui_runs_helpers import ScreenApp, wait_for
+from tui_runs_helpers import ScreenApp
 
 from loradeck.tui.run_actions import watched_export
+from tests.waiting import wait_until_async
 
 PHASE = {"type": "progress", "task": "validate", "done": 0, "total": 3, "message": "loading base model"}
 
@@ -38,13 +39,14 @@ class ExportingScreen(Screen):
 async def test_phases_become_notices_and_a_cancelled_worker_stops_the_check():
     app = ScreenApp(ExportingScreen)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ExportingScreen), what="the screen")
+        await wait_until_async(pilot, lambda: isinstance(app.screen, ExportingScreen), message="the screen")
         screen = app.screen
         worker = screen.export()
-        await wait_for(pilot, screen.reported.is_set, what="the first phase reported")
-        await wait_for(pilot, lambda: any("validating: loading base model" in n.message for n in app._notifications),
-                       what="the phase shown as a notice")
+        await wait_until_async(pilot, screen.reported.is_set, message="the first phase reported")
+        await wait_until_async(pilot, lambda: any("validating: loading base model" in n.message
+                                                  for n in app._notifications),
+                               message="the phase shown as a notice")
         worker.cancel()
         screen.resume.set()
-        await wait_for(pilot, lambda: "stop after cancel" in screen.seen, what="the worker checking again")
+        await wait_until_async(pilot, lambda: "stop after cancel" in screen.seen, message="the worker checking again")
         assert screen.seen == {"stop before cancel": False, "stop after cancel": True}
