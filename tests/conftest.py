@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Every estimate is traced (tests patch the estimator); tests/trainer_engine/test_estimate_cache.py turns
+# the cache on where it is what is tested.
+os.environ.setdefault("LORADECK_NO_ESTIMATE_CACHE", "1")
 
 
 @pytest.fixture

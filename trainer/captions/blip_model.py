@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.cache_dir import CACHE_ENV, cache_dir  # noqa: F401 (CACHE_ENV: callers name it from here)
 from loradeck.trainer.errors import ConfigError, ModelError
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
@@ -32,7 +33,6 @@ SYNTHETIC_PREFIX = "synthetic:"
 SYNTHETIC_MODELS = ("blip-tiny",)
 # Bump when the synthetic builder changes, so an old cached build is never reused.
 _SYNTHETIC_VERSION = 2
-CACHE_ENV = "LORADECK_CACHE"
 
 
 @dataclass
@@ -48,15 +48,6 @@ class Captioner:
     @property
     def tokenizer(self):
         return self.processor.tokenizer
-
-
-def cache_dir() -> Path:
-    """Where loradeck keeps things it builds (not user data): $LORADECK_CACHE, else the XDG cache."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "loradeck"
 
 
 def resolve_device(device: str = "auto"):

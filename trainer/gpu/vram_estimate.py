@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import LoradeckError
-from loradeck.trainer.gpu import model_skeleton
+from loradeck.trainer.gpu import estimate_cache, model_skeleton
 from loradeck.trainer.train import network_setup
 
 MiB = 1024 ** 2
@@ -99,6 +100,8 @@ class Advice:
     estimate: Estimate
 
 
+# Set to 1 to trace every time (the tests do, so a patched estimator is never answered from the cache).
+NO_CACHE_ENV = "LORADECK_NO_ESTIMATE_CACHE"
 KNOB_FIELDS = ("base_model", "resolution", "batch_size", "gradient_accumulation_steps", "mixed_precision",
                "attention", "gradient_checkpointing", "cache_latents", "cache_text_embeddings", "vae_fp32",
                "optimizer", "rank", "target_modules", "train_text_encoder", "max_grad_norm", "sample_prompts",
@@ -106,11 +109,26 @@ KNOB_FIELDS = ("base_model", "resolution", "batch_size", "gradient_accumulation_
 
 
 def estimate(config: TrainConfig) -> Estimate:
-    """Predict the GPU memory of one training run of `config` (see the module docstring)."""
-    import torch
+    """Predict the GPU memory of one training run of `config` (see the module docstring). An estimate
+    of the same knobs on the same model is answered from loradeck.trainer.gpu.estimate_cache."""
+    started = time.perf_counter()
+    cache_key = estimate_cache.key({k: getattr(config, k) for k in KNOB_FIELDS}) if cache_enabled() else None
+    known = estimate_cache.load(cache_key)
+    if known is not None:
+        return Estimate.from_dict(dict(known, seconds=round(time.perf_counter() - started, 3)))
+    result = _traced_estimate(config, started)
+    estimate_cache.store(cache_key, result.to_dict())
+    return result
+
+
+def cache_enabled() -> bool:
+    return os.environ.get(NO_CACHE_ENV, "") in ("", "0")
+
+
+def _traced_estimate(config: TrainConfig, started: float) -> Estimate:
+    import torch  # the trace needs torch; the cache lookup above does not
     from diffusers.utils import logging as diffusers_logging
 
-    started = time.perf_counter()
     cfg = config
     # The casts of meta modules earn diffusers' "should be kept in float32" warning: noise in a CLI answer.
     verbosity = diffusers_logging.get_verbosity()
