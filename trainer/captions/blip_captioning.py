@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
-from loradeck.trainer.captions.blip_model import DEFAULT_MODEL
+from loradeck.trainer.captions.blip_model import DEFAULT_MODEL, load_captioner
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_journal, caption_store
 from loradeck.trainer.dataset.project import Project, dataset_images
@@ -404,8 +404,6 @@ def _caused_by_stop(error: BaseException) -> bool:
 
 
 def _load(model: str, device: str, emit: EventSink, total: int, interruptible):
-    from loradeck.trainer.captions.blip_model import load_captioner
-
     emit("progress", task=TASK, done=0, total=total, message=f"loading {model}")
     # torch's import runs Python inside C++ calls: an exception raised there by the stop aborts the
     # process (pybind11 terminate). So a stop during it only marks the request; it is honoured at once after.

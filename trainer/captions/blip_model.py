@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer import hub_access
 from loradeck.trainer.errors import ConfigError, ModelError
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
@@ -132,8 +133,6 @@ def _hub_source(name: str) -> str:
     """A Hugging Face id → its cached snapshot folder (loaded with no network at all), or the id when
     the hub can be reached to download it. Not cached and offline or unreachable: ModelError at once
     (loradeck.trainer.hub_access), instead of huggingface_hub's half minute of retries."""
-    from loradeck.trainer import hub_access
-
     snapshot = hub_access.cached_snapshot(name, needs=(("preprocessor_config.json", "processor_config.json"),))
     if snapshot is not None:
         return str(snapshot)

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from loradeck.trainer.captions.blip_model import CACHE_ENV, cache_dir
 from loradeck.trainer.errors import ModelError
 
 SYNTHETIC_TAGGERS = ("wd14-tiny",)
@@ -93,8 +94,6 @@ def write_tagger(folder: Path, labels: list[tuple[str, int]], *, size: int = 64,
 
 def synthetic_tagger_path(kind: str = "wd14-tiny") -> Path:
     """The folder of a synthetic tagger, built on first use (atomically: a rename into place)."""
-    from loradeck.trainer.captions.blip_model import CACHE_ENV, cache_dir
-
     if kind not in SYNTHETIC_TAGGERS:
         raise ModelError(f"unknown synthetic tagger 'synthetic:{kind}'",
                          hint="known: " + ", ".join("synthetic:" + k for k in SYNTHETIC_TAGGERS))

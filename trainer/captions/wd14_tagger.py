@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.captions.wd14_synthetic import synthetic_tagger_path
 from loradeck.trainer.errors import ConfigError, ModelError
 
 DEFAULT_TAGGER = "SmilingWolf/wd-vit-tagger-v3"
@@ -154,8 +155,6 @@ def resolve_model_files(name: str) -> Path:
         raise ConfigError("tagger model name is empty", hint=f"for example --model {DEFAULT_TAGGER}")
     name = name.strip()
     if name.startswith("synthetic:"):  # built offline (tests, the demo): loradeck.trainer.captions.wd14_synthetic
-        from loradeck.trainer.captions.wd14_synthetic import synthetic_tagger_path
-
         return synthetic_tagger_path(name[len("synthetic:"):])
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:

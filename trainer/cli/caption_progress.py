@@ -11,6 +11,7 @@ import sys
 import threading
 
 from loradeck.trainer.errors import StopRequested
+from loradeck.trainer.events import EventWriter, ProgressEcho
 
 
 def summary(report) -> str:
@@ -76,8 +77,6 @@ class StopOnSignal:
 def event_sink(args: argparse.Namespace):
     """`--events`: JSON lines on stdout. Otherwise: a Rich progress bar and warnings on stderr."""
     if args.events:
-        from loradeck.trainer.events import EventWriter, ProgressEcho
-
         writer = EventWriter(None, echo=ProgressEcho(sys.stdout))
         try:
             yield writer.emit

@@ -25,8 +25,6 @@ def build(name: str) -> models.BaseModel:
     """The components of base model `name` on the meta device; ModelError when it cannot be read."""
     kind = models.kind_of(name)
     if kind == "synthetic":
-        from loradeck.trainer.train import synthetic_sd
-
         configs = synthetic_sd.component_configs(synthetic_sd.kind_of(name))
         return _assemble(name, kind, configs["unet"], configs["vae"], configs["text_encoder"], configs["scheduler"])
     if kind == "single_file":

@@ -28,8 +28,11 @@ the CUDA context and allocator overhead (constants below).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +110,7 @@ KNOB_FIELDS = ("base_model", "resolution", "batch_size", "gradient_accumulation_
 
 def estimate(config: TrainConfig) -> Estimate:
     """Predict the GPU memory of one training run of `config` (see the module docstring)."""
-    import torch
+    import torch  # torch, diffusers: the estimate runs in a child process; the TUI never loads them
     from diffusers.utils import logging as diffusers_logging
 
     started = time.perf_counter()
@@ -291,8 +294,6 @@ def _backward(loss) -> None:
 
 
 def _maybe(mode):
-    import contextlib
-
     return mode if mode is not None else contextlib.nullcontext()
 
 
@@ -366,9 +367,6 @@ def main(argv: list[str] | None = None) -> int:
 
     The train form runs this as a child process (the TUI never imports torch); a bad config is
     `{"ok": false, "error": ...}` and exit status 1."""
-    import json
-    import sys
-
     try:
         cfg = train_config.from_mapping(json.loads(sys.stdin.read() or "{}"), source="stdin")
         est = estimate(cfg)

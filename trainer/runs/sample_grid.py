@@ -13,12 +13,14 @@ the TUI imports this (no torch).
 
 from __future__ import annotations
 
+import io
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.atomic import atomic_write_bytes
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import iter_file
 from loradeck.trainer.runs.files import RunFiles
@@ -193,10 +195,6 @@ def render_contact_sheet(grid: SampleGrid, thumb: int = THUMB):
 
 def write_contact_sheet(grid: SampleGrid, dest: Path | None = None, thumb: int = THUMB) -> Path:
     """Render the contact sheet and write it atomically (default: <run>/contact_sheet.png)."""
-    import io
-
-    from loradeck.trainer.atomic import atomic_write_bytes
-
     dest = Path(dest) if dest else grid.run_dir / CONTACT_SHEET
     buf = io.BytesIO()
     render_contact_sheet(grid, thumb).save(buf, format="PNG")

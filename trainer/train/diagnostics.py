@@ -6,6 +6,7 @@ at something this run has not already done.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from loradeck.trainer.config.train_config import TrainConfig
@@ -120,8 +121,6 @@ def vae_nan_failure(cfg: TrainConfig, step: int, images: list[str], vae_dtype: s
 
 def free_accelerator_memory() -> None:
     """Release cached blocks after an OOM so that saving state has room to run."""
-    import gc
-
     import torch
 
     gc.collect()

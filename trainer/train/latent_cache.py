@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from loradeck.trainer.atomic import atomic_write_bytes
 from loradeck.trainer.train.data import Item, content_hash, load_pixels
 
 
@@ -67,8 +68,6 @@ class LatentCache:
 
     def _write(self, path: Path, pair) -> None:
         from safetensors.torch import save
-
-        from loradeck.trainer.atomic import atomic_write_bytes
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

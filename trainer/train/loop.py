@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import platform
 import random
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,11 @@ from loradeck.trainer.errors import ConfigError
 from loradeck.trainer.events import iter_file
 from loradeck.trainer.gpu import vram_estimate
 from loradeck.trainer.lora import file_format as lora_file
+from loradeck.trainer.lora import sdxl_names as lora_sdxl
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.train import data as train_data
 from loradeck.trainer.train import (diagnostics, lora_network, model_family, models, optional_packages, sampling,
-                                    step_count)
+                                    sdxl_conditioning, step_count)
 from loradeck.trainer.train import latent_cache as caching  # `latent_cache` is the loop's cache object
 from loradeck.trainer.train import state as train_state
 from loradeck.trainer.train.diagnostics import TrainingFailed
@@ -126,8 +130,6 @@ def train(ctx: RunContext) -> Outcome:
 
     sdxl = model.family == "sdxl"  # SDXL: (hidden, pooled) from both encoders and per-image time ids
     if sdxl:
-        from loradeck.trainer.train import sdxl_conditioning
-
         encode_text = sdxl_conditioning.SdxlText((tokenizer, model.tokenizer_2), text_encoders, device)
         recorded_sizes = sdxl_conditioning.micro_conditioning(ctx.dataset["project_dir"])
 
@@ -155,7 +157,7 @@ def train(ctx: RunContext) -> Outcome:
 
     # ---- 6. Optimizer and LR schedule ------------------------------------------------------------
     optimizer = make_optimizer(cfg, unet_params, te_params)
-    from diffusers.optimization import get_scheduler
+    from diffusers.optimization import get_scheduler  # diffusers: off this module's import, as torch is
 
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=total_steps)
@@ -475,8 +477,6 @@ def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
 
 
 def memory_fields(device) -> dict[str, Any]:
-    import resource
-
     import torch
 
     fields = {"rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -490,9 +490,6 @@ def memory_fields(device) -> dict[str, Any]:
 
 def environment(device) -> dict[str, Any]:
     """Versions and hardware for run_started (optional packages by metadata, without importing them)."""
-    import platform
-    from importlib import metadata
-
     import torch
 
     def version(dist: str) -> str | None:
@@ -535,8 +532,6 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoders, items, model,
     te_loras = [lora_network.lora_state_dict(accelerator.unwrap_model(te)) if cfg.train_text_encoder and te
                 is not None else None for te in text_encoders]
     if model.family == "sdxl":
-        from loradeck.trainer.lora import sdxl_names as lora_sdxl
-
         tensors = lora_sdxl.peft_to_kohya_sdxl(unet_lora, te_loras[0], te_loras[1], alpha=cfg.alpha,
                                                unet_config=dict(accelerator.unwrap_model(unet).config))
     else:

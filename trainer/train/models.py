@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import model_family, synthetic_sd
+from loradeck.trainer.train import model_family, single_file, synthetic_sd
 
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
@@ -83,13 +83,9 @@ def load_base_model(name: str) -> BaseModel:
     """Load the model `name` names; ModelError with a one-line reason and a hint on any failure."""
     kind = kind_of(name)
     if kind == "synthetic":
-        from loradeck.trainer.train import synthetic_sd
-
         parts = synthetic_sd.build(synthetic_sd.kind_of(name))
         return BaseModel(name=name, source=kind, family=model_family.detect(name), **parts)
     if kind == "single_file":
-        from loradeck.trainer.train import single_file
-
         path = Path(name).expanduser()
         family = model_family.from_single_file(path) or model_family.SD1
         parts = single_file.load_sdxl(path) if family == model_family.SDXL else single_file.load(path)

@@ -9,6 +9,8 @@ cached), so sampling does not raise peak VRAM above the training step's.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,8 +22,6 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
                   autocast_ctx=None) -> list[Any]:
     """One PIL image per prompt embedding (each (77, D), or SDXL's (hidden, pooled) pair); deterministic
     for a given seed. SDXL samples are conditioned as uncropped images at the training resolution."""
-    import contextlib
-
     import numpy as np
     import torch
     from diffusers import DDIMScheduler
@@ -67,8 +67,6 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
 
 def save_image(image, path: Path) -> Path:
     """Write a PNG atomically (a monitor may be displaying the folder)."""
-    import io
-
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     path.parent.mkdir(exist_ok=True)  # samples/ in the run folder, never the run folder itself

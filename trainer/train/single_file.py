@@ -18,6 +18,7 @@ says the model was built with it. Missing offline -> ModelError saying what to d
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,6 @@ def tokenizer_for(vocab_size: int):
     from transformers import CLIPTokenizer
 
     if vocab_size == len(synthetic_sd.VOCAB):
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="loradeck-tok-") as tmp:
             return CLIPTokenizer.from_pretrained(synthetic_sd.write_tokenizer(Path(tmp)), model_max_length=77)
     from huggingface_hub import constants
