@@ -62,7 +62,7 @@ def cache_dir() -> Path:
 
 def resolve_device(device: str = "auto"):
     """`auto` → the first CUDA GPU when there is one, else the CPU. Returns (torch.device, dtype)."""
-    import torch
+    import torch  # torch: only when the captioning model loads
 
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -84,6 +84,7 @@ def load_captioner(name: str = DEFAULT_MODEL, *, device: str = "auto") -> Captio
     source = _resolve_source(name)  # first: a model that is not here fails before torch is imported
     dev, dtype = resolve_device(device)
     with _quiet_transformers():
+        # transformers: only when the captioning model loads
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
         try:
@@ -172,7 +173,7 @@ def _load_error(name: str, source: str, exc: Exception) -> ModelError:
 
 
 def _check_is_blip(name: str, source: str) -> None:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # transformers: only when the captioning model loads
 
     model_type = getattr(AutoConfig.from_pretrained(source), "model_type", None)
     if model_type != "blip":
@@ -183,7 +184,7 @@ def _check_is_blip(name: str, source: str) -> None:
 @contextlib.contextmanager
 def _quiet_transformers():
     """Loading chatter (backend fallbacks, unused weights) is noise on the user's terminal."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # transformers: only when the captioning model loads
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
@@ -240,9 +241,10 @@ def synthetic_model_path(kind: str = "blip-tiny") -> Path:
 
 def _build_blip_tiny(out: Path) -> None:
     """Write a tiny BLIP captioner (config, seeded random weights, processor) into `out`."""
-    import torch
+    import torch  # torch: only when the captioning model loads
 
     with _quiet_transformers():
+        # transformers: only when the captioning model loads
         from transformers import (
             AutoTokenizer,
             BlipConfig,

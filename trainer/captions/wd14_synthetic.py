@@ -39,7 +39,7 @@ def write_tagger(folder: Path, labels: list[tuple[str, int]], *, size: int = 64,
                  weight=None, bias=None, seed: int = 0, fixed_batch: int | None = None) -> Path:
     """Write model.onnx and selected_tags.csv for `labels` [(name, category)] into `folder`."""
     try:
-        import numpy as np
+        import numpy as np  # numpy, onnx: only to build the synthetic tagger (onnx is a test extra)
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:

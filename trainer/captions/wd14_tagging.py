@@ -179,7 +179,7 @@ def _prepare_or_error(path: Path, size: int):
 
 def _run_batches(tagger, todo, options: TagOptions, rules: TagRules, ext: str, prefix: str,
                  report: TagReport, emit: EventSink, stop: Callable[[], bool]) -> None:
-    import numpy as np
+    import numpy as np  # numpy: only once tagging runs
 
     signatures = dict(todo)
     paths = [p for p, _ in todo]

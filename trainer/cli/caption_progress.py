@@ -91,7 +91,7 @@ class _RichProgress:
     """Turns task events into a Rich progress bar on stderr (stdout stays clean for --json)."""
 
     def __enter__(self) -> "_RichProgress":
-        from rich.console import Console
+        from rich.console import Console  # rich: off `loradeck --help`, whose parser imports every command module
         from rich.markup import escape
         from rich.progress import (
             BarColumn,

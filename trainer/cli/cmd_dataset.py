@@ -86,7 +86,7 @@ class TaskOutput:
         if events:
             self.writer = EventWriter(None, echo=ProgressEcho(sys.stdout))
         elif sys.stderr.isatty():
-            from rich.console import Console
+            from rich.console import Console  # rich: off `loradeck --help`, whose parser imports every command module
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

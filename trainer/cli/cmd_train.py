@@ -289,7 +289,7 @@ class _ProgressView:
         self._last: tuple[float, int] | None = None
         if quiet:
             return
-        from rich.console import Console
+        from rich.console import Console  # rich: off `loradeck --help`, whose parser imports every command module
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)

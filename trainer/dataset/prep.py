@@ -143,7 +143,7 @@ def _sha256_file(path: Path) -> str:
 
 def _to_8bit_grey(im):
     """16-bit / 32-bit / float greyscale to 8-bit L, scaling rather than clipping."""
-    import numpy as np
+    import numpy as np  # numpy: only for 16-bit and float images
 
     arr = np.asarray(im).astype(np.float64)
     if im.mode == "F":

@@ -143,9 +143,10 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     (`real_optimizer` then runs torch's AdamW for the state instead of the modelled one).
     Returns {peak, split, peak_phase, caching_peak}.
     """
-    import torch
+    import torch  # torch: the estimate runs in a child process; the TUI never loads it
     import torch.nn.functional as F
 
+    # torch: the estimate runs in a child process; the TUI never loads it
     from loradeck.trainer.gpu.memory_trace import FusedAttention, GpuAutocast, StorageTracker
 
     weight_dtype = getattr(torch, WEIGHT_DTYPES[cfg.mixed_precision])
@@ -286,7 +287,7 @@ def _backward(loss) -> None:
     """loss.backward() with the tracing modes still active: Tensor.backward is itself a torch function,
     and a TorchFunctionMode is switched off while it handles one, so checkpointed segments would
     recompute without them. The autograd engine is entered directly instead."""
-    import torch
+    import torch  # torch: the estimate runs in a child process; the TUI never loads it
     from torch.autograd.graph import _engine_run_backward
 
     _engine_run_backward((loss,), (torch.ones_like(loss),), False, False, (), allow_unreachable=True,
@@ -299,7 +300,7 @@ def _maybe(mode):
 
 def optimizer_state(optimizer: str, params: list) -> list:
     """Meta tensors shaped like the optimizer's per-parameter state (see the module docstring)."""
-    import torch
+    import torch  # torch: the estimate runs in a child process; the TUI never loads it
 
     out = []
     for p in params:

@@ -121,7 +121,7 @@ def collect(run_dir: Path) -> SampleGrid:
 # ------------------------------------------------------------------------------ the contact sheet
 
 def _font(size: int):
-    from PIL import ImageFont
+    from PIL import ImageFont  # PIL: only when a contact sheet is drawn; the TUI lists grids without it
 
     try:
         return ImageFont.load_default(size)
@@ -159,6 +159,7 @@ def _wrap(draw, text: str, font, width: int, lines: int) -> list[str]:
 def render_contact_sheet(grid: SampleGrid, thumb: int = THUMB):
     """The grid as one PIL image: a header row with the prompts, a label column with the steps (and
     whether a LoRA of that step can be exported), a thumbnail per sample, a grey box where one is missing."""
+    # PIL: only when a contact sheet is drawn; the TUI lists grids without it
     from PIL import Image, ImageDraw, ImageOps
 
     if not grid.steps:

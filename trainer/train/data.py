@@ -190,7 +190,7 @@ def load_pixels(item: Item) -> Any:
 
 def load_pixels_uint8(item: Item) -> Any:
     """The item's image as a uint8 tensor (3, H, W), centre-cropped to its bucket."""
-    import numpy as np
+    import numpy as np  # numpy, torch: only the trainer builds batches; preflight and the TUI import this module
     import torch
 
     try:

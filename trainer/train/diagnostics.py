@@ -21,7 +21,7 @@ class TrainingFailed(Exception):
 
 
 def is_oom(exc: BaseException) -> bool:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     if isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or \
             isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
@@ -121,7 +121,7 @@ def vae_nan_failure(cfg: TrainConfig, step: int, images: list[str], vae_dtype: s
 
 def free_accelerator_memory() -> None:
     """Release cached blocks after an OOM so that saving state has room to run."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     gc.collect()
     if torch.cuda.is_available():

@@ -70,7 +70,7 @@ class Outcome:
 
 
 def train(ctx: RunContext) -> Outcome:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
     import torch.nn.functional as F
 
     cfg = ctx.config
@@ -378,7 +378,7 @@ def train(ctx: RunContext) -> Outcome:
 
 def make_accelerator(cfg: TrainConfig, warn):
     """The Accelerator for this run, and the mixed precision actually used (fp16 needs CUDA)."""
-    import torch
+    import torch  # accelerate, torch: only when training runs, not when this module is imported
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
@@ -390,6 +390,7 @@ def make_accelerator(cfg: TrainConfig, warn):
             mixed_precision = "no"
     elif mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("mixed_precision bf16: this GPU does not support bfloat16", hint="use --mixed-precision fp16")
+    # accelerate: only when training runs, not when this module is imported
     from accelerate.state import AcceleratorState
 
     # The state is a per-process singleton; a fresh one per run lets runs share a process (tests).
@@ -401,7 +402,7 @@ def stop_requested(ctx: RunContext, accelerator) -> bool:
     """A signal seen by any rank stops every rank at the same step (no rank left waiting in an all-reduce)."""
     if accelerator.num_processes == 1:
         return ctx.stop.is_set()
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     flag = torch.tensor([1 if ctx.stop.is_set() else 0], device=accelerator.device)
     return bool(accelerator.gather(flag).max().item())
@@ -439,7 +440,7 @@ def free_vae_encoder(vae, *, keep_decoder: bool, on_gpu: bool):
     vae.encoder = None
     vae.quant_conv = None
     if on_gpu:
-        import torch
+        import torch  # torch: only when training runs, not when this module is imported
 
         vae.to("cpu", dtype=torch.float32)  # CPUs have no fast fp16 convolutions
         torch.cuda.empty_cache()
@@ -455,7 +456,7 @@ class _ConfigOnly:
 
 def save_state_if_sound(save_state, params, step: int) -> Path | None:
     """Save resumable state after a failure, unless the weights themselves are already broken."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     try:
         if all(torch.isfinite(p).all() for p in params):
@@ -477,7 +478,7 @@ def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
 
 
 def memory_fields(device) -> dict[str, Any]:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     fields = {"rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if device.type == "cuda":
@@ -490,7 +491,7 @@ def memory_fields(device) -> dict[str, Any]:
 
 def environment(device) -> dict[str, Any]:
     """Versions and hardware for run_started (optional packages by metadata, without importing them)."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     def version(dist: str) -> str | None:
         try:
@@ -515,7 +516,7 @@ def injected_fault():
     if not spec:
         return None
     kind, _, at = spec.partition(":")
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     if kind == "oom":
         return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test)"), int(at or 1)
@@ -583,7 +584,7 @@ def prune_checkpoints(files: RunFiles, output_name: str, keep: int) -> None:
 
 def make_samples(ctx: RunContext, accelerator, unet, vae, scheduler_config, prompts, step: int, device,
                  weight_dtype, text_cache, encode_text) -> None:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     cfg = ctx.config
     if device.type == "cuda":

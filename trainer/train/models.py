@@ -56,7 +56,7 @@ class BaseModel:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
     def noise_scheduler(self):
-        from diffusers import DDPMScheduler
+        from diffusers import DDPMScheduler  # diffusers: only when a model loads; the CLI imports this module
 
         return DDPMScheduler.from_config(self.scheduler_config)
 
@@ -97,7 +97,7 @@ def load_base_model(name: str) -> BaseModel:
 
 def hub_snapshot(repo_id: str) -> Path:
     """The local snapshot folder of a Hugging Face repo (downloaded unless offline)."""
-    import huggingface_hub
+    import huggingface_hub  # huggingface_hub: only when a model loads; the CLI imports this module
     from huggingface_hub import constants
 
     offline = bool(constants.HF_HUB_OFFLINE)
@@ -125,6 +125,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1") -> dict[str, Any]:
     """Components from a diffusers folder (safetensors weights only); SDXL adds tokenizer_2/text_encoder_2."""
+    # diffusers, transformers: only when a model loads; the CLI imports this module
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -142,6 +143,7 @@ def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1") 
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
         extra = {}
         if family == "sdxl":
+            # transformers: only when a model loads; the CLI imports this module
             from transformers import CLIPTextModelWithProjection
 
             extra = {"tokenizer_2": CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),

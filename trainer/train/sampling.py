@@ -22,7 +22,7 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
                   autocast_ctx=None) -> list[Any]:
     """One PIL image per prompt embedding (each (77, D), or SDXL's (hidden, pooled) pair); deterministic
     for a given seed. SDXL samples are conditioned as uncropped images at the training resolution."""
-    import numpy as np
+    import numpy as np  # diffusers, numpy, PIL, torch: only when training runs, not when this module is imported
     import torch
     from diffusers import DDIMScheduler
     from PIL import Image
@@ -39,6 +39,7 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
             latents = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
             extra = {}
             if isinstance(cond, tuple):  # SDXL
+                # PIL: only when training runs, not when this module is imported
                 from loradeck.trainer.train.sdxl_conditioning import sample_time_ids, unet_kwargs
 
                 pooled = torch.stack([negative_embeds[1], cond[1]]).to(device=device)
