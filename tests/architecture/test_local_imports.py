@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import re
 from functools import cache
-from pathlib import Path
 
 from tests.architecture.import_graph import REPO, _targets, modules
 
@@ -55,7 +54,8 @@ def _imported(node: ast.Import | ast.ImportFrom, module: str) -> tuple[set[str],
 
 def _not_run_on_import(node: ast.AST) -> bool:
     """`if TYPE_CHECKING:` and `if __name__ == "__main__":` blocks: never run when the module is imported."""
-    return isinstance(node, ast.If) and ("TYPE_CHECKING" in ast.unparse(node.test) or "__main__" in ast.unparse(node.test))
+    test = ast.unparse(node.test) if isinstance(node, ast.If) else ""
+    return "TYPE_CHECKING" in test or "__main__" in test
 
 
 def _walk(tree: ast.AST):
