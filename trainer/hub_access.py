@@ -35,7 +35,7 @@ def cached_snapshot(repo_id: str, needs: tuple[str | tuple[str, ...], ...] = ())
     weights file and each of `needs` (a file name, or a tuple of alternatives), else None. Never
     touches the network."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # huggingface_hub: only when a hub model is named
     except ImportError:
         return None
     try:

@@ -6,8 +6,12 @@ is imported only when a TUI command runs.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
+
+from loradeck.trainer.cli import main as cli_main
+from loradeck.trainer.dataset.project import open_project
 
 
 def _register_tui_commands(sub, parent) -> None:
@@ -38,7 +42,6 @@ def _run_demo(args) -> int:
 
 def _run_monitor(args):
     # This command's own modules, loaded when it runs: the bare TUI call skips them.
-    from loradeck.trainer.dataset.project import open_project
     from loradeck.trainer.runs import choice as run_choice
 
     project = open_project(args.name, args.root)
@@ -81,9 +84,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     root = _bare_tui_root(args)
     if root is not False:
-        import argparse  # the bare call's only need of it (the CLI parser is not built)
-
         return _run_tui(argparse.Namespace(root=root)) or 0
-    from loradeck.trainer.cli import main as cli_main  # it imports every command module: not on the bare path
-
     return cli_main(args, extra=[_register_tui_commands], default=_run_tui)

@@ -11,9 +11,9 @@ from loradeck.trainer.cli_hint import command
 from loradeck.trainer.dataset.project import create_project
 from loradeck.trainer.runs import lifecycle as runs
 from tests.conftest import REPO
+from tests.fake_trainer import use_fake_trainer
 from tests.runs.conftest import write_images
 from tests.waiting import wait_until
-from tests.fake_trainer import use_fake_trainer
 
 
 def suggested(text: str) -> list[list[str]]:

@@ -13,8 +13,8 @@ import pytest
 
 from loradeck.trainer.events import EventWriter, read_all
 from loradeck.trainer.gpu import monitor as gpu_monitor
-from tests.waiting import wait_until
 from tests.fake_trainer import lookalike_trainer
+from tests.waiting import wait_until
 
 GiB = 1024 ** 3
 

@@ -12,8 +12,8 @@ import pytest
 from loradeck.trainer.events import EventWriter
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import write_status
-from tests.waiting import wait_until
 from tests.fake_trainer import lookalike_trainer
+from tests.waiting import wait_until
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ import time
 
 import pytest
 
+from loradeck.trainer.config.slurm_settings import SlurmSettings
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import EventWriter, read_all
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.slurm import batch as slurm
 from loradeck.trainer.slurm import job as slurm_job
-from loradeck.trainer.config.slurm_settings import SlurmSettings
+from tests.fake_trainer import use_fake_trainer
 from tests.slurm.conftest import slurm_run as _slurm_run
 from tests.waiting import wait_until
-from tests.fake_trainer import use_fake_trainer
 
 
 @pytest.mark.parametrize("state,reason,expected", [

@@ -3,14 +3,13 @@ repair or remove action (issue 12, item 1)."""
 
 from __future__ import annotations
 
-
 from loradeck.trainer.dataset.project import Project, create_project, list_projects
 from loradeck.trainer.events import read_all
 from loradeck.trainer.runs import lifecycle as runs
+from tests.fake_trainer import use_fake_trainer
 from tests.runs.conftest import write_images
 from tests.tui.conftest import make_app, projects_listed, wait_screen
 from tests.waiting import wait_until, wait_until_async
-from tests.fake_trainer import use_fake_trainer
 
 
 def start_live_run(project, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from PIL import Image
 from textual.widgets import Static
@@ -21,8 +20,8 @@ from tui_runs_helpers import (
 from loradeck.trainer.events import read_all
 from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.widgets.charts import LossChart, VramChart
-from tests.waiting import wait_until, wait_until_async
 from tests.fake_trainer import lookalike_trainer
+from tests.waiting import wait_until, wait_until_async
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 from textual.widgets import DataTable
 from tui_runs_helpers import ScreenApp, text_of
 
-from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.export_dialog import ExportScreen
+from loradeck.tui.screens.monitor import MonitorScreen
 from loradeck.tui.screens.runs import RunsScreen
 from loradeck.tui.screens.sample_grid import SampleGridScreen
 from loradeck.tui.widgets.image_preview import ImagePreview

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
-from loradeck.trainer.captions.blip_model import DEFAULT_MODEL
+from loradeck.trainer.captions.blip_model import DEFAULT_MODEL, load_captioner
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_journal, caption_store
 from loradeck.trainer.dataset.project import Project, dataset_images
@@ -203,7 +203,7 @@ class _BadImage(Exception):
 
 def _load_pixels(path: Path, image_processor) -> Any:
     """Decode one image and preprocess it for the model: a (1, 3, H, W) tensor, or _BadImage."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps  # PIL: only once captioning runs; the CLI and the TUI import this module
 
     size = getattr(image_processor, "size", None) or {}
     side = max(size.get("height", 0), size.get("width", 0), size.get("shortest_edge", 0)) or 384
@@ -283,7 +283,7 @@ def _generation_kwargs(options: CaptionOptions) -> dict[str, Any]:
 
 def _generate(captioner, pixels, options: CaptionOptions) -> list[str]:
     """Captions for a batch of preprocessed images (one string each, the prompt removed)."""
-    import torch
+    import torch  # torch: only once captioning runs; the CLI and the TUI import this module
 
     pixels = pixels.to(captioner.device, captioner.dtype)
     inputs: dict[str, Any] = {}
@@ -301,7 +301,7 @@ def _generate(captioner, pixels, options: CaptionOptions) -> list[str]:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    import torch
+    import torch  # torch: only once captioning runs; the CLI and the TUI import this module
 
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError  # torch < 2.5
     return isinstance(exc, oom) or "out of memory" in str(exc).lower()
@@ -370,7 +370,7 @@ def caption_project(project: Project, options: CaptionOptions | None = None, *,
         report.device = str(captioner.device)
         report.batch_size = options.batch_size or default_batch_size(captioner.device)
         if options.seed is not None:
-            import torch
+            import torch  # torch: only once captioning runs; the CLI and the TUI import this module
 
             torch.manual_seed(options.seed)
         # What the run writes is one undoable batch (`loradeck captions undo`), even if it stops half way.
@@ -404,8 +404,6 @@ def _caused_by_stop(error: BaseException) -> bool:
 
 
 def _load(model: str, device: str, emit: EventSink, total: int, interruptible):
-    from loradeck.trainer.captions.blip_model import load_captioner
-
     emit("progress", task=TASK, done=0, total=total, message=f"loading {model}")
     # torch's import runs Python inside C++ calls: an exception raised there by the stop aborts the
     # process (pybind11 terminate). So a stop during it only marks the request; it is honoured at once after.
@@ -446,7 +444,7 @@ def _run_batches(captioner, todo, options: CaptionOptions, ext: str, prefix: str
 
 def _generate_adaptive(captioner, good, options, batch_size, report, emit):
     """Generate for `good`; on out-of-memory halve the batch size and retry the pieces."""
-    import torch
+    import torch  # torch: only once captioning runs; the CLI and the TUI import this module
 
     if not good:
         return [], batch_size

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer import hub_access
 from loradeck.trainer.cache_dir import CACHE_ENV, cache_dir  # noqa: F401 (CACHE_ENV: callers name it from here)
 from loradeck.trainer.errors import ConfigError, ModelError
 
@@ -52,7 +53,7 @@ class Captioner:
 
 def resolve_device(device: str = "auto"):
     """`auto` → the first CUDA GPU when there is one, else the CPU. Returns (torch.device, dtype)."""
-    import torch
+    import torch  # torch: only when the captioning model loads
 
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -74,6 +75,7 @@ def load_captioner(name: str = DEFAULT_MODEL, *, device: str = "auto") -> Captio
     source = _resolve_source(name)  # first: a model that is not here fails before torch is imported
     dev, dtype = resolve_device(device)
     with _quiet_transformers():
+        # transformers: only when the captioning model loads
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
         try:
@@ -123,8 +125,6 @@ def _hub_source(name: str) -> str:
     """A Hugging Face id → its cached snapshot folder (loaded with no network at all), or the id when
     the hub can be reached to download it. Not cached and offline or unreachable: ModelError at once
     (loradeck.trainer.hub_access), instead of huggingface_hub's half minute of retries."""
-    from loradeck.trainer import hub_access
-
     snapshot = hub_access.cached_snapshot(name, needs=(("preprocessor_config.json", "processor_config.json"),))
     if snapshot is not None:
         return str(snapshot)
@@ -164,7 +164,7 @@ def _load_error(name: str, source: str, exc: Exception) -> ModelError:
 
 
 def _check_is_blip(name: str, source: str) -> None:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # transformers: only when the captioning model loads
 
     model_type = getattr(AutoConfig.from_pretrained(source), "model_type", None)
     if model_type != "blip":
@@ -175,7 +175,7 @@ def _check_is_blip(name: str, source: str) -> None:
 @contextlib.contextmanager
 def _quiet_transformers():
     """Loading chatter (backend fallbacks, unused weights) is noise on the user's terminal."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # transformers: only when the captioning model loads
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
@@ -232,9 +232,10 @@ def synthetic_model_path(kind: str = "blip-tiny") -> Path:
 
 def _build_blip_tiny(out: Path) -> None:
     """Write a tiny BLIP captioner (config, seeded random weights, processor) into `out`."""
-    import torch
+    import torch  # torch: only when the captioning model loads
 
     with _quiet_transformers():
+        # transformers: only when the captioning model loads
         from transformers import (
             AutoTokenizer,
             BlipConfig,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from loradeck.trainer.captions.wd14_tagger import CATEGORY_CHARACTER, CATEGORY_GENERAL, CATEGORY_RATING
 from loradeck.trainer.dataset.caption_store import join_tags, split_tags
 
 POLICIES = ("skip", "overwrite", "append")
@@ -48,8 +49,6 @@ def display_name(name: str, replace_underscores: bool) -> str:
 
 def select_tags(probs, labels, rules: TagRules) -> list[str]:
     """The tags for one image: `probs[i]` is the probability of `labels[i]` (loradeck.trainer.captions.wd14_tagger.Label)."""
-    from loradeck.trainer.captions.wd14_tagger import CATEGORY_CHARACTER, CATEGORY_GENERAL, CATEGORY_RATING
-
     excluded = {tag_key(t) for t in rules.exclude}
     characters, general, ratings = [], [], []
     for label, p in zip(labels, probs):

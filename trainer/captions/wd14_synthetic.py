@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from loradeck.trainer.cache_dir import CACHE_ENV, cache_dir
 from loradeck.trainer.errors import ModelError
 
 SYNTHETIC_TAGGERS = ("wd14-tiny",)
@@ -38,7 +39,7 @@ def write_tagger(folder: Path, labels: list[tuple[str, int]], *, size: int = 64,
                  weight=None, bias=None, seed: int = 0, fixed_batch: int | None = None) -> Path:
     """Write model.onnx and selected_tags.csv for `labels` [(name, category)] into `folder`."""
     try:
-        import numpy as np
+        import numpy as np  # numpy, onnx: only to build the synthetic tagger (onnx is a test extra)
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
@@ -93,8 +94,6 @@ def write_tagger(folder: Path, labels: list[tuple[str, int]], *, size: int = 64,
 
 def synthetic_tagger_path(kind: str = "wd14-tiny") -> Path:
     """The folder of a synthetic tagger, built on first use (atomically: a rename into place)."""
-    from loradeck.trainer.cache_dir import CACHE_ENV, cache_dir
-
     if kind not in SYNTHETIC_TAGGERS:
         raise ModelError(f"unknown synthetic tagger 'synthetic:{kind}'",
                          hint="known: " + ", ".join("synthetic:" + k for k in SYNTHETIC_TAGGERS))

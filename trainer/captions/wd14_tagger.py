@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.captions.wd14_synthetic import synthetic_tagger_path
 from loradeck.trainer.errors import ConfigError, ModelError
 
 DEFAULT_TAGGER = "SmilingWolf/wd-vit-tagger-v3"
@@ -61,7 +62,7 @@ class Tagger:
 
     def predict(self, batch) -> Any:
         """Probabilities (N, len(labels)) for a (N, size, size, 3) float32 BGR batch."""
-        import numpy as np
+        import numpy as np  # numpy: only once tagging runs; the CLI and the TUI import this module
 
         out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
@@ -89,7 +90,7 @@ def read_labels(path: Path) -> list[Label]:
 
 def providers_for(device: str = "auto") -> list[str]:
     """onnxruntime execution providers for `device` (auto | cpu | cuda | cuda:N)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # onnxruntime: only once tagging runs; the CLI and the TUI import this module
 
     available = ort.get_available_providers()
     device = (device or "auto").strip()
@@ -116,7 +117,7 @@ def _provider_options(device: str, providers: list[str]) -> list[Any]:
 def load_tagger(name: str = DEFAULT_TAGGER, *, device: str = "auto", threads: int = 0) -> Tagger:
     """Load a WD14-style tagger (see the module docstring for `name`)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # onnxruntime: only once tagging runs; the CLI and the TUI import this module
     except ImportError:
         raise ModelError("the WD14 tagger needs onnxruntime, which is not installed",
                          hint="pip install onnxruntime (or onnxruntime-gpu on a CUDA box)") from None
@@ -154,8 +155,6 @@ def resolve_model_files(name: str) -> Path:
         raise ConfigError("tagger model name is empty", hint=f"for example --model {DEFAULT_TAGGER}")
     name = name.strip()
     if name.startswith("synthetic:"):  # built offline (tests, the demo): loradeck.trainer.captions.wd14_synthetic
-        from loradeck.trainer.captions.wd14_synthetic import synthetic_tagger_path
-
         return synthetic_tagger_path(name[len("synthetic:"):])
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
@@ -182,6 +181,7 @@ def _offline() -> str | None:
 def _from_hf_cache(repo: str) -> Path:
     """Both files through the HF cache (downloaded when online and missing); ModelError otherwise."""
     try:
+        # huggingface_hub: only once tagging runs; the CLI and the TUI import this module
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - transformers brings it
         hf_hub_download = None
@@ -211,7 +211,7 @@ class BadImage(Exception):
 def prepare_image(path: Path, size: int):
     """Decode `path` as the WD14 family expects: alpha on white, padded to a centred white square,
     resized to `size` (bicubic), BGR channel order, float32 in 0-255. Raises BadImage."""
-    import numpy as np
+    import numpy as np  # numpy, PIL: only once tagging runs; the CLI and the TUI import this module
     from PIL import Image, ImageOps
 
     try:

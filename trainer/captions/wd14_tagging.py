@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from loradeck.trainer.captions.blip_captioning import TASK, CaptionReport, apply_affixes, plan
 from loradeck.trainer.captions.tag_policy import ORDERS, POLICIES, TagRules, merge_tags, select_tags
-from loradeck.trainer.captions.wd14_tagger import BadImage, prepare_image
+from loradeck.trainer.captions.wd14_tagger import BadImage, load_tagger, prepare_image
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_journal, caption_store
 from loradeck.trainer.dataset.project import Project
@@ -145,8 +145,6 @@ def tag_project(project: Project, options: TagOptions | None = None, *, on_event
         return finish("completed", message="nothing to tag")
     try:
         if tagger is None:
-            from loradeck.trainer.captions.wd14_tagger import load_tagger
-
             emit("progress", task=TASK, done=0, total=len(todo), message=f"loading {model}")
             tagger = load_tagger(model, device=options.device)
             emit("progress", task=TASK, done=0, total=len(todo), message=f"tagger on {tagger.device}")
@@ -181,7 +179,7 @@ def _prepare_or_error(path: Path, size: int):
 
 def _run_batches(tagger, todo, options: TagOptions, rules: TagRules, ext: str, prefix: str,
                  report: TagReport, emit: EventSink, stop: Callable[[], bool]) -> None:
-    import numpy as np
+    import numpy as np  # numpy: only once tagging runs
 
     signatures = dict(todo)
     paths = [p for p, _ in todo]

@@ -11,7 +11,9 @@ that goes away (`loradeck captions list x | head`) ends the command quietly.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -65,8 +67,6 @@ def common_parent() -> argparse.ArgumentParser:
 
 
 def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
-    import importlib
-
     parser = _Parser(
         prog="loradeck", description="Train Stable Diffusion LoRA adapters from the terminal.",
         parents=[common_parent()])
@@ -138,8 +138,6 @@ def _os_error_line(e: OSError) -> str:
 
 def _reader_gone() -> int:
     """stdout's reader exited (`| head`): stop quietly, as Unix tools do, without a traceback at exit."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again

@@ -11,6 +11,7 @@ import sys
 import threading
 
 from loradeck.trainer.errors import StopRequested
+from loradeck.trainer.events import EventWriter, ProgressEcho
 
 
 def summary(report) -> str:
@@ -76,8 +77,6 @@ class StopOnSignal:
 def event_sink(args: argparse.Namespace):
     """`--events`: JSON lines on stdout. Otherwise: a Rich progress bar and warnings on stderr."""
     if args.events:
-        from loradeck.trainer.events import EventWriter, ProgressEcho
-
         writer = EventWriter(None, echo=ProgressEcho(sys.stdout))
         try:
             yield writer.emit
@@ -92,7 +91,7 @@ class _RichProgress:
     """Turns task events into a Rich progress bar on stderr (stdout stays clean for --json)."""
 
     def __enter__(self) -> "_RichProgress":
-        from rich.console import Console
+        from rich.console import Console  # rich: off `loradeck --help`, whose parser imports every command module
         from rich.markup import escape
         from rich.progress import (
             BarColumn,

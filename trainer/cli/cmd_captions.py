@@ -14,11 +14,14 @@
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import asdict
 
 from loradeck.trainer.cli import CommandResult
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset import caption_journal, caption_ops
+from loradeck.trainer.dataset.export import export_dataset
 from loradeck.trainer.dataset.project import open_project
 from loradeck.trainer.errors import LoradeckError
 
@@ -106,8 +109,6 @@ def _edit_result(project, result, verb: str) -> CommandResult:
 
 
 def cmd_list(args) -> CommandResult:
-    from dataclasses import asdict
-
     project = _project(args)
     rows = caption_ops.uncaptioned(project) if args.missing else caption_ops.list_captions(project)
     counts: dict[str, int] = {}
@@ -120,8 +121,6 @@ def cmd_list(args) -> CommandResult:
 
 
 def cmd_set(args) -> CommandResult:
-    from dataclasses import asdict
-
     project = _project(args)
     change = caption_ops.set_caption(project, args.image, args.text)
     return CommandResult({"ok": True, "project": project.name, "change": asdict(change)},
@@ -163,8 +162,6 @@ def cmd_tags(args) -> CommandResult:
 def cmd_export(args) -> CommandResult:
     project = _project(args)
     if args.format != "metadata":
-        from loradeck.trainer.dataset.export import export_dataset
-
         if not args.dest:
             raise LoradeckError(f"--format {args.format} needs --to DIR (a new or empty folder)")
         out = export_dataset(project, args.dest, args.format)
@@ -189,8 +186,6 @@ def cmd_import(args) -> CommandResult:
 
 
 def cmd_undo(args) -> CommandResult:
-    import time
-
     project = _project(args)
     if args.list:
         batches = caption_journal.list_batches(project)

@@ -9,14 +9,19 @@ SIGTERM stops cleanly: no new file is started, finished work is kept, the exit s
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
 
 from loradeck.trainer.cli import CommandResult
+from loradeck.trainer.config import resolve as run_config
 from loradeck.trainer.dataset import preflight
+from loradeck.trainer.dataset.formats import import_sources
 from loradeck.trainer.dataset.prep import prep_project
 from loradeck.trainer.dataset.project import open_project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import EventWriter, ProgressEcho
 
 
 def register(sub, parent) -> None:
@@ -79,11 +84,9 @@ class TaskOutput:
         self.progress = self.bar = None
         self.started = False
         if events:
-            from loradeck.trainer.events import EventWriter, ProgressEcho
-
             self.writer = EventWriter(None, echo=ProgressEcho(sys.stdout))
         elif sys.stderr.isatty():
-            from rich.console import Console
+            from rich.console import Console  # rich: off `loradeck --help`, whose parser imports every command module
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -101,8 +104,6 @@ class TaskOutput:
         except (BrokenPipeError, ValueError, OSError):
             # The reader went away (the TUI closed): keep working, stop reporting.
             self.writer = None
-            import os
-
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
 
@@ -139,8 +140,6 @@ class TaskOutput:
             self.progress.stop()
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             # The task itself failed (bad settings, disk full): tell the reader before the CLI's error line.
-            from loradeck.trainer.errors import LoradeckError
-
             text = exc.one_line() if isinstance(exc, LoradeckError) else f"{type(exc).__name__}: {exc}"
             self.finish("failed", {"ok": False, "error": text}, text)
 
@@ -160,8 +159,6 @@ def _finish(args, out: TaskOutput, stopped: bool, data: dict, text: str, code: i
 
 
 def cmd_import(args) -> CommandResult | int:
-    from loradeck.trainer.dataset.formats import import_sources
-
     project = open_project(args.name, args.root)
     with StopFlag() as stop, TaskOutput("import", events=args.events, label="importing",
                                         project=project.name) as out:
@@ -219,8 +216,6 @@ def cmd_check(args) -> CommandResult:
     project = open_project(args.name, args.root)
     config = None
     if args.resolution is not None:  # 0 is refused by the config rules, not taken as "default"
-        from loradeck.trainer.config import resolve as run_config
-
         config = run_config.resolve(project, {"resolution": args.resolution}).config
     report = preflight.check(project, config)
     return CommandResult(report, preflight.render(report), 0 if report["ok"] else 1)

@@ -16,9 +16,25 @@ project named on the command), else the user config (loradeck.trainer.config.use
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from loradeck.trainer.cli import CommandResult
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import project_settings as settings_mod
+from loradeck.trainer.dataset.project import open_project
+from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.events import ProgressEcho, dumps, make_event
+from loradeck.trainer.lora.convert import convert_file
+from loradeck.trainer.lora.packs import create_pack, list_packs, parse_adapter_spec, read_pack, resolve_pack
+from loradeck.trainer.lora.publish import export_run, resolve_destination, resolve_on_conflict
+from loradeck.trainer.lora.shared_folder import (
+    describe_adapter,
+    import_into_project,
+    list_adapters,
+    read_sidecar,
+    sidecar_path,
+)
+from loradeck.trainer.lora.validate import LOAD_PHASES, TASK, validate
 
 CONFLICT_CHOICES = ("refuse", "version")
 
@@ -99,10 +115,6 @@ def _folder_options(p) -> None:
 def _shared_folder(args, folder: str | None, project_name: str | None, *, flag: str = "--dir",
                    writable: bool = False):
     """The shared folder of a pack/shared command; only `pack create` needs to write to it."""
-    from loradeck.trainer.config import project_settings as settings_mod
-    from loradeck.trainer.dataset.project import open_project
-    from loradeck.trainer.lora.publish import resolve_destination
-
     settings = project_dir = None
     if project_name and not folder:
         project = open_project(project_name, args.root)
@@ -113,8 +125,6 @@ def _shared_folder(args, folder: str | None, project_name: str | None, *, flag: 
 # ------------------------------------------------------------------------------------------ handlers
 
 def cmd_export(args) -> CommandResult:
-    from loradeck.trainer.lora.publish import export_run
-
     result = export_run(args.name, args.run, root=args.root, to=args.to, name=args.out_name,
                         on_conflict=args.on_conflict, base_model=args.base, load_check=not args.no_load_check,
                         description=args.description, checkpoint=args.checkpoint)
@@ -133,12 +143,6 @@ def cmd_export(args) -> CommandResult:
 
 
 def cmd_validate(args) -> CommandResult | int:
-    from pathlib import Path
-
-    from loradeck.trainer.errors import LoradeckError
-    from loradeck.trainer.events import ProgressEcho, dumps, make_event
-    from loradeck.trainer.lora.validate import LOAD_PHASES, TASK, validate
-
     if not Path(args.file).is_file():
         what = "is a folder, not a LoRA file" if Path(args.file).is_dir() else "does not exist"
         raise LoradeckError(f"{args.file} {what}")
@@ -170,8 +174,6 @@ def cmd_validate(args) -> CommandResult | int:
 
 
 def cmd_convert(args) -> CommandResult:
-    from loradeck.trainer.lora.convert import convert_file
-
     info = convert_file(args.input, args.output, to=args.to, overwrite=args.overwrite)
     return CommandResult({"ok": True, **info},
                          f"converted {info['modules']} modules from {info['from']} to {info['to']} layout:"
@@ -179,9 +181,6 @@ def cmd_convert(args) -> CommandResult:
 
 
 def cmd_pack_create(args) -> CommandResult:
-    from loradeck.trainer.lora.packs import create_pack, parse_adapter_spec
-    from loradeck.trainer.lora.publish import resolve_on_conflict
-
     dest = _shared_folder(args, args.to, args.project, flag="--to", writable=True)
     adapters = [parse_adapter_spec(s) for s in args.adapters]
     out = create_pack(dest.path, args.pack_name, adapters, description=args.description, preview=args.preview,
@@ -191,8 +190,6 @@ def cmd_pack_create(args) -> CommandResult:
 
 
 def cmd_pack_show(args) -> CommandResult:
-    from loradeck.trainer.lora.packs import read_pack, resolve_pack
-
     dest = _shared_folder(args, args.dir, args.project)
     path = resolve_pack(dest.path, args.pack_name)
     doc = read_pack(path)
@@ -208,9 +205,6 @@ def _size(n: int) -> str:
 
 
 def cmd_shared_list(args) -> CommandResult:
-    from loradeck.trainer.lora.packs import list_packs
-    from loradeck.trainer.lora.shared_folder import list_adapters
-
     dest = _shared_folder(args, args.dir, args.project)
     adapters = list_adapters(dest.path)
     packs = list_packs(dest.path)
@@ -229,8 +223,6 @@ def cmd_shared_list(args) -> CommandResult:
 
 
 def cmd_shared_show(args) -> CommandResult:
-    from loradeck.trainer.lora.shared_folder import describe_adapter, read_sidecar, sidecar_path
-
     dest = _shared_folder(args, args.dir, args.project)
     entry = describe_adapter(dest.path, args.adapter)
     sidecar = read_sidecar(sidecar_path(dest.path, args.adapter))
@@ -239,11 +231,6 @@ def cmd_shared_show(args) -> CommandResult:
 
 
 def cmd_shared_import(args) -> CommandResult:
-    from loradeck.trainer.config import project_settings as settings_mod
-    from loradeck.trainer.dataset.project import open_project
-    from loradeck.trainer.lora.publish import resolve_destination
-    from loradeck.trainer.lora.shared_folder import import_into_project
-
     project = open_project(args.project, args.root)
     dest = resolve_destination(args.dir, settings=settings_mod.load(project.settings_file), flag="--dir",
                                writable=False, project_dir=project.path)

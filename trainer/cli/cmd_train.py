@@ -8,6 +8,8 @@ and help text (loradeck.trainer.config.resolve.FIELD_HELP) taken from the schema
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
 import sys
 import time
@@ -182,8 +184,6 @@ def cmd_train(args) -> CommandResult:
 
 def _submitted(project, files, settings, *, notes=(), resumed=False, job_id=None) -> CommandResult:
     """Submit (or report a resubmission of) a run as a Slurm job."""
-    import shutil
-
     if job_id is None:
         try:
             job_id = runs.submit_to_slurm(files, settings)
@@ -289,7 +289,7 @@ class _ProgressView:
         self._last: tuple[float, int] | None = None
         if quiet:
             return
-        from rich.console import Console
+        from rich.console import Console  # rich: off `loradeck --help`, whose parser imports every command module
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True)
@@ -370,8 +370,6 @@ def _log_tail(path, lines: int = 15, max_bytes: int = 16384) -> list[str]:
 
 def _foreground(project, files, proc, *, quiet: bool, notes=()) -> CommandResult:
     """Watch the launched trainer until it exits; Ctrl-C asks it to stop (SIGINT to its group)."""
-    import os
-
     interrupts = 0
     view = _ProgressView(quiet)
 

@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
 from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset.importer import import_paths
 from loradeck.trainer.dataset.prep import prep_project
@@ -39,8 +41,6 @@ DEMO_TRAIN = {"base_model": "synthetic:tiny", "resolution": RESOLUTION, "max_tra
 
 def draw_image(seed: int, size: tuple[int, int]):
     """One picture: a two-colour gradient background with a shape; returns (PIL image, caption)."""
-    from PIL import Image, ImageDraw
-
     rng = random.Random(seed)
     names = list(_COLOURS)
     back_a, back_b, fore = rng.sample(names, 3)

@@ -23,6 +23,8 @@ import datetime as _dt
 import os
 import re
 import unicodedata
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -224,9 +226,6 @@ def _load(src: Path) -> _Loaded:
 def _read_ahead(sources: list[Path], should_stop: Callable[[], bool] | None):
     """Yield each source loaded, in order, decoding a few ahead in threads (Pillow and hashlib
     release the GIL); yields None when a stop is requested. At most READ_AHEAD files in memory."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="import-read") as pool:
         queue: deque = deque()
         pending = iter(sources)

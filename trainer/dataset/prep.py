@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -31,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from PIL import Image, ImageColor, ImageOps
 
 from loradeck.trainer.atomic import atomic_open, atomic_write_text
 from loradeck.trainer.config import project_settings as settings_mod
@@ -81,8 +84,6 @@ class PrepSettings:
 
 def load_settings(project: Project, resolution: int | None = None) -> PrepSettings:
     """The prep rules of a project ([prep] in project.toml), with an optional resolution override."""
-    from PIL import ImageColor
-
     prep = settings_mod.load(project.settings_file).prep
     res = prep.resolution if resolution is None else resolution  # an explicit 0 is an error, not "default"
     if res < 8 or res % 8:
@@ -142,8 +143,7 @@ def _sha256_file(path: Path) -> str:
 
 def _to_8bit_grey(im):
     """16-bit / 32-bit / float greyscale to 8-bit L, scaling rather than clipping."""
-    import numpy as np
-    from PIL import Image
+    import numpy as np  # numpy: only for 16-bit and float images
 
     arr = np.asarray(im).astype(np.float64)
     if im.mode == "F":
@@ -174,8 +174,6 @@ def _apply_icc(im):
 
 def to_rgb(im, background: tuple[int, int, int]):
     """Any Pillow image to RGB: 16-bit scaled, ICC applied, transparency flattened onto `background`."""
-    from PIL import Image
-
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         im = _to_8bit_grey(im)
     im = _apply_icc(im)
@@ -190,8 +188,6 @@ def to_rgb(im, background: tuple[int, int, int]):
 
 def prepare_image(data: bytes, spec: buckets.BucketSpec, background: tuple[int, int, int]):
     """Decode `data` and return (RGB image of exactly its bucket's size, Fit, format)."""
-    from PIL import Image, ImageOps
-
     im = image_probe.open_image(data)
     orientation = image_probe.orientation_of(im)
     fmt = im.format
@@ -318,8 +314,6 @@ def prep_project(project: Project, *, resolution: int | None = None, workers: in
 @contextlib.contextmanager
 def _exclusive(project: Project):
     """One prep at a time per project (the TUI and a CLI run would fight over the manifest)."""
-    import fcntl
-
     project.state.mkdir(parents=True, exist_ok=True)
     with open(project.state / "prep.lock", "w") as lock:
         try:

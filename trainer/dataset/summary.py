@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from loradeck.trainer.config import project_settings as settings
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.dataset.view import list_dataset
+from loradeck.trainer.runs import lifecycle as runs
 
 
 @dataclass
@@ -33,8 +34,6 @@ class ProjectSummary:
 def last_run(project: Project) -> tuple[str | None, str | None]:
     """(run id, state) of the newest run as loradeck.trainer.runs.lifecycle sees it (running / completed / stopped /
     failed / crashed ...), or (None, None) without runs."""
-    from loradeck.trainer.runs import lifecycle as runs
-
     files = runs.latest_run(project)
     if files is None:
         return None, None

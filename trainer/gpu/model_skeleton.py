@@ -25,8 +25,6 @@ def build(name: str) -> models.BaseModel:
     """The components of base model `name` on the meta device; ModelError when it cannot be read."""
     kind = models.kind_of(name)
     if kind == "synthetic":
-        from loradeck.trainer.train import synthetic_sd
-
         configs = synthetic_sd.component_configs(synthetic_sd.kind_of(name))
         return _assemble(name, kind, configs["unet"], configs["vae"], configs["text_encoder"], configs["scheduler"])
     if kind == "single_file":
@@ -36,7 +34,7 @@ def build(name: str) -> models.BaseModel:
 
 
 def _assemble(name: str, kind: str, unet_cfg: dict, vae_cfg: dict, te_cfg: dict, scheduler: dict) -> models.BaseModel:
-    import torch
+    import torch  # diffusers, torch, transformers: only when an estimate builds the model (in its child process)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -72,7 +70,7 @@ def _folder(name: str, kind: str, folder: Path) -> models.BaseModel:
 
 
 def _hub_configs(repo_id: str) -> Path:
-    import huggingface_hub
+    import huggingface_hub  # huggingface_hub: only when an estimate builds the model (in its child process)
     from huggingface_hub import constants
 
     try:
@@ -86,6 +84,7 @@ def _hub_configs(repo_id: str) -> Path:
 
 
 def _single_file(name: str, path: Path) -> models.BaseModel:
+    # diffusers: only when an estimate builds the model (in its child process)
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
 
     shapes = _meta_state_dict(path)
@@ -106,10 +105,10 @@ def _single_file(name: str, path: Path) -> models.BaseModel:
 
 def _meta_state_dict(path: Path) -> dict[str, Any]:
     """Key -> meta tensor of the checkpoint's shape and dtype, without reading the weights."""
-    import torch
+    import torch  # torch: only when an estimate builds the model (in its child process)
 
     if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import safe_open  # safetensors: only when an estimate builds the model (in its child process)
 
         try:
             with safe_open(str(path), "pt") as f:
@@ -132,7 +131,7 @@ def _meta_state_dict(path: Path) -> dict[str, Any]:
 
 
 def _st_dtype(name: str):
-    import torch
+    import torch  # torch: only when an estimate builds the model (in its child process)
 
     return {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
             "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8,

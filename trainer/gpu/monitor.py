@@ -44,7 +44,7 @@ class Nvml:
 
     def __init__(self) -> None:
         try:
-            import pynvml
+            import pynvml  # pynvml: only when GPUs are queried; no NVML is no error (tests put a fake in sys.modules)
         except ImportError:
             raise NvmlUnavailable("nvidia-ml-py (pynvml) is not installed") from None
         self.nvml = pynvml

@@ -28,9 +28,12 @@ the CUDA context and allocator overhead (constants below).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,9 +161,10 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     (`real_optimizer` then runs torch's AdamW for the state instead of the modelled one).
     Returns {peak, split, peak_phase, caching_peak}.
     """
-    import torch
+    import torch  # torch: the estimate runs in a child process; the TUI never loads it
     import torch.nn.functional as F
 
+    # torch: the estimate runs in a child process; the TUI never loads it
     from loradeck.trainer.gpu.memory_trace import FusedAttention, GpuAutocast, StorageTracker
 
     weight_dtype = getattr(torch, WEIGHT_DTYPES[cfg.mixed_precision])
@@ -301,7 +305,7 @@ def _backward(loss) -> None:
     """loss.backward() with the tracing modes still active: Tensor.backward is itself a torch function,
     and a TorchFunctionMode is switched off while it handles one, so checkpointed segments would
     recompute without them. The autograd engine is entered directly instead."""
-    import torch
+    import torch  # torch: the estimate runs in a child process; the TUI never loads it
     from torch.autograd.graph import _engine_run_backward
 
     _engine_run_backward((loss,), (torch.ones_like(loss),), False, False, (), allow_unreachable=True,
@@ -309,14 +313,12 @@ def _backward(loss) -> None:
 
 
 def _maybe(mode):
-    import contextlib
-
     return mode if mode is not None else contextlib.nullcontext()
 
 
 def optimizer_state(optimizer: str, params: list) -> list:
     """Meta tensors shaped like the optimizer's per-parameter state (see the module docstring)."""
-    import torch
+    import torch  # torch: the estimate runs in a child process; the TUI never loads it
 
     out = []
     for p in params:
@@ -384,9 +386,6 @@ def main(argv: list[str] | None = None) -> int:
 
     The train form runs this as a child process (the TUI never imports torch); a bad config is
     `{"ok": false, "error": ...}` and exit status 1."""
-    import json
-    import sys
-
     try:
         cfg = train_config.from_mapping(json.loads(sys.stdin.read() or "{}"), source="stdin")
         est = estimate(cfg)

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import struct
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -419,8 +420,6 @@ def check_loads(path: str | os.PathLike, base_model: str, *, on_event: OnEvent |
     Each phase (LOAD_PHASES) is reported to `on_event` as it starts; between phases a true
     `should_stop()` raises children.Cancelled.
     """
-    import warnings
-
     # Heavy: only for the load check.
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging

@@ -28,6 +28,7 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,6 @@ def spawn_waiter(files: RunFiles, ticket: Path) -> int:
                               stderr=subprocess.STDOUT, cwd=files.dir)
     with locked(ticket.parent.parent):
         _claim(ticket, proc.pid)
-    import threading
-
     threading.Thread(target=proc.wait, name=f"reap-waiter-{proc.pid}", daemon=True).start()
     return proc.pid
 

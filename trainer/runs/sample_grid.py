@@ -13,12 +13,14 @@ the TUI imports this (no torch).
 
 from __future__ import annotations
 
+import io
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.atomic import atomic_write_bytes
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.events import iter_file
 from loradeck.trainer.runs.files import RunFiles
@@ -119,7 +121,7 @@ def collect(run_dir: Path) -> SampleGrid:
 # ------------------------------------------------------------------------------ the contact sheet
 
 def _font(size: int):
-    from PIL import ImageFont
+    from PIL import ImageFont  # PIL: only when a contact sheet is drawn; the TUI lists grids without it
 
     try:
         return ImageFont.load_default(size)
@@ -157,6 +159,7 @@ def _wrap(draw, text: str, font, width: int, lines: int) -> list[str]:
 def render_contact_sheet(grid: SampleGrid, thumb: int = THUMB):
     """The grid as one PIL image: a header row with the prompts, a label column with the steps (and
     whether a LoRA of that step can be exported), a thumbnail per sample, a grey box where one is missing."""
+    # PIL: only when a contact sheet is drawn; the TUI lists grids without it
     from PIL import Image, ImageDraw, ImageOps
 
     if not grid.steps:
@@ -193,10 +196,6 @@ def render_contact_sheet(grid: SampleGrid, thumb: int = THUMB):
 
 def write_contact_sheet(grid: SampleGrid, dest: Path | None = None, thumb: int = THUMB) -> Path:
     """Render the contact sheet and write it atomically (default: <run>/contact_sheet.png)."""
-    import io
-
-    from loradeck.trainer.atomic import atomic_write_bytes
-
     dest = Path(dest) if dest else grid.run_dir / CONTACT_SHEET
     buf = io.BytesIO()
     render_contact_sheet(grid, thumb).save(buf, format="PNG")

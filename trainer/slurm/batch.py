@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from loradeck.trainer.atomic import atomic_write_text
-from loradeck.trainer.config.slurm_settings import SlurmSettings
+from loradeck.trainer.config.slurm_settings import SlurmSettings, merge
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs.files import RunFiles
 
@@ -182,8 +182,6 @@ def submit(files: RunFiles, settings: SlurmSettings, *, gpus: int, label: str, r
 
 def settings_of(record: dict[str, Any] | None) -> SlurmSettings:
     """The settings a run was first submitted with (resubmissions reuse them)."""
-    from loradeck.trainer.config.slurm_settings import merge
-
     stored = (record or {}).get("settings") or {}
     return merge({k: v for k, v in stored.items() if k in SlurmSettings.__dataclass_fields__})
 

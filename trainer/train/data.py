@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from PIL import Image
+
 from loradeck.trainer.cli_hint import command
 from loradeck.trainer.dataset.caption_store import read_caption
 from loradeck.trainer.dataset.project import is_image_file
@@ -58,8 +60,6 @@ def scan(dataset_dir: Path, *, caption_extension: str = ".txt", trigger_word: st
          granularity: int = 8, image_repeats: dict[str, int] | None = None) -> list[Item]:
     """The dataset's images with their captions, (cropped) sizes and per-image repeats (by stem);
     DataError when nothing is usable."""
-    from PIL import Image  # off the light path: preflight and the TUI import this module for add_trigger
-
     if not dataset_dir.is_dir():
         raise DataError(f"no dataset folder at {dataset_dir}",
                         hint=f"import images and run: {command('prep', dataset_dir.parent.name)}")
@@ -190,9 +190,8 @@ def load_pixels(item: Item) -> Any:
 
 def load_pixels_uint8(item: Item) -> Any:
     """The item's image as a uint8 tensor (3, H, W), centre-cropped to its bucket."""
-    import numpy as np
+    import numpy as np  # numpy, torch: only the trainer builds batches; preflight and the TUI import this module
     import torch
-    from PIL import Image
 
     try:
         with Image.open(item.path) as im:

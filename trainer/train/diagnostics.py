@@ -6,6 +6,7 @@ at something this run has not already done.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from loradeck.trainer.config.train_config import TrainConfig
@@ -20,7 +21,7 @@ class TrainingFailed(Exception):
 
 
 def is_oom(exc: BaseException) -> bool:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     if isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or \
             isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
@@ -120,9 +121,7 @@ def vae_nan_failure(cfg: TrainConfig, step: int, images: list[str], vae_dtype: s
 
 def free_accelerator_memory() -> None:
     """Release cached blocks after an OOM so that saving state has room to run."""
-    import gc
-
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     gc.collect()
     if torch.cuda.is_available():

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from loradeck.trainer.atomic import atomic_write_bytes
 from loradeck.trainer.train.data import Item, content_hash, load_pixels
 
 
@@ -35,6 +36,7 @@ class LatentCache:
 
     def fill(self, items: Iterable[Item], *, batch_size: int = 4) -> None:
         """Make sure every item is cached (reading the disk cache, encoding what is missing)."""
+        # safetensors: only when training runs, not when this module is imported
         from safetensors.torch import load_file
 
         missing: list[tuple[Item, Path | None]] = []
@@ -66,9 +68,7 @@ class LatentCache:
                         self._write(disk, pair)
 
     def _write(self, path: Path, pair) -> None:
-        from safetensors.torch import save
-
-        from loradeck.trainer.atomic import atomic_write_bytes
+        from safetensors.torch import save  # safetensors: only when training runs, not when this module is imported
 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ class LatentCache:
 
     def get(self, items: Sequence[Item]):
         """Stacked (mean, std) for a batch, on the CPU in fp32."""
-        import torch
+        import torch  # torch: only when training runs, not when this module is imported
 
         self.fill(items)
         self.stats["memory_hits"] += len(items)
@@ -88,7 +88,7 @@ class LatentCache:
 
 def encode_posterior(vae, pixels: list, device, dtype):
     """(mean, std) of the VAE posterior for a list of same-size pixel tensors; fp32 on the CPU."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     with torch.inference_mode():
         batch = torch.stack(pixels).to(device=device, dtype=dtype)
@@ -98,7 +98,7 @@ def encode_posterior(vae, pixels: list, device, dtype):
 
 def sample_latents(mean, std, vae_config, generator):
     """Scaled latents drawn from the posterior with `generator` (CPU), as the VAE's sample() would."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
     latents = mean + std * noise
@@ -124,7 +124,7 @@ class TextEmbeddingCache:
 
     def get(self, captions: Sequence[str]):
         """The cached outputs of `captions`, stacked (a tuple of stacks when the encoder returned a tuple)."""
-        import torch
+        import torch  # torch: only when training runs, not when this module is imported
 
         rows = [self._memory[c] for c in captions]
         if rows and isinstance(rows[0], tuple):

@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import platform
 import random
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,19 @@ from loradeck.trainer.errors import ConfigError
 from loradeck.trainer.events import iter_file
 from loradeck.trainer.gpu import vram_estimate
 from loradeck.trainer.lora import file_format as lora_file
+from loradeck.trainer.lora import sdxl_names as lora_sdxl
 from loradeck.trainer.runs.files import RunFiles
 from loradeck.trainer.train import data as train_data
-from loradeck.trainer.train import (diagnostics, lora_network, model_family, models, optional_packages, sampling,
-                                    step_count)
+from loradeck.trainer.train import (
+    diagnostics,
+    lora_network,
+    model_family,
+    models,
+    optional_packages,
+    sampling,
+    sdxl_conditioning,
+    step_count,
+)
 from loradeck.trainer.train import latent_cache as caching  # `latent_cache` is the loop's cache object
 from loradeck.trainer.train import state as train_state
 from loradeck.trainer.train.diagnostics import TrainingFailed
@@ -66,7 +78,7 @@ class Outcome:
 
 
 def train(ctx: RunContext) -> Outcome:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
     import torch.nn.functional as F
 
     cfg = ctx.config
@@ -126,8 +138,6 @@ def train(ctx: RunContext) -> Outcome:
 
     sdxl = model.family == "sdxl"  # SDXL: (hidden, pooled) from both encoders and per-image time ids
     if sdxl:
-        from loradeck.trainer.train import sdxl_conditioning
-
         encode_text = sdxl_conditioning.SdxlText((tokenizer, model.tokenizer_2), text_encoders, device)
         recorded_sizes = sdxl_conditioning.micro_conditioning(ctx.dataset["project_dir"])
 
@@ -155,7 +165,7 @@ def train(ctx: RunContext) -> Outcome:
 
     # ---- 6. Optimizer and LR schedule ------------------------------------------------------------
     optimizer = make_optimizer(cfg, unet_params, te_params)
-    from diffusers.optimization import get_scheduler
+    from diffusers.optimization import get_scheduler  # diffusers: off this module's import, as torch is
 
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=total_steps)
@@ -376,7 +386,7 @@ def train(ctx: RunContext) -> Outcome:
 
 def make_accelerator(cfg: TrainConfig, warn):
     """The Accelerator for this run, and the mixed precision actually used (fp16 needs CUDA)."""
-    import torch
+    import torch  # accelerate, torch: only when training runs, not when this module is imported
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
@@ -388,6 +398,7 @@ def make_accelerator(cfg: TrainConfig, warn):
             mixed_precision = "no"
     elif mixed_precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise ConfigError("mixed_precision bf16: this GPU does not support bfloat16", hint="use --mixed-precision fp16")
+    # accelerate: only when training runs, not when this module is imported
     from accelerate.state import AcceleratorState
 
     # The state is a per-process singleton; a fresh one per run lets runs share a process (tests).
@@ -399,7 +410,7 @@ def stop_requested(ctx: RunContext, accelerator) -> bool:
     """A signal seen by any rank stops every rank at the same step (no rank left waiting in an all-reduce)."""
     if accelerator.num_processes == 1:
         return ctx.stop.is_set()
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     flag = torch.tensor([1 if ctx.stop.is_set() else 0], device=accelerator.device)
     return bool(accelerator.gather(flag).max().item())
@@ -437,7 +448,7 @@ def free_vae_encoder(vae, *, keep_decoder: bool, on_gpu: bool):
     vae.encoder = None
     vae.quant_conv = None
     if on_gpu:
-        import torch
+        import torch  # torch: only when training runs, not when this module is imported
 
         vae.to("cpu", dtype=torch.float32)  # CPUs have no fast fp16 convolutions
         torch.cuda.empty_cache()
@@ -453,7 +464,7 @@ class _ConfigOnly:
 
 def save_state_if_sound(save_state, params, step: int) -> Path | None:
     """Save resumable state after a failure, unless the weights themselves are already broken."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     try:
         if all(torch.isfinite(p).all() for p in params):
@@ -475,9 +486,7 @@ def memory_estimate(cfg: TrainConfig, warn) -> dict[str, Any] | None:
 
 
 def memory_fields(device) -> dict[str, Any]:
-    import resource
-
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     fields = {"rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if device.type == "cuda":
@@ -490,10 +499,7 @@ def memory_fields(device) -> dict[str, Any]:
 
 def environment(device) -> dict[str, Any]:
     """Versions and hardware for run_started (optional packages by metadata, without importing them)."""
-    import platform
-    from importlib import metadata
-
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     def version(dist: str) -> str | None:
         try:
@@ -518,7 +524,7 @@ def injected_fault():
     if not spec:
         return None
     kind, _, at = spec.partition(":")
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     if kind == "oom":
         return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by test)"), int(at or 1)
@@ -535,8 +541,6 @@ def export_lora(ctx: RunContext, accelerator, unet, text_encoders, items, model,
     te_loras = [lora_network.lora_state_dict(accelerator.unwrap_model(te)) if cfg.train_text_encoder and te
                 is not None else None for te in text_encoders]
     if model.family == "sdxl":
-        from loradeck.trainer.lora import sdxl_names as lora_sdxl
-
         tensors = lora_sdxl.peft_to_kohya_sdxl(unet_lora, te_loras[0], te_loras[1], alpha=cfg.alpha,
                                                unet_config=dict(accelerator.unwrap_model(unet).config))
     else:
@@ -588,7 +592,7 @@ def prune_checkpoints(files: RunFiles, output_name: str, keep: int) -> None:
 
 def make_samples(ctx: RunContext, accelerator, unet, vae, scheduler_config, prompts, step: int, device,
                  weight_dtype, text_cache, encode_text) -> None:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     cfg = ctx.config
     if device.type == "cuda":

@@ -27,7 +27,7 @@ TEXT_ENCODER_TARGETS = {
 
 
 def lora_config(rank: int, alpha: float, targets: list[str]):
-    from peft import LoraConfig
+    from peft import LoraConfig  # peft: only when training runs, not when this module is imported
 
     # Gaussian down (std 1/rank), zero up, as in diffusers' LoRA example: the adapter starts as a no-op,
     # and the larger down weights than kohya's kaiming-uniform let the up weights learn faster at a given
@@ -45,7 +45,7 @@ def add_unet_lora(unet, *, rank: int, alpha: float, targets: str) -> list:
 def add_text_encoder_lora(text_encoder, *, rank: int, alpha: float, targets: str, layers=None) -> list:
     """`layers`: the encoder layers to adapt (None: all). A layer whose output the UNet never sees
     (SDXL's first encoder is read at its penultimate layer) gets no adapter: it would never train."""
-    from peft import inject_adapter_in_model
+    from peft import inject_adapter_in_model  # peft: only when training runs, not when this module is imported
 
     text_encoder.requires_grad_(False)
     names = TEXT_ENCODER_TARGETS[targets]
@@ -60,7 +60,7 @@ def add_text_encoder_lora(text_encoder, *, rank: int, alpha: float, targets: str
 
 
 def _fp32_trainable(module) -> list:
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
@@ -70,7 +70,7 @@ def _fp32_trainable(module) -> list:
 
 def lora_state_dict(module) -> dict[str, Any]:
     """The adapter's weights, peft naming (`...to_q.lora_A.weight`), detached on the CPU in fp32."""
-    from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict  # peft: only when training runs, not when this module is imported
 
     state = get_peft_model_state_dict(module, adapter_name=ADAPTER)
     return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
@@ -78,7 +78,7 @@ def lora_state_dict(module) -> dict[str, Any]:
 
 def load_lora_state_dict(module, state: dict[str, Any]) -> None:
     """Restore adapter weights saved by `lora_state_dict` (strict: every adapter weight must be there)."""
-    from peft import set_peft_model_state_dict
+    from peft import set_peft_model_state_dict  # peft: only when training runs, not when this module is imported
 
     result = set_peft_model_state_dict(module, state, adapter_name=ADAPTER)
     unexpected = getattr(result, "unexpected_keys", None) or []

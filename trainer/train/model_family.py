@@ -91,7 +91,7 @@ def from_single_file(path: Path) -> str | None:
 def from_hub_cache(repo_id: str) -> str | None:
     """The family of a hub model whose configs are in the HF cache (nothing is downloaded here)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # huggingface_hub: only for a hub id
     except ImportError:
         return None
     found = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import dtype_loading, model_family, synthetic_sd
+from loradeck.trainer.train import dtype_loading, model_family, single_file, synthetic_sd
 
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
@@ -56,7 +56,7 @@ class BaseModel:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
     def noise_scheduler(self):
-        from diffusers import DDPMScheduler
+        from diffusers import DDPMScheduler  # diffusers: only when a model loads; the CLI imports this module
 
         return DDPMScheduler.from_config(self.scheduler_config)
 
@@ -87,13 +87,9 @@ def load_base_model(name: str, *, dtype=None, vae_dtype=None) -> BaseModel:
     in fp32, the caller casts."""
     kind = kind_of(name)
     if kind == "synthetic":
-        from loradeck.trainer.train import synthetic_sd
-
         parts = synthetic_sd.build(synthetic_sd.kind_of(name))
         return BaseModel(name=name, source=kind, family=model_family.detect(name), **parts)
     if kind == "single_file":
-        from loradeck.trainer.train import single_file
-
         path = Path(name).expanduser()
         family = model_family.from_single_file(path) or model_family.SD1
         parts = single_file.load_sdxl(path) if family == model_family.SDXL else single_file.load(path)
@@ -106,7 +102,7 @@ def load_base_model(name: str, *, dtype=None, vae_dtype=None) -> BaseModel:
 
 def hub_snapshot(repo_id: str) -> Path:
     """The local snapshot folder of a Hugging Face repo (downloaded unless offline)."""
-    import huggingface_hub
+    import huggingface_hub  # huggingface_hub: only when a model loads; the CLI imports this module
     from huggingface_hub import constants
 
     offline = bool(constants.HF_HUB_OFFLINE)
@@ -136,6 +132,7 @@ def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1", 
                 vae_dtype=None) -> dict[str, Any]:
     """Components from a diffusers folder (safetensors weights only); SDXL adds tokenizer_2/text_encoder_2.
     With `dtype`, the UNet and text encoders load in it and the VAE in `vae_dtype` (or `dtype`)."""
+    # diffusers, transformers: only when a model loads; the CLI imports this module
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -158,6 +155,7 @@ def load_folder(folder: Path, *, label: str | None = None, family: str = "sd1", 
         unet = load(UNet2DConditionModel, "unet", dtype)
         extra = {}
         if family == "sdxl":
+            # transformers: only when a model loads; the CLI imports this module
             from transformers import CLIPTextModelWithProjection
 
             extra = {"tokenizer_2": CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),

@@ -54,7 +54,7 @@ def set_attention(kind: str, unet, vae) -> None:
     """sdpa -> AttnProcessor2_0, eager -> AttnProcessor, xformers -> the xformers kernels."""
     if kind == "xformers":
         try:
-            import xformers  # noqa: F401
+            import xformers  # noqa: F401  (xformers: only when training runs, not when this module is imported)
         except ImportError:
             raise ConfigError("attention xformers: the xformers package is not installed",
                               hint="pip install xformers (CUDA builds only), or use --attention sdpa") from None
@@ -74,7 +74,7 @@ def make_optimizer(cfg: TrainConfig, unet_params: list, te_params: list):
         groups.append({"params": te_params, "lr": cfg.text_encoder_lr or cfg.learning_rate})
     if cfg.optimizer == "adamw8bit":
         try:
-            import bitsandbytes as bnb
+            import bitsandbytes as bnb  # bitsandbytes: only when training runs, not when this module is imported
         except ImportError:
             raise optional_packages.missing_bitsandbytes() from None  # the one refusal, naming the extra
         return bnb.optim.AdamW8bit(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

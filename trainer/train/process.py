@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -198,8 +199,6 @@ def exit_now(code: int) -> None:
     atomic); what is left is finalising torch/diffusers/transformers module by module, which takes
     ~1.2 s on a CPU box, every run. Only streams need flushing first.
     """
-    import logging
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -9,10 +9,15 @@ cached), so sampling does not raise peak VRAM above the training step's.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
+from PIL import Image
+
 from loradeck.trainer.atomic import atomic_write_bytes
+from loradeck.trainer.train.sdxl_conditioning import sample_time_ids, unet_kwargs
 
 
 def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence, negative_embeds,
@@ -20,12 +25,9 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
                   autocast_ctx=None) -> list[Any]:
     """One PIL image per prompt embedding (each (77, D), or SDXL's (hidden, pooled) pair); deterministic
     for a given seed. SDXL samples are conditioned as uncropped images at the training resolution."""
-    import contextlib
-
-    import numpy as np
+    import numpy as np  # diffusers, numpy, torch: only when training runs, not when this module is imported
     import torch
     from diffusers import DDIMScheduler
-    from PIL import Image
 
     scheduler = DDIMScheduler.from_config(scheduler_config)
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -39,8 +41,6 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
             latents = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
             extra = {}
             if isinstance(cond, tuple):  # SDXL
-                from loradeck.trainer.train.sdxl_conditioning import sample_time_ids, unet_kwargs
-
                 pooled = torch.stack([negative_embeds[1], cond[1]]).to(device=device)
                 extra = unet_kwargs(pooled, sample_time_ids(resolution, 2), dtype)
                 cond, negative = cond[0], negative_embeds[0]
@@ -67,8 +67,6 @@ def sample_images(*, unet, vae, scheduler_config: dict, prompt_embeds: Sequence,
 
 def save_image(image, path: Path) -> Path:
     """Write a PNG atomically (a monitor may be displaying the folder)."""
-    import io
-
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     path.parent.mkdir(exist_ok=True)  # samples/ in the run folder, never the run folder itself

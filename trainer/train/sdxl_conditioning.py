@@ -28,7 +28,7 @@ class SdxlText:
         self.tokenizers, self.text_encoders, self.device = list(tokenizers), list(text_encoders), device
 
     def __call__(self, captions: Sequence[str]):
-        import torch
+        import torch  # torch: only when training runs, not when this module is imported
 
         hidden, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
@@ -57,7 +57,7 @@ def micro_conditioning(project_dir: str | Path) -> dict[str, tuple[tuple[int, in
 
 def time_ids(items: Sequence[Any], recorded: dict):
     """The (batch, 6) add_time_ids tensor for `items` (train_data.Item: path, size=(w, h))."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     rows = []
     for item in items:
@@ -69,7 +69,7 @@ def time_ids(items: Sequence[Any], recorded: dict):
 
 def sample_time_ids(resolution: int, count: int):
     """Samples are generated uncropped at the training resolution."""
-    import torch
+    import torch  # torch: only when training runs, not when this module is imported
 
     return torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * count, dtype=torch.float32)
 

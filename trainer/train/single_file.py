@@ -18,6 +18,7 @@ says the model was built with it. Missing offline -> ModelError saying what to d
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,14 @@ CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
 def read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """(tensors, metadata) of a checkpoint file: safetensors, or a pickle loaded with weights_only=True."""
     if path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import safe_open  # safetensors: only when a single-file checkpoint loads
 
         try:
             with safe_open(str(path), "pt") as f:
                 return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
         except Exception as e:
             raise ModelError(f"{path.name} is not a readable safetensors file ({type(e).__name__})") from None
-    import torch
+    import torch  # torch: only when a single-file checkpoint loads
 
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -115,14 +116,12 @@ def prediction_type(path: Path, metadata: dict[str, str]) -> str:
 
 
 def tokenizer_for(vocab_size: int):
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # transformers: only when a single-file checkpoint loads
 
     if vocab_size == len(synthetic_sd.VOCAB):
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="loradeck-tok-") as tmp:
             return CLIPTokenizer.from_pretrained(synthetic_sd.write_tokenizer(Path(tmp)), model_max_length=77)
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # huggingface_hub: only when a single-file checkpoint loads
 
     try:
         return CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_REPO, local_files_only=bool(constants.HF_HUB_OFFLINE))
@@ -136,6 +135,7 @@ def tokenizer_for(vocab_size: int):
 
 def load(path: Path) -> dict[str, Any]:
     """The components of an SD1.x single-file checkpoint, as loradeck.trainer.train.models.BaseModel fields."""
+    # diffusers, transformers: only when a single-file checkpoint loads
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,
@@ -233,6 +233,7 @@ def load_sdxl(path: Path) -> dict[str, Any]:
 
     What shapes cannot show is SDXL's convention: 64-wide attention heads in the UNet and both text
     encoders, VAE scale 0.13025."""
+    # diffusers, transformers: only when a single-file checkpoint loads
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,

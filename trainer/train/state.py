@@ -67,6 +67,7 @@ class DamagedState(Exception):
 def save(state_root: Path, *, step: int, meta: dict[str, Any], unet_lora: dict, te_lora: dict | None,
          optimizer, lr_scheduler, scaler=None, keep: int = KEEP_STATES) -> Path:
     """Write state for `step` atomically; older states beyond `keep` are removed."""
+    # numpy, safetensors, torch: only when a checkpoint is saved or loaded; the CLI imports this module
     import numpy as np
     import torch
     from safetensors.torch import save_file
@@ -114,6 +115,7 @@ def load(saved: SavedState, *, optimizer, lr_scheduler, scaler=None) -> tuple[di
     Every file is read and parsed before anything is restored, so a damaged state (truncated or
     corrupt file, or one written for another network) raises DamagedState and changes nothing.
     """
+    # numpy, safetensors, torch: only when a checkpoint is saved or loaded; the CLI imports this module
     import numpy as np
     import torch
     from safetensors.torch import load_file

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from PIL import Image
+
 from loradeck.trainer.dataset.prep import load_manifest
 from loradeck.trainer.dataset.project import dataset_images
 from loradeck.trainer.train import model_family
@@ -100,8 +102,6 @@ def dataset_sizes(project) -> dict[str, Size]:
 
 
 def _header_size(path: Path) -> Size | None:
-    from PIL import Image  # only for images prep did not record; reads the header, not the pixels
-
     try:
         with Image.open(path) as im:
             return im.size

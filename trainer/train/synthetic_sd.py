@@ -145,7 +145,7 @@ def build(kind: str, *, seed: int = SEED):
 
     Returns a dict with tokenizer, text_encoder, vae, unet and scheduler_config.
     """
-    import torch
+    import torch  # diffusers, torch, transformers: only when the synthetic model is built; the CLI imports this module
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -157,6 +157,7 @@ def build(kind: str, *, seed: int = SEED):
         torch.manual_seed(seed)
         parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
         if "text_encoder_2" in configs:
+            # transformers: only when the synthetic model is built; the CLI imports this module
             from transformers import CLIPTextModelWithProjection
 
             parts["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**configs["text_encoder_2"]))

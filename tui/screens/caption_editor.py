@@ -26,6 +26,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 from textual.widgets.text_area import EditHistory
 
+try:  # watching for outside changes is a convenience: the editor works without watchdog
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+except ImportError:
+    Observer = None
+
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_store
 from loradeck.trainer.dataset.caption_ops import tag_frequency, with_trigger
@@ -235,10 +241,7 @@ class CaptionEditorScreen(ShowsWorkerErrors, Screen[str | None]):
 
     # outside changes
     def _start_watching(self) -> None:
-        try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:
+        if Observer is None:
             return
         screen = self
 

@@ -21,6 +21,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
 from loradeck.trainer.errors import LoradeckError
+from loradeck.trainer.lora.publish import check_name
+from loradeck.trainer.lora.shared_folder import adapter_path
 from loradeck.tui.keys import bind
 
 # How the engine's hints name these fields (loradeck.trainer.lora.publish.CLI_WORDING has the CLI's names).
@@ -39,9 +41,6 @@ class ExportChoice:
 
 def choice_problem(choice: ExportChoice) -> str | None:
     """What stops `choice` from being exported, in the dialog's words, or None."""
-    from loradeck.trainer.lora.publish import check_name
-    from loradeck.trainer.lora.shared_folder import adapter_path
-
     if not choice.folder:
         return "type the folder to export to"
     folder = Path(os.path.expanduser(choice.folder))

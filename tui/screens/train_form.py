@@ -174,11 +174,7 @@ class TrainFormScreen(ShowsWorkerErrors, Screen):
         self.query_one("#slurm", Checkbox).display = run_actions.slurm_available()
         self._read_dataset()
         try:
-            from loradeck.trainer.config.resolve import resolve
-
             self.base = resolve(self.project).config
-        except ImportError:
-            pass
         except LoradeckError as e:
             # A broken project.toml: start from the defaults and say so (launch will refuse too).
             self.base_problem = " ".join(str(e).split())
