@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,6 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for package in ("torch", "diffusers", "transformers", "peft"):
         try:
