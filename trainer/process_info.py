@@ -1,6 +1,6 @@
 """Other processes, read through psutil: their argv, liveness, start time, owner and path arguments.
 
-Used by loradeck.trainer.runs.lifecycle (is the run's process alive, which processes are its ranks), loradeck.trainer.gpu.monitor
+Used by trainer.runs.lifecycle (is the run's process alive, which processes are its ranks), trainer.gpu.monitor
 and loradeck.trainer.gpu.processes (which GPU processes belong to a run, who owns each) and loradeck.trainer.runs.queue
 (is a waiter alive). Every function answers None (or False) where the process is gone or cannot be
 read, never raises: another user's process may hide its details.

@@ -1,6 +1,6 @@
 """What the run screens ask of the engine: find, list, launch, stop, resume and export runs.
 
-A thin layer over `loradeck.trainer.runs.lifecycle` (and `loradeck.trainer.lora.publish` for export) so the screens call one name
+A thin layer over `trainer.runs.lifecycle` (and `trainer.lora.publish` for export) so the screens call one name
 per action and every failure arrives as a LoradeckError the error modal can show. All of these
 block (file reads, waiting for a run to stop): screens call them from worker threads.
 """

@@ -106,7 +106,7 @@ def test_sizes_are_cropped_to_the_models_granularity_as_the_trainer_crops_them()
 
 
 def test_the_granularity_comes_from_the_models_configs_without_weights(tmp_path):
-    from loradeck.trainer.train import model_family
+    from loradeck.trainer.config import model_family
 
     folder = tmp_path / "model"
     for part, blocks in (("vae", [128, 256, 512, 512]), ("unet", [320, 640, 1280])):

@@ -57,7 +57,7 @@ def write_run(run_dir: Path, project_dir: Path, *, trigger: str = "", image_repe
 
 
 def run_trainer(run_dir: Path, *extra: str, env: dict | None = None, timeout: float = 300):
-    """`python -m loradeck.trainer.train.process RUN_DIR ...` as loradeck.trainer.runs.lifecycle launches it; returns CompletedProcess."""
+    """`python -m trainer.train.process RUN_DIR ...` as trainer.runs.lifecycle launches it; returns CompletedProcess."""
     full_env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([PYTHON, "-m", "loradeck.trainer.train.process", str(run_dir), *extra], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=REPO)

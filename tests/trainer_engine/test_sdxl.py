@@ -34,7 +34,7 @@ def test_family_is_read_from_folders_synthetic_names_and_single_file_headers(tmp
     import torch
     from safetensors.torch import save_file
 
-    from loradeck.trainer.train import model_family
+    from loradeck.trainer.config import model_family
 
     assert model_family.detect(str(sdxl_tiny)) == "sdxl"
     assert model_family.detect(str(tiny_model)) == "sd1"

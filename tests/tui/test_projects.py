@@ -40,7 +40,7 @@ async def test_run_whose_process_died_reads_as_crashed(root, demo):
     make_run(demo, "20260101-130000", [{"type": "step", "time": 1.0, "step": 1, "total_steps": 9,
                                         "epoch": 1, "loss": 0.1, "lr": 1e-4}],
              {"pid": 999_999_999, "state": "running", "heartbeat": 0})
-    from loradeck.trainer.dataset.summary import summarize
+    from loradeck.trainer.runs.project_summary import summarize
 
     assert summarize(demo).last_run_status == "crashed"
 
@@ -154,7 +154,7 @@ async def test_delete_only_after_confirmation(root, demo):
 
 async def test_projects_are_read_once_at_start(root, demo, monkeypatch):
     # Reading summaries scans every dataset; doing it twice at start competed with the first paint.
-    from loradeck.trainer.dataset import summary as project_summary
+    from loradeck.trainer.runs import project_summary
 
     calls = []
     real = project_summary.summarize

@@ -32,6 +32,7 @@ from typing import Any, Callable, ContextManager
 from loradeck.trainer.captions.blip_model import DEFAULT_MODEL, load_captioner
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.dataset import caption_journal, caption_store
+from loradeck.trainer.dataset.caption_store import apply_affixes  # noqa: F401 (wd14_tagging names it here)
 from loradeck.trainer.dataset.project import Project, dataset_images
 from loradeck.trainer.errors import ConfigError, LoradeckError, StopRequested
 
@@ -134,7 +135,7 @@ SYNTHETIC_CAPTION_MODEL = "synthetic:blip-tiny"
 
 
 def project_caption_model(settings, override: str | None = None) -> str:
-    """The captioning model for a project (`settings`: its loradeck.trainer.config.project_settings.Settings): `override` (the
+    """The captioning model for a project (`settings`: its config.project_settings.Settings): `override` (the
     CLI's --model), else project.toml [caption] model, else SYNTHETIC_CAPTION_MODEL for a project on a
     synthetic base model, else DEFAULT_MODEL."""
     if override and override.strip():
@@ -147,42 +148,6 @@ def project_caption_model(settings, override: str | None = None) -> str:
 def default_caption_model(settings) -> str:
     """The model used when project.toml names none."""
     return SYNTHETIC_CAPTION_MODEL if settings.project.base_model.startswith("synthetic:") else DEFAULT_MODEL
-
-
-_JOIN_PUNCT = ",;:."
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def _has_affix_at(text: str, affix: str, *, start: bool) -> bool:
-    """Is `affix` already a whole word/phrase at the start (or end) of `text`? Case-insensitive."""
-    t, a = _norm(text), _norm(affix).strip(_JOIN_PUNCT + " ")
-    if not a:
-        return True
-    if start:
-        rest = t[len(a):] if t.startswith(a) else None
-        return rest is not None and (rest == "" or rest[0] in _JOIN_PUNCT + " ")
-    head = t[:-len(a)] if t.endswith(a) else None
-    return head is not None and (head == "" or head[-1] in _JOIN_PUNCT + " ")
-
-
-def apply_affixes(text: str, prefix: str = "", suffix: str = "") -> str:
-    """`prefix, text, suffix`, idempotently: an affix already at its end of `text` is not added again.
-
-    Affixes join with ", " (kohya tag style) unless they bring their own punctuation
-    ("ohwx," or ", by artist" are used as given).
-    """
-    text = " ".join(text.split())
-    prefix, suffix = " ".join((prefix or "").split()), " ".join((suffix or "").split())
-    if prefix and not _has_affix_at(text, prefix, start=True):
-        joint = " " if prefix[-1] in _JOIN_PUNCT else ", "
-        text = prefix + joint + text if text else prefix.rstrip(_JOIN_PUNCT)
-    if suffix and not _has_affix_at(text, suffix, start=False):
-        joint = "" if suffix[0] in _JOIN_PUNCT else ", "
-        text = text + joint + suffix if text else suffix.lstrip(_JOIN_PUNCT + " ")
-    return text
 
 
 def clean_caption(text: str) -> str:

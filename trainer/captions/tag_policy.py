@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loradeck.trainer.captions.wd14_tagger import CATEGORY_CHARACTER, CATEGORY_GENERAL, CATEGORY_RATING
+from loradeck.trainer.config.project_settings import TAG_ORDERS
 from loradeck.trainer.dataset.caption_store import join_tags, split_tags
 
 POLICIES = ("skip", "overwrite", "append")
-ORDERS = ("character-first", "confidence")
+ORDERS = TAG_ORDERS  # the [tagger] schema's (loradeck.trainer.config.project_settings)
 
 # Tags whose underscore is drawn, not a word separator (booru kaomoji tags).
 KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3",
@@ -48,7 +49,7 @@ def display_name(name: str, replace_underscores: bool) -> str:
 
 
 def select_tags(probs, labels, rules: TagRules) -> list[str]:
-    """The tags for one image: `probs[i]` is the probability of `labels[i]` (loradeck.trainer.captions.wd14_tagger.Label)."""
+    """The tags for one image: `probs[i]` is the probability of `labels[i]` (trainer.captions.wd14_tagger.Label)."""
     excluded = {tag_key(t) for t in rules.exclude}
     characters, general, ratings = [], [], []
     for label, p in zip(labels, probs):

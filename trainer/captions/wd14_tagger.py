@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from loradeck.trainer.captions.wd14_synthetic import synthetic_tagger_path
+from loradeck.trainer.config.project_settings import DEFAULT_TAGGER  # noqa: F401 (callers name it from here)
 from loradeck.trainer.errors import ConfigError, ModelError
 
-DEFAULT_TAGGER = "SmilingWolf/wd-vit-tagger-v3"
 MODEL_FILE = "model.onnx"
 TAGS_FILE = "selected_tags.csv"
 CATEGORY_GENERAL, CATEGORY_CHARACTER, CATEGORY_RATING = 0, 4, 9

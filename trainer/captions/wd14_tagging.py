@@ -2,7 +2,7 @@
 
     tag_project(project, TagOptions(...), on_event=..., should_stop=...) -> TagReport
 
-The run mirrors BLIP captioning (loradeck.trainer.captions.blip_captioning), so the CLI, the TUI and the events are the same:
+The run mirrors BLIP captioning (trainer.captions.blip_captioning), so the CLI, the TUI and the events are the same:
 1. Plans: with policy `skip` only uncaptioned images; with `overwrite` / `append` every image.
 2. Loads the tagger (loradeck.trainer.captions.wd14_tagger) only when there is something to do.
 3. For each batch: the next batch's images are decoded on a thread pool while the model runs on

@@ -79,7 +79,7 @@ def _metavar(name: str) -> str:
     return "|".join(choices) if choices else name.split("_")[-1].upper()
 
 
-# Slurm flag -> [slurm] key (loradeck.trainer.config.slurm_settings); a flag not given leaves the key to the config files.
+# Slurm flag -> [slurm] key (trainer.config.slurm_settings); a flag not given leaves the key to the config files.
 SLURM_FLAGS = {"--partition": ("partition", str), "--account": ("account", str), "--qos": ("qos", str),
                "--gres": ("gres", str), "--cpus": ("cpus", int), "--mem": ("mem", str),
                "--time-limit": ("time_limit", str), "--max-resubmits": ("max_resubmits", int)}

@@ -23,11 +23,12 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from loradeck.trainer.atomic import atomic_write_text
-from loradeck.trainer.captions.tag_policy import ORDERS
-from loradeck.trainer.captions.wd14_tagger import DEFAULT_TAGGER
-from loradeck.trainer.config import slurm_settings, train_config
+from loradeck.trainer.config import model_family, slurm_settings, train_config
 from loradeck.trainer.errors import ConfigError, LoradeckError
-from loradeck.trainer.train import model_family
+
+# The [tagger] table's choices, owned here (the schema) and used by loradeck.trainer.captions.
+DEFAULT_TAGGER = "SmilingWolf/wd-vit-tagger-v3"
+TAG_ORDERS = ("character-first", "confidence")  # how a tagger's tags are ordered in a caption
 
 
 @dataclass
@@ -52,7 +53,7 @@ class PrepSection:
 
 @dataclass
 class CaptionSection:
-    # "" = the built-in default (loradeck.trainer.captions.blip_captioning.project_caption_model); else a Hugging Face id,
+    # "" = the built-in default (trainer.captions.blip_captioning.project_caption_model); else a Hugging Face id,
     # a local folder saved with save_pretrained, or synthetic:blip-tiny. `loradeck caption --model` wins.
     model: str = ""
 
@@ -149,8 +150,8 @@ def _check_tagger(path: Path, tagger: TaggerSection) -> None:
             raise ConfigError(f"{path}: [tagger] {key} must be between 0 and 1")
     if not all(isinstance(t, str) for t in tagger.exclude):
         raise ConfigError(f"{path}: [tagger] exclude must be a list of tag strings")
-    if tagger.order not in ORDERS:
-        raise ConfigError(f"{path}: [tagger] order must be one of {', '.join(ORDERS)}")
+    if tagger.order not in TAG_ORDERS:
+        raise ConfigError(f"{path}: [tagger] order must be one of {', '.join(TAG_ORDERS)}")
 
 
 def _read_doc(path: Path) -> tomlkit.TOMLDocument:

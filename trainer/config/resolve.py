@@ -22,13 +22,12 @@ from tomlkit.exceptions import TOMLKitError
 
 from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.config import kohya as kohya_config
+from loradeck.trainer.config import model_family, train_config
 from loradeck.trainer.config import project_settings as settings_mod
-from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.dataset.project import Project
 from loradeck.trainer.dataset.repeat_folders import image_repeats
 from loradeck.trainer.errors import ConfigError
-from loradeck.trainer.train import model_family
 
 DATASET_TABLE = "dataset"
 DATASET_KEYS = ("project_dir", "caption_extension", "trigger_word")
@@ -98,7 +97,7 @@ class ResolvedConfig:
     dataset: dict[str, Any]
     sources: dict[str, str]          # field -> the layer that set it ("default" when none did)
     notes: list[str] = field(default_factory=list)
-    family: str | None = None        # loradeck.trainer.train.model_family of the base model (None: known when it loads)
+    family: str | None = None        # trainer.config.model_family of the base model (None: known when it loads)
 
 
 def _limit_rule(values: dict[str, Any], layer: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ XDG_CONFIG_HOME is unset); `$LORADECK_CONFIG` names another file. Every key is o
                                          # the project's [export] dest says
     on_conflict = "version"              # refuse | version
 
-    [slurm]                              # defaults for `loradeck train --slurm` (loradeck.trainer.config.slurm_settings)
+    [slurm]                              # defaults for `loradeck train --slurm` (trainer.config.slurm_settings)
     partition = "gpu"
 
 A missing file means defaults; a broken one is a ConfigError naming the file.

@@ -105,3 +105,39 @@ def split_tags(text: str) -> list[str]:
 
 def join_tags(tags: list[str]) -> str:
     return ", ".join(tags)
+
+
+_JOIN_PUNCT = ",;:."
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _has_affix_at(text: str, affix: str, *, start: bool) -> bool:
+    """Is `affix` already a whole word/phrase at the start (or end) of `text`? Case-insensitive."""
+    t, a = _norm(text), _norm(affix).strip(_JOIN_PUNCT + " ")
+    if not a:
+        return True
+    if start:
+        rest = t[len(a):] if t.startswith(a) else None
+        return rest is not None and (rest == "" or rest[0] in _JOIN_PUNCT + " ")
+    head = t[:-len(a)] if t.endswith(a) else None
+    return head is not None and (head == "" or head[-1] in _JOIN_PUNCT + " ")
+
+
+def apply_affixes(text: str, prefix: str = "", suffix: str = "") -> str:
+    """`prefix, text, suffix`, idempotently: an affix already at its end of `text` is not added again.
+
+    Affixes join with ", " (kohya tag style) unless they bring their own punctuation
+    ("ohwx," or ", by artist" are used as given).
+    """
+    text = " ".join(text.split())
+    prefix, suffix = " ".join((prefix or "").split()), " ".join((suffix or "").split())
+    if prefix and not _has_affix_at(text, prefix, start=True):
+        joint = " " if prefix[-1] in _JOIN_PUNCT else ", "
+        text = prefix + joint + text if text else prefix.rstrip(_JOIN_PUNCT)
+    if suffix and not _has_affix_at(text, suffix, start=False):
+        joint = "" if suffix[0] in _JOIN_PUNCT else ", "
+        text = text + joint + suffix if text else suffix.lstrip(_JOIN_PUNCT + " ")
+    return text

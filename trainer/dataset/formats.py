@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from loradeck.trainer.captions.blip_captioning import apply_affixes
 from loradeck.trainer.config import project_settings as settings_mod
 from loradeck.trainer.config.kohya import _resolution
-from loradeck.trainer.dataset.caption_store import decode_caption
+from loradeck.trainer.dataset.caption_store import apply_affixes, decode_caption
 from loradeck.trainer.dataset.importer import ImportReport, import_paths, source_key
 from loradeck.trainer.dataset.project import Project, is_image_file
 from loradeck.trainer.errors import ConfigError

@@ -150,7 +150,7 @@ def resolve_on_conflict(choice: str | None, *, settings=None, user=None) -> str:
 
 
 def check_name(name: str) -> str:
-    """`name` if it may name a published adapter (loradeck.trainer.lora.shared_folder.name_problem), else PublishError."""
+    """`name` if it may name a published adapter (trainer.lora.shared_folder.name_problem), else PublishError."""
     problem = name_problem(name)
     if problem:
         raise PublishError(problem)

@@ -78,7 +78,7 @@ class Problem:
 class Report:
     path: str
     layout: str = "unknown"   # kohya, diffusers, unknown
-    family: str = "sd1"       # sd1 | sdxl (loradeck.trainer.train.model_family), from the keys and ss_base_model_version
+    family: str = "sd1"       # sd1 | sdxl (trainer.config.model_family), from the keys and ss_base_model_version
     modules: int = 0
     unet_modules: int = 0
     te_modules: int = 0

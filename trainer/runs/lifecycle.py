@@ -342,7 +342,7 @@ def _file_state(files: RunFiles, events: dict[str, dict[str, Any]]) -> str:
     if status and status.get("state") in FINISHED and beat >= t_latest:
         return RunState(status["state"])
     if t_queued > max(event_time(started), t_launch):
-        return RunState.QUEUED  # an orphan (its waiter is gone) too: loradeck.trainer.runs.queue_folder.describe says which
+        return RunState.QUEUED  # an orphan (its waiter is gone) too: trainer.runs.queue_folder.describe says which
     if status and beat >= t_launch:
         alive = _status_alive(files, status, now)
     elif launch_rec:

@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.config import model_family
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import ConfigError
 from loradeck.trainer.events import iter_file
@@ -38,7 +39,6 @@ from loradeck.trainer.train import data as train_data
 from loradeck.trainer.train import (
     diagnostics,
     lora_network,
-    model_family,
     models,
     optional_packages,
     sampling,

@@ -9,7 +9,7 @@
 
 Weights load only from safetensors (or, for a single-file `.ckpt`, `torch.load(weights_only=True)`):
 no arbitrary user pickle is ever unpickled. Components come back in fp32 on the CPU; the training
-loop decides dtype and device. The family (loradeck.trainer.train.model_family) is read before anything loads;
+loop decides dtype and device. The family (loradeck.trainer.config.model_family) is read before anything loads;
 an unsupported architecture is refused then.
 """
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.config import model_family
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import dtype_loading, model_family, single_file, synthetic_sd
+from loradeck.trainer.train import dtype_loading, single_file, synthetic_sd
 
 # The files of a diffusers SD1.x repo that training needs (safetensors only).
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
@@ -47,7 +48,7 @@ class BaseModel:
     scheduler_config: dict[str, Any]
     source: str  # synthetic | folder | single_file | hub
     extra: dict[str, Any] = field(default_factory=dict)
-    family: str = "sd1"  # loradeck.trainer.train.model_family: sd1 | sdxl
+    family: str = "sd1"  # loradeck.trainer.config.model_family: sd1 | sdxl
     tokenizer_2: Any = None  # SDXL's second (OpenCLIP bigG) tokenizer and text encoder (with projection)
     text_encoder_2: Any = None
 

@@ -6,7 +6,7 @@
 - optimizer = "adamw8bit" without bitsandbytes: refused (there is no equivalent: plain AdamW needs
   4x the optimizer memory), naming the extra to install.
 
-One place for these rules: run creation (loradeck.trainer.runs.lifecycle), the trainer (loradeck.trainer.train.loop), the
+One place for these rules: run creation (trainer.runs.lifecycle), the trainer (trainer.train.loop), the
 train form and `loradeck check` all ask here. No torch import.
 """
 

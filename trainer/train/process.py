@@ -1,6 +1,6 @@
 """The trainer process: `python -m loradeck.trainer.train.process RUN_DIR [--resume]`.
 
-Started by loradeck.trainer.runs.lifecycle in its own session (or under `accelerate launch ... -m loradeck.trainer.train.process
+Started by trainer.runs.lifecycle in its own session (or under `accelerate launch ... -m trainer.train.process
 RUN_DIR` for several GPUs); stdout/stderr go to RUN_DIR/train.log. It reads RUN_DIR/config.toml
 (loradeck.trainer.config.resolve.read_run_config, the one reader of it), trains (loradeck.trainer.train.loop), and reports only through the run's files:
 

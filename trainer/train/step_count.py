@@ -10,7 +10,7 @@ accumulation folds micro-batches into optimizer steps across epoch boundaries; `
 
 No torch and no image decoding here: the TUI imports it. `dataset_sizes` reads sizes from the prep
 manifest and only opens (the header of) an image prep did not record. Like the trainer, `count` crops
-each size to the base model's pixel granularity (loradeck.trainer.train.model_family: 64 px for SD 1.x,
+each size to the base model's pixel granularity (loradeck.trainer.config.model_family: 64 px for SD 1.x,
 32 for SDXL, 4 for the tiny synthetic models), read from its configs without weights, so buckets that
 the trainer merges (small resolutions, whose bucket step is finer) are merged here too.
 """
@@ -24,9 +24,9 @@ from typing import Iterable, Mapping
 
 from PIL import Image
 
+from loradeck.trainer.config import model_family
 from loradeck.trainer.dataset.prep import load_manifest
 from loradeck.trainer.dataset.project import dataset_images
-from loradeck.trainer.train import model_family
 
 Size = tuple[int, int]  # (width, height): the bucket
 

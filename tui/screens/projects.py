@@ -10,10 +10,10 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from loradeck.trainer.dataset import summary
 from loradeck.trainer.dataset.project import Project, list_damaged, list_projects, repair_project
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs import lifecycle as runs
+from loradeck.trainer.runs import project_summary as summary
 from loradeck.trainer.runs.live import delete_project, live_runs
 from loradeck.trainer.runs.states import ENDED
 from loradeck.tui import navigation

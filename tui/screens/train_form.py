@@ -41,7 +41,7 @@ PRESET_NONE = "custom"
 
 
 def split_problems(error: ConfigError) -> tuple[dict[str, str], list[str]]:
-    """loradeck.trainer.config.train_config's "invalid training config: a: why; b: why" as {form field: why} and the rest."""
+    """trainer.config.train_config's "invalid training config: a: why; b: why" as {form field: why} and the rest."""
     text = str(error)
     prefix = "invalid training config: "
     body = text[len(prefix):] if text.startswith(prefix) else text
