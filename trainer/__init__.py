@@ -1,7 +1,8 @@
-"""loradeck's headless engine: projects, datasets, captions, training, export, monitoring.
+"""loradeck's headless engine. Its top level is the foundation every package builds on: errors, events,
+atomic writes, child processes, the cache folder, command hints, hub access, process info.
 
-Never imports textual. Heavy imports (torch, diffusers, transformers, peft) happen inside the
-functions that need them, so importing `trainer` and its CLI stays fast.
+May import: nothing of the engine's packages (`__main__` starts the CLI). Never textual; heavy libraries
+(torch, diffusers, transformers, peft) only inside the functions that need them, so the CLI starts fast.
 """
 
 __version__ = "0.1.0"

@@ -1,1 +1,5 @@
-"""loradeck's Textual front end. Never imports torch, diffusers, transformers or peft."""
+"""loradeck's Textual front end: the app, its screens (reached by name through tui.navigation, never
+importing each other) and widgets; heavy work runs in engine subprocesses.
+
+May import: foundation, config, dataset, captions, train, gpu, runs, slurm, lora, cli (the launcher). Never torch,
+diffusers, transformers or peft."""

@@ -1,4 +1,4 @@
-"""The `loradeck` command line (headless part).
+"""The `loradeck` command line (headless part). May import: the whole engine (every package).
 
 Each area registers its subcommands from its own module (`register(subparsers)`), so areas can grow
 independently. A handler takes the parsed args and returns either an int exit code or a result

@@ -1,3 +1,4 @@
-"""Configuration: the TrainConfig schema, project/user settings, the layers resolved once, kohya TOML, presets.
+"""Configuration: the TrainConfig schema, project.toml and user settings, the layers resolved once into a
+run, the kohya TOML mapping, presets, and which architecture a base model is.
 
-May import: the foundation only. Never torch."""
+May import: foundation, dataset (config.resolve: a run's config is resolved for a project and its images)."""

@@ -1,3 +1,4 @@
-"""Projects and their datasets: layout, import, probe, prep, buckets, caption files and edits, preflight.
+"""Projects and their datasets: folder layout, import, image probing, prep and buckets, caption files, batch
+caption edits and their undo, preflight, dataset formats, the demo project.
 
-May import: the foundation (trainer.errors, atomic, events, cli_hint) and trainer.config. Never torch."""
+May import: foundation, config, train (preflight checks a dataset against the trainer's own rules)."""

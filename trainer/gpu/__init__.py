@@ -1,3 +1,3 @@
-"""GPU memory: NVML sampling, who is on which GPU, the VRAM estimate and what a run needs to start.
+"""GPU memory: NVML sampling, who is on which GPU, the VRAM estimate and its cache, what a run needs to start.
 
-May import: the foundation, trainer.config and trainer.train (model shapes). Never textual."""
+May import: foundation, config, train (the trainer's model and network setup, traced on meta). Never textual."""

@@ -1,3 +1,3 @@
 """Finished adapters: the LoRA file format, validation, conversion, publishing, packs and the shared folder.
 
-May import: the foundation, trainer.config, trainer.dataset and trainer.runs."""
+May import: foundation, config, dataset, runs, train (the load check loads the base model)."""

@@ -1,3 +1,4 @@
-"""Training runs from the outside: the run folder, create/launch/state/stop/resume, the queue, sample grids.
+"""Training runs from the outside: the run folder, its states, create/launch/watch/stop/resume, the queue,
+sample grids, a project's one-line summary.
 
-May import: the foundation, trainer.config, trainer.dataset and trainer.gpu. Starts trainer.train.process as a child."""
+May import: foundation, config, dataset, train, gpu, slurm (a Slurm run's state comes from Slurm)."""

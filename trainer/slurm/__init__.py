@@ -1,3 +1,3 @@
 """Runs as Slurm batch jobs: the [slurm] settings, submitting and reading jobs, the job-side entry point.
 
-May import: the foundation, trainer.config, trainer.dataset and trainer.runs."""
+May import: foundation, config, runs."""
