@@ -24,8 +24,8 @@ conditioning (loradeck.trainer.train.sdxl_conditioning): both text encoders' pen
 concatenated, text_encoder_2's pooled projection and the (batch, 6) time ids as the UNet's
 added_cond_kwargs; cached text embeddings arrive as the fp32 (hidden, pooled) pair the cache holds.
 What cannot be traced on meta is modelled and stated: the optimizer state (fused AdamW: two fp32
-tensors and a step per parameter; bitsandbytes AdamW8bit: two uint8 tensors plus an fp32 absmax per 256-element block, 32-bit state for tensors
-under 4096 elements), CUDA autocast's casts and the fused attention kernels (memory_trace), and
+tensors and a step per parameter; bitsandbytes AdamW8bit: two uint8 tensors plus an fp32 absmax per
+256-element block, 32-bit state for tensors under 4096 elements), CUDA autocast's casts and the fused attention kernels (memory_trace), and
 the CUDA context and allocator overhead (constants below).
 """
 
