@@ -72,3 +72,18 @@ def test_train_starts_without_an_estimate_where_there_is_no_gpu(project, root, c
     code, out, _ = run(capsys, "--root", str(root), "train", "toy", "--steps", "2", "--detach", "--json")
     assert code == 0
     reap(json.loads(out)["pid"])
+
+
+def test_estimate_answers_for_an_sdxl_project_with_its_breakdown(root, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", None)
+    code, _, _ = run(capsys, "--root", str(root), "init", "xl", "--base-model", "synthetic:sdxl-tiny")
+    assert code == 0
+    code, out, err = run(capsys, "--root", str(root), "estimate", "xl", "--resolution", "64")
+    assert code == 0, err
+    assert "synthetic:sdxl-tiny at 64 px" in out
+    for part in ("frozen weights", "adapter weights", "activations", "inputs", "peak allocated", "nvidia-smi"):
+        assert part in out, part
+    code, out, _ = run(capsys, "--root", str(root), "estimate", "xl", "--resolution", "64", "--json")
+    est = json.loads(out)["estimate"]
+    assert code == 0 and est["config"]["base_model"] == "synthetic:sdxl-tiny"
+    assert est["expected_peak_bytes"] == sum(est["breakdown"].values()) and est["breakdown"]["activations"] > 0

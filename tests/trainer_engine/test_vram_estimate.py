@@ -161,3 +161,99 @@ def test_a_diffusers_folder_and_a_single_file_are_estimated_from_their_configs_a
 def _encoder_only(vae):
     vae.decoder = vae.post_quant_conv = None
     return vae
+
+
+# ------------------------------------------------------------------------------------------- SDXL
+
+SDXL_TINY = dict(base_model="synthetic:sdxl-tiny", resolution=64, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def sdxl_plain():
+    return vram_estimate.estimate(TrainConfig(**SDXL_TINY))
+
+
+def test_sdxl_estimate_counts_both_text_encoders_in_the_runs_dtypes(sdxl_plain):
+    import torch
+
+    from loradeck.trainer.train import synthetic_sd
+
+    parts = synthetic_sd.build("sdxl-tiny")
+    expected = real_bytes([(parts["unet"], torch.float16), (parts["text_encoder"], torch.float16),
+                           (parts["text_encoder_2"], torch.float16), (_encoder_only(parts["vae"]), torch.float32)])
+    assert sdxl_plain.breakdown["frozen weights"] == expected
+    assert sdxl_plain.expected_peak_bytes == sum(sdxl_plain.breakdown.values())
+    assert sdxl_plain.breakdown["activations"] > 0 and sdxl_plain.breakdown["inputs"] > 0
+    cached = vram_estimate.estimate(TrainConfig(**SDXL_TINY, cache_text_embeddings=True))
+    without = real_bytes([(parts["text_encoder"], torch.float16), (parts["text_encoder_2"], torch.float16)])
+    assert sdxl_plain.breakdown["frozen weights"] - cached.breakdown["frozen weights"] == without
+
+
+def test_sdxl_skeleton_is_the_real_architecture_from_every_source(tmp_path):
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from ldm_layout import to_sdxl_single_file
+    from safetensors.torch import save_file
+
+    from loradeck.trainer.gpu import model_skeleton
+    from loradeck.trainer.train import synthetic_sd
+
+    def counts(model):
+        return [sum(p.numel() for p in m.parameters())
+                for m in (model.unet, model.vae, model.text_encoder, model.text_encoder_2)]
+
+    parts = synthetic_sd.build("sdxl-tiny")
+    want = [sum(p.numel() for p in parts[k].parameters()) for k in ("unet", "vae", "text_encoder", "text_encoder_2")]
+    synthetic = model_skeleton.build("synthetic:sdxl-tiny")
+    assert synthetic.family == "sdxl" and type(synthetic.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert next(synthetic.text_encoder_2.parameters()).device.type == "meta"
+    assert counts(synthetic) == want
+    folder = model_skeleton.build(str(synthetic_sd.save("sdxl-tiny", tmp_path / "xl")))
+    assert folder.family == "sdxl" and counts(folder) == want
+    # A single SGM-layout file (SDXL's 32 norm groups: a checkpoint's tensors do not say how many).
+    configs = synthetic_sd.component_configs("sdxl-tiny")
+    torch.manual_seed(1)
+    parts["unet"] = UNet2DConditionModel(**dict(configs["unet"], norm_num_groups=32))
+    parts["vae"] = AutoencoderKL(**dict(configs["vae"], norm_num_groups=32, block_out_channels=[32, 64]))
+    path = tmp_path / "xl.safetensors"
+    save_file(to_sdxl_single_file(parts["unet"], parts["vae"], parts["text_encoder"], parts["text_encoder_2"]), path)
+    single = model_skeleton.build(str(path))
+    assert single.family == "sdxl" and single.unet.config.addition_embed_type == "text_time"
+    assert counts(single) == [sum(p.numel() for p in parts[k].parameters())
+                              for k in ("unet", "vae", "text_encoder", "text_encoder_2")]
+    assert single.text_encoder_2.config.projection_dim == parts["text_encoder_2"].config.projection_dim
+    est = knobs(base_model=str(path))
+    assert est.breakdown["frozen weights"] == real_bytes(
+        [(parts["unet"], torch.float16), (parts["text_encoder"], torch.float16),
+         (parts["text_encoder_2"], torch.float16), (_encoder_only(parts["vae"]), torch.float32)])
+
+
+@pytest.mark.parametrize("over", [{}, {"cache_text_embeddings": True}, {"train_text_encoder": True}],
+                         ids=["encoders", "cached text", "text encoders trained"])
+def test_sdxl_meta_trace_equals_one_real_cpu_step(over):
+    """The estimate's trace on meta against the same tracker on one real CPU step with real weights
+    (bench/bench_estimate.py --accuracy): the SDXL conditioning is the loop's, tensor for tensor."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import bench_estimate
+
+    cfg = TrainConfig(**SDXL_TINY, **bench_estimate.cpu_knobs(over))
+    meta, real, _, _ = bench_estimate.compare(cfg)
+    assert abs(meta["peak"] - real["peak"]) <= 0.001 * real["peak"], (meta, real)
+    assert meta["peak_phase"] == real["peak_phase"]
+    assert meta["split"]["adapter weights"] == real["split"]["adapter weights"]
+
+
+def test_full_sdxl_at_1024_px_estimates_in_the_range_sd_scripts_reports():
+    """synthetic:sdxl (the SDXL base 1.0 architecture) on meta with the SDXL preset's knobs: sd-scripts'
+    docs put SDXL LoRA at 1024 px (fp16, checkpointing, cached latents) near 8-10 GB."""
+    from loradeck.trainer.config import presets
+
+    cfg = TrainConfig(base_model="synthetic:sdxl", **presets.get(presets.SDXL_PRESET).overrides)
+    est = vram_estimate.estimate(cfg)
+    # UNet 2.567 B parameters in fp16 are the frozen weights (latents and text embeddings are cached)
+    assert abs(est.breakdown["frozen weights"] - 2_567_463_684 * 2) / (2_567_463_684 * 2) < 0.01
+    assert 6 * vram_estimate.GiB < est.nvidia_smi_bytes < 14 * vram_estimate.GiB
+    assert est.seconds < 120

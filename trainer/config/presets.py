@@ -2,9 +2,11 @@
 
 A preset sets only the knobs it is about (precision, attention, checkpointing, caching, optimizer,
 batch, rank); everything else on the form keeps its value. A GPU preset is named by what it needs:
-its GPU memory for SD1.5 at 512 px as nvidia-smi would show it, computed once by
-loradeck.trainer.gpu.vram_estimate and stored here (tests/tui_runs/test_presets_estimate.py recomputes it). The SDXL preset is for 1024 px
-(sd-scripts' SDXL docs put that recipe at 8 GB possible, 10 GB advised).
+its GPU memory as nvidia-smi would show it, computed once by loradeck.trainer.gpu.vram_estimate and stored
+here (tests/tui_runs/test_presets_estimate.py recomputes it): for SD1.5 at 512 px, and for the SDXL
+preset SDXL base (synthetic:sdxl) at its 1024 px (sd-scripts' SDXL docs put that recipe at 8 GB
+possible, 10 GB advised; loradeck caches the latents with every model already on the GPU, which sets
+its reserve).
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ class Preset:
     overrides: dict[str, Any] = field(default_factory=dict)
     # It turns sampling on, so it needs a prompt: one made from the project's trigger word.
     prompts_from_trigger: bool = False
-    # SD1.5 at 512 px: (torch.cuda.max_memory_allocated, nvidia-smi) in GiB, from loradeck.trainer.gpu.vram_estimate
+    # (torch.cuda.max_memory_allocated, nvidia-smi) in GiB, from loradeck.trainer.gpu.vram_estimate, for
+    # `estimate_model` at 512 px unless the overrides set the resolution
     estimate_gib: tuple[float, float] | None = None
+    estimate_model: str = "synthetic:sd15"
 
 
-def _gpu_preset(label: str, description: str, estimate_gib: tuple[float, float], overrides: dict) -> Preset:
+def _gpu_preset(label: str, description: str, estimate_gib: tuple[float, float], overrides: dict,
+                model: str = "synthetic:sd15") -> Preset:
     """A GPU preset named by its estimated nvidia-smi memory, e.g. "5.4 GiB"."""
     return Preset(f"{estimate_gib[1]:.1f} GiB{' ' + label if label else ''}", description, overrides,
-                  estimate_gib=estimate_gib)
+                  estimate_gib=estimate_gib, estimate_model=model)
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -52,11 +57,15 @@ PRESETS: tuple[Preset, ...] = (
         "max_train_steps": 6, "max_train_epochs": None, "sample_steps": 4,
         "sample_every_steps": 3},  # two samples, so the monitor's sample panel shows in the demo
         prompts_from_trigger=True),
-    Preset("SDXL 10 GB", "SDXL 1024 px, UNet only: fp16, checkpointing, cached latents and text, 8-bit AdamW", {
+    _gpu_preset("SDXL", "SDXL 1024 px, UNet only: fp16, checkpointing, cached latents and text, 8-bit AdamW "
+                        "(training peak 5.6 GiB; caching the latents with every model on the GPU sets the reserve)",
+                (5.62, 10.34), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "cache_text_embeddings": True, "train_text_encoder": False,
-        "optimizer": "adamw8bit", "batch_size": 1, "resolution": 1024, "rank": 16, "alpha": 16.0}),
+        "optimizer": "adamw8bit", "batch_size": 1, "resolution": 1024, "rank": 16, "alpha": 16.0},
+        model="synthetic:sdxl"),
 )
+SDXL_PRESET = PRESETS[-1].name  # "10.3 GiB SDXL"
 
 BY_NAME = {p.name: p for p in PRESETS}
 

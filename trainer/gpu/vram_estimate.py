@@ -19,10 +19,13 @@ trainer's own setup (loradeck.trainer.train.network_setup.prepare_networks: free
 LoRA adapters, gradient checkpointing) is applied to it. Then one optimizer step is traced the way
 the loop runs it (VAE encode unless latents are cached, the text encoder unless its outputs are
 cached, UNet forward under autocast, backward with checkpointing, grad scaling and clipping) with
-a tensor-lifetime tracker (loradeck.trainer.gpu.memory_trace). What cannot be traced on meta is modelled and
-stated: the optimizer state (fused AdamW: two fp32 tensors and a step per parameter; bitsandbytes
-AdamW8bit: two uint8 tensors plus an fp32 absmax per 256-element block, 32-bit state for tensors
-under 4096 elements), CUDA autocast's casts and the fused attention kernels (memory_trace), and
+a tensor-lifetime tracker (loradeck.trainer.gpu.memory_trace). SDXL steps run the loop's own
+conditioning (loradeck.trainer.train.sdxl_conditioning): both text encoders' penultimate hidden states
+concatenated, text_encoder_2's pooled projection and the (batch, 6) time ids as the UNet's
+added_cond_kwargs; cached text embeddings arrive as the fp32 (hidden, pooled) pair the cache holds.
+What cannot be traced on meta is modelled and stated: the optimizer state (fused AdamW: two fp32
+tensors and a step per parameter; bitsandbytes AdamW8bit: two uint8 tensors plus an fp32 absmax per
+256-element block, 32-bit state for tensors under 4096 elements), CUDA autocast's casts and the fused attention kernels (memory_trace), and
 the CUDA context and allocator overhead (constants below).
 """
 
@@ -36,13 +39,14 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from loradeck.trainer.config import train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.gpu import estimate_cache, model_skeleton
-from loradeck.trainer.train import network_setup
+from loradeck.trainer.train import model_family, network_setup, sdxl_conditioning
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
@@ -56,8 +60,8 @@ ALLOCATOR_SLACK_BYTES = 64 * MiB  # small-allocation pool and partly used segmen
 PARTS = ("frozen weights", "adapter weights", "adapter grads", "optimizer state", "activations",
          "backward temporaries", "inputs", "cuBLAS workspace")
 SOURCES = {
-    "frozen weights": "traced: UNet (+ VAE unless latents are cached, + text encoder unless its outputs are "
-                      "cached) in the run's dtypes",
+    "frozen weights": "traced: UNet (+ VAE unless latents are cached, + the text encoder(s) unless their "
+                      "outputs are cached; SDXL has two) in the run's dtypes",
     "adapter weights": "traced: the LoRA parameters the trainer adds (fp32)",
     "adapter grads": "traced: fp32 gradients of the adapter",
     "optimizer state": "modelled: fused AdamW 2 x fp32 per parameter; AdamW8bit 2 x uint8 + fp32 absmax "
@@ -65,7 +69,8 @@ SOURCES = {
     "activations": "traced: tensors alive from the forward pass (autocast dtypes; sdpa/xformers keep the "
                    "log-sum-exp, eager keeps the attention matrix)",
     "backward temporaries": "traced: gradients in flight and recomputed checkpoint segments",
-    "inputs": "traced: pixels or cached latents, noise, timesteps, text embeddings on the GPU",
+    "inputs": "traced: pixels or cached latents, noise, timesteps, text embeddings (SDXL: + pooled "
+              "embedding and time ids) on the GPU",
     "cuBLAS workspace": "constant: torch's cuBLAS workspace (allocated through the caching allocator)",
     "allocator overhead": f"constant: reserved = allocated x {1 + ALLOCATOR_FRAGMENTATION:.2f} + "
                           f"{ALLOCATOR_SLACK_BYTES // MiB} MiB (caching-allocator segments)",
@@ -171,11 +176,14 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     vae_dtype = torch.float32 if cfg.vae_fp32 else weight_dtype
     sampling = bool(cfg.sample_prompts) and bool(cfg.sample_every_steps or cfg.sample_every_epochs)
     unet, vae, text_encoder = model.unet, model.vae, model.text_encoder
+    sdxl = model.family == model_family.SDXL
+    text_encoder_2 = model.text_encoder_2 if sdxl else None
+    text_encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
     # xformers keeps what the flash kernel keeps; its processor needs a CUDA build, so sdpa's is installed.
     attention = "sdpa" if cfg.attention == "xformers" else cfg.attention
     unet_params, te_params = network_setup.prepare_networks(
         cfg, unet, vae, text_encoder, device=device, weight_dtype=weight_dtype, vae_dtype=vae_dtype,
-        sampling=sampling, attention=attention)
+        sampling=sampling, attention=attention, text_encoder_2=text_encoder_2)
     params = unet_params + te_params
     adapter = {id(p) for p in params}
     batch, res = cfg.batch_size, cfg.resolution
@@ -203,11 +211,18 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     def encode_text(ids):
         return text_encoder(ids)[0]
 
+    if sdxl:  # the loop's encoder pair; token ids stand in for the tokenizers (captions do not change memory)
+        sdxl_text = sdxl_conditioning.SdxlText([_TokenIds(te.config.max_position_embeddings) for te in text_encoders],
+                                               text_encoders, device)
+        # The loop builds the time ids on the CPU (sdxl_conditioning.time_ids) and unet_kwargs moves them.
+        step_time_ids = sdxl_conditioning.time_ids(
+            [SimpleNamespace(path=f"{i}.png", size=(res, res)) for i in range(batch)], {})
+
     # Caching: every frozen weight is on the GPU while the VAE encodes a batch of training size.
     caching_peak = None
     if cfg.cache_latents:
         with StorageTracker(device.type) as tracker:
-            tracker.add_existing(weights(unet, vae, text_encoder), "frozen weights")
+            tracker.add_existing(weights(unet, vae, *text_encoders), "frozen weights")
             tracker.add_existing(params, "adapter weights")
             encode(tracker)
             caching_peak = tracker.peak
@@ -228,7 +243,7 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
     if not cfg.cache_latents:
         on_gpu.append(vae)
     if not cfg.cache_text_embeddings:
-        on_gpu.append(text_encoder)
+        on_gpu += text_encoders
     with StorageTracker(device.type) as tracker:
         tracker.add_existing(weights(*on_gpu), "frozen weights")
         tracker.add_existing(params, "adapter weights")
@@ -256,21 +271,34 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
             with tracker.phase("inputs"):
                 noise = torch.empty(latent_shape, device=device)
                 timesteps = torch.zeros(batch, dtype=torch.long, device=device)
-            if cfg.cache_text_embeddings:
+            grad_te = cfg.train_text_encoder
+            if cfg.cache_text_embeddings:  # the cache's fp32 CPU tensors, moved to the GPU
                 with tracker.phase("inputs"):
-                    hidden = torch.empty(batch, te_len, text_encoder.config.hidden_size, device=device)
+                    width = sum(te.config.hidden_size for te in text_encoders)
+                    hidden = torch.empty(batch, te_len, width, device=device)
+                    if sdxl:
+                        hidden = hidden, torch.empty(batch, text_encoder_2.config.projection_dim, device=device)
+            elif sdxl:
+                with tracker.phase("activations", "text encoders"), _maybe(attention_mode), \
+                        (torch.enable_grad() if grad_te else torch.no_grad()):
+                    hidden = sdxl_text([""] * batch)
             else:
                 with tracker.phase("inputs"):
                     ids = torch.zeros(batch, te_len, dtype=torch.long, device=device)
-                grad_te = cfg.train_text_encoder
                 with tracker.phase("activations", "text encoder"), _maybe(attention_mode), \
                         (torch.enable_grad() if grad_te else torch.no_grad()):
                     hidden = encode_text(ids)
+            extra = {}
+            if sdxl:
+                hidden, pooled = hidden
+                with tracker.phase("inputs"):
+                    extra = sdxl_conditioning.unet_kwargs(pooled, step_time_ids, weight_dtype)
+                del pooled
             with tracker.phase("activations", "UNet forward"):
                 noisy = model.noise_scheduler().add_noise(latents, noise, timesteps)
                 target = noise
                 with _maybe(attention_mode), _maybe(autocast):
-                    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
+                    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype), **extra).sample
                 loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).mean()
                 del pred, noisy
                 if cfg.mixed_precision == "fp16":  # the grad scaler scales the loss, then unscales the grads
@@ -279,7 +307,7 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
             # restores it; the autograd kernels themselves are not Python functions, so the mode skips them.
             with tracker.phase("backward temporaries", "backward"), _maybe(attention_mode), _maybe(autocast):
                 _backward(loss / cfg.gradient_accumulation_steps)
-            del loss, target, hidden, latents, noise
+            del loss, target, hidden, latents, noise, extra
             with tracker.phase("backward temporaries", "optimizer step"):
                 grads = [p.grad for p in params if p.grad is not None]
                 if cfg.mixed_precision == "fp16" and grads:
@@ -310,6 +338,18 @@ def _backward(loss) -> None:
 
     _engine_run_backward((loss,), (torch.ones_like(loss),), False, False, (), allow_unreachable=True,
                          accumulate_grad=True)
+
+
+class _TokenIds:
+    """Stands in for a CLIP tokenizer in sdxl_conditioning.SdxlText: (batch, max_length) int64 ids."""
+
+    def __init__(self, max_length: int):
+        self.model_max_length = max_length
+
+    def __call__(self, captions, *, max_length: int, **_):
+        import torch  # torch: the estimate runs in a child process; the TUI never loads it
+
+        return SimpleNamespace(input_ids=torch.zeros(len(captions), max_length, dtype=torch.long))
 
 
 def _maybe(mode):
