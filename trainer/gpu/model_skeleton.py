@@ -10,7 +10,7 @@ Built from the same configs loradeck.trainer.train.models loads with, read witho
                      open_clip_config as single_file.load_sdxl reads them)
     hub id           the config files of the HF snapshot (only *.json are fetched)
 
-Returns a loradeck.trainer.train.models.BaseModel with its family (loradeck.trainer.train.model_family) set and
+Returns a loradeck.trainer.train.models.BaseModel with its family (loradeck.trainer.config.model_family) set and
 its tokenizers None (a step's token ids are (batch, 77) int64). SDXL adds text_encoder_2, a
 transformers CLIPTextModelWithProjection.
 """
@@ -21,8 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loradeck.trainer.config import model_family
 from loradeck.trainer.errors import ModelError
-from loradeck.trainer.train import model_family, models, single_file, synthetic_sd
+from loradeck.trainer.train import models, single_file, synthetic_sd
 
 
 def build(name: str) -> models.BaseModel:

@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from loradeck.trainer.config import train_config
+from loradeck.trainer.config import model_family, train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.gpu import estimate_cache, model_skeleton
-from loradeck.trainer.train import model_family, network_setup, sdxl_conditioning
+from loradeck.trainer.train import network_setup, sdxl_conditioning
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
