@@ -11,6 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The product imports as loradeck.* (pyproject's package-dir); the bare folder names are never packages
+# here, though pytest's pythonpath "." (for tests.*) would let `trainer.x` import a second copy of a module
+# (a monkeypatch of "trainer.x.f" would then patch nothing the code runs).
+sys.modules.setdefault("trainer", None)
+sys.modules.setdefault("tui", None)
+
 # Tests never reach a model hub; code must cope with offline mode.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

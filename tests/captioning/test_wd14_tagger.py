@@ -333,7 +333,7 @@ def test_cli_flags_for_the_other_captioner_are_refused(root, color_tagger):
 
 def test_engine_modules_load_onnxruntime_only_when_a_tagger_is_loaded():
     code = ("import sys, loradeck.trainer.captions.wd14_tagging, loradeck.trainer.captions.wd14_tagger, loradeck.trainer.dataset.formats, loradeck.trainer.dataset.export,"
-            " trainer.config.project_settings, trainer.cli; trainer.cli.build_parser(); print('\\n'.join(sys.modules))")
+            " loradeck.trainer.config.project_settings, loradeck.trainer.cli; loradeck.trainer.cli.build_parser(); print('\\n'.join(sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
                          env=_env())
     loaded = {m.split(".")[0] for m in out.stdout.split()}

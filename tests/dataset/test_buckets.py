@@ -60,7 +60,7 @@ def test_dataset_modules_stay_light_for_the_tui():
     from tests.conftest import REPO
 
     code = ("import sys, loradeck.trainer.dataset.importer, loradeck.trainer.dataset.prep, loradeck.trainer.dataset.caption_ops, loradeck.trainer.dataset.preflight, loradeck.trainer.dataset.buckets,"
-            " trainer.dataset.image_probe, trainer.cli.cmd_dataset, trainer.cli.cmd_captions;"
+            " loradeck.trainer.dataset.image_probe, loradeck.trainer.cli.cmd_dataset, loradeck.trainer.cli.cmd_captions;"
             " print('\\n'.join(sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             check=True).stdout.split()

@@ -115,7 +115,7 @@ def test_run_management_modules_import_without_torch_or_textual():
     import sys
 
     code = ("import sys, loradeck.trainer.runs.lifecycle, loradeck.trainer.config.resolve, loradeck.trainer.config.kohya, loradeck.trainer.gpu.monitor,"
-            " trainer.cli.cmd_train, trainer.runs.choice, trainer.runs.launch_failure, trainer.train.optional_packages;"
+            " loradeck.trainer.cli.cmd_train, loradeck.trainer.runs.choice, loradeck.trainer.runs.launch_failure, loradeck.trainer.train.optional_packages;"
             " heavy = {'torch', 'textual', 'diffusers', 'pynvml'} & set(sys.modules);"
             " assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

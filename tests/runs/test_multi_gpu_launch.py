@@ -17,7 +17,7 @@ from tests.waiting import wait_until
 
 
 def test_one_gpu_is_a_plain_python_process(tmp_path):
-    assert runs.build_command(tmp_path, gpus=1, python="py") == ["py", "-m", "trainer.train.process", str(tmp_path)]
+    assert runs.build_command(tmp_path, gpus=1, python="py") == ["py", "-m", "loradeck.trainer.train.process", str(tmp_path)]
     assert runs.build_command(tmp_path, resume=True, python="py")[-1] == "--resume"
 
 
@@ -81,10 +81,10 @@ def test_more_gpus_than_visible_is_refused_before_a_run_exists(project, monkeypa
 
 @pytest.mark.parametrize("argv, is_rank", [
     (["/venv/bin/python", "-u", "-m", "loradeck.trainer.train.process", "/p/runs/x"], True),
-    (["/venv/bin/python", "-m", "accelerate.commands.launch", "--multi_gpu", "-m", "trainer.train.process", "/p"],
+    (["/venv/bin/python", "-m", "accelerate.commands.launch", "--multi_gpu", "-m", "loradeck.trainer.train.process", "/p"],
      False),
     (["/venv/bin/accelerate", "launch", "-m", "loradeck.trainer.train.process", "/p"], False),
-    (["/venv/bin/python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "trainer.train.process",
+    (["/venv/bin/python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "loradeck.trainer.train.process",
       "/p"], False),
     (["/venv/bin/torchrun", "--nproc_per_node", "2", "-m", "loradeck.trainer.train.process", "/p"], False),
     (["/venv/bin/python", "-m", "loradeck.trainer.train.process", "/home/me/accelerate-tests/runs/x"], True),

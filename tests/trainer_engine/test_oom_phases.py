@@ -15,8 +15,8 @@ def _raise_oom(*args, **kwargs):
 
 @pytest.mark.parametrize("phase, target, overrides, hint", [
     ("loading model", "loradeck.trainer.train.models.load_base_model", {}, "--mixed-precision"),
-    ("caching latents", "trainer.train.latent_cache.LatentCache.fill", {"cache_latents": True}, "--batch-size"),
-    ("caching text embeddings", "trainer.train.latent_cache.TextEmbeddingCache.fill", {"cache_text_embeddings": True},
+    ("caching latents", "loradeck.trainer.train.latent_cache.LatentCache.fill", {"cache_latents": True}, "--batch-size"),
+    ("caching text embeddings", "loradeck.trainer.train.latent_cache.TextEmbeddingCache.fill", {"cache_text_embeddings": True},
      "cache_text_embeddings = false"),
     ("sampling", "loradeck.trainer.train.sampling.sample_images",
      {"sample_prompts": ["sks toy"], "sample_every_steps": 1, "sample_steps": 2}, "sample less often"),

@@ -29,7 +29,7 @@ def test_no_module_of_the_tui_imports_torch():
 
 def test_run_screens_and_their_engine_calls_import_no_torch():
     code = ("import sys\n"
-            "import tui.screens.train_form, tui.screens.monitor, tui.screens.runs, tui.run_actions\n"
+            "import loradeck.tui.screens.train_form, loradeck.tui.screens.monitor, loradeck.tui.screens.runs, loradeck.tui.run_actions\n"
             "import loradeck.trainer.lora.publish, loradeck.trainer.runs.lifecycle\n"
             "import loradeck.tui.widgets.preflight_panel, loradeck.tui.screens.prep_dialog, loradeck.tui.form_hints\n"
             # the train form runs the preflight in the TUI process (a worker thread)

@@ -46,7 +46,7 @@ from loradeck.trainer.config import model_family, train_config
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.gpu import estimate_cache, model_skeleton
-from loradeck.trainer.train import network_setup, sdxl_conditioning
+from loradeck.trainer.train import latent_cache, network_setup, sdxl_conditioning
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
@@ -199,8 +199,8 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
                 if id(t) not in adapter:
                     yield t
 
-    def encode(tracker):
-        pixels = torch.empty(batch, 3, res, res, device=device)
+    def encode(tracker, images: int = batch):
+        pixels = torch.empty(images, 3, res, res, device=device)
         with tracker.phase("inputs"), torch.inference_mode():
             pixels = pixels.to(vae_dtype)
         with tracker.phase("activations", "VAE encode"), torch.inference_mode(), _maybe(attention_mode):
@@ -218,13 +218,14 @@ def trace_step(cfg: TrainConfig, model, device, *, real_optimizer: bool = False)
         step_time_ids = sdxl_conditioning.time_ids(
             [SimpleNamespace(path=f"{i}.png", size=(res, res)) for i in range(batch)], {})
 
-    # Caching: every frozen weight is on the GPU while the VAE encodes a batch of training size.
+    # Caching latents: the VAE and the text encoders are on the GPU, the UNet waits on the CPU (the loop
+    # places it afterwards), and the VAE encodes latent_cache.VAE_BATCH images at a time.
     caching_peak = None
     if cfg.cache_latents:
         with StorageTracker(device.type) as tracker:
-            tracker.add_existing(weights(unet, vae, *text_encoders), "frozen weights")
-            tracker.add_existing(params, "adapter weights")
-            encode(tracker)
+            tracker.add_existing(weights(vae, *text_encoders), "frozen weights")
+            tracker.add_existing(te_params, "adapter weights")
+            encode(tracker, latent_cache.VAE_BATCH)
             caching_peak = tracker.peak
 
     # The optimizer state that exists from the second step on.

@@ -17,6 +17,10 @@ from typing import Any, Iterable, Sequence
 from loradeck.trainer.atomic import atomic_write_bytes
 from loradeck.trainer.train.data import Item, content_hash, load_pixels
 
+# Images per VAE call while latents are cached (kohya's vae_batch_size default): caching then peaks at
+# what one image needs, whatever the training batch (loradeck.trainer.gpu.vram_estimate models the same).
+VAE_BATCH = 1
+
 
 class LatentCache:
     """Posterior (mean, std) of each image under one VAE; `stats` counts memory/disk hits and encodes."""
@@ -34,7 +38,7 @@ class LatentCache:
         w, h = item.size
         return self.disk_dir / f"{content_hash(item.path)}_{w}x{h}.safetensors"
 
-    def fill(self, items: Iterable[Item], *, batch_size: int = 4) -> None:
+    def fill(self, items: Iterable[Item], *, batch_size: int = VAE_BATCH) -> None:
         """Make sure every item is cached (reading the disk cache, encoding what is missing)."""
         # safetensors: only when training runs, not when this module is imported
         from safetensors.torch import load_file

@@ -48,7 +48,7 @@ from loradeck.trainer.train import (
 from loradeck.trainer.train import latent_cache as caching  # `latent_cache` is the loop's cache object
 from loradeck.trainer.train import state as train_state
 from loradeck.trainer.train.diagnostics import TrainingFailed
-from loradeck.trainer.train.network_setup import make_optimizer, prepare_networks
+from loradeck.trainer.train.network_setup import make_optimizer, place_unet, prepare_networks
 from loradeck.trainer.train.run_guard import check_run_folder
 
 WEIGHT_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -109,10 +109,13 @@ def train(ctx: RunContext) -> Outcome:
 
     if optional_packages.attention_warning(cfg.attention):  # xformers asked for, not installed
         warn(optional_packages.attention_warning(cfg.attention))
+    # On a GPU the UNet waits on the CPU while latents are cached: caching then needs only the VAE and the
+    # text encoders on the GPU, not the largest model too (SDXL: ~4.8 GiB less at that moment).
+    unet_waits = cfg.cache_latents and device.type == "cuda"
     unet_params, te_params = prepare_networks(cfg, unet, vae, text_encoder, device=device, weight_dtype=weight_dtype,
                                               vae_dtype=vae_dtype, sampling=sampling,
                                               attention=optional_packages.attention_used(cfg.attention),
-                                              text_encoder_2=text_encoder_2)
+                                              text_encoder_2=text_encoder_2, unet_waits=unet_waits)
     text_encoders = [te for te in (text_encoder, text_encoder_2) if te is not None]
 
     # ---- 4. Dataset and the order of batches -----------------------------------------------------
@@ -146,7 +149,7 @@ def train(ctx: RunContext) -> Outcome:
         ctx.progress.update(phase="caching latents")
         disk = Path(ctx.dataset["project_dir"]) / ".loradeck" / "latents" if cfg.cache_latents_to_disk else None
         latent_cache = caching.LatentCache(vae, models.vae_identity(vae), disk_dir=disk, device=device, dtype=vae_dtype)
-        latent_cache.fill(items, batch_size=cfg.batch_size)  # no bigger a VAE batch than a training step's
+        latent_cache.fill(items, batch_size=caching.VAE_BATCH)
         latent_cache.vae = None
         vae = free_vae_encoder(vae, keep_decoder=sampling, on_gpu=device.type == "cuda")
     text_cache = None
@@ -161,6 +164,8 @@ def train(ctx: RunContext) -> Outcome:
         if sdxl:
             encode_text.text_encoders = []
     gc.collect()
+    if unet_waits:
+        place_unet(unet, device)
     pixels_of = train_data.PixelMemo()
 
     # ---- 6. Optimizer and LR schedule ------------------------------------------------------------

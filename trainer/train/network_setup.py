@@ -11,12 +11,14 @@ from loradeck.trainer.train import lora_network, optional_packages
 
 
 def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weight_dtype, vae_dtype, sampling: bool,
-                     attention: str | None = None, text_encoder_2=None) -> tuple[list, list]:
+                     attention: str | None = None, text_encoder_2=None,
+                     unet_waits: bool = False) -> tuple[list, list]:
     """Freeze, attention, dtype and placement, the LoRA adapters and checkpointing: step 3 of the loop.
 
     Returns (unet adapter params, text-encoder adapter params). `text_encoder_2` is SDXL's second
     encoder (None for SD 1.x). loradeck.trainer.gpu.vram_estimate runs this same code on meta-device models
-    (`device="meta"`, with `attention` naming the processor to install).
+    (`device="meta"`, with `attention` naming the processor to install). With `unet_waits` the UNet (and its
+    adapters) stay on the CPU in their dtype: the loop caches latents first and then calls `place_unet`.
     """
     import torch  # heavy: the estimate's callers and the CLI import this module without training
 
@@ -27,10 +29,12 @@ def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weigh
         module.requires_grad_(False)
     set_attention(attention or cfg.attention, unet, vae)
     for module, dtype in ((unet, weight_dtype), (vae, vae_dtype), *((te, weight_dtype) for te in text_encoders)):
+        where = None if unet_waits and module is unet else device
         if module.dtype == dtype:  # a cast to the dtype it already has only earns a diffusers warning
-            module.to(device)
+            if where is not None:
+                module.to(where)
         else:
-            module.to(device, dtype=dtype)
+            module.to(where, dtype=dtype)
     torch.manual_seed(cfg.seed)  # the adapter's initial weights come from the run's seed
     unet_params = lora_network.add_unet_lora(unet, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.target_modules)
     te_params = []
@@ -48,6 +52,12 @@ def prepare_networks(cfg: TrainConfig, unet, vae, text_encoder, *, device, weigh
     for te in text_encoders:
         te.train(cfg.train_text_encoder)
     return unet_params, te_params
+
+
+def place_unet(unet, device) -> None:
+    """The waiting UNet onto the device, adapters included (its parameters stay the same objects, so the
+    adapter parameter lists still name them)."""
+    unet.to(device)
 
 
 def set_attention(kind: str, unet, vae) -> None:
