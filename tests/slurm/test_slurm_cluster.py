@@ -46,8 +46,9 @@ def test_a_pending_run_shows_slurms_reason_and_stop_cancels_it(cli, slurm_projec
     try:
         run_id, job = _submit(cli, slurm_project, "--steps", "3")
         queued = wait_for_run(cli, slurm_project, run_id,
-                              lambda r: r["state"] == "queued" and "PENDING" in r["message"],
-                              timeout=60, what="the job to be pending")
+                              lambda r: r["state"] == "queued" and "PENDING" in r["message"]
+                              and not r["message"].endswith(": waiting"),  # Slurm's reason is None at first
+                              timeout=60, what="the job to be pending with Slurm's reason")
         assert queued["message"].startswith(f"Slurm job {job}, PENDING: ")
         assert queued["message"].split(": ", 1)[1] in ("Resources", "Priority")
         proc = cli("stop", slurm_project.name, run_id, "--json")
@@ -88,7 +89,8 @@ def test_a_job_killed_from_slurm_reads_as_failed_with_slurms_reason(cli, slurm_p
     wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] == "running" and r["step"] >= 1,
                  what="training to begin")
     subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True)
-    failed = wait_for_run(cli, slurm_project, run_id, lambda r: r["state"] not in ("running", "starting"),
+    failed = wait_for_run(cli, slurm_project, run_id,
+                          lambda r: r["state"] not in ("running", "starting", "stopping"),
                           timeout=120, what="the killed job to end")
     assert failed["state"] == "failed", failed
     assert failed["message"].startswith("Slurm: ") and job in failed["message"]

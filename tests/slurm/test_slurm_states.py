@@ -196,3 +196,18 @@ def test_a_trainer_that_saved_when_slurm_ended_its_job_reads_failed_with_slurms_
     slurm.request_stop(files)  # the same files after `loradeck stop`: a stop, as asked
     slurm._cache.clear()
     assert runs.run_state_detail(files)[0] == "stopped"
+
+
+def test_a_trainer_that_saved_while_slurm_still_ends_its_job_reads_stopping_until_slurm_says(project, scripted_slurm):
+    # Slurm's own view lags the trainer's last event: while the job still runs (or completes), the run is
+    # on its way out; once Slurm says CANCELLED it is failed, never a transient "stopped" in between.
+    files = _slurm_run(project, submitted=time.time() - 60)
+    writer = EventWriter(files.events)
+    writer.emit("run_finished", status="stopped", steps_done=3)
+    writer.close()
+    scripted_slurm(squeue="1234|COMPLETING|None|gpu-07\n")
+    state, detail = runs.run_state_detail(files)
+    assert state == "stopping" and "1234 is ending" in detail
+    slurm._cache.clear()
+    scripted_slurm(squeue="1234|CANCELLED|None|gpu-07\n")
+    assert runs.run_state_detail(files)[0] == "failed"

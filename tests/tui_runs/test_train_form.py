@@ -75,7 +75,7 @@ async def test_presets_set_their_knobs_and_leave_the_rest(trainable):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         await set_input(pilot, screen, "output_name", "mycat")
-        screen.query_one("#preset", Select).value = "3.4 GiB"
+        screen.query_one("#preset", Select).value = "2.9 GiB"
         await pilot.pause()
         assert screen.query_one("#f-gradient_checkpointing").value is True
         assert screen.query_one("#f-cache_latents").value is True

@@ -34,7 +34,7 @@ class Preset:
 
 def _gpu_preset(label: str, description: str, estimate_gib: tuple[float, float], overrides: dict,
                 model: str = "synthetic:sd15") -> Preset:
-    """A GPU preset named by its estimated nvidia-smi memory, e.g. "5.4 GiB"."""
+    """A GPU preset named by its estimated nvidia-smi memory, e.g. "3.7 GiB"."""
     return Preset(f"{estimate_gib[1]:.1f} GiB{' ' + label if label else ''}", description, overrides,
                   estimate_gib=estimate_gib, estimate_model=model)
 
@@ -43,11 +43,10 @@ PRESETS: tuple[Preset, ...] = (
     _gpu_preset("fast", "no checkpointing, cached latents, batch 4: fastest where memory allows", (6.25, 7.30), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": False,
         "cache_latents": True, "optimizer": "adamw", "batch_size": 4}),
-    _gpu_preset("", "fp16, gradient checkpointing, cached latents, batch 4 (training peak 2.9 GiB; caching "
-                    "the latents of a batch of 4 sets the reserve)", (2.92, 5.42), {
+    _gpu_preset("", "fp16, gradient checkpointing, cached latents, batch 4 (training peak 2.9 GiB)", (2.92, 3.70), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "optimizer": "adamw", "batch_size": 4}),
-    _gpu_preset("", "fp16, checkpointing, cached latents, 8-bit AdamW, batch 1, rank 8", (2.13, 3.38), {
+    _gpu_preset("", "fp16, checkpointing, cached latents, 8-bit AdamW, batch 1, rank 8", (2.13, 2.85), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "optimizer": "adamw8bit", "batch_size": 1, "rank": 8, "alpha": 8.0}),
     Preset("CPU demo", "synthetic:tiny at 64 px for 6 steps, a sample every 3: checks the whole pipeline on a CPU", {
@@ -58,14 +57,13 @@ PRESETS: tuple[Preset, ...] = (
         "sample_every_steps": 3},  # two samples, so the monitor's sample panel shows in the demo
         prompts_from_trigger=True),
     _gpu_preset("SDXL", "SDXL 1024 px, UNet only: fp16, checkpointing, cached latents and text, 8-bit AdamW "
-                        "(training peak 5.6 GiB; caching the latents with every model on the GPU sets the reserve)",
-                (5.62, 10.34), {
+                        "(training peak 5.6 GiB)", (5.62, 6.62), {
         "mixed_precision": "fp16", "attention": "sdpa", "gradient_checkpointing": True,
         "cache_latents": True, "cache_text_embeddings": True, "train_text_encoder": False,
         "optimizer": "adamw8bit", "batch_size": 1, "resolution": 1024, "rank": 16, "alpha": 16.0},
         model="synthetic:sdxl"),
 )
-SDXL_PRESET = PRESETS[-1].name  # "10.3 GiB SDXL"
+SDXL_PRESET = PRESETS[-1].name  # "6.6 GiB SDXL"
 
 BY_NAME = {p.name: p for p in PRESETS}
 

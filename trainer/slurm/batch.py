@@ -296,6 +296,10 @@ def view(files: RunFiles, file_state: str, finished_time: float | None,
             if info is not None and info.state in ENDED and info.state != "COMPLETED":
                 reason = f" ({info.reason})" if info.reason and info.reason not in ("None", info.state) else ""
                 return "failed", f"Slurm: {info.state}{reason}, job {job_id} (state saved: resume continues)"
+            if info is not None and info.state in RUNNING:
+                # Slurm is still ending the job (or the job resubmits itself at its time limit): until
+                # Slurm says how it ended, the run is on its way out, not yet stopped or failed.
+                return "stopping", f"Slurm job {job_id} is ending ({info.state})"
         return file_state, where
     info = query(job_id)
     if info is None:
