@@ -5,16 +5,13 @@ projects root left relative (./projects) where it was chosen."""
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input, Select, Static
-from tui_runs_helpers import text_of
+from textual.widgets import Static
+from tui_runs_helpers import text_of, train_from_the_form
 
 from loradeck.trainer.dataset.demo import DEMO_NAME, create_demo
 from loradeck.trainer.dataset.project import ROOT_ENV
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.tui.app import LoradeckApp
-from loradeck.tui.screens.monitor import MonitorScreen
-from loradeck.tui.screens.train_form import TrainFormScreen
-from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.slow
 
@@ -28,19 +25,7 @@ async def test_demo_train_form_launch_completes_with_the_default_relative_root(t
     assert project.path == cwd.resolve() / "projects" / DEMO_NAME
     app = LoradeckApp(None, open_name=DEMO_NAME)  # `loradeck demo`: root not given
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until_async(pilot, lambda: app.screen.__class__.__name__ == "DatasetScreen", message="the dataset")
-        await pilot.press("t")
-        await wait_until_async(pilot, lambda: isinstance(app.screen, TrainFormScreen), message="the train form")
-        form = app.screen
-        await pilot.pause()
-        form.query_one("#f-length-unit", Select).value = "steps"
-        form.query_one("#f-length", Input).value = "2"  # the demo's run, only shorter
-        await pilot.pause()
-        await pilot.press("ctrl+l")
-        await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=30, message="the monitor")
-        monitor = app.screen
-        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.state in
-                               ("completed", "failed", "crashed", "stopped"), timeout=300, message="the run to end")
+        monitor = await train_from_the_form(pilot, app, steps=2, timeout=300)  # the demo's run, only shorter
         assert monitor.view.state == "completed", (monitor.view.alerts, monitor.view.log_tail[-5:])
         assert monitor.view.step == 2
         assert "completed" in text_of(monitor.query_one("#finished", Static))

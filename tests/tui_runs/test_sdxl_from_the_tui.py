@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from textual.widgets import Input, Select
+from textual.widgets import Input
+from tui_runs_helpers import train_from_the_form
 
 from loradeck.trainer.dataset.importer import import_paths
 from loradeck.trainer.dataset.prep import prep_project
@@ -14,9 +15,6 @@ from loradeck.trainer.events import read_all
 from loradeck.trainer.lora.validate import validate
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.tui.app import LoradeckApp
-from loradeck.tui.screens.monitor import MonitorScreen
-from loradeck.tui.screens.train_form import TrainFormScreen
-from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.slow
 
@@ -34,20 +32,10 @@ async def test_an_sdxl_tiny_project_trains_from_the_train_form_to_a_kohya_sdxl_f
 
     app = LoradeckApp(str(root), open_name=project.name)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until_async(pilot, lambda: app.screen.__class__.__name__ == "DatasetScreen", message="the dataset")
-        await pilot.press("t")
-        await wait_until_async(pilot, lambda: isinstance(app.screen, TrainFormScreen), message="the train form")
-        form = app.screen
-        await pilot.pause()
-        assert form.query_one("#f-base_model", Input).value == "synthetic:sdxl-tiny"
-        form.query_one("#f-length-unit", Select).value = "steps"
-        form.query_one("#f-length", Input).value = "2"
-        await pilot.pause()
-        await pilot.press("ctrl+l")
-        await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=30, message="the monitor")
-        monitor = app.screen
-        await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.state in
-                               ("completed", "failed", "crashed", "stopped"), timeout=400, message="the run to end")
+        def is_sdxl(form):
+            assert form.query_one("#f-base_model", Input).value == "synthetic:sdxl-tiny"
+
+        monitor = await train_from_the_form(pilot, app, steps=2, check_form=is_sdxl)
         assert monitor.view.state == "completed", (monitor.view.alerts, monitor.view.log_tail[-5:])
     [files] = runs.run_folders(project)
     started = next(e for e in read_all(files.events) if e["type"] == "run_started")

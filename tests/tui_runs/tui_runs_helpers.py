@@ -87,3 +87,30 @@ def live_status(files: RunFiles, pid: int, state: str = "running") -> None:
 def text_of(widget) -> str:
     """The plain text a Static shows."""
     return str(widget.render())
+
+
+async def train_from_the_form(pilot, app, *, steps: int, timeout: float = 400, check_form=None):
+    """From the dataset screen: `t`, a run of `steps` steps, Ctrl+L; returns the monitor once the run ended.
+    `check_form(form)` may look at the form before the launch."""
+    from textual.widgets import Input, Select
+
+    from loradeck.tui.screens.monitor import MonitorScreen
+    from loradeck.tui.screens.train_form import TrainFormScreen
+    from tests.waiting import wait_until_async
+
+    await wait_until_async(pilot, lambda: app.screen.__class__.__name__ == "DatasetScreen", message="the dataset")
+    await pilot.press("t")
+    await wait_until_async(pilot, lambda: isinstance(app.screen, TrainFormScreen), message="the train form")
+    form = app.screen
+    await pilot.pause()
+    if check_form is not None:
+        check_form(form)
+    form.query_one("#f-length-unit", Select).value = "steps"
+    form.query_one("#f-length", Input).value = str(steps)
+    await pilot.pause()
+    await pilot.press("ctrl+l")
+    await wait_until_async(pilot, lambda: isinstance(app.screen, MonitorScreen), timeout=30, message="the monitor")
+    monitor = app.screen
+    await wait_until_async(pilot, lambda: monitor.view is not None and monitor.view.state in
+                           ("completed", "failed", "crashed", "stopped"), timeout=timeout, message="the run to end")
+    return monitor
