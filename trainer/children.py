@@ -56,7 +56,8 @@ def start(argv: list[str], *, detached: bool = False, **popen: Any) -> subproces
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     """subprocess.run with the rule's environment."""
     kwargs["env"] = child_env(kwargs.get("env"))
-    kwargs.setdefault("stdin", subprocess.DEVNULL) if "input" not in kwargs else None
+    if "input" not in kwargs:  # input= opens its own pipe
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run(argv, **kwargs)
 
 

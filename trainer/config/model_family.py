@@ -139,7 +139,7 @@ def pixel_granularity(base_model: str) -> int | None:
     path = Path(base_model).expanduser()
     folder = path if path.is_dir() else None
     if folder is None and not path.exists() and "/" in base_model and not base_model.startswith(("/", ".", "~")):
-        folder = _hub_cache_folder(base_model)
+        folder = hub_cache_folder(base_model)
     if folder is not None:
         vae, unet = _json(folder / "vae" / "config.json"), _json(folder / "unet" / "config.json")
         blocks = [len(c.get("block_out_channels") or []) if c else 0 for c in (vae, unet)]
@@ -151,7 +151,7 @@ def pixel_granularity(base_model: str) -> int | None:
     return _GRANULARITY.get(family) if family else None
 
 
-def _hub_cache_folder(repo_id: str) -> Path | None:
+def hub_cache_folder(repo_id: str) -> Path | None:
     """The snapshot folder of a hub model whose UNet and VAE configs are in the HF cache (no download)."""
     try:
         from huggingface_hub import try_to_load_from_cache  # light, but only hub ids need it

@@ -17,6 +17,7 @@ from typing import Any
 
 from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.cache_dir import cache_dir
+from loradeck.trainer.config import model_family
 
 # The modules whose code decides the answer (their source is part of the key).
 TRACING_MODULES = ("gpu/vram_estimate.py", "gpu/memory_trace.py", "gpu/model_skeleton.py",
@@ -76,7 +77,7 @@ def _model_identity(base_model: Any) -> Any:
     if path.is_file():
         stat = path.stat()
         return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    root = path if path.is_dir() else _hub_snapshot(base_model)
+    root = path if path.is_dir() else model_family.hub_cache_folder(base_model)
     if root is None:
         return None
     configs = {}
@@ -86,21 +87,6 @@ def _model_identity(base_model: Any) -> Any:
         except OSError:
             continue
     return {"configs": configs} if "unet/config.json" in configs else None
-
-
-def _hub_snapshot(repo_id: str) -> Path | None:
-    """The cached snapshot folder of a hub model (no download, no network)."""
-    if "/" not in repo_id or repo_id.startswith(("/", ".", "~")):
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache  # only hub ids need it
-    except ImportError:
-        return None
-    try:
-        found = try_to_load_from_cache(repo_id, "unet/config.json")
-    except Exception:  # an invalid repo id
-        return None
-    return Path(found).parent.parent if isinstance(found, str) else None
 
 
 def _versions() -> dict[str, str]:
