@@ -257,3 +257,42 @@ def test_full_sdxl_at_1024_px_estimates_in_the_range_sd_scripts_reports():
     assert abs(est.breakdown["frozen weights"] - 2_567_463_684 * 2) / (2_567_463_684 * 2) < 0.01
     assert 6 * vram_estimate.GiB < est.nvidia_smi_bytes < 14 * vram_estimate.GiB
     assert est.seconds < 120
+
+
+@pytest.mark.parametrize("model,first_rows", [("synthetic:tiny", 6), ("synthetic:sdxl-tiny", 2)])
+def test_replayed_meta_results_change_no_byte_of_the_estimate(model, first_rows, monkeypatch):
+    """memory_trace.MetaResults replays a meta kernel's result shapes instead of running it again: across
+    the knob matrix the estimate is the same, byte for byte and part for part, with it and without it."""
+    from loradeck.trainer.gpu import memory_trace
+
+    rows = [{}, {"gradient_checkpointing": True}, {"cache_latents": True, "cache_text_embeddings": True},
+            {"mixed_precision": "no", "attention": "eager"}, {"train_text_encoder": True},
+            {"optimizer": "adamw8bit", "gradient_accumulation_steps": 2, "gradient_checkpointing": True}]
+    replaying = memory_trace.MetaResults()
+    for over in rows[:first_rows]:
+        cfg = TrainConfig(**{**TINY, "base_model": model, **over})
+        monkeypatch.setattr(memory_trace, "META_RESULTS", None)
+        kernels = vram_estimate.estimate(cfg)
+        monkeypatch.setattr(memory_trace, "META_RESULTS", replaying)
+        replayed = vram_estimate.estimate(cfg)
+        for field in ("expected_peak_bytes", "nvidia_smi_bytes", "breakdown", "caching_peak_bytes", "peak_phase"):
+            assert getattr(replayed, field) == getattr(kernels, field), (over, field)
+    assert replaying.hits > 10 * replaying.misses  # the repeats were replayed, not recomputed
+
+
+def test_an_op_that_returns_its_input_storage_is_never_replayed():
+    """_unsafe_view's schema declares no alias, yet its result shares its input's storage: replaying
+    it as a fresh tensor would count those bytes twice."""
+    import torch
+
+    from loradeck.trainer.gpu import memory_trace
+
+    results = memory_trace.MetaResults()
+    with memory_trace.StorageTracker("meta") as tracker:
+        tracker.results = results
+        base = torch.empty(4, 6, device="meta")
+        for _ in range(3):
+            view = torch.ops.aten._unsafe_view(base, [6, 4])
+            assert view.untyped_storage()._cdata == base.untyped_storage()._cdata
+        assert tracker.current == memory_trace.rounded(4 * 6 * 4)
+    assert results.fresh[torch.ops.aten._unsafe_view.default] is False

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 BLOCK = 512  # CUDA caching allocator: every allocation is a multiple of 512 bytes
 
@@ -49,6 +49,8 @@ class StorageTracker(TorchDispatchMode):
     def __init__(self, device_type: str | None = None):
         super().__init__()
         self.device_type = device_type  # count only storages on this device type (None: all)
+        # On meta every result depends on its inputs' shapes alone: replay known results (see MetaResults).
+        self.results = META_RESULTS if device_type == "meta" else None
         self.category = "activations"
         self.live: dict[int, tuple[weakref.ref, int, str]] = {}
         self.by_category: dict[str, int] = defaultdict(int)
@@ -120,11 +122,95 @@ class StorageTracker(TorchDispatchMode):
         self.peak_label = self.label
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = self.results.call(func, args, kwargs) if self.results is not None else func(*args, **kwargs)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._add(t, self.category)
         return out
+
+
+class MetaResults:
+    """Meta kernels, remembered: an op that makes new tensors (no view, no in-place write) gives
+    results of the same shapes, strides and dtypes whenever its inputs have the same ones, so the
+    second call makes empty meta tensors of those specs instead of running the kernel again.
+
+    Most meta kernels are torch's Python reference implementations, and a training step repeats
+    the same ops on the same shapes (the transformer blocks of a level, a checkpointed segment's
+    recompute, the backward of each repeat), so this is most of an estimate's time."""
+
+    def __init__(self):
+        self.known: dict[tuple, tuple] = {}
+        self.fresh: dict[Any, bool] = {}  # op -> makes only new storages (no aliasing, no mutation)
+        self.hits = self.misses = 0
+
+    def call(self, func, args, kwargs):
+        if not self._makes_fresh(func):
+            return func(*args, **kwargs)
+        try:
+            key = (func, _spec(args), _spec(kwargs))
+            hash(key)
+        except TypeError:  # an argument without a spec (an opaque object): run the kernel
+            return func(*args, **kwargs)
+        known = self.known.get(key)
+        if known is not None:
+            self.hits += 1
+            return _replay(known)
+        self.misses += 1
+        out = func(*args, **kwargs)
+        flat, tree = tree_flatten(out)
+        if _shares_storage(flat, (args, kwargs)):  # a view its schema does not declare (_unsafe_view)
+            self.fresh[func] = False
+        elif all(not isinstance(t, torch.Tensor) or _plain_meta(t) for t in flat):
+            self.known[key] = ([_result_spec(t) for t in flat], tree)
+        return out
+
+    def _makes_fresh(self, func) -> bool:
+        fresh = self.fresh.get(func)
+        if fresh is None:
+            schema = func._schema
+            fresh = not schema.is_mutable and all(
+                a.alias_info is None for a in list(schema.arguments) + list(schema.returns))
+            self.fresh[func] = fresh
+        return fresh
+
+
+def _spec(value: Any):
+    if isinstance(value, torch.Tensor):
+        return ("T", tuple(value.shape), value.stride(), value.dtype, value.device.type, value.storage_offset())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_spec(v) for v in value))
+    if isinstance(value, dict):
+        return ("D", *((k, _spec(v)) for k, v in sorted(value.items())))
+    return value
+
+
+def _shares_storage(outputs: list, inputs: Any) -> bool:
+    held = {t.untyped_storage()._cdata for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)}
+    return any(isinstance(t, torch.Tensor) and t.untyped_storage()._cdata in held for t in outputs)
+
+
+def _plain_meta(t: torch.Tensor) -> bool:
+    """A fresh meta tensor that empty_strided re-creates exactly (storage size included)."""
+    if type(t) is not torch.Tensor or t.device.type != "meta" or t.storage_offset() != 0:
+        return False
+    probe = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return probe.untyped_storage().nbytes() == t.untyped_storage().nbytes()
+
+
+def _result_spec(value: Any):
+    if isinstance(value, torch.Tensor):
+        return ("T", tuple(value.shape), value.stride(), value.dtype)
+    return ("V", value)
+
+
+def _replay(known: tuple):
+    specs, tree = known
+    flat = [torch.empty_strided(s[1], s[2], dtype=s[3], device="meta") if s[0] == "T" else s[1] for s in specs]
+    return tree_unflatten(flat, tree)
+
+
+META_RESULTS = MetaResults()  # one per process: the caching pass, the step and every further estimate share it
 
 
 # ------------------------------------------------------------------------------ CUDA behaviours
