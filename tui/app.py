@@ -23,6 +23,7 @@ from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.runs import lifecycle as runs
 from loradeck.tui import navigation
 from loradeck.tui.commands import ScreenActions
+from loradeck.tui.estimator import Estimator
 from loradeck.tui.keys import bind, load_keymap
 from loradeck.tui.widgets.image_preview import detect_mode, prepare_graphics
 from loradeck.tui.worker_errors import ShowsWorkerErrors
@@ -48,6 +49,7 @@ class LoradeckApp(ShowsWorkerErrors, App):
         self.preview_mode = preview_mode or "halfblock"
         self.keymap_file = keymap_file
         self.sub_title = str(self.root)
+        self.estimator = Estimator()  # the train form's warm VRAM estimator, started when first needed
 
     def on_mount(self) -> None:
         keymap, problems = load_keymap(self.keymap_file)
@@ -61,6 +63,9 @@ class LoradeckApp(ShowsWorkerErrors, App):
             self.push_screen(navigation.screen("monitor", Project(self.root, name), run))
         elif self.open_name:
             self.open_dataset(Project(self.root, self.open_name))
+
+    def on_unmount(self) -> None:
+        self.estimator.close()
 
     # navigation used by several screens (by name: loradeck.tui.navigation); `on_close` runs when that
     # screen is dismissed or popped

@@ -33,18 +33,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from loradeck.trainer.config import model_family, train_config
+from loradeck.trainer.config import model_family
 from loradeck.trainer.config.train_config import TrainConfig
-from loradeck.trainer.errors import LoradeckError
 from loradeck.trainer.gpu import estimate_cache, model_skeleton
 from loradeck.trainer.train import latent_cache, network_setup, sdxl_conditioning
 
@@ -420,25 +417,3 @@ def fit_advice(cfg: TrainConfig, free_bytes: int, *, current: Estimate | None = 
 
 def gib(n: int | None) -> str:
     return "-" if n is None else f"{n / GiB:.2f} GiB"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m loradeck.trainer.gpu.vram_estimate`: a TrainConfig as JSON on stdin -> the Estimate as JSON on stdout.
-
-    The train form runs this as a child process (the TUI never imports torch); a bad config is
-    `{"ok": false, "error": ...}` and exit status 1."""
-    try:
-        cfg = train_config.from_mapping(json.loads(sys.stdin.read() or "{}"), source="stdin")
-        est = estimate(cfg)
-    except (LoradeckError, ValueError) as e:
-        print(json.dumps({"ok": False, "error": e.one_line() if isinstance(e, LoradeckError) else str(e)}))
-        return 1
-    print(json.dumps({"ok": True, **est.to_dict()}))
-    return 0
-
-
-if __name__ == "__main__":
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    raise SystemExit(main())

@@ -1,33 +1,25 @@
 """The train form's live GPU-memory line: the run's estimate, coloured against the GPU's free memory.
 
-The estimate (loradeck.trainer.gpu.vram_estimate) needs torch, which the TUI never imports: it runs in a child
-`python -m loradeck.trainer.gpu.vram_estimate` that reads the config as JSON on stdin. Requests are debounced
-(typing "512" asks once), a newer request kills the child still working on an older one, and
-leaving the form kills it too. Free memory comes from NVML (loradeck.trainer.gpu.monitor, no torch).
+The estimate (loradeck.trainer.gpu.vram_estimate) needs torch, which the TUI never imports: the app's warm
+estimator child answers (loradeck.tui.estimator; a screen outside the app gets its own, closed when the
+line goes). Questions are debounced (typing "512" asks once) and a newer question overtakes an older
+one. Free memory comes from NVML (loradeck.trainer.gpu.monitor, no torch).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
 from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.widgets import Static
 
-from loradeck.trainer import children
 from loradeck.trainer.config.train_config import TrainConfig
 from loradeck.trainer.gpu import monitor as gpu_monitor
 from loradeck.trainer.gpu.vram_estimate import KNOB_FIELDS
+from loradeck.tui.estimator import Estimator
 
 GiB = 1024 ** 3
-
-
-def estimate_argv() -> list[str]:
-    return [sys.executable, "-m", "loradeck.trainer.gpu.vram_estimate"]
 
 
 def describe(estimate: dict[str, Any], gpus: list[dict[str, Any]], n_gpus: int = 1) -> Text:
@@ -57,11 +49,26 @@ class EstimateLine(Static):
         super().__init__("", markup=False, **kwargs)
         self._knobs: dict[str, Any] | None = None
         self._timer = None
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
+        self._own_estimator: Estimator | None = None
         self.generation = 0  # bumped per request; a result of an older one is dropped
-        self.children_started = 0
+        self.questions_asked = 0
         self.result: dict[str, Any] | None = None
+
+    @property
+    def estimator(self) -> Estimator:
+        shared = getattr(self.app, "estimator", None)
+        if isinstance(shared, Estimator):
+            return shared
+        if self._own_estimator is None:
+            self._own_estimator = Estimator()
+        return self._own_estimator
+
+    def on_mount(self) -> None:
+        self._warm_up()
+
+    @work(thread=True, group="vram-estimate-start", exit_on_error=False, description="start the estimator")
+    def _warm_up(self) -> None:
+        self.estimator.start()
 
     def request(self, cfg: TrainConfig | None) -> None:
         knobs = None if cfg is None else {k: getattr(cfg, k) for k in KNOB_FIELDS + ("gpus",)}
@@ -69,7 +76,6 @@ class EstimateLine(Static):
             return  # a change that does not touch memory (learning rate, steps, ...)
         self._knobs = knobs
         self.generation += 1
-        self._kill()
         if self._timer is not None:
             self._timer.stop()
         if knobs is None:
@@ -78,21 +84,14 @@ class EstimateLine(Static):
         self.update(Text("GPU memory: estimating…", style="dim"))
         self._timer = self.set_timer(self.DEBOUNCE_SECONDS, lambda g=self.generation, c=cfg: self._run(g, c))
 
-    @work(thread=True, exclusive=True, group="vram-estimate", exit_on_error=False, description="VRAM estimate")
+    @work(thread=True, exit_on_error=False, description="VRAM estimate")
     def _run(self, generation: int, cfg: TrainConfig) -> None:
-        with self._lock:
-            if generation != self.generation:
-                return
-            self._proc = proc = children.start(estimate_argv(), detached=True, stdin=subprocess.PIPE,
-                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            self.children_started += 1
-        out, _ = proc.communicate(json.dumps(cfg.to_dict()))
-        if generation != self.generation or proc.returncode not in (0, 1):
-            return  # superseded (killed), or crashed: a newer request owns the line
-        try:
-            data = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            data = {"ok": False, "error": "the estimate gave no answer"}
+        if generation != self.generation:
+            return
+        self.questions_asked += 1
+        data = self.estimator.ask(cfg.to_dict())
+        if data is None or generation != self.generation:
+            return  # overtaken: a newer question owns the line
         gpus = gpu_monitor.query_devices() if data.get("ok") else []
         self.app.call_from_thread(self._show, generation, data, gpus, cfg.gpus)
 
@@ -105,15 +104,7 @@ class EstimateLine(Static):
             return
         self.update(describe(data, gpus, n_gpus))
 
-    def _kill(self) -> None:
-        with self._lock:
-            proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.kill()
-            except OSError:
-                pass
-
     def on_unmount(self) -> None:
         self.generation += 1
-        self._kill()
+        if self._own_estimator is not None:
+            self._own_estimator.close()
