@@ -6,7 +6,7 @@ never takes its Xet path. Errors carry the X-Error-Code the real hub sends (Repo
 EntryNotFound), which huggingface_hub turns into its typed errors. Every request is counted.
 
     with FakeHub({"someone/sdxl": {"model_index.json": {...}, "unet/config.json": {...}}},
-                 refusals={"someone/gated": (401, "GatedRepo")}) as hub:
+                 refusals={"someone/gated": (401, "GatedRepo")}, stalls={"someone/slow": 30.0}) as hub:
         env = {"HF_ENDPOINT": hub.url, ...}
 """
 
@@ -15,12 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, dict[str, Any]], refusals: dict[str, tuple[int, str | None]] | None = None):
+    def __init__(self, repos: dict[str, dict[str, Any]], refusals: dict[str, tuple[int, str | None]] | None = None,
+                 stalls: dict[str, float] | None = None):
+        self.stalls = stalls or {}  # repo -> seconds to sit on a request before answering it
         self.repos = {repo: {name: json.dumps(body).encode() for name, body in files.items()}
                       for repo, files in repos.items()}
         self.refusals = refusals or {}
@@ -49,6 +52,7 @@ class FakeHub:
         repo = f"{owner}/{name}"
         if kind != "resolve" or not filename:
             return 404, {}, b""
+        time.sleep(self.stalls.get(repo, 0.0))
         if repo in self.refusals:
             status, code = self.refusals[repo]
             return status, {"X-Error-Code": code} if code else {}, b""

@@ -38,7 +38,10 @@ REPOS = {
     "someone/flux": {"model_index.json": INDEX_FLUX},
     "someone/sd3": {"model_index.json": INDEX_SD3},
     "someone/one-file": {"README.md": "a single .safetensors checkpoint"},
+    "someone/index-only": {"model_index.json": INDEX_SD},
+    "someone/slow": {"model_index.json": INDEX_SD, "unet/config.json": UNET_SD1},
 }
+STALLS = {"someone/slow": 20.0}
 REFUSALS = {"someone/private": (401, "RepoNotFound"),  # what the real hub says to a stranger
             "someone/gated": (401, "GatedRepo"),
             "someone/bad-token": (401, None),
@@ -77,7 +80,7 @@ print(json.dumps({"resolved": resolved.family, "grain": model_family.pixel_granu
 
 @pytest.fixture
 def hub():
-    with FakeHub(REPOS, REFUSALS) as running:
+    with FakeHub(REPOS, REFUSALS, STALLS) as running:
         yield running
 
 
@@ -129,6 +132,7 @@ def test_an_uncached_sd1_or_sdxl_hub_id_is_read_from_the_hub_when_its_run_is_cre
     ("someone/sdxl-refiner", "an SDXL refiner"),
     ("someone/one-file", "someone/one-file has neither model_index.json nor unet/config.json on the Hugging Face"
                          " hub: not a diffusers Stable Diffusion model"),
+    ("someone/index-only", "someone/index-only has no unet/config.json on the Hugging Face hub"),
     ("nobody/missing", "base model nobody/missing was not found on the Hugging Face hub (or it is private)"),
     ("someone/private", "base model someone/private was not found on the Hugging Face hub (or it is private)"),
     ("someone/gated", "base model someone/gated is gated on the Hugging Face hub"),
@@ -159,6 +163,18 @@ def test_a_hub_that_is_down_is_refused_at_once_with_how_to_work_offline(project,
     assert out["error"].startswith("the Hugging Face hub could not be reached to read base model someone/sdxl's")
     assert "hf download someone/sdxl" in out["error"] and "HF_HUB_OFFLINE=1" in out["error"]
     assert run_dirs(project) == []
+
+
+def test_a_hub_that_does_not_answer_is_refused_after_one_short_wait(project, root, tmp_path, hub):
+    import time
+
+    from loradeck.trainer.config import hub_model_family
+
+    t0 = time.monotonic()
+    out = child(CREATE, root, "someone/slow", hub_env(tmp_path, hub.url))
+    assert time.monotonic() - t0 < hub_model_family.HEAD_SECONDS + 10  # one wait, no retries
+    assert out["error"].startswith("the Hugging Face hub could not be reached to read base model someone/slow's")
+    assert "Timeout" in out["error"] and len(hub.requests) == 1 and run_dirs(project) == []
 
 
 def test_offline_mode_refuses_an_uncached_hub_id_without_asking_the_hub(project, root, tmp_path, hub):
