@@ -48,7 +48,7 @@ class FakeHub:
         owner, _, rest = path.lstrip("/").partition("/")
         name, _, rest = rest.partition("/")
         kind, _, rest = rest.partition("/")
-        revision, _, filename = rest.partition("/")
+        _revision, _, filename = rest.partition("/")
         repo = f"{owner}/{name}"
         if kind != "resolve" or not filename:
             return 404, {}, b""
@@ -78,10 +78,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if with_body:
                 self.wfile.write(body)
 
-        def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        def do_HEAD(self) -> None:
             self._reply(with_body=False)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._reply(with_body=True)
 
         def log_message(self, *args) -> None:

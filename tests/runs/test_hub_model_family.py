@@ -23,7 +23,8 @@ UNET_SD1 = {"_class_name": "UNet2DConditionModel", "cross_attention_dim": 768}
 UNET_SDXL = {"_class_name": "UNet2DConditionModel", "cross_attention_dim": 2048, "addition_embed_type": "text_time"}
 UNET_SD2 = {"_class_name": "UNet2DConditionModel", "cross_attention_dim": 1024}
 PART = ["transformers", "CLIPTextModel"]
-INDEX_SD = {"_class_name": "StableDiffusionPipeline", "text_encoder": PART, "unet": ["diffusers", "UNet2DConditionModel"]}
+INDEX_SD = {"_class_name": "StableDiffusionPipeline", "text_encoder": PART,
+            "unet": ["diffusers", "UNet2DConditionModel"]}
 INDEX_SDXL = {**INDEX_SD, "_class_name": "StableDiffusionXLPipeline",
               "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}
 INDEX_REFINER = {**INDEX_SDXL, "text_encoder": [None, None]}
@@ -118,11 +119,12 @@ def test_an_uncached_sd1_or_sdxl_hub_id_is_read_from_the_hub_when_its_run_is_cre
     assert f'base_model = "{model}"' in (project.runs / out["run"] / "config.toml").read_text()
     asked = {path.partition("/resolve/main/")[2] for _, path in hub.requests}
     assert asked == {"model_index.json", "unet/config.json"}  # the two configs, never a weight
-    # They are in the HF cache the loader reads: offline now, the family is known as for any cached model.
+    # They are in the HF cache the loader reads: offline now, the family is known as for any cached model,
+    # and the weights are not, which a run created offline is refused for.
     requests = len(hub.requests)
     again = child(CREATE, root, model, hub_env(tmp_path, hub.url, offline=True))
-    assert again["resolved"] == family and again["family"] == family
-    assert len(hub.requests) == requests
+    assert again["resolved"] == family and f"{model} is not in the Hugging Face cache" in again["error"]
+    assert len(hub.requests) == requests and run_dirs(project) == [out["run"]]
 
 
 @pytest.mark.parametrize("model, says", [

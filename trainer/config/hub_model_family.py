@@ -56,7 +56,7 @@ def fetch(repo_id: str, revision: str | None = None) -> str:
 def _download(repo_id: str, revision: str | None) -> list[Path]:
     """The configs the repo has (model_index.json first), each in the HF cache; refusals as ModelError."""
     import huggingface_hub  # only when a run names an uncached hub model
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError  # the one answer that is not a refusal
 
     try:  # no retries: a hub that is down or stalls is reported now, not after huggingface_hub's back-off
         huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo_id, INDEX, revision=revision),

@@ -99,14 +99,16 @@ def check_gpus(gpus: int) -> list[str]:
 
 
 def _hub_cached(repo_id: str) -> bool:
-    """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network)?"""
+    """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network), weights and all?
+    Its configs alone do not count: creating a run fetches those (config.hub_model_family)."""
     try:
         from huggingface_hub import snapshot_download  # heavy: only when a hub model is named
 
-        snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"])
-        return True
+        folder = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"]))
     except Exception:  # not cached, a malformed id, a broken cache: the trainer will say which
         return False
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    return (folder / "model_index.json").is_file() and weights.is_file()
 
 
 def check_requirements(cfg) -> list[str]:
