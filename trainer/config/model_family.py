@@ -4,9 +4,10 @@
     sdxl    UNet with `addition_embed_type = "text_time"` and two text encoders (CLIP ViT-L + OpenCLIP bigG)
 
 Anything else (SD 2.x, SD3, Flux, an unknown layout) is refused when the run's config is resolved,
-before a run folder exists, with a one-line reason. Pure Python (no torch): the CLI and the TUI
-resolve configs. A model whose architecture cannot be read yet (a hub id not in the cache) is
-`None` here and checked again when it loads.
+before a run folder exists, with a one-line reason. Pure Python (no torch), and no network: the CLI and
+the TUI resolve configs on every edit. A model whose architecture cannot be read yet (a hub id whose
+configs are not in the HF cache) is `None` here; creating a run fetches its two configs
+(loradeck.trainer.config.hub_model_family) and refuses it then, still before a run folder exists.
 """
 
 from __future__ import annotations
@@ -55,17 +56,24 @@ def _refuse(what: str) -> str:
 
 def from_folder(folder: Path) -> str | None:
     """The family of a diffusers folder; None when it has no readable UNet config (the loader reports it)."""
-    index = _json(folder / "model_index.json") or {}
+    index = read_json(folder / "model_index.json") or {}
     pipeline = str(index.get("_class_name", ""))
     if "transformer" in index or (folder / "transformer").is_dir():
         return _refuse(f"a transformer model ({pipeline or 'no UNet'}: SD3, Flux or similar)")
-    unet = _json(folder / "unet" / "config.json")
+    unet = read_json(folder / "unet" / "config.json")
     if unet is None:
         return None
     family = from_unet_config(unet)
-    if family == SDXL and not (folder / "text_encoder_2").is_dir():
-        return _refuse("an SDXL refiner or a one-text-encoder SDXL variant (no text_encoder_2/)")
+    if family == SDXL and not all(_has_part(folder, index, name) for name in ("text_encoder", "text_encoder_2")):
+        return _refuse("an SDXL refiner or a one-text-encoder SDXL variant (not both text_encoder and text_encoder_2)")
     return family
+
+
+def _has_part(folder: Path, index: dict, name: str) -> bool:
+    """Is pipeline part `name` there: its folder, or a class for it in model_index.json (a hub snapshot
+    may hold only the configs; the SDXL refiner's index lists text_encoder as [null, null])."""
+    entry = index.get(name)
+    return (folder / name).is_dir() or (isinstance(entry, list) and any(entry))
 
 
 def from_single_file(path: Path) -> str | None:
@@ -141,7 +149,7 @@ def pixel_granularity(base_model: str) -> int | None:
     if folder is None and not path.exists() and "/" in base_model and not base_model.startswith(("/", ".", "~")):
         folder = hub_cache_folder(base_model)
     if folder is not None:
-        vae, unet = _json(folder / "vae" / "config.json"), _json(folder / "unet" / "config.json")
+        vae, unet = read_json(folder / "vae" / "config.json"), read_json(folder / "unet" / "config.json")
         blocks = [len(c.get("block_out_channels") or []) if c else 0 for c in (vae, unet)]
         return granularity(*blocks) if all(blocks) else None
     try:
@@ -184,7 +192,8 @@ def safetensors_keys(path: Path) -> list[str] | None:
     return [k for k in header if k != "__metadata__"]
 
 
-def _json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`; None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -97,7 +97,7 @@ class ResolvedConfig:
     dataset: dict[str, Any]
     sources: dict[str, str]          # field -> the layer that set it ("default" when none did)
     notes: list[str] = field(default_factory=list)
-    family: str | None = None        # trainer.config.model_family of the base model (None: known when it loads)
+    family: str | None = None        # trainer.config.model_family (None: unknown offline; a run reads it from the hub)
 
 
 def _limit_rule(values: dict[str, Any], layer: Mapping[str, Any]) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 from loradeck.trainer import children, process_info
 from loradeck.trainer.atomic import atomic_write_text
 from loradeck.trainer.cli_hint import command
+from loradeck.trainer.config import hub_model_family
 from loradeck.trainer.config import resolve as run_config
 from loradeck.trainer.dataset import preflight
 from loradeck.trainer.dataset.project import Project, dataset_images
@@ -98,14 +99,16 @@ def check_gpus(gpus: int) -> list[str]:
 
 
 def _hub_cached(repo_id: str) -> bool:
-    """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network)?"""
+    """Is a snapshot of hub repo `repo_id` in the local Hugging Face cache (no network), weights and all?
+    Its configs alone do not count: creating a run fetches those (config.hub_model_family)."""
     try:
         from huggingface_hub import snapshot_download  # heavy: only when a hub model is named
 
-        snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"])
-        return True
+        folder = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"]))
     except Exception:  # not cached, a malformed id, a broken cache: the trainer will say which
         return False
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    return (folder / "model_index.json").is_file() and weights.is_file()
 
 
 def check_requirements(cfg) -> list[str]:
@@ -131,9 +134,14 @@ def create_run_from(project: Project, resolved: run_config.ResolvedConfig) -> Ru
     """Make runs/<new id>/ with the resolved config.toml; the run is not started.
 
     Preflight warnings are added to `resolved.notes`; preflight errors (dataset, base model,
-    missing packages) refuse the run before its folder exists.
+    missing packages) refuse the run before its folder exists, and so does a hub model that is not SD 1.x
+    or SDXL: its family, unknown to the network-free resolve when its configs are not cached, is read
+    from the hub here (loradeck.trainer.config.hub_model_family) and kept in `resolved.family`.
     """
     resolved.notes.extend(check_requirements(resolved.config))
+    if resolved.family is None and models.kind_of(resolved.config.base_model) == "hub":
+        # Resolving stays network-free; here, once, an uncached hub id's configs say what it is.
+        resolved.family = hub_model_family.fetch(resolved.config.base_model)
     resolved.notes.extend(f"dataset: {w}" for w in check_dataset(project, resolved.config))
     resolved.notes.extend(check_gpus(resolved.config.gpus))
     project.runs.mkdir(parents=True, exist_ok=True)
