@@ -1,4 +1,4 @@
-"""The train form's live GPU-memory estimate: a debounced child process, coloured against free memory."""
+"""The train form's live GPU-memory estimate: debounced questions to a warm child, coloured against free memory."""
 
 from __future__ import annotations
 
@@ -34,15 +34,40 @@ async def test_the_form_shows_the_estimate_of_the_last_knobs_after_a_burst_of_ed
         line = screen.query_one(EstimateLine)
         screen.query_one("#f-resolution", Input).value = "64"
         await wait_until_async(pilot, lambda: line.result is not None, timeout=600, message="the first estimate")
-        before, line.result = line.children_started, None
+        before, line.result = line.questions_asked, None
+        estimator = line.estimator
+        child = estimator.pid
         for field, value in (("batch_size", "2"), ("batch_size", "3"), ("rank", "8")):
             screen.query_one(f"#f-{field}", Input).value = value  # one burst of edits
         await pilot.pause()
         await wait_until_async(pilot, lambda: line.result is not None, timeout=600, message="the estimate")
-        assert line.children_started == before + 1  # the burst was debounced into one child
+        assert line.questions_asked == before + 1  # the burst was debounced into one question
+        assert line.estimator.pid == child and line.estimator.starts == 1  # asked of the same warm child
         assert line.result["config"]["rank"] == 8
         assert line.result["ok"] and line.result["config"]["batch_size"] == 3
         assert line.result["config"]["resolution"] == 64
         assert text_of(line).startswith("GPU memory ≈ ") and text_of(line).endswith("no GPU here")
         screen.query_one("#f-rank", Input).value = "x"  # a problem: no estimate
         await wait_until_async(pilot, lambda: "fix the problems" in text_of(line), message="the estimate to clear")
+    assert estimator.pid is None  # the screen's own estimator ended with it
+
+
+async def test_the_app_keeps_one_warm_estimator_across_train_forms_and_ends_it_on_exit(trainable, monkeypatch):
+    from loradeck.tui.app import LoradeckApp
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    app = LoradeckApp(trainable.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pids = []
+        for visit in range(2):
+            app.open_train(trainable)
+            await pilot.pause()
+            app.screen.query_one("#f-resolution", Input).value = "64"
+            line = app.screen.query_one(EstimateLine)
+            await wait_until_async(pilot, lambda: line.result is not None, timeout=600, message="the estimate")
+            assert line.result["ok"] and line.estimator is app.estimator
+            pids.append(app.estimator.pid)
+            app.pop_screen()
+            await pilot.pause()
+        assert pids[0] == pids[1] is not None and app.estimator.starts == 1  # warm for the second form
+    assert app.estimator.pid is None  # closed with the app

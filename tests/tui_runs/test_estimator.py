@@ -1,0 +1,49 @@
+"""The TUI's warm estimator child (loradeck.tui.estimator): one child answers every question, a question
+asked meanwhile overtakes the one before, and a child that left (idle, killed) is started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from loradeck.tui.estimator import Estimator, service_argv
+from tests.waiting import wait_until
+
+TINY = {"base_model": "synthetic:tiny", "resolution": 64, "batch_size": 1}
+
+
+def test_one_child_answers_every_question_and_a_newer_question_overtakes_an_older_one():
+    estimator = Estimator()
+    try:
+        estimator.start()
+        first = estimator.ask(TINY)
+        assert first["ok"] is True and first["config"]["batch_size"] == 1
+        pid = estimator.pid
+        answers: dict[str, object] = {}
+        older = threading.Thread(target=lambda: answers.update(older=estimator.ask(dict(TINY, batch_size=2))))
+        older.start()
+        wait_until(lambda: estimator._asked == 2, timeout=10, message="the older question")
+        newer = estimator.ask(dict(TINY, batch_size=3))
+        older.join(60)
+        assert answers["older"] is None  # overtaken: its caller drops it
+        assert newer["ok"] is True and newer["config"]["batch_size"] == 3
+        assert estimator.pid == pid and estimator.starts == 1 and estimator.ready
+        bad = estimator.ask(dict(TINY, resolution=-5))
+        assert bad["ok"] is False and "resolution" in bad["error"]
+    finally:
+        estimator.close()
+    assert estimator.pid is None
+
+
+def test_a_child_that_left_is_started_again():
+    estimator = Estimator(service_argv() + ["--idle-seconds", "2"])
+    try:
+        assert estimator.ask(TINY)["ok"] is True
+        wait_until(lambda: estimator.pid is None, timeout=60, message="the idle child to leave")
+        assert estimator.ask(TINY)["ok"] is True and estimator.starts == 2
+        os.kill(estimator.pid, signal.SIGKILL)  # a child killed from outside
+        wait_until(lambda: estimator.pid is None, timeout=30, message="the killed child to go")
+        assert estimator.ask(TINY)["ok"] is True and estimator.starts == 3
+    finally:
+        estimator.close()
