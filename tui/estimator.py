@@ -60,8 +60,8 @@ class Estimator:
                 except (BrokenPipeError, OSError, ValueError):
                     proc.wait()
                     continue
-                self._changed.wait_for(
-                    lambda: self._asked != qid or (self._answer or {}).get("id") == qid or proc.poll() is not None)
+                self._changed.wait_for(lambda child=proc: self._asked != qid or (self._answer or {}).get("id") == qid
+                                       or child.poll() is not None)
                 if self._asked != qid:
                     return None
                 if (self._answer or {}).get("id") == qid:
