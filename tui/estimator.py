@@ -20,7 +20,6 @@ from typing import Any
 from loradeck.trainer import children
 
 SERVICE_MODULE = "loradeck.trainer.gpu.estimate_service"
-CLOSE_GRACE_SECONDS = 2.0
 
 
 def service_argv() -> list[str]:
@@ -71,22 +70,19 @@ class Estimator:
         return {"ok": False, "error": f"the estimator stopped (exit status {code})"}
 
     def close(self) -> None:
-        """End the child: its stdin closes (it exits), then a kill if it has not within the grace time."""
+        """End the child now (it holds nothing worth keeping); never blocks the caller, often the UI thread."""
         with self._changed:
             proc, self._proc = self._proc, None
             self._asked += 1  # wakes any waiting question, which returns None
             self._changed.notify_all()
         if proc is None:
             return
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(CLOSE_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for end in (proc.stdin.close, proc.kill):
+            try:
+                end()
+            except OSError:
+                pass
+        threading.Thread(target=proc.wait, name="estimator-reap", daemon=True).start()
 
     @property
     def pid(self) -> int | None:

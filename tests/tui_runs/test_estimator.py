@@ -47,3 +47,21 @@ def test_a_child_that_left_is_started_again():
         assert estimator.ask(TINY)["ok"] is True and estimator.starts == 3
     finally:
         estimator.close()
+
+
+def test_closing_ends_a_child_that_is_still_importing_its_libraries():
+    """Leaving the form or quitting must not wait for a warm-up: the child is ended at once."""
+    estimator = Estimator()
+    estimator.start()
+    pid = estimator.pid
+    estimator.close()  # the child is still importing torch: it would read stdin's end only after that
+    assert estimator.pid is None
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_until(gone, timeout=30, message="the child to be ended and reaped")
