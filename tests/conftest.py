@@ -26,6 +26,17 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("LORADECK_NO_ESTIMATE_CACHE", "1")
 
 
+# Test files that spend minutes waiting on something else (a real Slurm's time limit): collected first, so
+# under xdist's --dist loadfile one worker starts on them while the other runs everything else.
+LONG_WAITS = ("tests/slurm/test_slurm_cluster.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    first = [item for item in items if item.nodeid.split("::")[0] in LONG_WAITS]
+    if first:
+        items[:] = first + [item for item in items if item not in first]
+
+
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
     """An empty projects root, also set as $LORADECK_ROOT."""
