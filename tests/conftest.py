@@ -26,15 +26,20 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("LORADECK_NO_ESTIMATE_CACHE", "1")
 
 
-# Test files that spend minutes waiting on something else (a real Slurm's time limit): collected first, so
-# under xdist's --dist loadfile one worker starts on them while the other runs everything else.
-LONG_WAITS = ("tests/slurm/test_slurm_cluster.py",)
+# The longest test files, collected first (longest first) so xdist's --dist loadfile hands them out while
+# there is still other work to balance them: the real Slurm file (minutes, mostly waiting on its one-minute
+# time limit) starts one worker. Per-file seconds from a clean-clone CI's --durations (2 cores, 2 workers).
+LONG_FIRST = ("tests/slurm/test_slurm_cluster.py",  # 310 s
+              "tests/runs/test_default_root_tour.py",  # 175 s
+              "tests/trainer_engine/test_train_process.py",  # 129 s
+              "tests/runs/test_run_queue.py",  # 104 s
+              "tests/runs/test_step_count.py",  # 64 s
+              "tests/runs/test_multi_gpu_launch.py")  # 58 s
 
 
 def pytest_collection_modifyitems(config, items):
-    first = [item for item in items if item.nodeid.split("::")[0] in LONG_WAITS]
-    if first:
-        items[:] = first + [item for item in items if item not in first]
+    rank = {path: i for i, path in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONG_FIRST)))  # stable: the rest keep order
 
 
 @pytest.fixture
