@@ -48,7 +48,7 @@ class Estimator:
             self._asked += 1
             qid = self._asked
             self._changed.notify_all()  # the question waiting before this one is overtaken
-        for attempt in range(2):  # a child that had just left (idle, killed) is started once more
+        for _ in range(2):  # a child that had just left (idle, killed) is started once more
             with self._changed:
                 if self._asked != qid:
                     return None
@@ -59,15 +59,18 @@ class Estimator:
                 except (BrokenPipeError, OSError, ValueError):
                     proc.wait()
                     continue
-                self._changed.wait_for(lambda child=proc: self._asked != qid or (self._answer or {}).get("id") == qid
+                self._changed.wait_for(lambda child=proc: self._asked != qid or self._answered(qid)
                                        or child.poll() is not None)
                 if self._asked != qid:
                     return None
-                if (self._answer or {}).get("id") == qid:
+                if self._answered(qid):
                     answer, self._answer = self._answer, None
                     return answer
         code = proc.poll()
         return {"ok": False, "error": f"the estimator stopped (exit status {code})"}
+
+    def _answered(self, qid: int) -> bool:
+        return self._answer is not None and self._answer.get("id") == qid
 
     def close(self) -> None:
         """End the child now (it holds nothing worth keeping); never blocks the caller, often the UI thread."""

@@ -185,11 +185,17 @@ def test_submitting_where_sbatch_is_missing_says_so_and_leaves_no_run(project, c
     assert not [d for d in project.runs.iterdir()] if project.runs.exists() else True
 
 
-def test_a_trainer_that_saved_when_slurm_ended_its_job_reads_failed_with_slurms_state(project, scripted_slurm):
+def _saved_by_its_trainer(project):
+    """A Slurm run submitted a minute ago whose trainer saved and wrote run_finished "stopped"."""
     files = _slurm_run(project, submitted=time.time() - 60)
     writer = EventWriter(files.events)
     writer.emit("run_finished", status="stopped", steps_done=3)
     writer.close()
+    return files
+
+
+def test_a_trainer_that_saved_when_slurm_ended_its_job_reads_failed_with_slurms_state(project, scripted_slurm):
+    files = _saved_by_its_trainer(project)
     scripted_slurm(squeue="1234|CANCELLED|None|gpu-07\n")
     state, detail = runs.run_state_detail(files)
     assert state == "failed" and detail.startswith("Slurm: CANCELLED, job 1234")
@@ -201,10 +207,7 @@ def test_a_trainer_that_saved_when_slurm_ended_its_job_reads_failed_with_slurms_
 def test_a_trainer_that_saved_while_slurm_still_ends_its_job_reads_stopping_until_slurm_says(project, scripted_slurm):
     # Slurm's own view lags the trainer's last event: while the job still runs (or completes), the run is
     # on its way out; once Slurm says CANCELLED it is failed, never a transient "stopped" in between.
-    files = _slurm_run(project, submitted=time.time() - 60)
-    writer = EventWriter(files.events)
-    writer.emit("run_finished", status="stopped", steps_done=3)
-    writer.close()
+    files = _saved_by_its_trainer(project)
     scripted_slurm(squeue="1234|COMPLETING|None|gpu-07\n")
     state, detail = runs.run_state_detail(files)
     assert state == "stopping" and "1234 is ending" in detail
